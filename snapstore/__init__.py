@@ -1,0 +1,5 @@
+"""
+snapstore: a self-hosted caching proxy for the Snap Store.
+"""
+
+__version__ = "0.1.0"
