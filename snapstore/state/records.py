@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+The values L{snapstore.interfaces.IStateStore} takes and returns.
+
+Frozen attrs classes, so that callers can neither mutate a record another
+part holds nor depend on database row types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class BlobRecord:
+    """
+    A downloadable file the upstream store described.
+
+    @ivar name: the download file name, e.g. C{<snap-id>_<rev>.snap} or
+        C{<snap-id>_<from>_<to>_xdelta3.delta}; the key of the record.
+    @ivar sha3_384: lowercase hex digest the store promised.
+    @ivar size: size in bytes the store promised.
+    @ivar url: the upstream URL to fetch it from.
+    @ivar snapId: the snap it belongs to ("" when unknown).
+    @ivar snapName: the snap's name ("" when unknown).
+    @ivar revision: the snap revision (0 when unknown, e.g. deltas).
+    @ivar architectures: architectures the revision was built for.
+    @ivar seenAt: POSIX time the proxy first saw it.
+    """
+
+    name: str
+    sha3_384: str
+    size: int
+    url: str
+    snapId: str = ""
+    snapName: str = ""
+    revision: int = 0
+    architectures: tuple[str, ...] = ()
+    seenAt: float = 0.0
+
+
+@attrs.frozen
+class Override:
+    """
+    A revision pin: devices on C{channel} get C{revision} of C{snapName}.
+    """
+
+    snapName: str
+    channel: str
+    revision: int
+    architecture: str
+    snapId: str = ""
+    createdAt: float = 0.0
+
+
+@attrs.frozen
+class Device:
+    """
+    A device that used the proxy.
+
+    @ivar identity: C{brand/model/serial}, or C{address:<ip>} when the
+        device sent no serial.
+    """
+
+    identity: str
+    model: str = ""
+    address: str = ""
+    firstSeen: float = 0.0
+    lastSeen: float = 0.0
+
+
+@attrs.frozen
+class AuditEntry:
+    """
+    One row of the hash-chained audit log.
+
+    @ivar previousHash: C{rowHash} of the row before (hex; "" for the first).
+    @ivar rowHash: sha256 over C{previousHash} and this row's content.
+    """
+
+    id: int
+    time: float
+    actor: str
+    action: str
+    target: str
+    before: Any
+    after: Any
+    previousHash: str
+    rowHash: str
