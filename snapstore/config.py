@@ -1,0 +1,263 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Settings of the service, from command-line options and the config file.
+
+Every option of C{twistd snapstore} is declared once in L{OPTIONS}; the
+twistd C{Options} class, the config file reader and the documentation are
+generated from that table, so the three cannot drift apart.  The result is
+one frozen L{Settings} object that the composition root hands to each part.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from typing import Any, Callable, Optional
+
+import attrs
+from hyperlink import DecodedURL
+
+DEFAULT_CONFIG = "/etc/snapstore/snapstore.conf"
+CONFIG_SECTION = "snapstore"
+
+
+class ConfigError(Exception):
+    """
+    A setting is invalid.  The message names the option or config key, so an
+    admin knows which line to fix.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parseSize(text: str) -> int:
+    """
+    Parse a byte count such as C{500M}, C{20G} or C{1048576} (binary units,
+    an optional trailing C{B} or C{iB}).
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 500M or 20G)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+def parseNetworks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """
+    Parse a comma-separated list of CIDRs or addresses.
+    """
+    networks = []
+    for item in _splitList(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or network: {item!r}")
+    return tuple(networks)
+
+
+def parsePorts(text: str) -> tuple[int, ...]:
+    """
+    Parse a comma-separated list of TCP ports.
+    """
+    ports = []
+    for item in _splitList(text):
+        if not item.isdigit() or not 0 < int(item) < 65536:
+            raise ValueError(f"not a TCP port: {item!r}")
+        ports.append(int(item))
+    return tuple(ports)
+
+
+def parseURL(text: str) -> str:
+    """
+    Check that C{text} is an absolute http(s) URL and return it with a
+    trailing slash on its path, so that relative joins keep its prefix.
+    """
+    url = DecodedURL.from_text(text.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"not an http(s) URL: {text!r}")
+    if url.query or url.fragment:
+        raise ValueError(f"URL must have no query or fragment: {text!r}")
+    asText = url.to_text()
+    return asText if asText.endswith("/") else asText + "/"
+
+
+def _optionalURL(text: str) -> Optional[str]:
+    return None if text.strip().lower() in ("", "none") else parseURL(text)
+
+
+def _optionalText(text: str) -> Optional[str]:
+    return None if text.strip().lower() in ("", "none") else text.strip()
+
+
+def _splitList(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use yes or no)")
+
+
+@attrs.frozen
+class Option:
+    """
+    One setting: its option name (also its config-file key), default text,
+    help, and the function turning text into a value.
+    """
+
+    name: str
+    default: Optional[str]
+    help: str
+    parse: Callable[[str], Any] = str
+    flag: bool = False
+
+    @property
+    def attribute(self) -> str:
+        head, *rest = self.name.split("-")
+        return head + "".join(part.capitalize() for part in rest)
+
+
+PRIVATE_AND_LOOPBACK = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("store-endpoint", "tcp:8000",
+           "Where snapd talks the store API (endpoint string; ssl: for HTTPS).",
+           _optionalText),
+    Option("proxy-endpoint", "tcp:3128",
+           "Forward (CONNECT) proxy listener; 'none' disables it.", _optionalText),
+    Option("admin-endpoint", "tcp:8001:interface=127.0.0.1",
+           "Admin API and /metrics listener; 'none' disables it.", _optionalText),
+    Option("upstream", "https://api.snapcraft.io/", "The store to relay to.", parseURL),
+    Option("upstream-proxy", None,
+           "Parent HTTP proxy for all outbound traffic (CONNECT for https).",
+           _optionalURL),
+    Option("upstream-ca", None, "CA bundle (PEM) for upstream TLS; default system trust.",
+           _optionalText),
+    Option("upstream-timeout", "10",
+           "Seconds to wait for upstream to answer an API call (snapd gives up after 10).",
+           float),
+    Option("public-url", None,
+           "Base URL devices use to reach the store endpoint; default from the request's Host.",
+           _optionalURL),
+    Option("data-dir", "./snapstore-data",
+           "Holds state.sqlite and cache/ unless they are set apart.", str),
+    Option("state", None,
+           "sqlite:PATH or postgresql://user@host/db; default sqlite:<data-dir>/state.sqlite.",
+           _optionalText),
+    Option("cache-dir", None, "Blob cache directory; default <data-dir>/cache.", _optionalText),
+    Option("cache-size", "20G", "Bound of the blob cache (e.g. 500M, 20G).", parseSize),
+    Option("rules-dir", None,
+           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d.",
+           _optionalText),
+    Option("offline", "no", "Never contact upstream; serve imported and cached content.",
+           _boolean, flag=True),
+    Option("proxy-clients", PRIVATE_AND_LOOPBACK,
+           "CIDRs allowed to use the forward proxy.", parseNetworks),
+    Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),
+    Option("proxy-allow-internal", "",
+           "Hosts or CIDRs in loopback/private/link-local space the forward proxy may reach anyway.",
+           lambda text: tuple(_splitList(text))),
+    Option("admin-token-file", None,
+           "Bearer token file; required when the admin endpoint is not on loopback.",
+           _optionalText),
+    Option("log-format", "text", "Log output format: text or json.",
+           lambda text: _choice(text, ("text", "json"))),
+)
+
+
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text.strip() not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, not {text!r}")
+    return text.strip()
+
+
+def _settingsClass() -> type:
+    fields = {option.attribute: attrs.field() for option in OPTIONS}
+    fields["configFile"] = attrs.field(default=None)
+    return attrs.make_class("Settings", fields, frozen=True)
+
+
+Settings = _settingsClass()
+Settings.__doc__ = """
+The service's settings after defaults, config file and command line were
+merged and parsed.  One attribute per L{OPTIONS} entry, in camelCase
+(C{store-endpoint} is C{storeEndpoint}).
+"""
+
+
+def readConfigFile(path: str) -> dict[str, str]:
+    """
+    Read an INI config file's C{[snapstore]} section, rejecting unknown keys
+    so that a typo is an error instead of a silently ignored line.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as configFile:
+            parser.read_file(configFile)
+    except OSError as error:
+        raise ConfigError(path, f"cannot read config file: {error.strerror}")
+    except configparser.Error as error:
+        raise ConfigError(path, f"not a valid config file: {error}")
+    known = {option.name for option in OPTIONS}
+    for section in parser.sections():
+        if section != CONFIG_SECTION:
+            raise ConfigError(f"{path} [{section}]",
+                              f"unknown section (only [{CONFIG_SECTION}] is read)")
+    values = dict(parser.items(CONFIG_SECTION)) if parser.has_section(CONFIG_SECTION) else {}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{path} [{CONFIG_SECTION}] {key}", "unknown setting")
+    return values
+
+
+def buildSettings(given: dict[str, Any], configFile: Optional[str] = None) -> Settings:
+    """
+    Merge defaults, the config file and options given on the command line
+    (in rising priority) into L{Settings}.
+
+    @param given: option name to text, for options given on the command
+        line (C{None} values are ignored).
+    """
+    fromFile = readConfigFile(configFile) if configFile else {}
+    values = {}
+    for option in OPTIONS:
+        if given.get(option.name) is not None:
+            text, source = given[option.name], f"--{option.name}"
+        elif option.name in fromFile:
+            text, source = fromFile[option.name], f"{configFile}: {option.name}"
+        else:
+            text, source = option.default, f"--{option.name}"
+        if text is None:
+            values[option.attribute] = None
+            continue
+        if isinstance(text, bool):
+            text = "yes" if text else "no"
+        try:
+            values[option.attribute] = option.parse(text)
+        except ValueError as error:
+            raise ConfigError(source, str(error))
+    return _deriveDefaults(Settings(configFile=configFile, **values))
+
+
+def _deriveDefaults(settings: Settings) -> Settings:
+    """
+    Fill the defaults that depend on other settings.
+    """
+    dataDir = settings.dataDir
+    state = settings.state or "sqlite:" + os.path.join(dataDir, "state.sqlite")
+    cacheDir = settings.cacheDir or os.path.join(dataDir, "cache")
+    rulesDir = settings.rulesDir
+    if rulesDir is None:
+        rulesDir = "/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d") else "./rules.d"
+    return attrs.evolve(settings, state=state, cacheDir=cacheDir, rulesDir=rulesDir)

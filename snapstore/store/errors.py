@@ -1,0 +1,38 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The store's JSON error shape, used for every error the proxy itself makes.
+
+snapd parses C{{"error-list":[{"code":...,"message":...}]}} and shows the
+message, so a device admin sees why a call failed instead of a bare status.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.web.server import Request
+
+ERROR_CONTENT_TYPE = b"application/json"
+
+
+def storeErrorBody(code: str, message: str) -> bytes:
+    """
+    Encode one error in the store's format.
+    """
+    return json.dumps({"error-list": [{"code": code, "message": message}]}).encode("utf-8")
+
+
+def writeStoreError(request: Request, status: int, code: str, message: str) -> None:
+    """
+    Answer C{request} with C{status} and a store-format error, and finish it.
+    Does nothing when the client is already gone or an answer was started.
+    """
+    if request.finished or request._disconnected or request.startedWriting:
+        return
+    body = storeErrorBody(code, message)
+    request.setResponseCode(status)
+    request.responseHeaders.setRawHeaders(b"content-type", [ERROR_CONTENT_TYPE])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()

@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The transparent relay of store API calls to upstream.
+
+Every call under C{/v2/} and C{/api/v1/} that is not a download goes
+through here: headers that describe the device reach upstream unchanged,
+hop-by-hop headers do not, and the answer comes back with its status,
+headers and body intact, except that JSON answers about snaps get their
+download, assertion and icon URLs pointed at the proxy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from snapstore.httpheaders import addVia, endToEnd
+from snapstore.store.errors import writeStoreError
+from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
+from snapstore.store.streaming import relayBody
+from snapstore.store.upstream import StoreUpstream, UpstreamError
+
+# Answers that describe snaps, and so carry URLs snapd fetches later.
+_REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
+_JSON_TYPES = (b"application/json", b"application/hal+json", b"application/problem+json")
+_HOST = re.compile(rb"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+MAX_REQUEST_BODY = 4 << 20
+
+
+def publicBaseFor(request: Request, configured: Optional[str]) -> str:
+    """
+    The base URL devices use to reach this proxy: the configured one, or
+    the scheme and Host the device itself used.
+    """
+    if configured:
+        return configured
+    host = request.getHeader(b"host") or b""
+    if not _HOST.match(host.encode() if isinstance(host, str) else host):
+        address = request.getHost()
+        host = f"{address.host}:{address.port}"
+    if isinstance(host, bytes):
+        host = host.decode("ascii")
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host}/"
+
+
+def outboundHeaders(request: Request) -> Headers:
+    """
+    The headers to send upstream for a client request: everything end to
+    end, minus what the outbound connection sets itself, plus C{Via}.
+    """
+    headers = endToEnd(request.requestHeaders, drop=frozenset([b"host", b"content-length"]))
+    addVia(headers)
+    return headers
+
+
+def copyResponseHead(response: IResponse, request: Request, keepLength: bool) -> None:
+    """
+    Give the client upstream's status and end-to-end headers.
+    """
+    request.setResponseCode(response.code, response.phrase)
+    drop = frozenset() if keepLength else frozenset([b"content-length"])
+    for name, values in endToEnd(response.headers, drop=drop).getAllRawHeaders():
+        request.responseHeaders.setRawHeaders(name, list(values))
+    addVia(request.responseHeaders)
+
+
+class RelayResource(Resource):
+    """
+    Relays any store API call upstream and its answer back.
+
+    @ivar recordBlob: called with each L{BlobRecord} an answer described;
+        may return a Deferred, which the answer waits for, so that the
+        download of a URL the device just got is never unknown.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, upstream: StoreUpstream, remoteURLs: RemoteURLs,
+                 recordBlob: Callable[[Any], Any], clock: Any,
+                 publicURL: Optional[str] = None) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.remoteURLs = remoteURLs
+        self.recordBlob = recordBlob
+        self.clock = clock
+        self.publicURL = publicURL
+
+    def render(self, request: Request) -> Any:
+        self._relay(request).addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(UpstreamError):
+            error = failure.value
+            writeStoreError(request, error.status, error.code, error.message)
+            return
+        self.log.failure("relaying {uri} failed", failure, uri=request.uri)
+        writeStoreError(request, 500, "internal-error", "the proxy failed to relay this call")
+
+    @inlineCallbacks
+    def _relay(self, request: Request) -> Any:
+        body = request.content.read(MAX_REQUEST_BODY + 1) if request.content else b""
+        if len(body) > MAX_REQUEST_BODY:
+            writeStoreError(request, 413, "request-too-large",
+                            f"request body is larger than {MAX_REQUEST_BODY} bytes")
+            return
+        hasBody = bool(body) or request.requestHeaders.hasHeader(b"content-length")
+        url = self.upstream.url(request.uri)
+        response = yield self.upstream.request(
+            request.method, url, outboundHeaders(request), body if hasBody else None
+        )
+        if self._needsRewrite(request, response):
+            what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
+            raw = yield self.upstream.readBody(response, what)
+            try:
+                rewritten = rewriteAnswer(raw, publicBaseFor(request, self.publicURL),
+                                          self.clock.seconds())
+            except ValueError:
+                raise UpstreamError(502, "upstream-bad-response",
+                                    f"upstream store answered {what} with invalid JSON")
+            self.remoteURLs.update(rewritten.remotes)
+            for blob in rewritten.blobs:
+                try:
+                    yield self.recordBlob(blob)
+                except Exception:
+                    self.log.failure("cannot record blob {name}", name=blob.name)
+            copyResponseHead(response, request, keepLength=False)
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [b"%d" % len(rewritten.body)])
+            if request.method != b"HEAD":
+                request.write(rewritten.body)
+            request.finish()
+            return
+        copyResponseHead(response, request, keepLength=True)
+        yield relayBody(response, request)
+
+    @staticmethod
+    def _needsRewrite(request: Request, response: IResponse) -> bool:
+        if request.method == b"HEAD" or not 200 <= response.code < 300:
+            return False
+        contentType = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        mediaType = contentType.split(b";")[0].strip().lower()
+        return mediaType in _JSON_TYPES and _REWRITTEN_PATHS.match(request.path) is not None

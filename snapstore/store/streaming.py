@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+Streaming an upstream response body to a client with flow control.
+
+Without back-pressure a relay buffers whatever the fast side sends until
+the slow side takes it: feeding one slow client, that grew to 1.5 GB here.
+The upstream transport is registered as the client request's producer, so
+a client that stops reading pauses the upstream connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+from twisted.web.iweb import IResponse
+from twisted.web.server import Request
+
+
+class BodyRelay(Protocol):
+    """
+    Receives an upstream body and writes it to a client request.
+
+    @ivar done: fires with the byte count when the whole body was relayed
+        and the request finished, or errbacks with the reason it was cut.
+    """
+
+    log = Logger()
+
+    def __init__(self, request: Request, expectedLength: int | None = None) -> None:
+        self.request = request
+        self.expectedLength = expectedLength
+        self.relayed = 0
+        self.done: Deferred[int] = Deferred()
+        self._clientGone = False
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self.transport, True)
+        self.request.notifyFinish().addErrback(self._clientLost)
+
+    def _clientLost(self, reason: Failure) -> None:
+        self._clientGone = True
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._clientGone:
+            return
+        self.relayed += len(data)
+        self.request.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        request = self.request
+        if not self._clientGone:
+            request.unregisterProducer()
+        complete = reason.check(ResponseDone) is not None or (
+            reason.check(PotentialDataLoss, HTTPPotentialDataLoss) is not None
+            and self.expectedLength is None
+        )
+        if self.expectedLength is not None and self.relayed != self.expectedLength:
+            complete = False
+        if self._clientGone:
+            self.done.errback(Failure(ConnectionDone("client went away")))
+        elif complete:
+            request.finish()
+            self.done.callback(self.relayed)
+        else:
+            # Cut the client off before the full length, so that it sees a
+            # truncated transfer and retries, rather than a short success.
+            self.log.warn(
+                "upstream body cut after {relayed} bytes: {reason}",
+                relayed=self.relayed,
+                reason=reason.getErrorMessage(),
+            )
+            if request.transport is not None:
+                request.transport.abortConnection()
+            self.done.errback(reason)
+
+
+def relayBody(response: IResponse, request: Request) -> Deferred[int]:
+    """
+    Stream C{response}'s body into C{request} and finish it.
+    """
+    length = response.length if isinstance(response.length, int) else None
+    relay = BodyRelay(request, length)
+    response.deliverBody(relay)
+    return relay.done

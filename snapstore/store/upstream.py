@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+Requests to the upstream store, with the timeouts and failure mapping that
+snapd needs.
+
+snapd abandons an API call after 10 s and a download whose headers take
+15 s, so the proxy gives up a little earlier and answers with a store-format
+error that says why, instead of letting the device time out blind.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any, Optional
+
+from twisted.internet import error as netError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseFailed, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+
+
+class UpstreamError(Exception):
+    """
+    Upstream did not give a usable answer.
+
+    @ivar status: the HTTP status the client gets (502 or 504).
+    @ivar code: the store-format error code.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamError:
+    """
+    Turn a failed upstream request into the error the client should see.
+    """
+    if failure.check(UpstreamError):
+        return failure.value
+    if failure.check(TimeoutError, CancelledError, netError.TimeoutError):
+        return UpstreamError(504, "upstream-timeout",
+                             f"upstream store did not answer {what} within {timeout:g}s")
+    if failure.check(netError.DNSLookupError):
+        return UpstreamError(502, "upstream-unreachable",
+                             f"cannot resolve the upstream store for {what}: {failure.getErrorMessage()}")
+    if failure.check(netError.ConnectError, netError.ConnectionRefusedError):
+        return UpstreamError(502, "upstream-unreachable",
+                             f"cannot connect to the upstream store for {what}: {failure.getErrorMessage()}")
+    if failure.check(ResponseFailed):
+        reasons = "; ".join(reason.getErrorMessage() or reason.type.__name__
+                            for reason in failure.value.reasons)
+        return UpstreamError(502, "upstream-bad-response",
+                             f"upstream store sent a broken answer to {what}: {reasons}")
+    return UpstreamError(502, "upstream-error",
+                         f"upstream store request {what} failed: {failure.getErrorMessage()}")
+
+
+class StoreUpstream:
+    """
+    The upstream store's API, reached through an injected agent.
+
+    @ivar base: the upstream base URL as bytes, ending in C{/}.
+    """
+
+    log = Logger()
+
+    def __init__(self, agent: IAgent, base: str, clock: Any, timeout: float) -> None:
+        self.agent = agent
+        self.base = base.encode("ascii")
+        self.clock = clock
+        self.timeout = timeout
+
+    def url(self, relative: bytes) -> bytes:
+        """
+        The upstream URL for a path (and query) relative to the API base.
+        """
+        return self.base + relative.lstrip(b"/")
+
+    def request(self, method: bytes, url: bytes, headers: Headers,
+                body: Optional[bytes] = None, timeout: Optional[float] = None) -> Deferred[IResponse]:
+        """
+        Send one request and fire with the response once its headers
+        arrived, or fail with L{UpstreamError}.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        what = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"
+        requested = self.agent.request(method, url, headers, producer)
+        requested.addTimeout(timeout, self.clock)
+
+        def failed(failure: Failure) -> Failure:
+            upstreamError = describeFailure(failure, what, timeout)
+            self.log.warn("upstream failure ({code}): {message}",
+                          code=upstreamError.code, message=upstreamError.message)
+            return Failure(upstreamError)
+
+        return requested.addErrback(failed)
+
+    def readBody(self, response: IResponse, what: str, limit: int = 64 << 20,
+                 timeout: Optional[float] = None) -> Deferred[bytes]:
+        """
+        Read a whole (JSON) body that must be rewritten before relaying.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        if isinstance(response.length, int) and response.length > limit:
+            response.deliverBody(_Discard())
+            return fail(UpstreamError(502, "upstream-bad-response",
+                                      f"upstream answer to {what} is larger than {limit} bytes"))
+        reading = readBody(response)
+        reading.addTimeout(timeout, self.clock)
+
+        def failed(failure: Failure) -> Failure:
+            upstreamError = describeFailure(failure, what, timeout)
+            self.log.warn("upstream failure ({code}): {message}",
+                          code=upstreamError.code, message=upstreamError.message)
+            return Failure(upstreamError)
+
+        return reading.addErrback(failed)
+
+
+class _Discard(Protocol):
+    """
+    Drops a body the proxy will not use, closing its connection.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()

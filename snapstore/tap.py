@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd snapstore}: the command-line options and the composition root.
+
+This module wires the parts together and holds no protocol logic.  Nothing
+imports it except the twistd plugin; each part gets the reactor and the
+L{Settings} it needs through its constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from snapstore import __version__
+from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
+
+
+def _optionTables() -> tuple[list[list[Any]], list[list[Any]]]:
+    parameters = []
+    flags = []
+    for option in OPTIONS:
+        if option.flag:
+            flags.append([option.name, None, option.help])
+        else:
+            default = f" [default: {option.default}]" if option.default else ""
+            parameters.append([option.name, None, None, option.help + default])
+    return parameters, flags
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd snapstore}.  Every option can also be set in the
+    config file (C{[snapstore]} section, same names without the dashes'
+    prefix); the command line wins over the file.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the snapstore proxy: a store API relay for snapd "
+        "(SNAPPY_FORCE_API_URL=http://this-host:8000/), a blob cache, and a "
+        "forward proxy for snapd's proxy.http/proxy.https.  Settings come from "
+        "the options below, then from the config file, then from defaults."
+    )
+    optParameters, optFlags = _optionTables()
+    optParameters.append(
+        ["config", "c", None,
+         f"Config file (INI, [snapstore] section) [default: {DEFAULT_CONFIG} when it exists]"]
+    )
+
+    def opt_version(self) -> None:
+        """
+        Print the snapstore version and exit.
+        """
+        print(f"snapstore {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        configFile = self["config"]
+        if configFile is None and os.path.exists(DEFAULT_CONFIG):
+            configFile = DEFAULT_CONFIG
+        given = {option.name: self[option.name] or None for option in OPTIONS}
+        try:
+            self.settings = buildSettings(given, configFile)
+        except ConfigError as error:
+            raise usage.UsageError(str(error))
+
+
+def makeService(options: Options) -> MultiService:
+    """
+    Build the service tree for C{twistd snapstore}.
+    """
+    from twisted.internet import reactor
+
+    settings: Settings = options.settings
+    top = MultiService()
+    _addStoreService(top, reactor, settings)
+    return top
+
+
+def _addStoreService(top: MultiService, reactor: Any, settings: Settings) -> None:
+    from snapstore.store.service import makeStoreParts
+
+    parts = makeStoreParts(reactor, settings)
+    for service in parts.services:
+        service.setServiceParent(top)
+    if settings.storeEndpoint:
+        listener = strports.service(settings.storeEndpoint, parts.site)
+        listener.setName("store-endpoint")
+        listener.setServiceParent(top)
