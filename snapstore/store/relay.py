@@ -67,9 +67,12 @@ def copyResponseHead(response: IResponse, request: Request, keepLength: bool) ->
     Give the client upstream's status and end-to-end headers.
     """
     request.setResponseCode(response.code, response.phrase)
-    drop = frozenset() if keepLength else frozenset([b"content-length"])
-    for name, values in endToEnd(response.headers, drop=drop).getAllRawHeaders():
+    for name, values in endToEnd(response.headers, drop=frozenset([b"content-length"])).getAllRawHeaders():
         request.responseHeaders.setRawHeaders(name, list(values))
+    # The client parser keeps the length out of the headers; send it on so
+    # that the client sees the same framing rather than chunks.
+    if keepLength and isinstance(response.length, int) and request.method != b"HEAD":
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
     addVia(request.responseHeaders)
 
 
@@ -142,7 +145,10 @@ class RelayResource(Resource):
             request.finish()
             return
         copyResponseHead(response, request, keepLength=True)
-        yield relayBody(response, request)
+        try:
+            yield relayBody(response, request)
+        except Exception:
+            pass  # BodyRelay logged why and cut the client off; nothing to answer.
 
     @staticmethod
     def _needsRewrite(request: Request, response: IResponse) -> bool:

@@ -93,7 +93,7 @@ class StoreUpstream:
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         what = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"
         requested = self.agent.request(method, url, headers, producer)
-        requested.addTimeout(timeout, self.clock)
+        requested.addTimeout(timeout, self.clock, onTimeoutCancel=self._timedOut(what, timeout))
 
         def failed(failure: Failure) -> Failure:
             upstreamError = describeFailure(failure, what, timeout)
@@ -102,6 +102,19 @@ class StoreUpstream:
             return Failure(upstreamError)
 
         return requested.addErrback(failed)
+
+    @staticmethod
+    def _timedOut(what: str, timeout: float) -> Any:
+        """
+        Whatever cancelling a timed-out request produced (the agent wraps
+        the cancellation in its own errors), the client is told it timed out.
+        """
+
+        def timedOut(result: Any, _timeout: float) -> Failure:
+            return Failure(UpstreamError(504, "upstream-timeout",
+                                         f"upstream store did not answer {what} within {timeout:g}s"))
+
+        return timedOut
 
     def readBody(self, response: IResponse, what: str, limit: int = 64 << 20,
                  timeout: Optional[float] = None) -> Deferred[bytes]:
@@ -114,7 +127,7 @@ class StoreUpstream:
             return fail(UpstreamError(502, "upstream-bad-response",
                                       f"upstream answer to {what} is larger than {limit} bytes"))
         reading = readBody(response)
-        reading.addTimeout(timeout, self.clock)
+        reading.addTimeout(timeout, self.clock, onTimeoutCancel=self._timedOut(what, timeout))
 
         def failed(failure: Failure) -> Failure:
             upstreamError = describeFailure(failure, what, timeout)

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Assembling the store endpoint: state, upstream client, relay, downloads.
+
+L{makeStoreParts} is called by the composition root (C{snapstore.tap}); it
+returns the web site to listen with and the services whose lifetime the
+site depends on (the state store, the upstream connection pool).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from snapstore.config import Settings
+from snapstore.outbound import makeAgent, makePool
+from snapstore.store.relay import RelayResource
+from snapstore.store.resource import RemoteResource, StoreRoot
+from snapstore.store.rewrite import RemoteURLs
+from snapstore.store.upstream import StoreUpstream
+
+
+class PoolService(Service):
+    """
+    Closes the upstream connection pool when the service stops, so twistd
+    exits without waiting on idle keep-alive connections.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+@attrs.define
+class StoreParts:
+    """
+    What the store endpoint consists of.
+
+    @ivar site: the L{Site} to listen with.
+    @ivar root: its root resource (the forward proxy serves it locally too).
+    @ivar services: services to start before listening.
+    """
+
+    site: Site
+    root: StoreRoot
+    state: Any
+    upstream: StoreUpstream
+    services: list[IService]
+
+
+def makeStoreParts(reactor: Any, settings: Settings, state: Any) -> StoreParts:
+    """
+    Build the store endpoint for C{settings} around an L{IStateStore}.
+    """
+    pool = makePool(reactor)
+    agent = makeAgent(reactor, settings, pool)
+    upstream = StoreUpstream(agent, settings.upstream, reactor, settings.upstreamTimeout)
+    remoteURLs = RemoteURLs()
+    relay = RelayResource(upstream, remoteURLs, state.recordBlob, reactor, settings.publicUrl)
+    services: list[IService] = [PoolService(pool)]
+    # --- download path and blob cache (snapstore/cache, store/download.py) ---
+    download = _downloadResource(reactor, settings, state, upstream, services)
+    # --- end of download path ---
+    root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs))
+    site = Site(root)
+    site.displayTracebacks = False
+    return StoreParts(site, root, state, upstream, services)
+
+
+def _downloadResource(reactor: Any, settings: Settings, state: Any,
+                      upstream: StoreUpstream, services: list[IService]) -> IResource:
+    """
+    The resource answering C{/api/v1/snaps/download/<name>}; the blob cache
+    it uses is added to C{services} when it has a lifetime of its own.
+    """
+    from snapstore.store.download import DownloadResource
+
+    return DownloadResource(reactor, upstream, state)
