@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_fakestore -*-
+"""
+Run the fake store by hand or for benchmarks::
+
+    python -m tests.fakestore --api-port 8080 --cdn-port 8081 \\
+        --snap hello:29:20480 --snap big:1:1073741824:edge
+
+Prints the API and CDN URLs and every snap it serves, then runs until
+interrupted.
+"""
+
+import argparse
+import sys
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import react
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from tests.fakestore.store import FakeStore
+
+
+def parseSnap(value: str) -> tuple[str, int, int, str]:
+    """
+    Parse C{NAME:REV:SIZE[:CHANNEL]}.
+    """
+    parts = value.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError("expected NAME:REV:SIZE[:CHANNEL]")
+    try:
+        revision, size = int(parts[1]), int(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError("REV and SIZE must be integers")
+    return parts[0], revision, size, parts[3] if len(parts) == 4 else "stable"
+
+
+def makeParser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakestore", description=__doc__)
+    parser.add_argument("--api-port", type=int, default=0)
+    parser.add_argument("--cdn-port", type=int, default=0)
+    parser.add_argument("--interface", default="127.0.0.1")
+    parser.add_argument("--hostname", default=None,
+                        help="host name for absolute URLs instead of the Host header")
+    parser.add_argument("--snap", action="append", type=parseSnap, default=[],
+                        metavar="NAME:REV:SIZE[:CHANNEL]")
+    parser.add_argument("--arch", default="amd64", help="architecture of --snap revisions")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    return parser
+
+
+class _FixedPortStore(FakeStore):
+    """
+    A L{FakeStore} listening on chosen ports and interface instead of
+    random loopback ones.
+    """
+
+    def __init__(self, reactor, apiPort, cdnPort, interface, **kwargs):
+        super().__init__(reactor, **kwargs)
+        self._wanted = iter([apiPort, cdnPort])
+        self._interface = interface
+
+    def _endpoint(self):
+        return TCP4ServerEndpoint(self._reactor, next(self._wanted), interface=self._interface)
+
+
+async def main(reactor, argv) -> None:
+    options = makeParser().parse_args(argv)
+    if options.verbose:
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    store = _FixedPortStore(
+        reactor, options.api_port, options.cdn_port, options.interface,
+        hostname=options.hostname,
+    )
+    for name, revision, size, channel in options.snap:
+        if name not in {s.name for s in store.catalogue}:
+            store.addSnap(name)
+        store.addRevision(name, revision, size, architectures=(options.arch,),
+                          channels=(channel,))
+    await store.start()
+    print(f"api {store.apiURL}")
+    print(f"cdn {store.cdnURL}")
+    for snap in store.catalogue:
+        for revision in snap.revisions.values():
+            print(f"snap {snap.name} {snap.snapId} {revision.revision} "
+                  f"{revision.size} {revision.sha3_384}")
+    sys.stdout.flush()
+    await Deferred()
+
+
+if __name__ == "__main__":
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor, sys.argv[1:])))

@@ -1,0 +1,627 @@
+# -*- test-case-name: tests.test_fakestore -*-
+"""
+The fake store's API listener: the routes of store-api.md sections 3, 4.1
+(the download redirect), 4.4 (icons) and 6.1 (assertions).
+
+One leaf resource dispatches on method and path, because the store's URL
+space (C{/v2/assertions/<type>/<key...>}, C{/api/v1/snaps/download/<file>})
+is easier to read as a route table than as a resource tree.
+"""
+
+import json
+import re
+import struct
+import zlib
+from urllib.parse import quote, unquote
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from tests.fakestore.catalogue import Channel, UnknownSnap
+
+JSON = b"application/json"
+HAL_JSON = b"application/hal+json"
+PROBLEM_JSON = b"application/problem+json"
+ASSERTION = b"application/x.ubuntu.assertion"
+
+# Fields of the snap object that belong to a revision rather than to the
+# snap as a whole; info and find put them in channel-map entries and in
+# "revision" respectively.
+REVISION_FIELDS = (
+    "architectures",
+    "base",
+    "confinement",
+    "created-at",
+    "download",
+    "epoch",
+    "revision",
+    "type",
+    "version",
+)
+
+_DOWNLOAD = re.compile(r"^/api/v1/snaps/download/([A-Za-z0-9]{32})_([0-9]+)\.snap$")
+_ICON = re.compile(r"^/media/icon/([A-Za-z0-9]{32})\.png$")
+
+
+def _png() -> bytes:
+    """
+    A valid 1x1 PNG, small enough for snapd's icon limit.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xe9\x54\x20\xff")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+ICON = _png()
+
+
+class StoreError(Exception):
+    """
+    Answer the request with C{code} and a store C{error-list}.
+    """
+
+    def __init__(self, code: int, errorCode: str, message: str, contentType=JSON):
+        super().__init__(message)
+        self.code = code
+        self.errorCode = errorCode
+        self.message = message
+        self.contentType = contentType
+
+
+class APIResource(Resource):
+    """
+    Every API route of the fake store.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, store) -> None:
+        super().__init__()
+        self._store = store
+        self._catalogue = store.catalogue
+
+    # -- plumbing ----------------------------------------------------------
+
+    def render(self, request):
+        request.setHeader(b"snap-store-version", b"%d" % (self._store.storeVersion,))
+        method = request.method.decode("ascii")
+        path = request.path.decode("latin-1")
+        fault = self._store.faults.takeAPIFault(method, path)
+        if fault is not None:
+            if fault.kind == "stall":
+                self._store._later(request, fault.seconds, self._dispatch, request, method, path)
+                return NOT_DONE_YET
+            if fault.kind == "status":
+                return self._error(
+                    request,
+                    StoreError(fault.code, "internal-error", "injected fault"),
+                )
+            if fault.kind == "invalid-json":
+                request.setHeader(b"content-type", JSON)
+                return b'{"results": [{"result": "ref'
+        return self._dispatch(request, method, path)
+
+    def _dispatch(self, request, method: str, path: str):
+        try:
+            route = self._route(method, path)
+            if route is None:
+                raise StoreError(404, "not-found", f"no route for {method} {path}")
+            handler, args = route
+            return handler(request, *args)
+        except StoreError as e:
+            return self._error(request, e)
+
+    def _route(self, method, path):
+        get = method in ("GET", "HEAD")
+        post = method == "POST"
+        if path == "/" and get:
+            return self._root, ()
+        if path == "/v2/snaps/refresh" and post:
+            return self._refresh, ()
+        if path.startswith("/v2/snaps/info/") and get:
+            return self._info, (path[len("/v2/snaps/info/") :],)
+        if path == "/v2/snaps/find" and get:
+            return self._find, ()
+        if path == "/v2/snaps/categories" and get:
+            return self._categories, ()
+        if path == "/api/v1/snaps/sections" and get:
+            return self._sections, ()
+        if path == "/api/v1/snaps/names" and get:
+            return self._names, ()
+        if path.startswith("/v2/assertions/") and get:
+            return self._assertion, (path[len("/v2/assertions/") :],)
+        if path == "/api/v1/snaps/auth/nonces" and post:
+            return self._nonce, ()
+        if path == "/api/v1/snaps/auth/sessions" and post:
+            return self._session, ()
+        if path == "/v2/cohorts" and post:
+            return self._cohorts, ()
+        match = _DOWNLOAD.match(path)
+        if match and get:
+            return self._download, (match.group(1), int(match.group(2)))
+        match = _ICON.match(path)
+        if match and get:
+            return self._icon, (match.group(1),)
+        return None
+
+    def _json(self, request, value, contentType=JSON, code=200) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", contentType)
+        return json.dumps(value).encode("utf-8")
+
+    def _error(self, request, error: StoreError) -> bytes:
+        return self._json(
+            request,
+            {"error-list": [{"code": error.errorCode, "message": error.message}]},
+            contentType=error.contentType,
+            code=error.code,
+        )
+
+    def _body(self, request):
+        try:
+            return json.loads(request.content.read() or b"null")
+        except ValueError:
+            raise StoreError(400, "bad-request", "request body is not valid JSON")
+
+    def _arg(self, request, name: str, default=None):
+        values = request.args.get(name.encode("ascii"))
+        return values[0].decode("utf-8") if values else default
+
+    def _architecture(self, request) -> str:
+        return (
+            self._arg(request, "architecture")
+            or (request.getHeader(b"snap-device-architecture") or b"").decode()
+            or (request.getHeader(b"x-ubuntu-architecture") or b"").decode()
+            or "amd64"
+        )
+
+    # -- snap objects --------------------------------------------------------
+
+    def _snapFields(self, request, snap, revision) -> dict:
+        """
+        Every field of store-api.md section 5 for C{revision} of C{snap}
+        (or only the snap-level ones when C{revision} is L{None}).
+        """
+        url = self._store._apiBase(request)
+        fields = {
+            "contact": f"mailto:{snap.publisherUsername}@example.invalid",
+            "description": snap.description,
+            "license": snap.license,
+            "links": {},
+            "name": snap.name,
+            "prices": dict(snap.prices),
+            "private": snap.private,
+            "publisher": {
+                "id": snap.publisherId,
+                "username": snap.publisherUsername,
+                "display-name": snap.publisherDisplayName,
+                "validation": snap.publisherValidation,
+            },
+            "snap-id": snap.snapId,
+            "summary": snap.summary,
+            "title": snap.title,
+            "type": snap.type,
+            "website": "",
+            "store-url": f"{url}store/{snap.name}",
+            "media": [
+                {
+                    "type": "icon",
+                    "url": f"{url}media/icon/{snap.snapId}.png",
+                    "width": 1,
+                    "height": 1,
+                }
+            ],
+            "common-ids": [],
+            "categories": [{"featured": False, "name": c} for c in snap.categories],
+        }
+        if revision is not None:
+            fields.update(
+                {
+                    "architectures": list(revision.architectures),
+                    "base": revision.base,
+                    "confinement": revision.confinement,
+                    "created-at": revision.createdAt,
+                    "download": {
+                        "url": f"{url}api/v1/snaps/download/{snap.snapId}_{revision.revision}.snap",
+                        "size": revision.size,
+                        "sha3-384": revision.sha3_384,
+                        "deltas": [],
+                    },
+                    "epoch": revision.epoch,
+                    "revision": revision.revision,
+                    "snap-yaml": revision.snapYaml,
+                    "version": revision.version,
+                }
+            )
+        return fields
+
+    def _filter(self, fields: dict, wanted) -> dict:
+        if wanted is None:
+            return fields
+        return {k: v for k, v in fields.items() if k in wanted}
+
+    def _fieldsArg(self, request):
+        value = self._arg(request, "fields")
+        return None if value is None else [f for f in value.split(",") if f]
+
+    # -- routes --------------------------------------------------------------
+
+    def _root(self, request):
+        request.setHeader(b"content-type", JSON)
+        return b"{}"
+
+    def _refresh(self, request):
+        body = self._body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("actions", []), list):
+            raise StoreError(400, "bad-request", "expected an object with actions")
+        architecture = self._architecture(request)
+        context = {
+            c.get("instance-key"): c for c in body.get("context") or [] if isinstance(c, dict)
+        }
+        wanted = body.get("fields")
+        results = []
+        for action in body.get("actions") or []:
+            kind = action.get("action")
+            if kind in ("install", "download"):
+                results.append(self._installAction(request, action, architecture, wanted))
+            elif kind == "refresh":
+                results.append(
+                    self._refreshAction(request, action, context, architecture, wanted)
+                )
+            elif kind == "fetch-assertions":
+                results.append(self._assertionsAction(request, action))
+            else:
+                raise StoreError(400, "bad-request", f"unknown action {kind!r}")
+        return self._json(request, {"results": results, "error-list": []})
+
+    def _notFoundReleases(self, snap, architecture) -> list:
+        return [
+            {"architecture": arch, "channel": chan.fullName}
+            for arch, chan, _ in snap.releasesFor()
+        ]
+
+    def _pick(self, snap, action, channelName, architecture):
+        """
+        Choose the revision an action gets.
+
+        @return: C{(revision, effective channel or None)}.
+        @raise StoreError: never; returns C{(None, None)} when nothing fits.
+        """
+        number = action.get("revision")
+        if number is not None:
+            revision = snap.revisions.get(number)
+            if revision is None or (
+                architecture not in revision.architectures
+                and "all" not in revision.architectures
+            ):
+                return None, None
+            return revision, channelName
+        try:
+            channel = Channel.parse(channelName or "stable")
+        except ValueError:
+            return None, None
+        found = snap.resolve(channel, architecture)
+        if found is None:
+            return None, None
+        revision, effective = found
+        return revision, effective.name
+
+    def _result(self, request, kind, action, key, snap, revision, effective, wanted):
+        result = {
+            "result": kind,
+            "instance-key": key,
+            "snap-id": snap.snapId,
+            "name": snap.name,
+            "snap": self._filter(self._snapFields(request, snap, revision), wanted),
+        }
+        if effective is not None:
+            result["effective-channel"] = effective
+        return result
+
+    def _actionError(self, key, snapId, name, code, message, releases=None):
+        error = {"code": code, "message": message}
+        if releases is not None:
+            error["extra"] = {"releases": releases}
+        return {
+            "result": "error",
+            "instance-key": key,
+            "snap-id": snapId,
+            "name": name,
+            "error": error,
+        }
+
+    def _installAction(self, request, action, architecture, wanted):
+        key = action.get("instance-key")
+        name = action.get("name") or ""
+        try:
+            snap = self._catalogue.byName(name)
+        except UnknownSnap:
+            return self._actionError(
+                key, "", name, "name-not-found", f"No snap named '{name}' found in series '16'."
+            )
+        revision, effective = self._pick(snap, action, action.get("channel"), architecture)
+        if revision is None:
+            return self._actionError(
+                key,
+                snap.snapId,
+                name,
+                "revision-not-found",
+                "No revision was found in the Store.",
+                self._notFoundReleases(snap, architecture),
+            )
+        return self._result(
+            request, action["action"], action, key, snap, revision, effective, wanted
+        )
+
+    def _refreshAction(self, request, action, context, architecture, wanted):
+        key = action.get("instance-key")
+        installed = context.get(key, {})
+        snapId = action.get("snap-id") or installed.get("snap-id") or ""
+        try:
+            snap = self._catalogue.byId(snapId)
+        except UnknownSnap:
+            return self._actionError(
+                key, snapId, "", "id-not-found", f"No snap with id '{snapId}' found."
+            )
+        channelName = action.get("channel") or installed.get("tracking-channel") or "stable"
+        revision, effective = self._pick(snap, action, channelName, architecture)
+        if revision is None:
+            return self._actionError(
+                key,
+                snap.snapId,
+                snap.name,
+                "revision-not-found",
+                "No revision was found in the Store.",
+                self._notFoundReleases(snap, architecture),
+            )
+        return self._result(request, "refresh", action, key, snap, revision, effective, wanted)
+
+    def _assertionsAction(self, request, action):
+        base = self._store._apiBase(request)
+        urls, errors = [], []
+        for wanted in action.get("assertions") or []:
+            type_ = wanted.get("type", "")
+            primary = [str(p) for p in wanted.get("primary-key") or []]
+            if self._store.assertions.lookup(type_, primary) is None:
+                errors.append(
+                    {
+                        "code": "not-found",
+                        "message": "not found",
+                        "type": type_,
+                        "primary-key": primary,
+                    }
+                )
+                continue
+            # Every assertion the fake serves is at revision 0, so one the
+            # client already has at any revision is never newer.
+            if wanted.get("if-newer-than") is not None:
+                continue
+            urls.append(
+                base + "v2/assertions/" + "/".join([type_] + [quote(p, safe="") for p in primary])
+            )
+        result = {
+            "result": "fetch-assertions",
+            "key": action.get("key"),
+            "assertion-stream-urls": urls,
+        }
+        if errors:
+            result["error-list"] = errors
+        return result
+
+    def _info(self, request, name):
+        try:
+            snap = self._catalogue.byName(name)
+        except UnknownSnap:
+            raise StoreError(404, "resource-not-found", f"No snap named '{name}' found.")
+        wanted = self._fieldsArg(request)
+        architecture = self._arg(request, "architecture")
+        entries = []
+        for arch, chan, revision in snap.releasesFor(architecture):
+            fields = self._snapFields(request, snap, revision)
+            entry = {
+                "channel": {
+                    "architecture": arch,
+                    "name": chan.name,
+                    "track": chan.track,
+                    "risk": chan.risk,
+                    "released-at": snap.releasedAt[(arch, chan)],
+                }
+            }
+            entry.update(
+                {
+                    k: fields[k]
+                    for k in REVISION_FIELDS
+                    if wanted is None or k in wanted
+                }
+            )
+            entries.append(entry)
+        if not entries:
+            raise StoreError(404, "resource-not-found", f"No snap named '{name}' found.")
+        snapLevel = {
+            k: v
+            for k, v in self._snapFields(request, snap, None).items()
+            if wanted is None or k in wanted
+        }
+        return self._json(
+            request,
+            {
+                "name": snap.name,
+                "snap-id": snap.snapId,
+                "default-track": snap.defaultTrack,
+                "snap": snapLevel,
+                "channel-map": entries,
+            },
+        )
+
+    def _find(self, request):
+        architecture = self._architecture(request)
+        wanted = self._fieldsArg(request)
+        q = (self._arg(request, "q") or "").lower()
+        prefix = self._arg(request, "name")
+        category = self._arg(request, "category")
+        scope = self._arg(request, "scope")
+        channelName = None if scope == "wide" else self._arg(request, "channel", "stable")
+        confinement = self._arg(request, "confinement")
+        allowed = None if confinement is None else set(confinement.split(","))
+        results = []
+        for snap in self._catalogue:
+            if prefix is not None and not snap.name.startswith(prefix):
+                continue
+            if q and not any(
+                q in text.lower()
+                for text in (snap.name, snap.title, snap.summary, snap.description)
+            ):
+                continue
+            if category and category not in snap.categories and category != "featured":
+                continue
+            if channelName is None:
+                releases = snap.releasesFor(architecture)
+                if not releases:
+                    continue
+                _, chan, revision = releases[0]
+            else:
+                found = snap.resolve(Channel.parse(channelName), architecture)
+                if found is None:
+                    continue
+                revision, chan = found
+            if allowed is not None and revision.confinement not in allowed:
+                continue
+            fields = self._snapFields(request, snap, revision)
+            snapLevel = {
+                k: v
+                for k, v in fields.items()
+                if k not in REVISION_FIELDS and k != "snap-yaml"
+                and (wanted is None or k in wanted)
+            }
+            revLevel = {
+                k: fields[k] for k in REVISION_FIELDS if wanted is None or k in wanted
+            }
+            if "download" in revLevel:
+                revLevel["download"] = {"size": revision.size}
+            revLevel["channel"] = chan.name
+            results.append(
+                {
+                    "name": snap.name,
+                    "snap-id": snap.snapId,
+                    "snap": snapLevel,
+                    "revision": revLevel,
+                }
+            )
+        return self._json(request, {"results": results})
+
+    def _categoryNames(self) -> list[str]:
+        names = {"featured"}
+        for snap in self._catalogue:
+            names.update(snap.categories)
+        return ["featured"] + sorted(names - {"featured"})
+
+    def _categories(self, request):
+        return self._json(
+            request, {"categories": [{"name": n} for n in self._categoryNames()]}
+        )
+
+    def _sections(self, request):
+        return self._json(
+            request,
+            {"_embedded": {"clickindex:sections": [{"name": n} for n in self._categoryNames()]}},
+            contentType=HAL_JSON,
+        )
+
+    def _names(self, request):
+        architecture = self._architecture(request)
+        confinement = self._arg(request, "confinement")
+        allowed = None if confinement is None else set(confinement.split(","))
+        packages = []
+        for snap in self._catalogue:
+            found = snap.resolve(Channel("latest", "stable"), architecture)
+            if found is None:
+                continue
+            revision, _ = found
+            if allowed is not None and revision.confinement not in allowed:
+                continue
+            packages.append(
+                {
+                    "package_name": snap.name,
+                    "version": revision.version,
+                    "summary": snap.summary,
+                    "aliases": [],
+                    "apps": [snap.name] if snap.type == "app" else [],
+                }
+            )
+        return self._json(
+            request, {"_embedded": {"clickindex:package": packages}}, contentType=HAL_JSON
+        )
+
+    def _assertion(self, request, rest):
+        parts = [unquote(p) for p in rest.split("/")]
+        if len(parts) < 2 or not all(parts):
+            raise StoreError(404, "not-found", "not found", PROBLEM_JSON)
+        text = self._store.assertions.lookup(parts[0], parts[1:])
+        if text is None:
+            raise StoreError(404, "not-found", "not found", PROBLEM_JSON)
+        request.setHeader(b"content-type", ASSERTION)
+        return text
+
+    def _nonce(self, request):
+        nonce = self._store._newNonce()
+        return self._json(request, {"nonce": nonce})
+
+    def _session(self, request):
+        body = self._body(request)
+        text = body.get("device-session-request") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text:
+            raise StoreError(400, "bad-request", "device-session-request missing")
+        macaroon = self._store._newSession(text, body)
+        return self._json(request, {"macaroon": macaroon})
+
+    def _cohorts(self, request):
+        body = self._body(request)
+        names = body.get("snaps") if isinstance(body, dict) else None
+        if not isinstance(names, list):
+            raise StoreError(400, "bad-request", "expected {\"snaps\": [...]}")
+        keys = {}
+        for name in names:
+            try:
+                snap = self._catalogue.byName(name)
+            except UnknownSnap:
+                raise StoreError(404, "name-not-found", f"No snap named '{name}' found.")
+            keys[name] = f"cohort-{snap.snapId}"
+        return self._json(request, {"cohort-keys": keys})
+
+    def _download(self, request, snapId, revision):
+        if self._store._blobById(snapId, revision) is None:
+            raise StoreError(404, "not-found", "not found")
+        target = self._store._cdnURLFor(request, f"{snapId}_{revision}.snap")
+        request.setResponseCode(302)
+        request.setHeader(b"location", target.encode("ascii"))
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return b""
+
+    def _icon(self, request, snapId):
+        try:
+            self._catalogue.byId(snapId)
+        except UnknownSnap:
+            raise StoreError(404, "not-found", "not found")
+        etag = f'"{snapId}-1"'.encode("ascii")
+        request.setHeader(b"etag", etag)
+        if request.getHeader(b"if-none-match") == etag:
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"content-type", b"image/png")
+        return ICON
