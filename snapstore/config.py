@@ -173,7 +173,49 @@ OPTIONS: tuple[Option, ...] = (
            _optionalText),
     Option("log-format", "text", "Log output format: text or json.",
            lambda text: _choice(text, ("text", "json"))),
+    # --- forward proxy (snapstore/forward) ---
+    Option("proxy-auth-file", None,
+           "Password file for Proxy-Authorization: Basic (user:hash lines; "
+           "see 'python3 -m snapstore.forward.auth'); default no authentication.",
+           _optionalText),
+    Option("proxy-max-tunnels", "1024",
+           "Most CONNECT tunnels open at once; more get 503.", int),
+    Option("proxy-max-per-client", "256",
+           "Most forward-proxy connections from one client address.", int),
+    Option("proxy-idle-timeout", "900",
+           "Seconds a tunnel or keep-alive connection may stay silent.", float),
+    Option("proxy-header-timeout", "30",
+           "Seconds a client has to send a complete request head (slowloris guard).",
+           float),
+    Option("proxy-connect-timeout", "10",
+           "Seconds to wait for a forward-proxy destination to accept (then 504).",
+           float),
+    Option("proxy-max-header-size", "32K",
+           "Largest request head (request line and headers) accepted; more gets 431.",
+           parseSize),
+    Option("proxy-max-request-line", "8K",
+           "Longest request line accepted; more gets 414.", parseSize),
+    Option("proxy-access-log", None,
+           "File the forward proxy appends one line per request or tunnel to; "
+           "default: log events only.", _optionalText),
+    Option("proxy-hosts", "",
+           "Static NAME=ADDRESS pairs (comma-separated) the forward proxy uses "
+           "instead of DNS for those names.", lambda text: _hostMap(text)),
 )
+
+
+def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _splitList(text):
+        name, sep, address = item.partition("=")
+        try:
+            ipaddress.ip_address(address.strip())
+        except ValueError:
+            raise ValueError(f"not NAME=ADDRESS: {item!r}")
+        if not sep or not name.strip():
+            raise ValueError(f"not NAME=ADDRESS: {item!r}")
+        pairs.append((name.strip().lower().rstrip("."), address.strip()))
+    return tuple(pairs)
 
 
 def _choice(text: str, choices: tuple[str, ...]) -> str:
