@@ -154,7 +154,7 @@ OPTIONS: tuple[Option, ...] = (
            "Holds state.sqlite and cache/ unless they are set apart.", str),
     Option("state", None,
            "sqlite:PATH or postgresql://user@host/db; default sqlite:<data-dir>/state.sqlite.",
-           _optionalText),
+           lambda text: _stateSpec(text)),
     Option("cache-dir", None, "Blob cache directory; default <data-dir>/cache.", _optionalText),
     Option("cache-size", "20G", "Bound of the blob cache (e.g. 500M, 20G).", parseSize),
     Option("rules-dir", None,
@@ -216,6 +216,13 @@ def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"not NAME=ADDRESS: {item!r}")
         pairs.append((name.strip().lower().rstrip("."), address.strip()))
     return tuple(pairs)
+
+
+def _stateSpec(text: str) -> Optional[str]:
+    spec = _optionalText(text)
+    if spec is not None and not spec.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise ValueError(f"must be sqlite:PATH or postgresql://user@host/db, not {spec!r}")
+    return spec
 
 
 def _choice(text: str, choices: tuple[str, ...]) -> str:
@@ -297,8 +304,8 @@ def _deriveDefaults(settings: Settings) -> Settings:
     Fill the defaults that depend on other settings.
     """
     dataDir = settings.dataDir
-    state = settings.state or "sqlite:" + os.path.join(dataDir, "state.sqlite")
-    cacheDir = settings.cacheDir or os.path.join(dataDir, "cache")
+    state = settings.state or "sqlite:" + os.path.abspath(os.path.join(dataDir, "state.sqlite"))
+    cacheDir = os.path.abspath(settings.cacheDir or os.path.join(dataDir, "cache"))
     rulesDir = settings.rulesDir
     if rulesDir is None:
         rulesDir = "/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d") else "./rules.d"

@@ -79,17 +79,22 @@ def makeService(options: Options) -> MultiService:
 
     settings: Settings = options.settings
     top = MultiService()
-    _addStoreService(top, reactor, settings)
+    parts = _addStoreService(top, reactor, settings)
     return top
 
 
-def _addStoreService(top: MultiService, reactor: Any, settings: Settings) -> None:
+def _addStoreService(top: MultiService, reactor: Any, settings: Settings) -> Any:
+    from snapstore.state import makeStateStore
+    from snapstore.state.service import StateService
     from snapstore.store.service import makeStoreParts
 
-    parts = makeStoreParts(reactor, settings)
+    state = makeStateStore(reactor, settings.state, settings.dataDir)
+    StateService(state).setServiceParent(top)
+    parts = makeStoreParts(reactor, settings, state)
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:
         listener = strports.service(settings.storeEndpoint, parts.site)
         listener.setName("store-endpoint")
         listener.setServiceParent(top)
+    return parts

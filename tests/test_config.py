@@ -3,6 +3,7 @@ Tests for L{snapstore.config}.
 """
 
 import ipaddress
+import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -47,8 +48,8 @@ class BuildSettingsTests(SynchronousTestCase):
             ("tcp:8000", "tcp:3128", "tcp:8001:interface=127.0.0.1", "https://api.snapcraft.io/",
              None, None, 20 << 30, (443,), False),
         )
-        self.assertEqual(settings.state, "sqlite:./snapstore-data/state.sqlite")
-        self.assertEqual(settings.cacheDir, "./snapstore-data/cache")
+        self.assertEqual(settings.state, "sqlite:" + os.path.abspath("snapstore-data/state.sqlite"))
+        self.assertEqual(settings.cacheDir, os.path.abspath("snapstore-data/cache"))
         self.assertIn(ipaddress.ip_network("192.168.0.0/16"), settings.proxyClients)
         self.assertIn(ipaddress.ip_network("127.0.0.0/8"), settings.proxyClients)
 
@@ -85,6 +86,8 @@ class BuildSettingsTests(SynchronousTestCase):
         self.assertIn("--upstream", str(error))
         error = self.assertRaises(ConfigError, buildSettings, {"proxy-connect-ports": "443,http"})
         self.assertIn("--proxy-connect-ports", str(error))
+        error = self.assertRaises(ConfigError, buildSettings, {"state": "mysql://db"})
+        self.assertIn("--state", str(error))
 
     def test_missingFile(self):
         """
