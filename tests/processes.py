@@ -1,0 +1,132 @@
+"""
+Running real processes in tests: C{twistd snapstore} and the standalone
+fake store, each on free loopback ports, stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, ProcessProtocol
+from twisted.internet.task import deferLater
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def freePort() -> int:
+    """
+    A loopback port nothing listens on right now.
+    """
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+class _Collector(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: Deferred[Any] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+
+class RunningProcess:
+    """
+    A child process; C{output} is what it printed so far.
+    """
+
+    def __init__(self, transport: Any, collector: _Collector) -> None:
+        self.transport = transport
+        self.collector = collector
+
+    @property
+    def output(self) -> str:
+        return self.collector.output.decode("utf-8", "replace")
+
+    @property
+    def pid(self) -> int:
+        return self.transport.pid
+
+    def kill(self, signum: int = signal.SIGTERM) -> Deferred[Any]:
+        if self.transport.pid is not None:
+            self.transport.signalProcess(signum)
+        return self.collector.ended
+
+
+def processEnvironment(**extra: str) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [CHECKOUT] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    environment.update(extra)
+    return environment
+
+
+def spawn(testCase: Any, argv: list[str], **extraEnvironment: str) -> RunningProcess:
+    """
+    Start C{argv} with the checkout on C{PYTHONPATH}; it is killed when the
+    test ends.
+    """
+    collector = _Collector()
+    transport = reactor.spawnProcess(collector, argv[0], argv, env=processEnvironment(**extraEnvironment),
+                                     path=CHECKOUT)
+    running = RunningProcess(transport, collector)
+
+    def stop() -> Deferred[Any]:
+        if collector.ended.called:
+            return collector.ended
+        return running.kill()
+
+    testCase.addCleanup(stop)
+    return running
+
+
+@inlineCallbacks
+def waitForPort(port: int, process: RunningProcess, attempts: int = 200) -> Any:
+    """
+    Wait until something accepts connections on C{port}, or fail with the
+    process's output if it ended first.
+    """
+    for _ in range(attempts):
+        if process.collector.ended.called:
+            raise AssertionError(f"process ended before listening:\n{process.output}")
+        try:
+            protocol = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol())
+        except Exception:
+            yield deferLater(reactor, 0.05, lambda: None)
+        else:
+            protocol.transport.loseConnection()
+            return
+    raise AssertionError(f"nothing listened on {port}:\n{process.output}")
+
+
+@inlineCallbacks
+def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> Any:
+    """
+    Run C{twistd -n snapstore OPTIONS} as a real process, the way an admin
+    runs it, and wait until its store endpoint listens.
+
+    @return: a Deferred firing with C{(process, storePort)}.
+    """
+    storePort = storePort or freePort()
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "snapstore", "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1"]
+    argv += list(options)
+    process = spawn(testCase, argv)
+    yield waitForPort(storePort, process)
+    return process, storePort
