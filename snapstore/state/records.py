@@ -89,3 +89,29 @@ class AuditEntry:
     after: Any
     previousHash: str
     rowHash: str
+
+
+#: The risk levels of a snap channel, in the order the store lists them.
+RISKS = ("stable", "candidate", "beta", "edge")
+
+
+def normaliseChannel(channel: str) -> str:
+    """
+    Spell a channel the one way the state store keys it.
+
+    snapd and the admin may write C{stable}, C{latest/stable} or
+    C{stable/hotfix}; the store treats a missing track as C{latest}, so the
+    pin set for one spelling must be found by the others.
+
+    @param channel: C{[track/]risk[/branch]}.
+    @return: C{track/risk[/branch]} with the track filled in.
+    @raise ValueError: if C{channel} is not a channel name.
+    """
+    parts = channel.strip().split("/")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"not a channel: {channel!r}")
+    if parts[0] in RISKS:
+        parts.insert(0, "latest")
+    if not 2 <= len(parts) <= 3 or parts[1] not in RISKS:
+        raise ValueError(f"not a channel: {channel!r}")
+    return "/".join(parts)

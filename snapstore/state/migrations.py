@@ -1,0 +1,178 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+The versioned schema of the state store.
+
+Each L{Migration} is a numbered list of SQL statements written in the subset
+that SQLite and PostgreSQL both accept (C{TEXT}, C{BIGINT},
+C{DOUBLE PRECISION}, C{CREATE INDEX}), so that one history serves both
+back-ends and a database can never be at "version 3 for SQLite but 2 for
+PostgreSQL".  Migrations are Python data rather than C{.sql} files so that
+they ship inside the package without any package-data configuration.
+
+The applied versions are recorded in the C{schema_version} table.  Each
+migration runs in its own transaction under the store's write lock, checking
+the version again inside it, so that two nodes starting at once against one
+PostgreSQL database apply each migration exactly once, and a failing
+migration leaves the database at the previous version.
+
+Never edit a migration that has been released: add a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Generator, Sequence
+
+import attrs
+
+from snapstore.state.errors import MigrationError
+from snapstore.state.operations import Query
+
+
+@attrs.frozen
+class Migration:
+    """
+    One step of the schema history.
+
+    @ivar version: its number; versions are consecutive, starting at 1.
+    @ivar name: a short description, stored next to the version.
+    @ivar statements: the SQL statements, run in order in one transaction.
+    """
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial",
+        (
+            """
+            CREATE TABLE blobs (
+                name TEXT PRIMARY KEY,
+                sha3_384 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                url TEXT NOT NULL,
+                snap_id TEXT NOT NULL DEFAULT '',
+                snap_name TEXT NOT NULL DEFAULT '',
+                revision BIGINT NOT NULL DEFAULT 0,
+                architectures TEXT NOT NULL DEFAULT '[]',
+                seen_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE overrides (
+                snap_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                architecture TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                snap_id TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_name, channel, architecture)
+            )
+            """,
+            """
+            CREATE TABLE devices (
+                identity TEXT PRIMARY KEY,
+                model TEXT NOT NULL DEFAULT '',
+                address TEXT NOT NULL DEFAULT '',
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE audit_log (
+                id BIGINT PRIMARY KEY,
+                time DOUBLE PRECISION NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                "before" TEXT NOT NULL,
+                "after" TEXT NOT NULL,
+                previous_hash TEXT NOT NULL,
+                row_hash TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "settings and lookup indexes",
+        (
+            """
+            CREATE TABLE settings (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX devices_last_seen ON devices (last_seen)",
+            "CREATE INDEX audit_log_target ON audit_log (target)",
+            "CREATE INDEX blobs_snap_revision ON blobs (snap_id, revision)",
+        ),
+    ),
+)
+
+#: The schema version this code reads and writes.
+LATEST = MIGRATIONS[-1].version
+
+
+def currentVersion() -> Generator[Query, object, int]:
+    """
+    An operation reading the schema version, creating the version table on
+    an empty database.
+
+    @return: the highest applied version, 0 for an empty database.
+    """
+    yield Query(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version BIGINT PRIMARY KEY,"
+        " name TEXT NOT NULL,"
+        " applied_at DOUBLE PRECISION NOT NULL)"
+    )
+    rows = yield Query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    return int(rows[0][0])  # type: ignore[index]
+
+
+def applyMigration(
+    migration: Migration, now: float
+) -> Generator[Query, object, bool]:
+    """
+    An operation applying C{migration} unless it already was.
+
+    Must run under the store's write lock (mode C{SERIAL}), which is what
+    makes the version check and the change one atomic step.
+
+    @return: C{True} when it ran, C{False} when the database already had it.
+    @raise MigrationError: when the database is not at the version just
+        before it.
+    """
+    current = yield from currentVersion()
+    if current >= migration.version:
+        return False
+    if current != migration.version - 1:
+        raise MigrationError(
+            f"database schema is at version {current}, cannot apply "
+            f"migration {migration.version} ({migration.name})"
+        )
+    for statement in migration.statements:
+        yield Query(statement)
+    yield Query(
+        "INSERT INTO schema_version (version, name, applied_at)"
+        " VALUES (?, ?, ?)",
+        (migration.version, migration.name, now),
+    )
+    return True
+
+
+def checkSequence(migrations: Sequence[Migration]) -> None:
+    """
+    @raise MigrationError: unless versions are 1, 2, 3... in order.
+    """
+    for index, migration in enumerate(migrations):
+        if migration.version != index + 1:
+            raise MigrationError(
+                f"migration {migration.name!r} has version "
+                f"{migration.version}, expected {index + 1}"
+            )
