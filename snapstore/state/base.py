@@ -1,0 +1,349 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+What both state-store back-ends share: the L{IStateStore} methods, the
+readiness gate and change observers.
+
+A back-end subclasses L{StateStoreBase} and supplies only how to run one
+operation (see L{snapstore.state.operations}) in a transaction, how to start
+and how to close.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Awaitable, Callable, Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from snapstore.state import audit, operations
+from snapstore.state.errors import MigrationError, StateUnavailable
+from snapstore.state.migrations import (
+    LATEST,
+    MIGRATIONS,
+    Migration,
+    applyMigration,
+    checkSequence,
+    currentVersion,
+)
+from snapstore.state.operations import Mode, Operation
+from snapstore.state.records import AuditEntry, BlobRecord, Device, Override
+
+ChangeObserver = Callable[[dict[str, Any]], object]
+
+
+class Phase(enum.Enum):
+    """
+    Where a store is in its life.
+
+    @cvar NEW: constructed, C{start} not called yet.
+    @cvar STARTING: connecting and migrating for the first time; calls wait.
+    @cvar READY: answering.
+    @cvar DOWN: the database is unreachable; calls fail at once while the
+        back-end reconnects.
+    @cvar FAILED: starting failed for good (a migration error); calls fail.
+    @cvar CLOSED: closed; calls fail.
+    """
+
+    NEW = "new"
+    STARTING = "starting"
+    READY = "ready"
+    DOWN = "down"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class StateStoreBase:
+    """
+    The back-end independent part of an L{IStateStore}.
+
+    @ivar phase: the current L{Phase}.
+    @ivar clock: the L{IReactorTime} giving the times recorded in rows (and,
+        for PostgreSQL, scheduling reconnection).
+    @ivar migrations: the schema history this store brings its database to.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Any, migrations: Sequence[Migration]) -> None:
+        checkSequence(migrations)
+        self.clock = clock
+        self.migrations = tuple(migrations)
+        self.phase = Phase.NEW
+        self._failure: Failure | None = None
+        self._readyWaiters: list[Deferred[None]] = []
+        self._startWaiters: list[Deferred[None]] = []
+        self._observers: list[ChangeObserver] = []
+
+    # -- back-end hooks ----------------------------------------------------
+
+    def _runTransaction(
+        self, operation: Operation, mode: Mode
+    ) -> Awaitable[tuple[Any, list[dict[str, Any]]]]:
+        """
+        Run C{operation} in one transaction.
+
+        @return: the operation's result and the change events it announced
+            (already sent to other nodes, not yet to local observers).
+        """
+        raise NotImplementedError()
+
+    # -- readiness ---------------------------------------------------------
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.whenReady}
+        """
+        if self.phase is Phase.READY:
+            return succeed(None)
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
+            return fail(self._unavailable())
+        d: Deferred[None] = Deferred()
+        self._readyWaiters.append(d)
+        return d
+
+    def _becameReady(self) -> None:
+        """
+        Record that the store answers, releasing everything waiting for it.
+        """
+        self.phase = Phase.READY
+        self._failure = None
+        self._release(lambda d: d.callback(None))
+
+    def _becameUnavailable(self, phase: Phase, reason: Failure | None) -> None:
+        """
+        Record that the store cannot answer.  Callers waiting for the first
+        start are failed; C{whenReady} waiters keep waiting unless the store
+        will never be ready again.
+        """
+        self.phase = phase
+        self._failure = reason
+        startWaiters, self._startWaiters = self._startWaiters, []
+        for d in startWaiters:
+            d.errback(self._unavailable())
+        if phase in (Phase.FAILED, Phase.CLOSED):
+            readyWaiters, self._readyWaiters = self._readyWaiters, []
+            for d in readyWaiters:
+                d.errback(self._unavailable())
+
+    def _release(self, fire: Callable[[Deferred[None]], None]) -> None:
+        waiters = self._readyWaiters + self._startWaiters
+        self._readyWaiters, self._startWaiters = [], []
+        for d in waiters:
+            fire(d)
+
+    def _unavailable(self) -> StateUnavailable:
+        """
+        @return: the exception describing why calls fail now.
+        """
+        reasons = {
+            Phase.NEW: "the state store has not been started",
+            Phase.STARTING: "the state store is starting",
+            Phase.DOWN: "the state database is unreachable",
+            Phase.FAILED: "the state store failed to start",
+            Phase.CLOSED: "the state store is closed",
+            Phase.READY: "the state store is ready",
+        }
+        message = reasons[self.phase]
+        if self._failure is not None:
+            message += f": {self._failure.getErrorMessage()}"
+        error = StateUnavailable(message)
+        if self._failure is not None:
+            error.__cause__ = self._failure.value
+        return error
+
+    async def _gate(self) -> None:
+        """
+        Let a call through when the store is ready, make it wait while the
+        first start is under way, and fail it at once otherwise.
+        """
+        if self.phase is Phase.STARTING:
+            d: Deferred[None] = Deferred()
+            self._startWaiters.append(d)
+            await d
+        if self.phase is not Phase.READY:
+            raise self._unavailable()
+
+    async def _call(self, operation: Operation, mode: Mode) -> Any:
+        """
+        Run one L{IStateStore} operation behind the gate and tell local
+        observers about the changes it made.
+        """
+        try:
+            await self._gate()
+        except BaseException:
+            operation.close()
+            raise
+        result, events = await self._runTransaction(operation, mode)
+        for event in events:
+            self._dispatch(event)
+        return result
+
+    def _do(self, operation: Operation, mode: Mode = Mode.READ) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._call(operation, mode))
+
+    # -- migrations --------------------------------------------------------
+
+    async def _migrate(self) -> list[int]:
+        """
+        Bring the schema to the newest of L{migrations}.
+
+        @return: the versions applied now.
+        @raise MigrationError: when one fails; the database stays at the
+            version before it.
+        """
+        applied = []
+        for migration in self.migrations:
+            ran, _ = await self._runTransaction(
+                applyMigration(migration, self.clock.seconds()), Mode.SERIAL
+            )
+            if ran:
+                self.log.info(
+                    "Applied state schema migration {version} ({name})",
+                    version=migration.version,
+                    name=migration.name,
+                )
+                applied.append(migration.version)
+        version, _ = await self._runTransaction(currentVersion(), Mode.READ)
+        if version > len(self.migrations):
+            self.log.warn(
+                "State database schema is at version {version}, newer than "
+                "the {known} this snapstore knows; carrying on.",
+                version=version,
+                known=len(self.migrations),
+            )
+        return applied
+
+    def schemaVersion(self) -> Deferred[int]:
+        """
+        @return: a Deferred firing with the schema version of the database.
+        """
+        return self._do(currentVersion(), Mode.SERIAL)
+
+    # -- change observers --------------------------------------------------
+
+    def observeChanges(self, callback: ChangeObserver) -> Callable[[], None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.observeChanges}
+        """
+        self._observers.append(callback)
+
+        def stop() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+
+        return stop
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        """
+        Call every observer with C{event}; one failing observer is logged
+        and does not stop the others.
+        """
+        for observer in list(self._observers):
+            try:
+                observer(dict(event))
+            except Exception:
+                self.log.failure(
+                    "State change observer {observer!r} failed on {event!r}",
+                    observer=observer,
+                    event=event,
+                )
+
+    # -- IStateStore -------------------------------------------------------
+
+    def recordBlob(self, blob: BlobRecord) -> Deferred[BlobRecord]:
+        return self._do(
+            operations.recordBlob(blob, self.clock.seconds()), Mode.WRITE
+        )
+
+    def getBlob(self, name: str) -> Deferred[BlobRecord | None]:
+        return self._do(operations.getBlob(name))
+
+    def setOverride(
+        self, override: Override, actor: str
+    ) -> Deferred[Override | None]:
+        try:
+            # Refuse a bad channel before taking any lock.
+            operations.normaliseChannel(override.channel)
+        except ValueError:
+            return fail()
+        return self._do(
+            operations.setOverride(override, actor, self.clock.seconds()),
+            Mode.SERIAL,
+        )
+
+    def deleteOverride(
+        self,
+        snapName: str,
+        channel: str,
+        actor: str,
+        architecture: str | None = None,
+    ) -> Deferred[list[Override]]:
+        try:
+            operations.normaliseChannel(channel)
+        except ValueError:
+            return fail()
+        return self._do(
+            operations.deleteOverride(
+                snapName, channel, actor, architecture, self.clock.seconds()
+            ),
+            Mode.SERIAL,
+        )
+
+    def listOverrides(self, snapName: str | None = None) -> Deferred[list[Override]]:
+        return self._do(operations.listOverrides(snapName))
+
+    def recordDevice(self, device: Device) -> Deferred[Device]:
+        return self._do(
+            operations.recordDevice(device, self.clock.seconds()), Mode.WRITE
+        )
+
+    def listDevices(self, seenSince: float | None = None) -> Deferred[list[Device]]:
+        return self._do(operations.listDevices(seenSince))
+
+    def appendAudit(
+        self, actor: str, action: str, target: str, before: Any, after: Any
+    ) -> Deferred[AuditEntry]:
+        try:
+            audit.canonicalJSON([before, after])
+        except (TypeError, ValueError):
+            return fail()
+        return self._do(
+            operations.appendAudit(
+                self.clock.seconds(), actor, action, target, before, after
+            ),
+            Mode.SERIAL,
+        )
+
+    def listAudit(
+        self,
+        target: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Deferred[list[AuditEntry]]:
+        return self._do(operations.listAudit(target, since, until))
+
+    def verifyAudit(self) -> Deferred[int | None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.verifyAudit}
+        """
+        d = self.listAudit()
+        d.addCallback(audit.verifyChain)
+        return d
+
+    def getSetting(self, key: str) -> Deferred[Any]:
+        return self._do(operations.getSetting(key))
+
+    def setSetting(self, key: str, value: Any, actor: str) -> Deferred[Any]:
+        try:
+            audit.canonicalJSON(value)
+        except (TypeError, ValueError):
+            return fail()
+        return self._do(
+            operations.setSetting(key, value, actor, self.clock.seconds()),
+            Mode.SERIAL,
+        )
+
+
+__all__ = ["StateStoreBase", "Phase", "LATEST", "MIGRATIONS", "MigrationError"]
