@@ -27,12 +27,18 @@ class IStateStore(Interface):
     and PostgreSQL (several nodes).  Every method returns a L{Deferred}
     firing with the documented value; records are L{snapstore.state.records}
     frozen attrs classes, never database rows.
+
+    While the store is not ready (starting, database unreachable, closed)
+    calls fail at once with L{snapstore.state.errors.StateUnavailable}
+    instead of waiting; the HTTP layer answers those with 503.  A call made
+    while the store is still starting waits for that first attempt.
     """
 
     def whenReady():
         """
         @return: a Deferred that fires once migrations have run and the store
-            answers queries; errbacks when it never will.
+            answers queries; errbacks (with C{StateUnavailable}) when it
+            never will: a migration failed or the store was closed.
         """
 
     def close():
@@ -48,7 +54,10 @@ class IStateStore(Interface):
         replaces the upstream URL (store URLs can change) but keeps the
         digest and size of the first record, which are immutable.
 
-        @param blob: a L{snapstore.state.records.BlobRecord}.
+        @param blob: a L{snapstore.state.records.BlobRecord}; C{seenAt} 0
+            means now.
+        @return: a Deferred firing with the stored L{BlobRecord}, whose
+            digest and size are those to verify against.
         """
 
     def getBlob(name):
@@ -85,9 +94,12 @@ class IStateStore(Interface):
     def recordDevice(device):
         """
         Note that a device used the proxy: inserts it, or updates its last
-        seen time, address and model.
+        seen time (which only moves forward), address and model (an empty
+        one keeps the known value).
 
-        @param device: a L{snapstore.state.records.Device}.
+        @param device: a L{snapstore.state.records.Device}; C{lastSeen} 0
+            means now.
+        @return: a Deferred firing with the stored L{Device}.
         """
 
     def listDevices(seenSince=None):
@@ -98,7 +110,12 @@ class IStateStore(Interface):
 
     def appendAudit(actor, action, target, before, after):
         """
-        Append a row to the hash-chained audit log.
+        Append a row to the hash-chained audit log.  Concurrent appends,
+        from this node or others, are serialised so the chain never forks.
+
+        Changes made through this interface are audited by the store itself
+        with targets C{snap:<name>} (actions C{override.set},
+        C{override.delete}) and C{setting:<key>} (C{setting.set}).
 
         @param before: JSON-serialisable value (or C{None}).
         @param after: JSON-serialisable value (or C{None}).
@@ -107,7 +124,18 @@ class IStateStore(Interface):
 
     def listAudit(target=None, since=None, until=None):
         """
+        @param since: POSIX time; only rows at or after it.
+        @param until: POSIX time; only rows before it.
         @return: a Deferred firing with the L{AuditEntry}s in id order.
+        """
+
+    def verifyAudit():
+        """
+        Check the whole audit chain (see L{snapstore.state.audit.verifyChain}).
+
+        @return: a Deferred firing with the id of the first altered,
+            inserted or misplaced row (the row after a removed one), or
+            C{None} when the chain is intact.
         """
 
     def getSetting(key):
@@ -120,7 +148,25 @@ class IStateStore(Interface):
 
     def setSetting(key, value, actor):
         """
-        Store a JSON value under C{key}, appending an audit row.
+        Store a JSON value under C{key} (C{None} removes it), appending an
+        audit row and announcing the change to observers.
+
+        @return: a Deferred firing with the previous value or C{None}.
+        """
+
+    def observeChanges(callback):
+        """
+        Be told when overrides or settings change, on this node or (with
+        PostgreSQL) on any node sharing the database, within a second.
+
+        C{callback} is called with a dict event, one of:
+            - C{{"kind": "override", "snapName", "channel", "architecture"}}
+            - C{{"kind": "setting", "key"}}
+            - C{{"kind": "resync"}}: changes may have been missed (the
+              database connection was lost and is back); reload everything.
+        Exceptions raised by C{callback} are logged and ignored.
+
+        @return: a zero-argument callable that stops the observation.
         """
 
 
@@ -133,16 +179,148 @@ class IBlobCache(Interface):
     """
     Content-addressed storage of verified blobs, keyed by lowercase hex
     sha3-384.  Knows nothing of HTTP.
+
+    A blob enters only through a fill whose size and digest matched; a
+    fill is shared by every reader that asks meanwhile (single flight).
     """
 
     directory = Attribute("The cache directory (a FilePath).")
     maxSize = Attribute("The bound in bytes the cache is kept under.")
+    usedSize = Attribute(
+        "Bytes occupied or reserved: complete blobs, fills in progress at "
+        "their full size, and removed blobs still held open by a reader. "
+        "Never above maxSize by more than one blob."
+    )
 
     def open(digest):
         """
-        @return: a readable, pinned handle on a cached blob or C{None}.  A
-            pinned blob is not deleted by eviction until the handle is
-            closed.
+        @return: a readable, pinned L{IBlobSource} on a complete cached blob,
+            or C{None}.  A pinned blob is not deleted by eviction until the
+            handle is closed.
+        """
+
+    def contains(digest):
+        """
+        @return: whether a complete blob with that digest is cached.
+        """
+
+    def filling(digest):
+        """
+        @return: the L{IBlobFill} of C{digest} in progress, or C{None}.
+        """
+
+    def beginFill(digest, size):
+        """
+        Reserve room (evicting least recently used, unpinned blobs) and
+        start a fill, which the caller feeds and ends.
+
+        @return: an L{IBlobFill}, or C{None} when the blob cannot be cached
+            now (serve it uncached).
+        @raise ValueError: if the blob is cached or being filled already.
+        """
+
+    def remove(digest):
+        """
+        Delete a blob; open readers keep reading it.  @return: whether it
+        was cached.
+        """
+
+    def entries():
+        """
+        @return: C{(digest, size, pins)} of every complete blob, least
+            recently used first.
+        """
+
+    def stats():
+        """
+        @return: a dict of counters (blobs, usedSize, maxSize, filling,
+            pinned).
+        """
+
+    def verify():
+        """
+        Hash every blob (away from the reactor thread) and remove those
+        whose content does not match their digest.
+
+        @return: a Deferred firing with the list of removed digests.
+        """
+
+
+class IBlobSource(Interface):
+    """
+    An open, pinned handle on a blob's bytes, complete or still filling.
+    """
+
+    fd = Attribute("An OS file descriptor open for reading the blob.")
+    size = Attribute("The blob's full size in bytes.")
+    digest = Attribute("The blob's lowercase hex sha3-384.")
+    failure = Attribute(
+        "C{None}, or the Failure of the fill this handle reads; bytes past "
+        "L{available} will then never come."
+    )
+
+    def available():
+        """
+        @return: how many bytes from the start may be sent now (the size
+            for a complete blob; less while a fill is in progress).
+        """
+
+    def notifyProgress(callback):
+        """
+        Call C{callback()} once, when L{available} has grown or the fill
+        ended either way (at once if nothing more will change).
+        """
+
+    def close():
+        """
+        Close the descriptor and unpin the blob.  Idempotent.
+        """
+
+
+class IBlobFill(Interface):
+    """
+    One upstream transfer into the cache, shared by all its readers.
+    """
+
+    digest = Attribute("The expected lowercase hex sha3-384.")
+    size = Attribute("The expected size in bytes.")
+    written = Attribute("Bytes written so far.")
+    failure = Attribute("C{None}, or the Failure that ended the fill.")
+    committed = Attribute("C{True} once verified and in the cache.")
+
+    def start():
+        """
+        Bytes will follow: let waiting readers start.
+        """
+
+    def write(data):
+        """
+        Append bytes (to disk, and to the running digest).
+        """
+
+    def finish():
+        """
+        Verify size and digest and commit.  @return: a Deferred firing with
+        C{True} when committed, C{False} when the fill was discarded.
+        """
+
+    def abort(reason):
+        """
+        Discard the fill; its readers are told to cut their clients short.
+
+        @param reason: a Failure; waiters of L{whenStarted} get it.
+        """
+
+    def whenStarted():
+        """
+        @return: a Deferred firing when bytes start flowing, or failing with
+            the reason the fill was aborted before that.
+        """
+
+    def openReader():
+        """
+        @return: a pinned L{IBlobSource} reading the blob as it arrives; its
+            last byte is released only once the blob is verified.
         """
 
 
@@ -159,6 +337,59 @@ class IRule(Interface):
     name = Attribute(
         "A unique, short name used in logs, metrics and refusal messages."
     )
+
+
+class IAdmissionRule(IRule):
+    """
+    Store-endpoint admission: asked before a store API call is relayed
+    upstream and before a blob is served (device limit, snap allow/deny).
+    """
+
+    def admit(request):
+        """
+        @param request: a L{snapstore.rules.values.StoreRequest}: what the
+            device asked for, who it is, and for downloads the blob.
+        @return: a Verdict (or a Deferred firing with one): C{Allow},
+            C{Abstain}, or C{Deny}; a L{snapstore.rules.values.StoreDeny}
+            also names the store error code the device is shown.
+        """
+
+
+class IActionRule(IRule):
+    """
+    Amends what upstream answered, per device: each result of a refresh
+    call (install, refresh, download actions), each C{info} channel-map
+    entry and each C{find} result.
+    """
+
+    def amend(request, action, result):
+        """
+        @param request: the L{snapstore.rules.values.StoreRequest}.
+        @param action: the action the device sent (a dict from the refresh
+            body, with C{"tracking-channel"} and C{"context-revision"} from
+            the context filled in for refreshes); for C{info} entries
+            C{{"action": "info", "name": ...}}, for C{find} results
+            C{{"action": "find"}}.
+        @param result: upstream's result dict for it (a refresh result, a
+            channel-map entry, a find result); never mutate it.
+        @return: the result to hand the device (C{result} itself when
+            unchanged), or a Deferred firing with it; C{None} drops an
+            C{info} entry or C{find} result.
+        """
+
+
+class ICacheRule(IRule):
+    """
+    Decides whether and how long a response is cached.
+    """
+
+    def policy(request, response):
+        """
+        @param request: a L{snapstore.rules.values.StoreRequest}.
+        @param response: a L{snapstore.rules.values.ResponseHead}.
+        @return: a L{snapstore.rules.values.CachePolicy}, or C{None} to
+            abstain (the next rule decides).
+        """
 
 
 class IConnectRule(IRule):
