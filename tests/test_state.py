@@ -1,0 +1,908 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+Tests for L{snapstore.state}: one contract suite run against a real SQLite
+file and a real PostgreSQL database, plus what only PostgreSQL does
+(propagation between nodes, reconnection) and the pure helpers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sqlite3
+from typing import Any, Callable, Coroutine, Sequence
+
+import attrs
+from twisted.application.service import IService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from snapstore.interfaces import IStateStore
+from snapstore.state import makeStateStore
+from snapstore.state.audit import entryHash, makeEntry, verifyChain
+from snapstore.state.errors import StateUnavailable
+from snapstore.state.migrations import LATEST, MIGRATIONS, Migration
+from snapstore.state.postgres import PostgresStateStore
+from snapstore.state.records import (
+    BlobRecord,
+    Device,
+    Override,
+    normaliseChannel,
+)
+from snapstore.state.service import StateService
+from snapstore.state.sqlite import SQLiteStateStore
+from tests import pgtest
+
+T0 = 1_700_000_000.0
+
+
+def asyncTest(
+    f: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Deferred[Any]]:
+    """
+    Let trial run an C{async def} test method.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    return wrapper
+
+
+async def eventually(
+    predicate: Callable[[], bool], what: str, bound: float = 15.0
+) -> None:
+    """
+    Poll C{predicate} on the real reactor until it holds; fail after
+    C{bound} seconds.  The bound only turns a hang into a failure: nothing
+    is asserted about how long it took.
+    """
+    waited = 0.0
+    while not predicate():
+        if waited >= bound:
+            raise AssertionError(f"gave up waiting for {what}")
+        await deferLater(reactor, 0.01, lambda: None)
+        waited += 0.01
+
+
+def blob(**kwargs: Any) -> BlobRecord:
+    values: dict[str, Any] = dict(
+        name="abcdef_12.snap",
+        sha3_384="a" * 96,
+        size=1234,
+        url="https://upstream.example/abcdef_12.snap?token=1",
+        snapId="abcdef",
+        snapName="hello",
+        revision=12,
+        architectures=("amd64", "arm64"),
+    )
+    values.update(kwargs)
+    return BlobRecord(**values)
+
+
+class StateStoreContractMixin:
+    """
+    What every L{IStateStore} must do.  A subclass provides a fresh database
+    per test and these hooks:
+
+        - C{makeDatabase()}: another empty database, returned as a token;
+        - C{storeFor(database, clock, migrations)}: an unstarted store;
+        - C{rawExecute(database, sql, params)}: run SQL (C{?} placeholders)
+          directly, bypassing the store, and return rows.
+
+    @ivar database: the test's main database token.
+    @ivar clock: the clock stores record times with.
+    """
+
+    database: Any
+    clock: Clock
+
+    def makeDatabase(self) -> Any:
+        raise NotImplementedError()
+
+    def storeFor(self, database: Any, clock: Any,
+                 migrations: Sequence[Migration]) -> Any:
+        raise NotImplementedError()
+
+    def rawExecute(self, database: Any, sql: str,
+                   params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError()
+
+    def setUpContract(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.database = self.makeDatabase()
+
+    async def started(
+        self,
+        database: Any = None,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> Any:
+        store = self.storeFor(
+            self.database if database is None else database,
+            self.clock,
+            migrations,
+        )
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        await store.start()
+        return store
+
+    # -- life cycle --------------------------------------------------------
+
+    @asyncTest
+    async def test_interface(self) -> None:
+        """
+        Stores provide L{IStateStore}, including the methods added for
+        change observation and audit verification.
+        """
+        store = await self.started()
+        self.assertTrue(verifyObject(IStateStore, store))
+
+    @asyncTest
+    async def test_readiness(self) -> None:
+        """
+        Calls fail with L{StateUnavailable} before C{start} and after
+        C{close}; C{whenReady} fires once started and fails once closed.
+        """
+        store = self.storeFor(self.database, self.clock, MIGRATIONS)
+        self.addCleanup(store.close)
+        self.failureResultOf(store.getBlob("x"), StateUnavailable)
+        await store.start()
+        await store.whenReady()
+        self.assertIsNone(await store.getBlob("x"))
+        await store.close()
+        self.failureResultOf(store.getBlob("x"), StateUnavailable)
+        self.failureResultOf(store.whenReady(), StateUnavailable)
+
+    @asyncTest
+    async def test_callsWaitForStart(self) -> None:
+        """
+        A call made while the store is starting waits for it rather than
+        failing.
+        """
+        store = self.storeFor(self.database, self.clock, MIGRATIONS)
+        self.addCleanup(store.close)
+        started = store.start()
+        early = store.listOverrides()
+        await started
+        self.assertEqual(await early, [])
+
+    # -- blobs -------------------------------------------------------------
+
+    @asyncTest
+    async def test_blobRoundTrip(self) -> None:
+        """
+        A recorded blob reads back equal, with C{seenAt} defaulting to now;
+        unknown names give C{None}.
+        """
+        store = await self.started()
+        stored = await store.recordBlob(blob())
+        self.assertEqual(stored, blob(seenAt=T0))
+        self.assertEqual(await store.getBlob("abcdef_12.snap"), stored)
+        self.assertIsNone(await store.getBlob("abcdef_13.snap"))
+
+    @asyncTest
+    async def test_blobDigestAndSizeImmutable(self) -> None:
+        """
+        Recording a name again replaces its URL but never its digest, size
+        or first-seen time; unknown descriptive fields get filled in.
+        """
+        store = await self.started()
+        await store.recordBlob(blob(snapName="", revision=0))
+        self.clock.advance(60)
+        again = await store.recordBlob(
+            blob(sha3_384="b" * 96, size=1, url="https://cdn.example/new",
+                 snapName="hello", revision=12)
+        )
+        expected = blob(url="https://cdn.example/new", seenAt=T0)
+        self.assertEqual(again, expected)
+        self.assertEqual(await store.getBlob("abcdef_12.snap"), expected)
+
+    # -- overrides ---------------------------------------------------------
+
+    @asyncTest
+    async def test_overrideSetReplaceList(self) -> None:
+        """
+        C{setOverride} stores the pin under the normalised channel and
+        returns what it replaced; C{stable} and C{latest/stable} are one
+        key.  Listing is ordered and can be limited to one snap.
+        """
+        store = await self.started()
+        first = Override("hello", "stable", 10, "amd64", snapId="abcdef")
+        self.assertIsNone(await store.setOverride(first, "alice"))
+        self.clock.advance(5)
+        replaced = await store.setOverride(
+            Override("hello", "latest/stable", 11, "amd64", snapId="abcdef"),
+            "bob",
+        )
+        self.assertEqual(
+            replaced, attrs.evolve(first, channel="latest/stable",
+                                   createdAt=T0)
+        )
+        await store.setOverride(Override("hello", "edge", 12, "arm64"), "bob")
+        await store.setOverride(Override("aaa", "2.0/beta", 3, "amd64"), "bob")
+        self.assertEqual(
+            await store.listOverrides(),
+            [
+                Override("aaa", "2.0/beta", 3, "amd64", createdAt=T0 + 5),
+                Override("hello", "latest/edge", 12, "arm64",
+                         createdAt=T0 + 5),
+                Override("hello", "latest/stable", 11, "amd64",
+                         snapId="abcdef", createdAt=T0 + 5),
+            ],
+        )
+        self.assertEqual(
+            [o.snapName for o in await store.listOverrides("hello")],
+            ["hello", "hello"],
+        )
+        self.assertEqual(await store.listOverrides("nothing"), [])
+
+    @asyncTest
+    async def test_overrideDelete(self) -> None:
+        """
+        C{deleteOverride} removes the pins of one channel (any spelling),
+        for one architecture or all, and returns them; deleting nothing
+        returns an empty list and writes no audit row.
+        """
+        store = await self.started()
+        for arch in ("amd64", "arm64", "s390x"):
+            await store.setOverride(Override("hello", "latest/stable", 1,
+                                             arch), "alice")
+        await store.setOverride(Override("hello", "edge", 2, "amd64"), "a")
+        removed = await store.deleteOverride("hello", "stable", "bob",
+                                             architecture="arm64")
+        self.assertEqual([o.architecture for o in removed], ["arm64"])
+        removed = await store.deleteOverride("hello", "latest/stable", "bob")
+        self.assertEqual([o.architecture for o in removed],
+                         ["amd64", "s390x"])
+        self.assertEqual(
+            [(o.channel, o.architecture) for o in await store.listOverrides()],
+            [("latest/edge", "amd64")],
+        )
+        before = len(await store.listAudit())
+        self.assertEqual(await store.deleteOverride("hello", "beta", "bob"),
+                         [])
+        self.assertEqual(len(await store.listAudit()), before)
+
+    @asyncTest
+    async def test_overrideBadChannel(self) -> None:
+        """
+        A malformed channel is refused with L{ValueError}.
+        """
+        store = await self.started()
+        await self.assertFailure(
+            store.setOverride(Override("hello", "latest/nope", 1, "amd64"),
+                              "alice"),
+            ValueError,
+        )
+        await self.assertFailure(
+            store.deleteOverride("hello", "", "alice"), ValueError
+        )
+
+    @asyncTest
+    async def test_overrideAudited(self) -> None:
+        """
+        Setting and deleting overrides append audit rows naming the actor,
+        the snap and the values before and after.
+        """
+        store = await self.started()
+        await store.setOverride(Override("hello", "stable", 1, "amd64"),
+                                "alice")
+        await store.deleteOverride("hello", "stable", "bob")
+        rows = await store.listAudit(target="snap:hello")
+        pin = {"snapName": "hello", "channel": "latest/stable",
+               "architecture": "amd64", "revision": 1, "snapId": ""}
+        self.assertEqual(
+            [(r.actor, r.action, r.before, r.after) for r in rows],
+            [("alice", "override.set", None, pin),
+             ("bob", "override.delete", [pin], None)],
+        )
+
+    # -- devices -----------------------------------------------------------
+
+    @asyncTest
+    async def test_devices(self) -> None:
+        """
+        C{recordDevice} inserts, then updates: the last-seen time only moves
+        forward and empty fields keep known values.  C{seenSince} limits
+        the listing.
+        """
+        store = await self.started()
+        one = await store.recordDevice(
+            Device("canonical/pc/1", model="pc", address="10.0.0.1"))
+        self.assertEqual(
+            one, Device("canonical/pc/1", "pc", "10.0.0.1", T0, T0))
+        self.clock.advance(100)
+        await store.recordDevice(Device("address:10.0.0.9",
+                                        address="10.0.0.9"))
+        updated = await store.recordDevice(
+            Device("canonical/pc/1", address="10.0.0.2"))
+        self.assertEqual(
+            updated, Device("canonical/pc/1", "pc", "10.0.0.2", T0, T0 + 100))
+        late = await store.recordDevice(
+            Device("canonical/pc/1", lastSeen=T0 + 50))
+        self.assertEqual(late.lastSeen, T0 + 100)
+        self.assertEqual(
+            [d.identity for d in await store.listDevices()],
+            ["address:10.0.0.9", "canonical/pc/1"],
+        )
+        self.assertEqual(len(await store.listDevices(seenSince=T0 + 100)), 2)
+        self.clock.advance(1)
+        await store.recordDevice(Device("address:10.0.0.9"))
+        self.assertEqual(
+            [d.identity for d in await store.listDevices(seenSince=T0 + 101)],
+            ["address:10.0.0.9"],
+        )
+
+    # -- settings ----------------------------------------------------------
+
+    @asyncTest
+    async def test_settings(self) -> None:
+        """
+        Settings hold JSON values, return the previous value when changed,
+        are audited, and C{None} removes them.
+        """
+        store = await self.started()
+        self.assertIsNone(await store.getSetting("device-limit"))
+        self.assertIsNone(await store.setSetting("device-limit", 25, "admin"))
+        self.assertEqual(await store.getSetting("device-limit"), 25)
+        self.assertEqual(
+            await store.setSetting("device-limit", {"max": [1, 2]}, "admin"),
+            25)
+        self.assertEqual(await store.getSetting("device-limit"),
+                         {"max": [1, 2]})
+        self.assertEqual(
+            await store.setSetting("device-limit", None, "admin"),
+            {"max": [1, 2]})
+        self.assertIsNone(await store.getSetting("device-limit"))
+        rows = await store.listAudit(target="setting:device-limit")
+        self.assertEqual([(r.before, r.after) for r in rows],
+                         [(None, 25), (25, {"max": [1, 2]}),
+                          ({"max": [1, 2]}, None)])
+        await self.assertFailure(store.setSetting("x", object(), "a"),
+                                 TypeError)
+
+    # -- audit -------------------------------------------------------------
+
+    @asyncTest
+    async def test_auditAppendAndList(self) -> None:
+        """
+        Appended rows are numbered from 1, chained by hash, read back equal
+        and can be filtered by target and time.
+        """
+        store = await self.started()
+        first = await store.appendAudit("alice", "cache.prune", "cache",
+                                        None, {"freed": 10})
+        self.clock.advance(10)
+        second = await store.appendAudit("bob", "note", "other", (1, "x"),
+                                         None)
+        self.assertEqual((first.id, first.previousHash), (1, ""))
+        self.assertEqual(second.previousHash, first.rowHash)
+        self.assertEqual(second.before, [1, "x"])
+        self.assertEqual(entryHash(second), second.rowHash)
+        self.assertEqual(await store.listAudit(), [first, second])
+        self.assertEqual(await store.listAudit(target="other"), [second])
+        self.assertEqual(await store.listAudit(since=T0 + 1), [second])
+        self.assertEqual(await store.listAudit(until=T0 + 10), [first])
+        self.assertIsNone(await store.verifyAudit())
+
+    async def chainOfFive(self) -> Any:
+        store = await self.started()
+        for n in range(5):
+            await store.appendAudit("alice", "note", "t", None, {"n": n})
+        self.assertIsNone(await store.verifyAudit())
+        return store
+
+    @asyncTest
+    async def test_auditDetectsEditedRow(self) -> None:
+        """
+        Changing any field of a stored row makes verification name it.
+        """
+        store = await self.chainOfFive()
+        self.rawExecute(self.database,
+                        'UPDATE audit_log SET "after" = ? WHERE id = 3',
+                        ('{"n":99}',))
+        self.assertEqual(await store.verifyAudit(), 3)
+
+    @asyncTest
+    async def test_auditDetectsDeletedRow(self) -> None:
+        """
+        Removing a row makes verification name the row after the gap, and
+        removing the first row names the new first row.
+        """
+        store = await self.chainOfFive()
+        self.rawExecute(self.database, "DELETE FROM audit_log WHERE id = 3")
+        self.assertEqual(await store.verifyAudit(), 4)
+        self.rawExecute(self.database, "DELETE FROM audit_log WHERE id = 1")
+        self.assertEqual(await store.verifyAudit(), 2)
+
+    @asyncTest
+    async def test_auditDetectsInsertedRow(self) -> None:
+        """
+        A row slipped into the middle of the chain (later rows renumbered
+        to make room, the forged row correctly linked to its predecessor)
+        is caught at the row after it.
+        """
+        store = await self.chainOfFive()
+        rows = await store.listAudit()
+        self.rawExecute(self.database,
+                        "UPDATE audit_log SET id = id + 100 WHERE id >= 3")
+        self.rawExecute(self.database,
+                        "UPDATE audit_log SET id = id - 99 WHERE id >= 100")
+        forged = makeEntry(3, T0, "mallory", "note", "t", None, {"n": -1},
+                           rows[1].rowHash)
+        self.rawExecute(
+            self.database,
+            'INSERT INTO audit_log (id, time, actor, action, target,'
+            ' "before", "after", previous_hash, row_hash)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (3, T0, "mallory", "note", "t", "null", '{"n":-1}',
+             forged.previousHash, forged.rowHash),
+        )
+        self.assertEqual(await store.verifyAudit(), 4)
+
+    # -- change observers --------------------------------------------------
+
+    @asyncTest
+    async def test_localObservers(self) -> None:
+        """
+        Observers are told about override and setting changes made through
+        the store, one failing observer does not stop the others, and an
+        observer can stop observing.
+        """
+        store = await self.started()
+        seen: list[dict[str, Any]] = []
+
+        def broken(event: dict[str, Any]) -> None:
+            raise RuntimeError("observer bug")
+
+        store.observeChanges(broken)
+        stop = store.observeChanges(seen.append)
+        await store.setOverride(Override("hello", "stable", 1, "amd64"), "a")
+        await store.setSetting("device-limit", 3, "a")
+        await store.deleteOverride("hello", "stable", "a")
+        await store.recordDevice(Device("d"))
+        self.assertEqual(
+            seen,
+            [{"kind": "override", "snapName": "hello",
+              "channel": "latest/stable", "architecture": "amd64"},
+             {"kind": "setting", "key": "device-limit"},
+             {"kind": "override", "snapName": "hello",
+              "channel": "latest/stable", "architecture": "amd64"}],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        stop()
+        await store.setSetting("device-limit", 4, "a")
+        self.assertEqual(len(seen), 3)
+        self.flushLoggedErrors(RuntimeError)
+
+    # -- concurrency -------------------------------------------------------
+
+    @asyncTest
+    async def test_racingOverrideWriters(self) -> None:
+        """
+        Two stores on one database setting the same pin at once are
+        serialised: one replaces the other, both changes are audited and the
+        chain stays intact.
+        """
+        one = await self.started()
+        two = await self.started()
+        results = await gatherResults([
+            one.setOverride(Override("hello", "stable", 1, "amd64"), "one"),
+            two.setOverride(Override("hello", "latest/stable", 2, "amd64"),
+                            "two"),
+        ])
+        self.assertEqual(sorted(results, key=lambda r: r is not None)[0],
+                         None)
+        replaced = [r for r in results if r is not None]
+        self.assertEqual(len(replaced), 1)
+        final = await one.listOverrides()
+        self.assertEqual(len(final), 1)
+        self.assertNotEqual(replaced[0].revision, final[0].revision)
+        self.assertEqual(len(await one.listAudit()), 2)
+        self.assertIsNone(await two.verifyAudit())
+
+    @asyncTest
+    async def test_racingAuditWriters(self) -> None:
+        """
+        Many appends from two stores at once give one unbroken chain.
+        """
+        one = await self.started()
+        two = await self.started()
+        results = await DeferredList(
+            [store.appendAudit(store is one and "one" or "two", "note", "t",
+                               None, {"n": n})
+             for n in range(10) for store in (one, two)],
+            fireOnOneErrback=True, consumeErrors=True,
+        )
+        self.assertEqual(sorted(entry.id for _, entry in results),
+                         list(range(1, 21)))
+        self.assertIsNone(await one.verifyAudit())
+
+    # -- migrations --------------------------------------------------------
+
+    @asyncTest
+    async def test_migrateEmpty(self) -> None:
+        """
+        An empty database is brought to the latest schema version, and
+        starting again applies nothing.
+        """
+        store = await self.started()
+        self.assertEqual(await store.schemaVersion(), LATEST)
+        await store.close()
+        again = await self.started()
+        self.assertEqual(await again._migrate(), [])
+        self.assertEqual(await again.schemaVersion(), LATEST)
+
+    @asyncTest
+    async def test_migrateFromEveryVersion(self) -> None:
+        """
+        A database left at any earlier schema version, holding data, is
+        migrated to the latest and keeps its data.
+        """
+        for version in range(len(MIGRATIONS)):
+            database = self.makeDatabase()
+            old = await self.started(database, MIGRATIONS[:version])
+            self.assertEqual(await old.schemaVersion(), version)
+            if version >= 1:
+                await old.recordBlob(blob())
+                await old.appendAudit("alice", "note", "t", None, version)
+            await old.close()
+            new = await self.started(database)
+            self.assertEqual(await new.schemaVersion(), LATEST)
+            if version >= 1:
+                self.assertEqual(await new.getBlob(blob().name),
+                                 blob(seenAt=T0))
+            await new.setSetting("device-limit", 5, "admin")
+            self.assertEqual(await new.getSetting("device-limit"), 5)
+            self.assertIsNone(await new.verifyAudit())
+            await new.close()
+
+    @asyncTest
+    async def test_failedMigrationRollsBack(self) -> None:
+        """
+        A migration that fails leaves no trace and the schema at the version
+        before it; the store refuses to start.
+        """
+        broken = Migration(LATEST + 1, "broken", (
+            "CREATE TABLE half_done (a BIGINT)",
+            "THIS IS NOT SQL",
+        ))
+        store = self.storeFor(self.database, self.clock,
+                              MIGRATIONS + (broken,))
+        self.addCleanup(store.close)
+        await self.assertFailure(store.start(), StateUnavailable)
+        await self.assertFailure(store.whenReady(), StateUnavailable)
+        self.flushLoggedErrors()
+        self.assertRaises(Exception, self.rawExecute, self.database,
+                          "SELECT a FROM half_done")
+        self.assertEqual(
+            self.rawExecute(self.database,
+                            "SELECT MAX(version) FROM schema_version")[0][0],
+            LATEST)
+
+
+class SQLiteStateStoreTests(StateStoreContractMixin, TestCase):
+    """
+    The contract, against SQLite files.
+    """
+
+    def setUp(self) -> None:
+        self.setUpContract()
+
+    def makeDatabase(self) -> str:
+        return self.mktemp() + ".sqlite"
+
+    def storeFor(self, database: str, clock: Any,
+                 migrations: Sequence[Migration]) -> SQLiteStateStore:
+        if not os.path.isdir(os.path.dirname(database)):
+            os.makedirs(os.path.dirname(database))
+        return SQLiteStateStore(reactor, database, clock=clock,
+                                migrations=migrations)
+
+    def rawExecute(self, database: str, sql: str,
+                   params: Sequence[Any] = ()) -> Any:
+        connection = sqlite3.connect(database)
+        try:
+            rows = connection.execute(sql, tuple(params)).fetchall()
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
+
+    @asyncTest
+    async def test_walMode(self) -> None:
+        """
+        The database file is in WAL mode, so readers never wait for writers.
+        """
+        await self.started()
+        self.assertEqual(
+            self.rawExecute(self.database, "PRAGMA journal_mode"), [("wal",)])
+
+    @asyncTest
+    async def test_unopenable(self) -> None:
+        """
+        A file that cannot be opened fails the start with
+        L{StateUnavailable}.
+        """
+        store = SQLiteStateStore(reactor, self.mktemp() + "/no/such/dir/x",
+                                 clock=self.clock)
+        await self.assertFailure(store.start(), StateUnavailable)
+        self.failureResultOf(store.getBlob("x"), StateUnavailable)
+        self.flushLoggedErrors()
+
+
+class PostgresStateStoreTests(StateStoreContractMixin, TestCase):
+    """
+    The contract, against a real PostgreSQL database per test.
+    """
+
+    skip = pgtest.skipReason()
+
+    def setUp(self) -> None:
+        self.databases: list[pgtest.TemporaryDatabase] = []
+        self.setUpContract()
+
+    def makeDatabase(self) -> pgtest.TemporaryDatabase:
+        database = pgtest.TemporaryDatabase()
+        self.databases.append(database)
+        self.addCleanup(database.drop)
+        return database
+
+    def storeFor(self, database: pgtest.TemporaryDatabase, clock: Any,
+                 migrations: Sequence[Migration]) -> PostgresStateStore:
+        return PostgresStateStore(reactor, database.dsn, clock=clock,
+                                  migrations=migrations)
+
+    def rawExecute(self, database: pgtest.TemporaryDatabase, sql: str,
+                   params: Sequence[Any] = ()) -> Any:
+        return database.execute(sql.replace("?", "%s"), params)
+
+    async def realClockStore(self) -> PostgresStateStore:
+        store = PostgresStateStore(reactor, self.database.dsn)
+        self.addCleanup(store.close)
+        await store.start()
+        return store
+
+    @asyncTest
+    async def test_notifyPropagation(self) -> None:
+        """
+        A change made through one node reaches the observers of another node
+        on the same database; a node does not hear its own change twice.
+        """
+        a = await self.realClockStore()
+        b = await self.realClockStore()
+        seenByA: list[dict[str, Any]] = []
+        seenByB: list[dict[str, Any]] = []
+        a.observeChanges(seenByA.append)
+        b.observeChanges(seenByB.append)
+        await a.setOverride(Override("hello", "stable", 7, "amd64"), "alice")
+        await eventually(lambda: seenByB, "B to hear of the override")
+        self.assertEqual(
+            seenByB,
+            [{"kind": "override", "snapName": "hello",
+              "channel": "latest/stable", "architecture": "amd64"}])
+        self.assertEqual((await b.listOverrides())[0].revision, 7)
+        # PostgreSQL delivers notifications in commit order, so once A hears
+        # of B's later change, any echo of its own would have arrived.
+        await b.setSetting("device-limit", 3, "bob")
+        await eventually(lambda: len(seenByA) == 2, "A to hear of B")
+        self.assertEqual(seenByA[1], {"kind": "setting",
+                                      "key": "device-limit"})
+        self.assertEqual(seenByA[0], seenByB[0])
+
+    @asyncTest
+    async def test_reconnect(self) -> None:
+        """
+        When the server drops every connection, the store reconnects, tells
+        observers to resync, answers again, and hears other nodes again.
+        """
+        store = await self.realClockStore()
+        events: list[dict[str, Any]] = []
+        store.observeChanges(events.append)
+        self.assertTrue(self.database.terminateConnections() >= 2)
+        await eventually(lambda: {"kind": "resync"} in events,
+                         "the store to reconnect")
+        self.assertEqual(await store.listOverrides(), [])
+        other = await self.realClockStore()
+        await other.setSetting("device-limit", 1, "admin")
+        await eventually(lambda: events[-1] == {"kind": "setting",
+                                                "key": "device-limit"},
+                         "the store to hear changes again")
+        self.flushLoggedErrors()
+
+    @asyncTest
+    async def test_callDuringOutage(self) -> None:
+        """
+        A call made on a connection that died fails with
+        L{StateUnavailable}, not with a driver error and not by hanging.
+        """
+        store = await self.realClockStore()
+        link = store._link
+        link.dead = True
+        self.failureResultOf(store.listOverrides(), StateUnavailable)
+        link.dead = False
+
+
+def closedPort() -> int:
+    """
+    @return: a local TCP port nothing listens on.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresUnreachableTests(TestCase):
+    """
+    A PostgreSQL store whose server does not answer fails fast.
+    """
+
+    @asyncTest
+    async def test_failsFastAndRetries(self) -> None:
+        """
+        Start fails with L{StateUnavailable}, calls fail at once rather than
+        hang, C{whenReady} keeps waiting for a later attempt (scheduled on
+        the clock), and closing stops the attempts.
+        """
+        clock = Clock()
+        store = PostgresStateStore(
+            reactor, f"postgresql://nobody@127.0.0.1:{closedPort()}/none",
+            clock=clock)
+        ready = store.whenReady()
+        await self.assertFailure(store.start(), StateUnavailable)
+        self.failureResultOf(store.listOverrides(), StateUnavailable)
+        self.assertNoResult(ready)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        await store.close()
+        self.failureResultOf(ready, StateUnavailable)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class FactoryTests(SynchronousTestCase):
+    """
+    Tests for L{makeStateStore}.
+    """
+
+    def test_default(self) -> None:
+        """
+        No spec means C{state.sqlite} in the data directory, which is
+        created.
+        """
+        dataDir = self.mktemp()
+        store = makeStateStore(reactor, None, dataDir)
+        self.assertIsInstance(store, SQLiteStateStore)
+        self.assertEqual(store.path, os.path.join(dataDir, "state.sqlite"))
+        self.assertTrue(os.path.isdir(dataDir))
+
+    def test_sqlitePaths(self) -> None:
+        """
+        C{sqlite:} paths are used as given, their directory created.
+        """
+        absolute = os.path.abspath(self.mktemp()) + "/s.db"
+        self.assertEqual(
+            makeStateStore(reactor, "sqlite:" + absolute, "d").path,
+            absolute)
+        self.assertTrue(os.path.isdir(os.path.dirname(absolute)))
+        relative = self.mktemp() + "/x.db"
+        self.assertEqual(
+            makeStateStore(reactor, "sqlite:" + relative, "d").path,
+            relative)
+
+    def test_postgres(self) -> None:
+        """
+        Both URI forms give a L{PostgresStateStore}, not yet connected.
+        """
+        for dsn in ("postgresql://snap:secret@db.example:5433/snapstore",
+                    "postgresql:///snapstore?host=/run/postgresql"):
+            store = makeStateStore(reactor, dsn, self.mktemp())
+            self.assertIsInstance(store, PostgresStateStore)
+            self.assertEqual(store.dsn, dsn)
+            self.assertNotIn("secret", repr(store))
+
+    def test_unknown(self) -> None:
+        """
+        Anything else is a L{ValueError} saying what is accepted.
+        """
+        for spec in ("mysql://x/y", "state.sqlite", "sqlite:",
+                     "postgresql://x/y?sslmode"):
+            self.assertRaises(ValueError, makeStateStore, reactor, spec,
+                              self.mktemp())
+        error = self.assertRaises(ValueError, makeStateStore, reactor,
+                                  "mysql://x", "d")
+        self.assertIn("postgresql://", str(error))
+
+
+class StateServiceTests(TestCase):
+    """
+    Tests for L{StateService}.
+    """
+
+    @asyncTest
+    async def test_startAndStop(self) -> None:
+        """
+        Starting the service starts the store; stopping it closes the store.
+        """
+        store = SQLiteStateStore(reactor, self.mktemp())
+        service = StateService(store)
+        self.assertTrue(verifyObject(IService, service))
+        service.startService()
+        await service.whenReady()
+        self.assertEqual(await store.listDevices(), [])
+        await service.stopService()
+        self.failureResultOf(store.listDevices(), StateUnavailable)
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    Tests for L{normaliseChannel}.
+    """
+
+    def test_normalise(self) -> None:
+        for given, expected in [
+            ("stable", "latest/stable"),
+            ("latest/stable", "latest/stable"),
+            ("edge/fix-1", "latest/edge/fix-1"),
+            ("2.0/beta", "2.0/beta"),
+            ("2.0/beta/x", "2.0/beta/x"),
+        ]:
+            self.assertEqual(normaliseChannel(given), expected)
+
+    def test_invalid(self) -> None:
+        for bad in ("", "latest", "2.0", "latest/nope", "a/stable/b/c",
+                    "/stable", "stable/"):
+            self.assertRaises(ValueError, normaliseChannel, bad)
+
+
+class VerifyChainTests(SynchronousTestCase):
+    """
+    Tests for L{verifyChain}, without a database.
+    """
+
+    def chain(self, n: int) -> list[Any]:
+        entries: list[Any] = []
+        previous = ""
+        for i in range(1, n + 1):
+            entry = makeEntry(i, T0 + i, "a", "note", "t", None, {"i": i},
+                              previous)
+            entries.append(entry)
+            previous = entry.rowHash
+        return entries
+
+    def test_intact(self) -> None:
+        self.assertIsNone(verifyChain([]))
+        self.assertIsNone(verifyChain(self.chain(4)))
+
+    def test_edited(self) -> None:
+        entries = self.chain(4)
+        entries[2] = attrs.evolve(entries[2], actor="mallory")
+        self.assertEqual(verifyChain(entries), 3)
+
+    def test_rehashedEdit(self) -> None:
+        """
+        Re-hashing an edited row does not help: the next row's link breaks.
+        """
+        entries = self.chain(4)
+        edited = attrs.evolve(entries[1], actor="mallory")
+        entries[1] = attrs.evolve(edited, rowHash=entryHash(edited))
+        self.assertEqual(verifyChain(entries), 3)
+
+    def test_removed(self) -> None:
+        entries = self.chain(4)
+        self.assertEqual(verifyChain(entries[:1] + entries[2:]), 3)
+        self.assertEqual(verifyChain(entries[1:]), 2)
+
+    def test_head(self) -> None:
+        """
+        Cutting off the newest rows is caught only against a known head.
+        """
+        entries = self.chain(4)
+        head = (4, entries[3].rowHash)
+        self.assertIsNone(verifyChain(entries, head))
+        self.assertIsNone(verifyChain(entries[:3]))
+        self.assertEqual(verifyChain(entries[:3], head), 4)
