@@ -63,10 +63,13 @@ class _FixedPortStore(FakeStore):
         return TCP4ServerEndpoint(self._reactor, next(self._wanted), interface=self._interface)
 
 
-async def main(reactor, argv) -> None:
+async def startFromArguments(reactor, argv) -> FakeStore:
+    """
+    Build, fill and start a store as the command line says.
+
+    @return: the started store.
+    """
     options = makeParser().parse_args(argv)
-    if options.verbose:
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     store = _FixedPortStore(
         reactor, options.api_port, options.cdn_port, options.interface,
         hostname=options.hostname,
@@ -77,6 +80,16 @@ async def main(reactor, argv) -> None:
         store.addRevision(name, revision, size, architectures=(options.arch,),
                           channels=(channel,))
     await store.start()
+    if options.interface != "127.0.0.1":
+        store.apiURL = f"http://{options.interface}:{store.apiPort}/"
+        store.cdnURL = f"http://{options.interface}:{store.cdnPort}/"
+    return store
+
+
+async def main(reactor, argv) -> None:
+    if "--verbose" in argv:
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    store = await startFromArguments(reactor, argv)
     print(f"api {store.apiURL}")
     print(f"cdn {store.cdnURL}")
     for snap in store.catalogue:

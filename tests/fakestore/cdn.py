@@ -24,7 +24,7 @@ _FILE = re.compile(r"^/download-origin/([A-Za-z0-9]{32})_([0-9]+)\.snap$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def parseRange(value: str | None, size: int):
+def parseRange(value: str | bytes | None, size: int):
     """
     Interpret a C{Range} header against a body of C{size} bytes.
 
@@ -34,6 +34,8 @@ def parseRange(value: str | None, size: int):
     """
     if not value:
         return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
     match = _RANGE.match(value.strip())
     if match is None:
         return None
@@ -46,11 +48,11 @@ def parseRange(value: str | None, size: int):
             return "unsatisfiable"
         return (max(0, size - suffix), size - 1)
     start = int(first)
+    if start >= size:
+        return "unsatisfiable"
     end = int(last) if last else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return (start, min(end, size - 1))
 
 
