@@ -18,10 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from snapstore.state import audit, operations
-from snapstore.state.errors import MigrationError, StateUnavailable
+from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import (
-    LATEST,
-    MIGRATIONS,
     Migration,
     applyMigration,
     checkSequence,
@@ -345,5 +343,3 @@ class StateStoreBase:
             Mode.SERIAL,
         )
 
-
-__all__ = ["StateStoreBase", "Phase", "LATEST", "MIGRATIONS", "MigrationError"]
