@@ -26,14 +26,17 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.interfaces import IConsumer
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
 from tests.fakestore import FakeStore
 from tests.fakestore.__main__ import parseSnap, startFromArguments
 from tests.fakestore.assertions import CANONICAL_ROOT_KEY_ID, signingKey
 from tests.fakestore.blobs import BLOCK_SIZE, Blob
 from tests.fakestore.catalogue import Channel
-from tests.fakestore.cdn import parseRange
+from tests.fakestore.cdn import BlobProducer, parseRange
+from tests.fakestore.recording import RequestRecord
 
 SNAP = "/usr/bin/snap"
 
@@ -139,6 +142,80 @@ class BlobTests(SynchronousTestCase):
         blob = Blob.__new__(Blob)
         blob.size = 2**30
         self.assertRaises(ValueError, blob.read)
+
+
+class FakeChannel:
+    def __init__(self):
+        self.transport = None
+
+
+@implementer(IConsumer)
+class PullingRequest:
+    """
+    Just enough of a request for L{BlobProducer}: records writes and the
+    registered producer, and never pulls by itself.
+    """
+
+    def __init__(self):
+        self.written = []
+        self.producer = None
+        self.finished = False
+        self.fakeStoreRecord = RequestRecord("cdn", "GET", "/", "", {}, b"", ("", 0))
+        self.channel = FakeChannel()
+
+    def registerProducer(self, producer, streaming):
+        self.producer = (producer, streaming)
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+
+    def finish(self):
+        self.finished = True
+
+
+class BlobProducerTests(SynchronousTestCase):
+    """
+    The CDN writes a block only when the transport asks for one, so a slow
+    client never makes it buffer a blob.
+    """
+
+    def test_pull(self):
+        """
+        Registering writes nothing; each C{resumeProducing} writes at most
+        one block; the end unregisters and finishes.
+        """
+        store = FakeStore(Clock())
+        blob = _smallBlob()
+        request = PullingRequest()
+        BlobProducer(store, request, blob, 10, blob.size - 10).start()
+        producer, streaming = request.producer
+        self.assertFalse(streaming)
+        self.assertEqual(request.written, [])
+        producer.resumeProducing()
+        self.assertEqual(len(request.written), 1)
+        self.assertLessEqual(len(request.written[0]), BLOCK_SIZE)
+        self.assertEqual(store.cdnBytesSent, len(request.written[0]))
+        while request.producer is not None:
+            producer.resumeProducing()
+        self.assertTrue(request.finished)
+        self.assertEqual(b"".join(request.written), _smallBlobBytes()[10:])
+        self.assertEqual(request.fakeStoreRecord.bodyBytesSent, blob.size - 10)
+
+    def test_stopProducing(self):
+        """
+        After C{stopProducing} (client gone) nothing more is written.
+        """
+        store = FakeStore(Clock())
+        request = PullingRequest()
+        BlobProducer(store, request, _smallBlob(), 0, 1000).start()
+        producer, _ = request.producer
+        producer.stopProducing()
+        producer.resumeProducing()
+        self.assertEqual(request.written, [])
+        self.assertFalse(request.finished)
 
 
 _SMALL = []
@@ -1061,11 +1138,11 @@ class SnapDownloadTests(FakeStoreTestsMixin, TestCase):
     if not os.access(SNAP, os.X_OK):
         skip = f"{SNAP} is not installed; this checks the fake against the real client"
 
-    async def test_snapDownload(self):
+    async def snapDownload(self, *args):
         """
-        C{snap download} resolves the snap, follows the redirect, writes the
-        exact bytes and fetches the assertion chain, then fails only on the
-        signature check because stock snap trusts only Canonical's keys.
+        Run C{snap download hello ARGS} against the fake store.
+
+        @return: C{(stdout, stderr, exit status, target directory)}.
         """
         target = os.path.abspath(self.mktemp())
         home = os.path.abspath(self.mktemp())
@@ -1077,9 +1154,18 @@ class SnapDownloadTests(FakeStoreTestsMixin, TestCase):
             "SNAPPY_FORCE_API_URL": self.store.apiURL,
         }
         out, err, code = await getProcessOutputAndValue(
-            SNAP, ["download", "hello", "--target-directory", target], env=env,
+            SNAP, ["download", "hello", *args, "--target-directory", target], env=env,
             reactor=globalReactor,
         )
+        return out, err, code, target
+
+    async def test_snapDownload(self):
+        """
+        C{snap download} resolves the snap, follows the redirect, writes the
+        exact bytes and fetches the assertion chain, then fails only on the
+        signature check because stock snap trusts only Canonical's keys.
+        """
+        out, err, code, target = await self.snapDownload()
         self.assertEqual(code, 1, err)
         self.assertEqual(out, b'Fetching snap "hello"\nFetching assertions for "hello"\n')
         self.assertIn(
@@ -1120,3 +1206,23 @@ class SnapDownloadTests(FakeStoreTestsMixin, TestCase):
         self.assertFalse(cdn.hasHeader("x-device-authorization"))
         self.assertEqual(self.store.requests[3].query, "max-format=0")
         self.assertEqual(self.store.requests[4].query, "max-format=5")
+
+    async def test_snapDownloadResumes(self):
+        """
+        After a cut transfer, snap asks the API download URL again with
+        C{Range: bytes=<received>-}, the range survives the redirect, and
+        the CDN's 206 completes the exact file.
+        """
+        self.store.faults.failDownload("hello", 12, "short", offset=70_000)
+        out, err, code, target = await self.snapDownload("--edge")
+        self.assertEqual(code, 1, err)
+        self.assertIn(b"failed signature verification", err)
+        with open(os.path.join(target, "hello_12.snap"), "rb") as f:
+            self.assertEqual(f.read(), self.store.blobBytes("hello", 12))
+        downloads = self.store.requestsTo("GET", f"/api/v1/snaps/download/{self.helloId}_12")
+        self.assertEqual([r.header("range") for r in downloads], [None, "bytes=70000-"])
+        first, second = self.store.cdnDownloads("hello", 12)
+        self.assertEqual((first.status, first.bodyBytesSent), (None, 70_000))
+        self.assertEqual(second.header("range"), "bytes=70000-")
+        self.assertEqual((second.status, second.bodyBytesSent), (206, 80_000))
+        self.assertEqual(self.store.cdnBytesSent, 150_000)
