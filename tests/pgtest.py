@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import psycopg2
 import psycopg2.extensions
 
+from snapstore.state.postgres import redactDSN
+
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 _reason: list[str | None] = []
@@ -39,7 +41,7 @@ def skipReason() -> str | None:
             psycopg2.connect(serverDSN(), connect_timeout=3).close()
         except psycopg2.Error as e:
             _reason.append(
-                f"no PostgreSQL server answers at {serverDSN()!r} "
+                f"no PostgreSQL server answers at {redactDSN(serverDSN())!r} "
                 f"(set SNAPSTORE_TEST_POSTGRES): {str(e).strip()}"
             )
         else:
