@@ -1,23 +1,41 @@
 # -*- test-case-name: tests.test_outbound -*-
 """
-The one HTTP client through which the service reaches the outside world
-(the upstream store, its CDN, forward-proxied origins).
+The one place through which the service reaches the outside world (the
+upstream store, its CDN, forward-proxied origins).
 
-Keeping every outbound connection behind one factory is what lets
+Keeping every outbound connection behind this module is what lets
 C{--upstream-proxy} and C{--upstream-ca} apply everywhere, and lets
 C{--offline} guarantee that nothing leaves the machine.
+
+  - L{makeAgent} builds the HTTP client the store relay and the download
+    path use.  With a parent proxy, C{http://} URLs are sent to it in
+    absolute form and C{https://} URLs go through a C{CONNECT} tunnel,
+    inside which TLS is verified against the real origin's name.
+  - L{makeDialer} builds what the forward proxy dials with: directly, to
+    the addresses its rules checked, or through the parent proxy.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from base64 import b64encode
+from typing import Any, Optional, Sequence
+from urllib.parse import unquote
 
+from hyperlink import URL
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError, TimeoutError
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IAgent
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
 
 CONNECT_TIMEOUT = 10
+MAX_CONNECT_RESPONSE = 16384
 
 
 def tlsPolicy(caFile: str | None) -> BrowserLikePolicyForHTTPS:
@@ -54,6 +72,225 @@ def makePool(reactor: Any) -> HTTPConnectionPool:
     return pool
 
 
+class ParentProxy:
+    """
+    A parent HTTP proxy, parsed from C{--upstream-proxy}.
+
+    @ivar host: its host name or address.
+    @ivar port: its port (80 when the URL names none).
+    @ivar authorization: the C{Proxy-Authorization} value when the URL
+        carried C{user:password@}, else C{None}.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = URL.from_text(url)
+        if parsed.scheme != "http" or not parsed.host:
+            raise ValueError(f"parent proxy must be an http:// URL, not {url!r}")
+        self.host = parsed.host
+        self.port = parsed.port or 80
+        self.authorization: Optional[bytes] = None
+        if parsed.userinfo:
+            credentials = unquote(parsed.userinfo).encode("utf-8")
+            self.authorization = b"Basic " + b64encode(credentials)
+
+    def endpoint(self, reactor: Any, timeout: float) -> HostnameEndpoint:
+        """
+        An endpoint reaching the parent itself.
+        """
+        return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+
+
+class TunnelError(ConnectError):
+    """
+    The parent proxy refused or failed a C{CONNECT}.
+
+    @ivar code: its status code (0 when it sent no valid answer).
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(string=reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@implementer(IHalfCloseableProtocol)
+class _ConnectClient(Protocol):
+    """
+    Sends C{CONNECT} to a parent proxy, waits for its 2xx, then hands the
+    connection to the real protocol and passes every later event on.
+    """
+
+    def __init__(self, clock: Any, target: bytes, authorization: Optional[bytes],
+                 factory: IProtocolFactory, established: Deferred[Any], timeout: float) -> None:
+        self.clock = clock
+        self.target = target
+        self.authorization = authorization
+        self.factory = factory
+        self.established = established
+        self.timeout = timeout
+        self.inner: Optional[Any] = None
+        self._buffer = b""
+        self._timer: Any = None
+
+    def connectionMade(self) -> None:
+        lines = [b"CONNECT " + self.target + b" HTTP/1.1", b"Host: " + self.target]
+        if self.authorization:
+            lines.append(b"Proxy-Authorization: " + self.authorization)
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._timer = self.clock.callLater(self.timeout, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError(string="parent proxy did not answer CONNECT"))
+
+    def _fail(self, reason: Exception) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.established.called:
+            established, self.established = self.established, Deferred()
+            established.errback(Failure(reason))
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.dataReceived(data)
+            return
+        from snapstore.forward.head import HeadError, findHeadEnd, parseHead
+
+        self._buffer += data
+        end = findHeadEnd(self._buffer)
+        if end == -1:
+            if len(self._buffer) > MAX_CONNECT_RESPONSE:
+                self._fail(TunnelError(0, "parent proxy sent an oversized answer to CONNECT"))
+            return
+        try:
+            head = parseHead(self._buffer[:end], request=False)
+        except HeadError as error:
+            self._fail(TunnelError(0, f"parent proxy: {error.reason}"))
+            return
+        code = int(head.first[1])
+        if not 200 <= code < 300:
+            phrase = head.first[2].decode("latin-1")
+            self._fail(TunnelError(code, f"parent proxy refused CONNECT: {code} {phrase}"))
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rest, self._buffer = self._buffer[end:], b""
+        inner = self.factory.buildProtocol(self.transport.getPeer())
+        if inner is None:
+            self._fail(TunnelError(0, "connection refused by the local factory"))
+            return
+        self.inner = inner
+        inner.makeConnection(self.transport)
+        self.established.callback(inner)
+        if rest:
+            inner.dataReceived(rest)
+
+    def readConnectionLost(self) -> None:
+        if self.inner is not None and IHalfCloseableProtocol.providedBy(self.inner):
+            self.inner.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if self.inner is not None and IHalfCloseableProtocol.providedBy(self.inner):
+            self.inner.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+        elif not self.established.called:
+            self.established.errback(
+                Failure(TunnelError(0, "parent proxy closed the connection during CONNECT")))
+
+
+@implementer(IStreamClientEndpoint)
+class ConnectTunnelEndpoint:
+    """
+    An endpoint that reaches C{host:port} through a parent proxy's
+    C{CONNECT} (twisted ticket 5324 is still open).  Wrap it with
+    L{wrapClientTLS} for HTTPS origins, so TLS runs end to end.
+    """
+
+    def __init__(self, reactor: Any, parent: ParentProxy, host: str, port: int,
+                 timeout: float = CONNECT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.parent = parent
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        established: Deferred[Any] = Deferred()
+        host = self.host.encode("idna")
+        if b":" in host:
+            host = b"[" + host + b"]"
+        target = host + b":%d" % (self.port,)
+        factory = Factory.forProtocol(lambda: _ConnectClient(
+            self.reactor, target, self.parent.authorization, protocolFactory, established,
+            self.timeout))
+        connecting = self.parent.endpoint(self.reactor, self.timeout).connect(factory)
+
+        def connected(protocol: _ConnectClient) -> Deferred[Any]:
+            return protocol.established
+
+        return connecting.addCallback(connected)
+
+
+@implementer(IAgentEndpointFactory)
+class _TunnelEndpointFactory:
+    """
+    Endpoints for C{https://} URLs through the parent: TLS inside CONNECT.
+    """
+
+    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any, timeout: float) -> None:
+        self.reactor = reactor
+        self.parent = parent
+        self.policy = policy
+        self.timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii")
+        tunnel = ConnectTunnelEndpoint(self.reactor, self.parent, host, uri.port, self.timeout)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), tunnel)
+        return tunnel
+
+
+@implementer(IAgent)
+class ParentProxyAgent:
+    """
+    An agent that sends everything through a parent HTTP proxy: C{http://}
+    in absolute form (L{ProxyAgent}), C{https://} through C{CONNECT}.
+    """
+
+    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any,
+                 pool: HTTPConnectionPool, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.parent = parent
+        self._plain = ProxyAgent(parent.endpoint(reactor, timeout), reactor, pool)
+        self._tunnelled = Agent.usingEndpointFactory(
+            reactor, _TunnelEndpointFactory(reactor, parent, policy, timeout), pool)
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None,
+                bodyProducer: Any = None) -> Deferred[Any]:
+        if uri.lower().startswith(b"https://"):
+            return self._tunnelled.request(method, uri, headers, bodyProducer)
+        if self.parent.authorization is not None:
+            from twisted.web.http_headers import Headers
+
+            headers = headers.copy() if headers is not None else Headers()
+            headers.setRawHeaders(b"proxy-authorization", [self.parent.authorization])
+        return self._plain.request(method, uri, headers, bodyProducer)
+
+
 def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
     """
     Build the outbound agent for C{settings} (C{upstreamCa},
@@ -61,9 +298,92 @@ def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = Non
     """
     if pool is None:
         pool = makePool(reactor)
+    policy = tlsPolicy(settings.upstreamCa)
+    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    if upstreamProxy:
+        return ParentProxyAgent(reactor, ParentProxy(upstreamProxy), policy, pool)
     return Agent(
         reactor,
-        contextFactory=tlsPolicy(settings.upstreamCa),
+        contextFactory=policy,
         connectTimeout=CONNECT_TIMEOUT,
         pool=pool,
     )
+
+
+class DirectDialer:
+    """
+    Dials forward-proxy destinations directly, by the addresses the connect
+    rules checked (never by re-resolving the name).
+
+    @ivar viaParent: false: relayed requests go out in origin form.
+    """
+
+    viaParent = False
+
+    def __init__(self, reactor: Any, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+
+    def dial(self, host: str, port: int, addresses: Sequence[str],
+             factory: IProtocolFactory) -> Deferred[Any]:
+        """
+        Connect to the first of C{addresses} that accepts.
+
+        @return: a Deferred firing with the protocol; it fails with
+            L{TimeoutError} when every attempt timed out, else with the
+            last connection error.
+        """
+        remaining = list(addresses)
+        if not remaining:
+            return fail(ConnectError(string=f"no address to connect to for {host}"))
+        errors: list[Failure] = []
+
+        def attempt(_: object = None) -> Deferred[Any]:
+            address = remaining.pop(0)
+            endpoint = HostnameEndpoint(self.reactor, address, port, timeout=self.timeout)
+            return endpoint.connect(factory).addErrback(failed)
+
+        def failed(failure: Failure) -> Any:
+            errors.append(failure)
+            if remaining:
+                return attempt()
+            timedOut = [f for f in errors if f.check(TimeoutError)]
+            return timedOut[0] if timedOut else failure
+
+        return attempt()
+
+    tunnel = dial
+
+
+class ParentDialer:
+    """
+    Dials forward-proxy destinations through the parent proxy: tunnels with
+    C{CONNECT}, relayed requests by connecting to the parent, which then
+    gets them in absolute form (L{viaParent}).
+    """
+
+    viaParent = True
+
+    def __init__(self, reactor: Any, parent: ParentProxy, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.parent = parent
+        self.timeout = timeout
+
+    def dial(self, host: str, port: int, addresses: Sequence[str],
+             factory: IProtocolFactory) -> Deferred[Any]:
+        return self.parent.endpoint(self.reactor, self.timeout).connect(factory)
+
+    def tunnel(self, host: str, port: int, addresses: Sequence[str],
+               factory: IProtocolFactory) -> Deferred[Any]:
+        return ConnectTunnelEndpoint(self.reactor, self.parent, host, port,
+                                     self.timeout).connect(factory)
+
+
+def makeDialer(reactor: Any, settings: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
+    """
+    What the forward proxy dials with, for C{settings.upstreamProxy}.
+    """
+    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    if upstreamProxy:
+        return ParentDialer(reactor, ParentProxy(upstreamProxy), timeout)
+    return DirectDialer(reactor, timeout)

@@ -1,0 +1,802 @@
+# -*- test-case-name: tests.test_forward -*-
+"""
+The forward proxy's connection protocol: one instance per client
+connection, reading request heads itself and then either opening a
+C{CONNECT} tunnel, relaying an absolute-URI request, or handing the
+connection to the local store site.
+
+Why not L{twisted.web.http.HTTPChannel}: after a C{CONNECT} head every
+byte belongs to the tunnel, including bytes the client pipelined behind
+the head, which C{HTTPChannel} keeps in a private buffer (C{_dataBuffer} in
+Twisted 26.10, the line buffer in 22.4); it buffers whole request bodies
+before a resource sees them; and it answers oversized heads with a bare
+400.  Parsing heads here (L{snapstore.forward.head}) keeps all of that in
+plain sight and lets bodies pass through unchanged with flow control.
+
+One request is handled at a time: while a response is relayed the client
+is not read, so pipelined requests wait in the kernel instead of in
+memory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Optional
+
+from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from snapstore.forward.accesslog import AccessEntry
+from snapstore.forward.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
+from snapstore.forward.tunnel import TargetProtocol, Tunnel
+from snapstore.httpheaders import HOP_BY_HOP, VIA_TOKEN
+from snapstore.outbound import TunnelError
+from snapstore.rules.verdicts import Allow, ConnectTarget, Deny
+
+MAX_RESPONSE_HEAD = 65536
+
+REASONS = {
+    200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
+    407: b"Proxy Authentication Required", 408: b"Request Timeout",
+    414: b"URI Too Long", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}
+
+
+class _Refusal(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def splitAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, int]:
+    """
+    Split C{host[:port]} (IPv6 in brackets) into a normalised host and a
+    port.
+
+    @raise _Refusal: (400) when it is not a valid authority.
+    """
+    text = authority.decode("ascii", "replace")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise _Refusal(400, "malformed IPv6 authority")
+        portText = rest[1:] if rest.startswith(":") else ("" if not rest else None)
+        if portText is None:
+            raise _Refusal(400, "malformed authority")
+    else:
+        host, _, portText = text.partition(":") if text.count(":") == 1 else (text, "", "")
+    if portText:
+        if not portText.isdigit() or not 0 < int(portText) < 65536:
+            raise _Refusal(400, f"bad port in {text!r}")
+        port = int(portText)
+    elif defaultPort is None:
+        raise _Refusal(400, "CONNECT needs host:port")
+    else:
+        port = defaultPort
+    host = host.lower().rstrip(".")
+    if not host or any(c in host for c in "/@ \\?#"):
+        raise _Refusal(400, f"bad host in {text!r}")
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise _Refusal(400, f"bad host in {text!r}")
+    return host, port
+
+
+def _isIPLiteral(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class OriginProtocol(Protocol):
+    """
+    A connection to an origin server (or the parent proxy) for relayed
+    requests.  It belongs to one client connection and may be reused for
+    that client's next request to the same destination.
+    """
+
+    channel: Optional["ForwardProxyProtocol"] = None
+    key: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.channel is not None:
+            self.channel.originData(data)
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.originLost(self, reason)
+
+
+class _Exchange:
+    """
+    The state of one relayed request.
+    """
+
+    def __init__(self, entry: AccessEntry, method: bytes, key: Any,
+                 requestFraming: BodyFraming, clientPersistent: bool, clientVersion: bytes) -> None:
+        self.entry = entry
+        self.method = method
+        self.key = key
+        self.requestFraming = requestFraming
+        self.clientPersistent = clientPersistent
+        self.clientVersion = clientVersion
+        self.origin: Optional[OriginProtocol] = None
+        self.pendingHead = b""
+        self.responseBuffer = b""
+        self.responseFraming: Optional[BodyFraming] = None
+        self.originPersistent = False
+        self.responseStarted = False
+        self.dialing: Any = None
+
+
+@implementer(IHalfCloseableProtocol)
+class ForwardProxyProtocol(Protocol):
+    """
+    One client connection to the forward proxy.
+
+    @ivar factory: the L{snapstore.forward.factory.ForwardProxyFactory}
+        holding settings, rules, counters and the access log.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.clock = factory.clock
+        self.state = "idle"
+        self._buffer = b""
+        self._timer: Any = None
+        self._deadline = 0.0
+        self._lastActivity = 0.0
+        self._paused = False
+        self._clientEOF = False
+        self._exchange: Optional[_Exchange] = None
+        self._origin: Optional[OriginProtocol] = None
+        self._tunnel: Optional[Tunnel] = None
+        self._tunnelEntry: Optional[AccessEntry] = None
+        self._local: Any = None
+        self._pending: Any = None
+        self.clientAddress = ""
+        self.counted = False
+
+    # -- connection life ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.clientAddress = getattr(peer, "host", "") or ""
+        if not self.factory.clientConnected(self.clientAddress):
+            self.counted = False
+            self.log.warn("refusing connection from {client}: too many connections",
+                          client=self.clientAddress)
+            self._writeStatus(429, "too many connections from this address", close=True)
+            self._record(AccessEntry(self.clock.seconds(), self.clientAddress, "-", "-",
+                                     429, note="too many connections from this address"))
+            self.transport.loseConnection()
+            self.state = "closed"
+            return
+        self.counted = True
+        self._waitForHead()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        previous, self.state = self.state, "closed"
+        self._cancelTimer()
+        if self.counted:
+            self.counted = False
+            self.factory.clientDisconnected(self.clientAddress)
+        if self._local is not None:
+            self._local.connectionLost(reason)
+        if self._tunnel is not None:
+            self._tunnel.clientLost(reason)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            if exchange.dialing is not None:
+                exchange.dialing.cancel()
+            if exchange.origin is not None:
+                exchange.origin.channel = None
+                exchange.origin.transport.abortConnection()
+            exchange.entry.note = exchange.entry.note if exchange.entry.note != "-" else "client went away"
+            self._finishEntry(exchange.entry, exchange.entry.status or 499)
+        origin, self._origin = self._origin, None
+        if origin is not None:
+            origin.channel = None
+            origin.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        self._clientEOF = True
+        if self.state == "tunnel":
+            self._tunnel.clientEndedSending()
+        elif self.state in ("idle", "head", "local"):
+            self.transport.loseConnection()
+        elif self.state == "request-body":
+            self._exchange.origin.transport.unregisterProducer()
+            self._abortExchange(400, "client closed before sending the whole body")
+        # While admitting, dialing or relaying, finish first; the exchange
+        # closes the connection when it is done because of _clientEOF.
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    # -- timers -----------------------------------------------------------
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _waitForHead(self) -> None:
+        """
+        Between requests: wait up to the idle timeout for a first byte.
+        """
+        self.state = "idle"
+        self._setTimer(self.factory.idleTimeout, self._idleExpired)
+
+    def _setTimer(self, seconds: float, what: Any) -> None:
+        self._cancelTimer()
+        self._timer = self.clock.callLater(seconds, what)
+
+    def _idleExpired(self) -> None:
+        self._timer = None
+        self.transport.loseConnection()
+
+    def _headExpired(self) -> None:
+        self._timer = None
+        self.log.info("dropping {client}: no complete request head within {seconds}s",
+                      client=self.clientAddress, seconds=self.factory.headerTimeout)
+        self._record(AccessEntry(self.clock.seconds(), self.clientAddress, "-", "-", 408,
+                                 up=len(self._buffer), note="request head not completed in time"))
+        self._buffer = b""
+        self.state = "closed"
+        self.transport.abortConnection()
+
+    def _touch(self) -> None:
+        self._lastActivity = self.clock.seconds()
+
+    def _startWatchdog(self) -> None:
+        self._touch()
+        self._setTimer(self.factory.idleTimeout, self._watchdog)
+
+    def _watchdog(self) -> None:
+        self._timer = None
+        idle = self.clock.seconds() - self._lastActivity
+        if idle < self.factory.idleTimeout:
+            self._timer = self.clock.callLater(self.factory.idleTimeout - idle, self._watchdog)
+            return
+        self.log.info("closing idle {state} of {client}", state=self.state,
+                      client=self.clientAddress)
+        if self._tunnel is not None:
+            if self._tunnelEntry is not None:
+                self._tunnelEntry.note = "idle timeout"
+            self._tunnel.abort()
+        else:
+            if self._exchange is not None:
+                self._exchange.entry.note = "idle timeout"
+            self.transport.abortConnection()
+
+    # -- reading ------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        state = self.state
+        if state == "tunnel":
+            self._tunnel.fromClient(data)
+        elif state == "local":
+            self._local.dataReceived(data)
+        elif state == "request-body":
+            self._requestBody(data)
+        elif state == "closed":
+            return
+        else:
+            self._buffer += data
+            if state == "idle":
+                self.state = "head"
+                self._setTimer(self.factory.headerTimeout, self._headExpired)
+            if self.state == "head":
+                self._readHead()
+            elif len(self._buffer) > self.factory.maxHeaderSize + 65536:
+                # Pipelining far ahead while we are busy: stop reading.
+                self._pause()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _readHead(self) -> None:
+        buffer = self._buffer
+        end = findHeadEnd(buffer)
+        lineEnd = buffer.find(b"\n")
+        maxLine, maxHead = self.factory.maxRequestLine, self.factory.maxHeaderSize
+        if (lineEnd == -1 and len(buffer) > maxLine) or lineEnd > maxLine:
+            self._refuseHead(414, "request line too long")
+            return
+        if end == -1:
+            if len(buffer) > maxHead:
+                self._refuseHead(431, "request header fields too large")
+            return
+        if end > maxHead:
+            self._refuseHead(431, "request header fields too large")
+            return
+        self._cancelTimer()
+        self._buffer = buffer[end:]
+        try:
+            head = parseHead(buffer[:end], request=True, maxHeaders=self.factory.maxHeaders)
+        except HeadError as error:
+            self._refuseHead(error.code, error.reason, head=buffer[:lineEnd])
+            return
+        self._dispatch(head)
+
+    def _refuseHead(self, code: int, reason: str, head: bytes = b"") -> None:
+        self._cancelTimer()
+        parts = head.rstrip(b"\r").split(b" ")
+        method = parts[0].decode("ascii", "replace") if head else "-"
+        target = parts[1].decode("ascii", "replace")[:200] if len(parts) > 1 else "-"
+        self._record(AccessEntry(self.clock.seconds(), self.clientAddress, method, target,
+                                 code, up=len(self._buffer), note=reason))
+        self._buffer = b""
+        self.state = "closed"
+        self._writeStatus(code, reason, close=True)
+        self.transport.loseConnection()
+
+    # -- responses written by the proxy itself ------------------------------
+
+    def _writeStatus(self, code: int, reason: str, close: bool,
+                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> int:
+        body = reason.encode("utf-8", "replace") + b"\n"
+        lines = [b"HTTP/1.1 %d %s" % (code, REASONS.get(code, b"Error")),
+                 b"Content-Type: text/plain; charset=utf-8",
+                 b"Content-Length: %d" % (len(body),),
+                 b"Via: " + VIA_TOKEN]
+        lines.extend(name + b": " + value for name, value in headers)
+        if close:
+            lines.append(b"Connection: close")
+        data = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        self.transport.write(data)
+        return len(data)
+
+    def _record(self, entry: AccessEntry) -> None:
+        self.factory.accessLog.record(entry)
+
+    def _finishEntry(self, entry: AccessEntry, status: Optional[int] = None) -> None:
+        if status is not None:
+            entry.status = status
+        entry.duration = max(0.0, self.clock.seconds() - entry.started)
+        self._record(entry)
+
+    # -- dispatch -------------------------------------------------------------
+
+    def _dispatch(self, head: Head) -> None:
+        method, target, version = head.first
+        entry = AccessEntry(self.clock.seconds(), self.clientAddress,
+                            method.decode("ascii", "replace"),
+                            target.decode("ascii", "replace")[:2000])
+        entry.user = self.factory.userOf(head)
+        try:
+            if method == b"CONNECT":
+                host, port = splitAuthority(target, None)
+                self._admit(head, entry, host, port, self._startTunnel)
+                return
+            lowered = target[:8].lower()
+            if target.startswith(b"/") or target == b"*":
+                if self.factory.localSite is not None:
+                    self._goLocal(head)
+                    return
+                raise _Refusal(400, "this is a proxy: send absolute URIs or CONNECT")
+            if lowered.startswith(b"https://"):
+                raise _Refusal(400, "use CONNECT for https:// URLs")
+            if not lowered.startswith(b"http://"):
+                raise _Refusal(400, "unsupported request target")
+            rest = target[7:]
+            slash = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i != -1),
+                        default=len(rest))
+            authority = rest[:slash]
+            if b"@" in authority:
+                raise _Refusal(400, "credentials in the URL are not relayed")
+            host, port = splitAuthority(authority, 80)
+            if self.factory.localSite is not None and self.factory.isLocal(
+                    host, port, getattr(self.transport.getHost(), "host", None)):
+                self._goLocal(head)
+                return
+            self._admit(head, entry, host, port, self._startRelay)
+        except _Refusal as refusal:
+            entry.note = refusal.reason
+            entry.down = self._writeStatus(refusal.code, refusal.reason, close=True)
+            self._finishEntry(entry, refusal.code)
+            self.state = "closed"
+            self.transport.loseConnection()
+
+    def _goLocal(self, head: Head) -> None:
+        """
+        Give the connection to the store site for good: the request names
+        this proxy's own store API.
+        """
+        raw = b"%s %s %s\r\n" % head.first + b"".join(
+            name + b": " + value + b"\r\n" for name, value in head.headers) + b"\r\n"
+        rest, self._buffer = self._buffer, b""
+        self.state = "local"
+        self._cancelTimer()
+        channel = self.factory.localSite.buildProtocol(self.transport.getPeer())
+        self._local = channel
+        channel.makeConnection(self.transport)
+        channel.dataReceived(raw + rest)
+
+    def _refuse(self, entry: AccessEntry, code: int, reason: str,
+                headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.log.info("refused {method} {target} from {client}: {code} {reason}",
+                      method=entry.method, target=entry.target, client=entry.client,
+                      code=code, reason=reason)
+        entry.note = reason
+        if self.state != "closed":
+            entry.down = self._writeStatus(code, reason, close=True, headers=headers)
+            self.state = "closed"
+            self._resume()
+            self.transport.loseConnection()
+        self._finishEntry(entry, code)
+
+    def _admit(self, head: Head, entry: AccessEntry, host: str, port: int, then: Any) -> None:
+        """
+        Resolve C{host}, ask the connect rules, and call C{then} with the
+        checked addresses when allowed.
+        """
+        self.state = "admitting"
+        self._pause()
+        resolving = self.factory.resolve(host, port)
+        self._pending = resolving
+
+        def resolved(addresses: tuple[str, ...]) -> Any:
+            target = ConnectTarget(host, port, tuple(addresses), self.clientAddress,
+                                   tuple((name.lower(), value) for name, value in head.headers),
+                                   head.first[0])
+            return self.factory.checkConnect(target).addCallback(lambda result: (result, addresses))
+
+        def notResolved(failure: Failure) -> None:
+            if self.state == "closed":
+                return
+            self._pending = None
+            self._refuse(entry, 502, f"cannot resolve {host}: {failure.getErrorMessage()}")
+
+        def decided(outcome: Any) -> None:
+            if outcome is None or self.state == "closed":
+                return
+            self._pending = None
+            (verdict, ruleName), addresses = outcome
+            if isinstance(verdict, Allow):
+                then(head, entry, host, port, tuple(addresses))
+            else:
+                assert isinstance(verdict, Deny)
+                self._refuse(entry, verdict.code, verdict.reason, verdict.headers)
+
+        resolving.addCallbacks(resolved, notResolved).addCallback(decided)
+        resolving.addErrback(lambda failure: self.log.failure("admission failed", failure)
+                             or self._refuse(entry, 500, "internal error"))
+
+    def _dialFailed(self, entry: AccessEntry, host: str, port: int, failure: Failure) -> None:
+        if failure.check(TimeoutError):
+            self._refuse(entry, 504, f"{host}:{port} did not accept within "
+                                     f"{self.factory.connectTimeout:g}s")
+        elif failure.check(TunnelError):
+            self._refuse(entry, 502, failure.value.reason)
+        else:
+            self._refuse(entry, 502, f"cannot connect to {host}:{port}: "
+                                     f"{failure.getErrorMessage()}")
+
+    # -- CONNECT ----------------------------------------------------------------
+
+    def _startTunnel(self, head: Head, entry: AccessEntry, host: str, port: int,
+                     addresses: tuple[str, ...]) -> None:
+        if not self.factory.openTunnel():
+            self._refuse(entry, 503, "too many tunnels open")
+            return
+        self.state = "dialing"
+        dialing = self.factory.dialer.tunnel(host, port, addresses,
+                                             Factory.forProtocol(TargetProtocol))
+        self._pending = dialing
+
+        def connected(target: TargetProtocol) -> None:
+            self._pending = None
+            if self.state == "closed":
+                self.factory.closeTunnel()
+                target.transport.abortConnection()
+                return
+            entry.status = 200
+            self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            early, self._buffer = self._buffer, b""
+            self._tunnelEntry = entry
+            self._tunnel = Tunnel(self.transport, target, self._touch, self._tunnelClosed)
+            self.state = "tunnel"
+            self._startWatchdog()
+            self._tunnel.start(early)
+            self._resume()
+            if self._clientEOF:
+                self._tunnel.clientEndedSending()
+
+        def failed(failure: Failure) -> None:
+            self._pending = None
+            self.factory.closeTunnel()
+            if self.state == "closed":
+                entry.note = "client went away"
+                self._finishEntry(entry, 499)
+                return
+            self._dialFailed(entry, host, port, failure)
+
+        dialing.addCallbacks(connected, failed)
+
+    def _tunnelClosed(self) -> None:
+        self.factory.closeTunnel()
+        self._cancelTimer()
+        entry, self._tunnelEntry = self._tunnelEntry, None
+        if entry is not None and self._tunnel is not None:
+            entry.up, entry.down = self._tunnel.up, self._tunnel.down
+            self._finishEntry(entry)
+
+    # -- absolute-URI relay ----------------------------------------------------
+
+    def _startRelay(self, head: Head, entry: AccessEntry, host: str, port: int,
+                    addresses: tuple[str, ...]) -> None:
+        method, target, version = head.first
+        try:
+            framing = bodyFraming(head, request=True)
+        except HeadError as error:
+            self._refuse(entry, error.code, error.reason)
+            return
+        connectionTokens = head.tokens(b"connection") | head.tokens(b"proxy-connection")
+        persistent = version == b"HTTP/1.1" and b"close" not in connectionTokens
+        outVersion = b"HTTP/1.1" if version == b"HTTP/1.1" else b"HTTP/1.0"
+        if self.factory.dialer.viaParent:
+            requestTarget = target
+        else:
+            rest = target[7:]
+            cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i != -1),
+                      default=len(rest))
+            requestTarget = rest[cut:] or b"/"
+            if requestTarget.startswith(b"?"):
+                requestTarget = b"/" + requestTarget
+        excluded = HOP_BY_HOP | connectionTokens | {b"host", b"via"}
+        authority = target[7:].split(b"/", 1)[0].split(b"?", 1)[0]
+        lines = [method + b" " + requestTarget + b" " + outVersion, b"Host: " + authority]
+        vias = []
+        for name, value in head.headers:
+            lowered = name.lower()
+            if lowered == b"via":
+                vias.append(value)
+            elif lowered not in excluded:
+                lines.append(name + b": " + value)
+        if framing.chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
+        parentAuth = getattr(getattr(self.factory.dialer, "parent", None), "authorization", None)
+        if parentAuth:
+            lines.append(b"Proxy-Authorization: " + parentAuth)
+        key = (host, port)
+        exchange = _Exchange(entry, method, key, framing, persistent, version)
+        exchange.pendingHead = b"\r\n".join(lines) + b"\r\n\r\n"
+        self._exchange = exchange
+        self.state = "dialing"
+        origin, self._origin = self._origin, None
+        if origin is not None and origin.key == key and origin.transport is not None \
+                and origin.transport.connected:
+            self._originReady(origin)
+            return
+        if origin is not None:
+            origin.channel = None
+            origin.transport.loseConnection()
+        dialing = self.factory.dialer.dial(host, port, addresses,
+                                           Factory.forProtocol(OriginProtocol))
+        exchange.dialing = dialing
+
+        def connected(origin: OriginProtocol) -> None:
+            exchange.dialing = None
+            if self._exchange is not exchange:
+                origin.transport.loseConnection()
+                return
+            origin.key = key
+            self._originReady(origin)
+
+        def failed(failure: Failure) -> None:
+            exchange.dialing = None
+            if self._exchange is not exchange:
+                return
+            self._exchange = None
+            self._dialFailed(entry, host, port, failure)
+
+        dialing.addCallbacks(connected, failed)
+
+    def _originReady(self, origin: OriginProtocol) -> None:
+        exchange = self._exchange
+        exchange.origin = origin
+        origin.channel = self
+        self._startWatchdog()
+        head, exchange.pendingHead = exchange.pendingHead, b""
+        exchange.entry.up += len(head)
+        origin.transport.write(head)
+        self.state = "request-body"
+        pending, self._buffer = self._buffer, b""
+        if pending:
+            self._requestBody(pending)
+        if self.state == "request-body":
+            origin.transport.registerProducer(self.transport, True)
+            self._resume()
+
+    def _requestBody(self, data: bytes) -> None:
+        exchange = self._exchange
+        framing = exchange.requestFraming
+        try:
+            used = framing.feed(data)
+        except HeadError as error:
+            self._abortExchange(error.code, error.reason)
+            return
+        if used:
+            self._touch()
+            exchange.entry.up += used
+            exchange.origin.transport.write(data if used == len(data) else data[:used])
+        if framing.done:
+            if used < len(data):
+                self._buffer += data[used:]
+            exchange.origin.transport.unregisterProducer()
+            self.state = "awaiting-response"
+            self._pause()
+
+    def _abortExchange(self, code: int, reason: str) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange.origin is not None:
+            exchange.origin.channel = None
+            exchange.origin.transport.abortConnection()
+        exchange.entry.note = reason
+        if not exchange.responseStarted:
+            exchange.entry.down += self._writeStatus(code, reason, close=True)
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+        self.state = "closed"
+        self._finishEntry(exchange.entry, exchange.entry.status or code)
+
+    def originData(self, data: bytes) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        self._touch()
+        if exchange.responseFraming is None:
+            exchange.responseBuffer += data
+            self._readResponseHead(exchange)
+            return
+        self._responseBody(exchange, data)
+
+    def _readResponseHead(self, exchange: _Exchange) -> None:
+        while exchange.responseFraming is None:
+            buffer = exchange.responseBuffer
+            end = findHeadEnd(buffer)
+            if end == -1:
+                if len(buffer) > MAX_RESPONSE_HEAD:
+                    self._abortExchange(502, "upstream response head too large")
+                return
+            try:
+                head = parseHead(buffer[:end], request=False, maxHeaders=500)
+                framing = bodyFraming(head, request=False, requestMethod=exchange.method)
+            except HeadError as error:
+                self._abortExchange(502, error.reason)
+                return
+            exchange.responseBuffer = buffer[end:]
+            code = int(head.first[1])
+            if 100 <= code < 200:
+                if code != 101 and exchange.clientVersion == b"HTTP/1.1":
+                    interim = self._responseHead(head, exchange, interim=True)
+                    exchange.entry.down += len(interim)
+                    self.transport.write(interim)
+                continue
+            exchange.responseFraming = framing
+            exchange.entry.status = code
+            tokens = head.tokens(b"connection")
+            exchange.originPersistent = (head.first[0] == b"HTTP/1.1" and b"close" not in tokens
+                                         and not framing.untilClose)
+            if framing.untilClose or self._clientEOF:
+                exchange.clientPersistent = False
+            data = self._responseHead(head, exchange)
+            exchange.responseStarted = True
+            exchange.entry.down += len(data)
+            self.transport.write(data)
+            self.transport.registerProducer(exchange.origin.transport, True)
+            rest, exchange.responseBuffer = exchange.responseBuffer, b""
+            if rest or framing.done:
+                self._responseBody(exchange, rest)
+
+    def _responseHead(self, head: Head, exchange: _Exchange, interim: bool = False) -> bytes:
+        version, code, phrase = head.first
+        tokens = head.tokens(b"connection")
+        excluded = HOP_BY_HOP | tokens | {b"via"}
+        lines = [exchange.clientVersion + b" " + code + b" " + phrase]
+        vias = []
+        for name, value in head.headers:
+            lowered = name.lower()
+            if lowered == b"via":
+                vias.append(value)
+            elif lowered not in excluded:
+                lines.append(name + b": " + value)
+        lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
+        if not interim:
+            if exchange.responseFraming is not None and exchange.responseFraming.chunked:
+                lines.append(b"Transfer-Encoding: chunked")
+            if not exchange.clientPersistent:
+                lines.append(b"Connection: close")
+            elif exchange.clientVersion == b"HTTP/1.0":
+                lines.append(b"Connection: keep-alive")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _responseBody(self, exchange: _Exchange, data: bytes) -> None:
+        framing = exchange.responseFraming
+        try:
+            used = framing.feed(data) if data else 0
+        except HeadError as error:
+            self._abortExchange(502, error.reason)
+            return
+        if used:
+            exchange.entry.down += used
+            self.transport.write(data if used == len(data) else data[:used])
+        if framing.done:
+            if used < len(data):
+                # An origin sending more than it framed cannot be trusted
+                # with another request.
+                exchange.originPersistent = False
+            self._exchangeDone(exchange)
+
+    def _exchangeDone(self, exchange: _Exchange) -> None:
+        self._exchange = None
+        self.transport.unregisterProducer()
+        origin = exchange.origin
+        requestComplete = self.state == "awaiting-response"
+        if requestComplete is False and self.state == "request-body":
+            origin.transport.unregisterProducer()
+            exchange.clientPersistent = False
+        origin.channel = None
+        if exchange.originPersistent and requestComplete:
+            # It may have been paused by a slow client; an idle origin
+            # must be read so that its close is noticed.
+            origin.transport.resumeProducing()
+            self._origin = origin
+        else:
+            origin.transport.loseConnection()
+        self._finishEntry(exchange.entry)
+        if exchange.clientPersistent and not self._clientEOF:
+            self._waitForHead()
+            self._resume()
+            if self._buffer:
+                self.dataReceived(b"")
+        else:
+            self.state = "closed"
+            self._resume()
+            self.transport.loseConnection()
+
+    def originLost(self, origin: OriginProtocol, reason: Failure) -> None:
+        exchange = self._exchange
+        if origin is self._origin:
+            self._origin = None
+            return
+        if exchange is None or exchange.origin is not origin:
+            return
+        framing = exchange.responseFraming
+        if framing is not None and framing.untilClose:
+            self._exchangeDone(exchange)
+            return
+        if self.state == "request-body":
+            origin.transport.unregisterProducer()
+        self._abortExchange(502, "upstream closed the connection: "
+                                 + (reason.getErrorMessage() or "connection lost"))
