@@ -80,7 +80,27 @@ def makeService(options: Options) -> MultiService:
     settings: Settings = options.settings
     top = MultiService()
     parts = _addStoreService(top, reactor, settings)
+    _addForwardService(top, reactor, settings, parts.root)
     return top
+
+
+def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
+                       localResource: Any) -> None:
+    """
+    The forward proxy (C{--proxy-endpoint}), serving requests for the
+    store API itself from C{localResource}.
+    """
+    from snapstore.forward.factory import ForwardProxyFactory
+
+    if not settings.proxyEndpoint:
+        return
+    try:
+        factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    listener = strports.service(settings.proxyEndpoint, factory)
+    listener.setName("proxy-endpoint")
+    listener.setServiceParent(top)
 
 
 def _addStoreService(top: MultiService, reactor: Any, settings: Settings) -> Any:
