@@ -104,6 +104,10 @@ class APIResource(Resource):
         path = request.path.decode("latin-1")
         fault = self._store.faults.takeAPIFault(method, path)
         if fault is not None:
+            self.log.info(
+                "injecting API fault {kind} on {method} {path}",
+                kind=fault.kind, method=method, path=path,
+            )
             if fault.kind == "stall":
                 self._store._later(request, fault.seconds, self._dispatch, request, method, path)
                 return NOT_DONE_YET
@@ -311,7 +315,11 @@ class APIResource(Resource):
                 and "all" not in revision.architectures
             ):
                 return None, None
-            return revision, channelName
+            try:
+                effective = Channel.parse(channelName).name if channelName else None
+            except ValueError:
+                effective = None
+            return revision, effective
         try:
             channel = Channel.parse(channelName or "stable")
         except ValueError:
@@ -322,7 +330,7 @@ class APIResource(Resource):
         revision, effective = found
         return revision, effective.name
 
-    def _result(self, request, kind, action, key, snap, revision, effective, wanted):
+    def _result(self, request, kind, key, snap, revision, effective, wanted):
         result = {
             "result": kind,
             "instance-key": key,
@@ -366,7 +374,7 @@ class APIResource(Resource):
                 self._notFoundReleases(snap, architecture),
             )
         return self._result(
-            request, action["action"], action, key, snap, revision, effective, wanted
+            request, action["action"], key, snap, revision, effective, wanted
         )
 
     def _refreshAction(self, request, action, context, architecture, wanted):
@@ -390,7 +398,7 @@ class APIResource(Resource):
                 "No revision was found in the Store.",
                 self._notFoundReleases(snap, architecture),
             )
-        return self._result(request, "refresh", action, key, snap, revision, effective, wanted)
+        return self._result(request, "refresh", key, snap, revision, effective, wanted)
 
     def _assertionsAction(self, request, action):
         base = self._store._apiBase(request)

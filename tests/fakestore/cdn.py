@@ -167,6 +167,10 @@ class CDNResource(Resource):
         fault = None
         if method == "GET":
             fault = self._store.faults.takeDownloadFault(snapId, revision)
+        if fault is not None:
+            self.log.info(
+                "injecting CDN fault {kind} on {path}", kind=fault.kind, path=path
+            )
         if fault is not None and fault.kind == "stall":
             self._store._later(request, fault.seconds, self._respond, request, blob, None)
             return NOT_DONE_YET

@@ -8,7 +8,7 @@ two clients", "no credentials reached the CDN"), so every request on both
 listeners is kept as a plain record that tests can filter.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.policies import WrappingFactory

@@ -134,8 +134,12 @@ class FakeStore:
 
         @return: a Deferred firing with this store once both listen.
         """
-        apiSite = RecordingSite(APIResource(self), "api", self.requests)
-        cdnSite = RecordingSite(CDNResource(self), "cdn", self.requests)
+        apiSite = RecordingSite(
+            APIResource(self), "api", self.requests, reactor=self._reactor
+        )
+        cdnSite = RecordingSite(
+            CDNResource(self), "cdn", self.requests, reactor=self._reactor
+        )
         self._factories = [TrackingFactory(apiSite), TrackingFactory(cdnSite)]
 
         def listen(factory):
