@@ -19,6 +19,7 @@ from twisted.application.service import IService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -393,6 +394,20 @@ class StateStoreContractMixin:
         self.assertEqual(await store.listAudit(since=T0 + 1), [second])
         self.assertEqual(await store.listAudit(until=T0 + 10), [first])
         self.assertIsNone(await store.verifyAudit())
+
+    @asyncTest
+    async def test_auditAppendLogged(self) -> None:
+        """
+        Every committed audit row is also logged with its id and hash, so
+        the newest row is known outside the database.
+        """
+        store = await self.started()
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        entry = await store.appendAudit("alice", "note", "t", None, 1)
+        self.assertIn((entry.id, entry.rowHash),
+                      [(e.get("id"), e.get("rowHash")) for e in logged])
 
     async def chainOfFive(self) -> Any:
         store = await self.started()

@@ -25,7 +25,7 @@ from snapstore.state.migrations import (
     checkSequence,
     currentVersion,
 )
-from snapstore.state.operations import Mode, Operation
+from snapstore.state.operations import Announcement, Audited, Mode, Operation
 from snapstore.state.records import AuditEntry, BlobRecord, Device, Override
 
 ChangeObserver = Callable[[dict[str, Any]], object]
@@ -78,12 +78,13 @@ class StateStoreBase:
 
     def _runTransaction(
         self, operation: Operation, mode: Mode
-    ) -> Awaitable[tuple[Any, list[dict[str, Any]]]]:
+    ) -> Awaitable[tuple[Any, list[Announcement]]]:
         """
         Run C{operation} in one transaction.
 
-        @return: the operation's result and the change events it announced
-            (already sent to other nodes, not yet to local observers).
+        @return: the operation's result and its announcements: change
+            events (already sent to other nodes, not yet to local
+            observers) and audit appends (not yet logged).
         """
         raise NotImplementedError()
 
@@ -173,9 +174,17 @@ class StateStoreBase:
         except BaseException:
             operation.close()
             raise
-        result, events = await self._runTransaction(operation, mode)
-        for event in events:
-            self._dispatch(event)
+        result, announcements = await self._runTransaction(operation, mode)
+        for announcement in announcements:
+            if isinstance(announcement, Audited):
+                entry = announcement.entry
+                self.log.info(
+                    "Audit {id} {action} {target} by {actor}: hash {rowHash}",
+                    id=entry.id, action=entry.action, target=entry.target,
+                    actor=entry.actor, rowHash=entry.rowHash,
+                )
+            else:
+                self._dispatch(announcement.event)
         return result
 
     def _do(self, operation: Operation, mode: Mode = Mode.READ) -> Deferred[Any]:

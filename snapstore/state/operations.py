@@ -71,7 +71,19 @@ class Notify:
     event: dict[str, Any]
 
 
-Operation = Generator["Query | Notify", Any, Any]
+@attrs.frozen
+class Audited:
+    """
+    An instruction to log, once the transaction commits, that C{entry} was
+    appended to the audit log, so that the newest id and hash are also kept
+    outside the database (see L{snapstore.state.audit}).
+    """
+
+    entry: AuditEntry
+
+
+Announcement = Notify | Audited
+Operation = Generator["Query | Announcement", Any, Any]
 
 
 def postgresParameters(sql: str) -> str:
@@ -87,17 +99,19 @@ def runSynchronously(
     """
     Drive C{operation} with a blocking C{execute}.
 
-    @return: the operation's result and the events it asked to announce.
+    @return: the operation's result and the L{Notify} and L{Audited}
+        instructions it gave, in order, for the caller to act on after
+        committing.
     """
-    events: list[dict[str, Any]] = []
+    announcements: list[Announcement] = []
     value: Any = None
     while True:
         try:
             instruction = operation.send(value)
         except StopIteration as stop:
-            return stop.value, events
-        if isinstance(instruction, Notify):
-            events.append(instruction.event)
+            return stop.value, announcements
+        if isinstance(instruction, (Notify, Audited)):
+            announcements.append(instruction)
             value = None
         else:
             value = execute(instruction)
@@ -272,6 +286,7 @@ def appendAudit(
             entry.rowHash,
         ),
     )
+    yield Audited(entry)
     return entry
 
 

@@ -47,6 +47,8 @@ from snapstore.state.base import Phase, StateStoreBase
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
 from snapstore.state.operations import (
+    Announcement,
+    Audited,
     Mode,
     Notify,
     Operation,
@@ -470,7 +472,7 @@ class PostgresStateStore(StateStoreBase):
 
     async def _runTransaction(
         self, operation: Operation, mode: Mode
-    ) -> tuple[Any, list[dict[str, Any]]]:
+    ) -> tuple[Any, list[Announcement]]:
         link = self._link
         if link is None or link.dead:
             operation.close()
@@ -480,7 +482,7 @@ class PostgresStateStore(StateStoreBase):
 
     async def _interaction(
         self, cursor: Any, operation: Operation, mode: Mode
-    ) -> tuple[Any, list[dict[str, Any]]]:
+    ) -> tuple[Any, list[Announcement]]:
         """
         Drive C{operation} over C{cursor}, inside the transaction txpostgres
         opened.
@@ -488,15 +490,18 @@ class PostgresStateStore(StateStoreBase):
         if mode is Mode.SERIAL:
             await cursor.execute("SELECT pg_advisory_xact_lock(%s)",
                                  (LOCK_KEY,))
-        events: list[dict[str, Any]] = []
+        announcements: list[Announcement] = []
         value: Any = None
         while True:
             try:
                 instruction = operation.send(value)
             except StopIteration as stop:
-                return stop.value, events
-            if isinstance(instruction, Notify):
-                events.append(instruction.event)
+                return stop.value, announcements
+            if isinstance(instruction, Audited):
+                announcements.append(instruction)
+                value = None
+            elif isinstance(instruction, Notify):
+                announcements.append(instruction)
                 payload = json.dumps(dict(instruction.event,
                                           origin=self.origin))
                 await cursor.execute("SELECT pg_notify(%s, %s)",

@@ -29,7 +29,13 @@ from snapstore.interfaces import IStateStore
 from snapstore.state.base import Phase, StateStoreBase
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
-from snapstore.state.operations import Mode, Operation, Query, runSynchronously
+from snapstore.state.operations import (
+    Announcement,
+    Mode,
+    Operation,
+    Query,
+    runSynchronously,
+)
 
 
 def _execute(cursor: sqlite3.Cursor, query: Query) -> list[tuple[Any, ...]] | None:
@@ -114,6 +120,8 @@ class SQLiteStateStore(StateStoreBase):
             await self._migrate()
         except Exception:
             failure = Failure()
+            if self.phase is Phase.CLOSED:
+                raise self._unavailable()
             self.log.failure("Could not open the state database {path}",
                              failure, path=self.path)
             self._closePool()
@@ -136,7 +144,7 @@ class SQLiteStateStore(StateStoreBase):
 
     async def _runTransaction(
         self, operation: Operation, mode: Mode
-    ) -> tuple[Any, list[dict[str, Any]]]:
+    ) -> tuple[Any, list[Announcement]]:
         if self._pool is None:
             operation.close()
             raise self._unavailable()
@@ -152,7 +160,7 @@ class SQLiteStateStore(StateStoreBase):
     @staticmethod
     def _transact(
         connection: Any, operation: Operation, mode: Mode
-    ) -> tuple[Any, list[dict[str, Any]]]:
+    ) -> tuple[Any, list[Announcement]]:
         """
         Run C{operation} in one transaction, in the database thread.
         """
