@@ -928,6 +928,21 @@ class DownloadTests(FakeStoreTestsMixin, TestCase):
         await response.content()
         self.assertEqual(self.store.cdnBytesSent, 0)
 
+    async def test_paidSnapNeedsAuthorization(self):
+        """
+        Downloads of a priced snap are 402 unless the first hop carries
+        C{Authorization}.
+        """
+        self.store.addSnap("paid", prices={"USD": "9.99"})
+        self.store.addRevision("paid", 1, 10)
+        response = await self.http.get(self.store.downloadURL("paid", 1), allow_redirects=False)
+        self.assertEqual(response.code, 402)
+        self.assertEqual(
+            json.loads(await response.content())["error-list"][0]["code"], "payment-required"
+        )
+        location = await self.redirect("paid", 1, Authorization='Macaroon root="u"')
+        self.assertIn("/download-origin/", location)
+
     async def test_unknownBlob(self):
         """
         Unknown revisions are 404 on the API download path.
@@ -1061,6 +1076,29 @@ class FaultTests(FakeStoreTestsMixin, TestCase):
         response = await self.get("v2/snaps/info/hello")
         self.assertEqual(response.code, 200)
         await response.content()
+
+    async def test_apiStatusHeaders(self):
+        """
+        A C{status} fault can carry headers and an error code, e.g. the
+        C{WWW-Authenticate} that makes snapd refresh its device session.
+        """
+        self.store.faults.failAPI(
+            "status", code=401, pathPrefix="/v2/snaps/refresh",
+            headers={"WWW-Authenticate": "Macaroon refresh_device_session=1",
+                     "X-Oops-Id": "OOPS-1"},
+            errorCode="device-authorization-needs-refresh",
+        )
+        response = await self.http.post(
+            self.api("v2/snaps/refresh"), data=b'{"actions": []}', headers=V2_HEADERS
+        )
+        self.assertEqual(response.code, 401)
+        self.assertEqual(
+            response.headers.getRawHeaders("www-authenticate"),
+            ["Macaroon refresh_device_session=1"],
+        )
+        self.assertEqual(response.headers.getRawHeaders("x-oops-id"), ["OOPS-1"])
+        body = json.loads(await response.content())
+        self.assertEqual(body["error-list"][0]["code"], "device-authorization-needs-refresh")
 
     async def test_apiInvalidJSON(self):
         """

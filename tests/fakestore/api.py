@@ -112,9 +112,11 @@ class APIResource(Resource):
                 self._store._later(request, fault.seconds, self._dispatch, request, method, path)
                 return NOT_DONE_YET
             if fault.kind == "status":
+                for name, value in (fault.headers or {}).items():
+                    request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
                 return self._error(
                     request,
-                    StoreError(fault.code, "internal-error", "injected fault"),
+                    StoreError(fault.code, fault.errorCode, "injected fault"),
                 )
             if fault.kind == "invalid-json":
                 request.setHeader(b"content-type", JSON)
@@ -281,6 +283,8 @@ class APIResource(Resource):
         wanted = body.get("fields")
         results = []
         for action in body.get("actions") or []:
+            if not isinstance(action, dict):
+                raise StoreError(400, "bad-request", "actions must be objects")
             kind = action.get("action")
             if kind in ("install", "download"):
                 results.append(self._installAction(request, action, architecture, wanted))
@@ -294,7 +298,11 @@ class APIResource(Resource):
                 raise StoreError(400, "bad-request", f"unknown action {kind!r}")
         return self._json(request, {"results": results, "error-list": []})
 
-    def _notFoundReleases(self, snap, architecture) -> list:
+    def _notFoundReleases(self, snap) -> list:
+        """
+        C{extra.releases} of a C{revision-not-found} error: every channel
+        the snap is released to, for every architecture.
+        """
         return [
             {"architecture": arch, "channel": chan.fullName}
             for arch, chan, _ in snap.releasesFor()
@@ -304,8 +312,9 @@ class APIResource(Resource):
         """
         Choose the revision an action gets.
 
-        @return: C{(revision, effective channel or None)}.
-        @raise StoreError: never; returns C{(None, None)} when nothing fits.
+        @return: C{(revision, effective channel or None)}, or C{(None,
+            None)} when nothing fits (the caller answers
+            C{revision-not-found}).
         """
         number = action.get("revision")
         if number is not None:
@@ -371,7 +380,7 @@ class APIResource(Resource):
                 name,
                 "revision-not-found",
                 "No revision was found in the Store.",
-                self._notFoundReleases(snap, architecture),
+                self._notFoundReleases(snap),
             )
         return self._result(
             request, action["action"], key, snap, revision, effective, wanted
@@ -396,7 +405,7 @@ class APIResource(Resource):
                 snap.name,
                 "revision-not-found",
                 "No revision was found in the Store.",
-                self._notFoundReleases(snap, architecture),
+                self._notFoundReleases(snap),
             )
         return self._result(request, "refresh", key, snap, revision, effective, wanted)
 
@@ -615,6 +624,11 @@ class APIResource(Resource):
     def _download(self, request, snapId, revision):
         if self._store._blobById(snapId, revision) is None:
             raise StoreError(404, "not-found", "not found")
+        if self._catalogue.byId(snapId).prices and not request.getHeader(b"authorization"):
+            # Paid snaps need the user's macaroon on the first hop, which is
+            # why a proxy must forward Authorization upstream (store-api.md
+            # section 9.6); snapd maps 402 to "please buy".
+            raise StoreError(402, "payment-required", "please buy this snap")
         target = self._store._cdnURLFor(request, f"{snapId}_{revision}.snap")
         request.setResponseCode(302)
         request.setHeader(b"location", target.encode("ascii"))

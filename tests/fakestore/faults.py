@@ -45,6 +45,9 @@ class APIFault:
         C{"invalid-json"} (200 C{application/json} with a truncated body) or
         C{"stall"} (wait C{seconds}, then answer normally).
     @ivar remaining: how many more matching requests it affects.
+    @ivar headers: extra response headers for C{"status"} faults, e.g.
+        C{WWW-Authenticate} or C{X-Oops-Id}, which a proxy must preserve.
+    @ivar errorCode: the C{error-list} code of C{"status"} faults.
     """
 
     kind: str
@@ -53,6 +56,8 @@ class APIFault:
     code: int = 503
     seconds: float = 0.0
     remaining: int = 1
+    headers: dict | None = None
+    errorCode: str = "internal-error"
 
 
 class Faults:
@@ -94,6 +99,8 @@ class Faults:
         method: str | None = None,
         code: int = 503,
         seconds: float = 0.0,
+        headers: dict | None = None,
+        errorCode: str = "internal-error",
     ) -> None:
         """
         Make the next C{count} API requests under C{pathPrefix} fail as
@@ -101,7 +108,9 @@ class Faults:
         """
         if kind not in API_KINDS:
             raise ValueError(f"unknown API fault {kind!r}; one of {API_KINDS}")
-        self._api.append(APIFault(kind, pathPrefix, method, code, seconds, count))
+        self._api.append(
+            APIFault(kind, pathPrefix, method, code, seconds, count, headers, errorCode)
+        )
 
     def clear(self) -> None:
         """
