@@ -58,11 +58,18 @@ class TemporaryDatabase:
     """
 
     def __init__(self) -> None:
+        """
+        Create the database.
+        """
         self.name = "snapstore_test_" + uuid.uuid4().hex[:16]
         self.dsn = psycopg2.extensions.make_dsn(serverDSN(), dbname=self.name)
         self._server("CREATE DATABASE " + self.name)
 
     def _server(self, sql: str) -> None:
+        """
+        Run C{sql} on the server's maintenance database, outside any
+        transaction (C{CREATE DATABASE} refuses to run in one).
+        """
         connection = psycopg2.connect(serverDSN(), connect_timeout=5)
         try:
             connection.autocommit = True
@@ -102,4 +109,7 @@ class TemporaryDatabase:
         return sum(1 for (done,) in rows or [] if done)
 
     def drop(self) -> None:
+        """
+        Drop the database, even with sessions still connected.
+        """
         self._server(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")

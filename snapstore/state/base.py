@@ -65,6 +65,11 @@ class StateStoreBase:
     log = Logger()
 
     def __init__(self, clock: Any, migrations: Sequence[Migration]) -> None:
+        """
+        @param clock: see L{clock}.
+        @param migrations: see L{migrations}.
+        @raise MigrationError: if C{migrations} are not numbered 1, 2, 3...
+        """
         checkSequence(migrations)
         self.clock = clock
         self.migrations = tuple(migrations)
@@ -127,6 +132,10 @@ class StateStoreBase:
                 d.errback(self._unavailable())
 
     def _release(self, fire: Callable[[Deferred[None]], None]) -> None:
+        """
+        Fire every waiter, of C{whenReady} and of the first start, with
+        C{fire}.
+        """
         waiters = self._readyWaiters + self._startWaiters
         self._readyWaiters, self._startWaiters = [], []
         for d in waiters:
@@ -188,6 +197,11 @@ class StateStoreBase:
         return result
 
     def _do(self, operation: Operation, mode: Mode = Mode.READ) -> Deferred[Any]:
+        """
+        Run C{operation} in C{mode} behind the gate.
+
+        @return: a Deferred firing with its result.
+        """
         return Deferred.fromCoroutine(self._call(operation, mode))
 
     # -- migrations --------------------------------------------------------
@@ -237,6 +251,9 @@ class StateStoreBase:
         self._observers.append(callback)
 
         def stop() -> None:
+            """
+            Stop calling C{callback}.
+            """
             if callback in self._observers:
                 self._observers.remove(callback)
 
@@ -260,16 +277,25 @@ class StateStoreBase:
     # -- IStateStore -------------------------------------------------------
 
     def recordBlob(self, blob: BlobRecord) -> Deferred[BlobRecord]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.recordBlob}
+        """
         return self._do(
             operations.recordBlob(blob, self.clock.seconds()), Mode.WRITE
         )
 
     def getBlob(self, name: str) -> Deferred[BlobRecord | None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.getBlob}
+        """
         return self._do(operations.getBlob(name))
 
     def setOverride(
         self, override: Override, actor: str
     ) -> Deferred[Override | None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.setOverride}
+        """
         try:
             # Refuse a bad channel before taking any lock.
             operations.normaliseChannel(override.channel)
@@ -287,6 +313,9 @@ class StateStoreBase:
         actor: str,
         architecture: str | None = None,
     ) -> Deferred[list[Override]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.deleteOverride}
+        """
         try:
             operations.normaliseChannel(channel)
         except ValueError:
@@ -299,19 +328,31 @@ class StateStoreBase:
         )
 
     def listOverrides(self, snapName: str | None = None) -> Deferred[list[Override]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.listOverrides}
+        """
         return self._do(operations.listOverrides(snapName))
 
     def recordDevice(self, device: Device) -> Deferred[Device]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.recordDevice}
+        """
         return self._do(
             operations.recordDevice(device, self.clock.seconds()), Mode.WRITE
         )
 
     def listDevices(self, seenSince: float | None = None) -> Deferred[list[Device]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.listDevices}
+        """
         return self._do(operations.listDevices(seenSince))
 
     def appendAudit(
         self, actor: str, action: str, target: str, before: Any, after: Any
     ) -> Deferred[AuditEntry]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.appendAudit}
+        """
         try:
             audit.canonicalJSON([before, after])
         except (TypeError, ValueError):
@@ -329,6 +370,9 @@ class StateStoreBase:
         since: float | None = None,
         until: float | None = None,
     ) -> Deferred[list[AuditEntry]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.listAudit}
+        """
         return self._do(operations.listAudit(target, since, until))
 
     def verifyAudit(self) -> Deferred[int | None]:
@@ -340,9 +384,15 @@ class StateStoreBase:
         return d
 
     def getSetting(self, key: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.getSetting}
+        """
         return self._do(operations.getSetting(key))
 
     def setSetting(self, key: str, value: Any, actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.setSetting}
+        """
         try:
             audit.canonicalJSON(value)
         except (TypeError, ValueError):

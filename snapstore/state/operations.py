@@ -136,6 +136,10 @@ AUDIT_COLUMNS = (
 
 
 def blobFromRow(row: Sequence[Any]) -> BlobRecord:
+    """
+    @return: the L{BlobRecord} of a C{blobs} row selected with
+        L{BLOB_COLUMNS}.
+    """
     return BlobRecord(
         name=row[0],
         sha3_384=row[1],
@@ -150,6 +154,10 @@ def blobFromRow(row: Sequence[Any]) -> BlobRecord:
 
 
 def overrideFromRow(row: Sequence[Any]) -> Override:
+    """
+    @return: the L{Override} of an C{overrides} row selected with
+        L{OVERRIDE_COLUMNS}.
+    """
     return Override(
         snapName=row[0],
         channel=row[1],
@@ -176,6 +184,10 @@ def overrideAsJSON(override: Override | None) -> dict[str, Any] | None:
 
 
 def deviceFromRow(row: Sequence[Any]) -> Device:
+    """
+    @return: the L{Device} of a C{devices} row selected with
+        L{DEVICE_COLUMNS}.
+    """
     return Device(
         identity=row[0],
         model=row[1],
@@ -186,6 +198,10 @@ def deviceFromRow(row: Sequence[Any]) -> Device:
 
 
 def auditFromRow(row: Sequence[Any]) -> AuditEntry:
+    """
+    @return: the L{AuditEntry} of an C{audit_log} row selected with
+        L{AUDIT_COLUMNS}.
+    """
     return AuditEntry(
         id=int(row[0]),
         time=float(row[1]),
@@ -242,6 +258,9 @@ def recordBlob(blob: BlobRecord, now: float) -> Operation:
 
 
 def getBlob(name: str) -> Operation:
+    """
+    @return: the L{BlobRecord} named C{name}, or C{None}.
+    """
     rows = yield Query(
         f"SELECT {BLOB_COLUMNS} FROM blobs WHERE name = ?", (name,)
     )
@@ -398,6 +417,10 @@ def deleteOverride(
 
 
 def listOverrides(snapName: str | None) -> Operation:
+    """
+    @return: the overrides (of one snap when C{snapName} is given),
+        ordered by snap, channel, architecture.
+    """
     if snapName is None:
         rows = yield Query(
             f"SELECT {OVERRIDE_COLUMNS} FROM overrides"
@@ -440,6 +463,10 @@ def recordDevice(device: Device, now: float) -> Operation:
 
 
 def listDevices(seenSince: float | None) -> Operation:
+    """
+    @return: the devices (seen at or after C{seenSince} when given),
+        ordered by identity.
+    """
     if seenSince is None:
         rows = yield Query(
             f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY identity"
@@ -456,6 +483,10 @@ def listDevices(seenSince: float | None) -> Operation:
 def listAudit(
     target: str | None, since: float | None, until: float | None
 ) -> Operation:
+    """
+    @return: the audit rows matching every given filter, in id order;
+        C{since} is inclusive, C{until} exclusive.
+    """
     conditions = []
     params: list[Any] = []
     if target is not None:
@@ -476,6 +507,9 @@ def listAudit(
 
 
 def getSetting(key: str) -> Operation:
+    """
+    @return: the JSON value stored under C{key}, or C{None}.
+    """
     rows = yield Query("SELECT value FROM settings WHERE key = ?", (key,))
     return json.loads(rows[0][0]) if rows else None
 

@@ -115,6 +115,11 @@ class _Connection(Connection):
     """
 
     def doRead(self) -> None:
+        """
+        Read as txpostgres does, but turn a poll error with nobody
+        waiting for it (the server closed an idle connection) into
+        C{connectionLost} rather than an exception in the reactor.
+        """
         try:
             Connection.doRead(self)
         except Exception:
@@ -124,12 +129,18 @@ class _Connection(Connection):
 
     def _runInteraction(self, interaction: Callable[..., Any], *args: Any,
                         **kwargs: Any) -> Deferred[Any]:
+        """
+        Run C{interaction} between C{BEGIN} and C{COMMIT} (or C{ROLLBACK}).
+        """
         return Deferred.fromCoroutine(
             self._transact(interaction, *args, **kwargs)
         )
 
     async def _transact(self, interaction: Callable[..., Any], *args: Any,
                         **kwargs: Any) -> Any:
+        """
+        @see: L{_runInteraction}
+        """
         cursor = self.cursor()
         await cursor.execute("BEGIN")
         try:
@@ -147,6 +158,9 @@ class _Connection(Connection):
         return result
 
     def close(self) -> None:
+        """
+        Close, even if the connection was never opened.
+        """
         if self._connection is None:
             return
         Connection.close(self)
@@ -159,12 +173,18 @@ class _Pool(ConnectionPool):
 
     def __init__(self, reactor: Any, cooperator: Cooperator, link: "_Link",
                  size: int) -> None:
+        """
+        @param size: how many connections the pool holds.
+        """
         self.reactor = reactor
         self.cooperator = cooperator
         self._link = link
         ConnectionPool.__init__(self, None, min=size)
 
     def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:
+        """
+        @return: a connection reporting to this pool's link.
+        """
         return _Connection(reactor, cooperator, detector=self._link)
 
 
@@ -182,6 +202,9 @@ class _Link:
     """
 
     def __init__(self, store: "PostgresStateStore") -> None:
+        """
+        @param store: the store these connections serve.
+        """
         self.store = store
         self.alive = False
         self.dead = False
@@ -198,6 +221,10 @@ class _Link:
 
     def callChecking(self, method: Callable[..., Any], *args: Any,
                      **kwargs: Any) -> Deferred[Any]:
+        """
+        Run a query method unless the link is dead, in which case fail
+        at once with L{StateUnavailable}.
+        """
         if self.dead:
             return fail(StateUnavailable(
                 "the connection to the state database was lost"))
@@ -206,6 +233,11 @@ class _Link:
         return d
 
     def checkForDeadConnection(self, failure: Failure) -> Failure:
+        """
+        Tell the store when C{failure} means a connection is gone, and
+        turn it into L{StateUnavailable} for the caller.  Errors in a
+        statement pass through unchanged.
+        """
         if failure.check(StateUnavailable) or not isConnectionFailure(failure):
             return failure
         if self.alive and not self.dead:
@@ -314,6 +346,9 @@ class PostgresStateStore(StateStoreBase):
         self._sleeping: Deferred[None] | None = None
 
     def __repr__(self) -> str:
+        """
+        Show the DSN without its password.
+        """
         return (f"<PostgresStateStore {redactDSN(self.dsn)!r} "
                 f"{self.phase.value}>")
 
@@ -404,6 +439,9 @@ class PostgresStateStore(StateStoreBase):
         sleeping = self._sleeping = deferLater(self.clock, delay)
 
         def woke(result: object) -> bool:
+            """
+            Tell the loop whether to go on.
+            """
             self._sleeping = None
             if isinstance(result, Failure):
                 result.trap(CancelledError)
@@ -413,6 +451,9 @@ class PostgresStateStore(StateStoreBase):
         return sleeping.addBoth(woke)
 
     async def _openLink(self, link: _Link) -> None:
+        """
+        Connect C{link}, migrate, and start listening for changes.
+        """
         await link.connect(self.dsn, self._connectArgs, self.connectTimeout)
         await self._migrate()
         link.listener.addNotifyObserver(self._notified)
@@ -473,6 +514,9 @@ class PostgresStateStore(StateStoreBase):
     async def _runTransaction(
         self, operation: Operation, mode: Mode
     ) -> tuple[Any, list[Announcement]]:
+        """
+        Run C{operation} on a pooled connection of the current link.
+        """
         link = self._link
         if link is None or link.dead:
             operation.close()

@@ -30,14 +30,24 @@ class StateService(Service):
     log = Logger()
 
     def __init__(self, store: Any) -> None:
+        """
+        @param store: see L{store}.
+        """
         self.store = store
 
     def startService(self) -> None:
+        """
+        Start the store without waiting for it.
+        """
         Service.startService(self)
         d = self.store.start()
         d.addErrback(self._startFailed)
 
     def _startFailed(self, failure: Any) -> None:
+        """
+        Log a store that could not start, which is not fatal to the
+        service: calls needing state fail with L{StateUnavailable}.
+        """
         failure.trap(StateUnavailable)
         # The back-end logged the cause; PostgreSQL keeps retrying.
         self.log.warn("State store not ready: {error}",
@@ -50,5 +60,10 @@ class StateService(Service):
         return self.store.whenReady()
 
     def stopService(self) -> Deferred[None]:
+        """
+        Close the store.
+
+        @return: a Deferred firing when closed.
+        """
         Service.stopService(self)
         return self.store.close()

@@ -39,6 +39,11 @@ from snapstore.state.operations import (
 
 
 def _execute(cursor: sqlite3.Cursor, query: Query) -> list[tuple[Any, ...]] | None:
+    """
+    Run C{query} on C{cursor}.
+
+    @return: the rows, or C{None} for a statement without a result set.
+    """
     cursor.execute(query.sql, query.params)
     if cursor.description is None:
         return None
@@ -78,6 +83,9 @@ class SQLiteStateStore(StateStoreBase):
         self._pool: adbapi.ConnectionPool | None = None
 
     def __repr__(self) -> str:
+        """
+        Show the file and the phase.
+        """
         return f"<SQLiteStateStore {self.path!r} {self.phase.value}>"
 
     def _openConnection(self, connection: sqlite3.Connection) -> None:
@@ -116,6 +124,9 @@ class SQLiteStateStore(StateStoreBase):
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
+        """
+        Migrate, then become ready; on failure close and stay failed.
+        """
         try:
             await self._migrate()
         except Exception:
@@ -130,6 +141,9 @@ class SQLiteStateStore(StateStoreBase):
         self._becameReady()
 
     def _closePool(self) -> None:
+        """
+        Stop the database thread and close its connection.
+        """
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -145,6 +159,11 @@ class SQLiteStateStore(StateStoreBase):
     async def _runTransaction(
         self, operation: Operation, mode: Mode
     ) -> tuple[Any, list[Announcement]]:
+        """
+        Run C{operation} in the database thread.  SQLite's operational
+        errors (locked past the busy timeout, disk full) become
+        L{StateUnavailable}.
+        """
         if self._pool is None:
             operation.close()
             raise self._unavailable()
