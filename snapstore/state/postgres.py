@@ -327,16 +327,20 @@ class PostgresStateStore(StateStoreBase):
         self.connectTimeout = connectTimeout
         self.retryDelays = retryDelays
         self.origin = uuid.uuid4().hex
+        # Keepalives notice a silently vanished server on idle connections
+        # (the LISTEN one is always idle); tcp_user_timeout (libpq 12+)
+        # bounds how long a query's unacknowledged data may wait.
+        defaults: dict[str, Any] = {
+            "application_name": "snapstore",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if psycopg2.extensions.libpq_version() >= 120000:
+            defaults["tcp_user_timeout"] = 60000
         self._connectArgs = {
-            key: value
-            for key, value in {
-                "application_name": "snapstore",
-                "keepalives": 1,
-                "keepalives_idle": 30,
-                "keepalives_interval": 10,
-                "keepalives_count": 3,
-            }.items()
-            if key not in params
+            key: value for key, value in defaults.items() if key not in params
         }
         self._cooperator = Cooperator(
             scheduler=lambda work: reactor.callLater(0, work)
