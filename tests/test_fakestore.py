@@ -25,6 +25,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IConsumer
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
@@ -1149,6 +1150,34 @@ class FaultTests(FakeStoreTestsMixin, TestCase):
         """
         self.assertRaises(ValueError, self.store.faults.failDownload, "hello", 10, "bogus")
         self.assertRaises(ValueError, self.store.faults.failAPI, "bogus")
+
+
+class LifecycleTests(TestCase):
+    """
+    Starting and stopping.
+    """
+
+    async def test_stopClosesListeners(self):
+        """
+        After C{stop}, both ports refuse connections; open connections are
+        gone too.
+        """
+        store = FakeStore()
+        await store.start()
+        self.assertNotEqual(store.apiPort, store.cdnPort)
+        self.assertEqual(store.apiURL, f"http://127.0.0.1:{store.apiPort}/")
+        self.assertEqual(store.cdnURL, f"http://127.0.0.1:{store.cdnPort}/")
+        idle = Protocol()
+        await connectProtocol(TCP4ClientEndpoint(globalReactor, "127.0.0.1", store.apiPort), idle)
+        lost = Deferred()
+        idle.connectionLost = lambda reason: lost.callback(None)
+        await store.stop()
+        await lost
+        for port in (store.apiPort, store.cdnPort):
+            with self.assertRaises(ConnectionRefusedError):
+                await connectProtocol(
+                    TCP4ClientEndpoint(globalReactor, "127.0.0.1", port), Protocol()
+                )
 
 
 class RunnerTests(TestCase):

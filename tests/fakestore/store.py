@@ -8,7 +8,7 @@ import hmac
 import itertools
 import os
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
@@ -176,7 +176,7 @@ class FakeStore:
                 call.cancel()
         self._delayed.clear()
         ports, self._ports = self._ports, []
-        waits = [succeed(p.stopListening()) for p in ports]
+        waits = [maybeDeferred(p.stopListening) for p in ports]
         waits += [f.closeAll() for f in self._factories]
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
