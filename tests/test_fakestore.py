@@ -188,8 +188,9 @@ class BlobProducerTests(SynchronousTestCase):
 
     def test_pull(self):
         """
-        Registering writes nothing; each C{resumeProducing} writes at most
-        one block; the end unregisters and finishes.
+        Registering writes no body (only flushes headers); each
+        C{resumeProducing} writes at most one block; the end unregisters
+        and finishes.
         """
         store = FakeStore(Clock())
         blob = _smallBlob()
@@ -197,11 +198,11 @@ class BlobProducerTests(SynchronousTestCase):
         BlobProducer(store, request, blob, 10, blob.size - 10).start()
         producer, streaming = request.producer
         self.assertFalse(streaming)
-        self.assertEqual(request.written, [])
+        self.assertEqual(request.written, [b""])
         producer.resumeProducing()
-        self.assertEqual(len(request.written), 1)
-        self.assertLessEqual(len(request.written[0]), BLOCK_SIZE)
-        self.assertEqual(store.cdnBytesSent, len(request.written[0]))
+        self.assertEqual(len(request.written), 2)
+        self.assertLessEqual(len(request.written[1]), BLOCK_SIZE)
+        self.assertEqual(store.cdnBytesSent, len(request.written[1]))
         while request.producer is not None:
             producer.resumeProducing()
         self.assertTrue(request.finished)
@@ -218,7 +219,7 @@ class BlobProducerTests(SynchronousTestCase):
         producer, _ = request.producer
         producer.stopProducing()
         producer.resumeProducing()
-        self.assertEqual(request.written, [])
+        self.assertEqual(request.written, [b""])
         self.assertFalse(request.finished)
 
 
@@ -1019,6 +1020,17 @@ class FaultTests(FakeStoreTestsMixin, TestCase):
         self.assertIsNone(failure)
         self.assertEqual(data, self.store.blobBytes("hello", 10))
         self.assertEqual(self.store.cdnBytesSent, 170_000)
+
+    async def test_shortAtZero(self):
+        """
+        A cut at offset 0 still sends the response headers first.
+        """
+        self.store.faults.failDownload("hello", 10, "short", offset=0)
+        response = await self.http.get(self.store.downloadURL("hello", 10))
+        self.assertEqual(response.code, 200)
+        with self.assertRaises(Exception):
+            await response.content()
+        self.assertEqual(self.store.cdnBytesSent, 0)
 
     async def test_reset(self):
         """

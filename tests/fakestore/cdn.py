@@ -81,6 +81,9 @@ class BlobProducer:
             self._corruptAt = fault.offset if fault.offset is not None else blob.size // 2
 
     def start(self) -> None:
+        # Send the headers now, so a fault cutting at offset 0 still lets
+        # the client see a response that then breaks.
+        self._request.write(b"")
         self._request.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
