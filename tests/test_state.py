@@ -17,7 +17,12 @@ import attrs
 import psycopg2.extensions
 from twisted.application.service import IService
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    gatherResults,
+)
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
@@ -175,6 +180,24 @@ class StateStoreContractMixin:
         early = store.listOverrides()
         await started
         self.assertEqual(await early, [])
+
+    @asyncTest
+    async def test_cancelledCallCompletes(self) -> None:
+        """
+        Cancelling a call fails it at once with L{CancelledError}, but the
+        change is still made and the store keeps working.
+        """
+        store = await self.started()
+        call = store.appendAudit("alice", "note", "t", None, 1)
+        call.cancel()
+        self.failureResultOf(call, CancelledError)
+        for attempt in range(1000):
+            if len(await store.listAudit()) == 1:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        entry = await store.appendAudit("alice", "note", "t", None, 2)
+        self.assertEqual(entry.id, 2)
+        self.assertIsNone(await store.verifyAudit())
 
     # -- blobs -------------------------------------------------------------
 

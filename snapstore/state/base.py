@@ -200,9 +200,32 @@ class StateStoreBase:
         """
         Run C{operation} in C{mode} behind the gate.
 
-        @return: a Deferred firing with its result.
+        @return: a Deferred firing with its result.  Cancelling it (say,
+            because the HTTP client went away) fails it with
+            L{CancelledError} at once but lets the transaction finish:
+            aborting a query half-way through its protocol exchange would
+            leave a database connection unusable, and a change the admin
+            asked for should not depend on whether they waited.
         """
-        return Deferred.fromCoroutine(self._call(operation, mode))
+        inner = Deferred.fromCoroutine(self._call(operation, mode))
+        outer: Deferred[Any] = Deferred(lambda d: None)
+
+        def finished(result: Any) -> None:
+            if not outer.called:
+                if isinstance(result, Failure):
+                    outer.errback(result)
+                else:
+                    outer.callback(result)
+            elif isinstance(result, Failure) and not result.check(
+                StateUnavailable
+            ):
+                self.log.failure(
+                    "State store call failed after its caller gave up",
+                    result,
+                )
+
+        inner.addBoth(finished)
+        return outer
 
     # -- migrations --------------------------------------------------------
 
