@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+from argparse import ArgumentTypeError
 
 import treq
 from hypothesis import given, settings
@@ -267,12 +268,26 @@ class ParsingTests(SynchronousTestCase):
         self.assertEqual(parseRange("bytes=100-", 100), "unsatisfiable")
         self.assertIsNone(parseRange("bytes=1-2,5-6", 100))
 
+    def test_snapNames(self):
+        """
+        Snap names follow snapd's rules, so a mistyped C{--snap} fails
+        loudly instead of serving a snap no client can ask for.
+        """
+        store = FakeStore(Clock())
+        for bad in ("hello=stable", "Hello", "-a", "a--b", "123", "a" * 41, ""):
+            self.assertRaises(ValueError, store.addSnap, bad)
+        for good in ("a", "hello-world", "go2", "a" * 40):
+            store.addSnap(good)
+
     def test_snapArgument(self):
         """
         C{--snap NAME:REV:SIZE[:CHANNEL]}.
         """
         self.assertEqual(parseSnap("hello:29:20480"), ("hello", 29, 20480, "stable"))
         self.assertEqual(parseSnap("hi:1:5:edge"), ("hi", 1, 5, "edge"))
+        self.assertRaises(ArgumentTypeError, parseSnap, "hello=stable:3:2000")
+        self.assertRaises(ArgumentTypeError, parseSnap, "hello:x:2000")
+        self.assertRaises(ArgumentTypeError, parseSnap, "hello:1")
 
 
 class FakeStoreTestsMixin:

@@ -17,6 +17,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
+from tests.fakestore.catalogue import validSnapName
 from tests.fakestore.store import FakeStore
 
 
@@ -31,6 +32,8 @@ def parseSnap(value: str) -> tuple[str, int, int, str]:
         revision, size = int(parts[1]), int(parts[2])
     except ValueError:
         raise argparse.ArgumentTypeError("REV and SIZE must be integers")
+    if not validSnapName(parts[0]):
+        raise argparse.ArgumentTypeError(f"invalid snap name {parts[0]!r}")
     return parts[0], revision, size, parts[3] if len(parts) == 4 else "stable"
 
 

@@ -10,6 +10,7 @@ the JSON shapes of store-api.md.
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -21,6 +22,19 @@ RISKS = ("stable", "candidate", "beta", "edge")
 # makes captured responses comparable between runs.
 EPOCH_TIMESTAMP = "2026-01-01T00:00:00.000000+00:00"
 ASSERTION_TIMESTAMP = "2026-01-01T00:00:00Z"
+
+# snapd's rule for snap names (snap/naming): lower-case letters, digits and
+# single inner hyphens, at least one letter, at most 40 characters.
+_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9](?:-?[a-z0-9])*$")
+
+
+
+def validSnapName(name: str) -> bool:
+    """
+    Whether snapd would accept C{name} as a snap name.
+    """
+    return bool(_NAME.match(name)) and len(name) <= 40
+
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -238,6 +252,8 @@ class Catalogue:
         publisherValidation: str = "verified",
         defaultTrack: str | None = None,
     ) -> Snap:
+        if not validSnapName(name):
+            raise ValueError(f"invalid snap name {name!r}")
         if name in self._byName:
             raise ValueError(f"snap {name!r} already exists")
         if snapId is None:
