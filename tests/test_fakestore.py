@@ -22,12 +22,12 @@ from treq.client import HTTPClient
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IConsumer
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
