@@ -237,6 +237,7 @@ class ConnectTunnelEndpoint:
         factory = Factory.forProtocol(lambda: _ConnectClient(
             self.reactor, target, self.parent.authorization, protocolFactory, established,
             self.timeout))
+        factory.noisy = False
         connecting = self.parent.endpoint(self.reactor, self.timeout).connect(factory)
 
         def connected(protocol: _ConnectClient) -> Deferred[Any]:

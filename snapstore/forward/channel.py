@@ -91,6 +91,12 @@ def splitAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, i
     return host, port
 
 
+def _quietFactory(protocol: type) -> Factory:
+    factory = Factory.forProtocol(protocol)
+    factory.noisy = False
+    return factory
+
+
 def _isIPLiteral(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -509,7 +515,7 @@ class ForwardProxyProtocol(Protocol):
             return
         self.state = "dialing"
         dialing = self.factory.dialer.tunnel(host, port, addresses,
-                                             Factory.forProtocol(TargetProtocol))
+                                             _quietFactory(TargetProtocol))
         self._pending = dialing
 
         def connected(target: TargetProtocol) -> None:
@@ -601,7 +607,7 @@ class ForwardProxyProtocol(Protocol):
             origin.channel = None
             origin.transport.loseConnection()
         dialing = self.factory.dialer.dial(host, port, addresses,
-                                           Factory.forProtocol(OriginProtocol))
+                                           _quietFactory(OriginProtocol))
         exchange.dialing = dialing
 
         def connected(origin: OriginProtocol) -> None:
