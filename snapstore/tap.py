@@ -52,6 +52,11 @@ class Options(usage.Options):
         ["config", "c", None,
          f"Config file (INI, [snapstore] section) [default: {DEFAULT_CONFIG} when it exists]"]
     )
+    optFlags.append(
+        ["check-rules", None,
+         "Load the rules directory (--rules-dir), report what it holds and exit "
+         "without starting the service (status 1 when a file is broken)."]
+    )
 
     def opt_version(self) -> None:
         """
@@ -69,6 +74,32 @@ class Options(usage.Options):
             self.settings = buildSettings(given, configFile)
         except ConfigError as error:
             raise usage.UsageError(str(error))
+        self.rulesDir = self._checkRules(configFile)
+
+    def _checkRules(self, configFile: Any) -> Any:
+        """
+        Load the rules directory once, so that a broken rules file stops
+        start-up with its name; with C{--check-rules}, report and exit.
+
+        @return: the directory to load rules from, or C{None} when the
+            default directory does not exist (no rules apply).
+        """
+        from snapstore.config import readConfigFile
+        from snapstore.rules.loader import RuleLoadError, checkDirectory, describeRuleSet
+
+        directory = self.settings.rulesDir
+        explicit = self["rules-dir"] is not None or (
+            configFile is not None and "rules-dir" in readConfigFile(configFile))
+        if not explicit and not os.path.isdir(directory) and not self["check-rules"]:
+            return None
+        try:
+            ruleSet = checkDirectory(directory, settings=self.settings)
+        except RuleLoadError as error:
+            raise usage.UsageError(f"rules: {error}")
+        if self["check-rules"]:
+            print(f"{directory}: OK, {describeRuleSet(ruleSet)}")
+            sys.exit(0)
+        return directory
 
 
 def makeService(options: Options) -> MultiService:
@@ -79,7 +110,7 @@ def makeService(options: Options) -> MultiService:
 
     settings: Settings = options.settings
     top = MultiService()
-    parts = _addStoreService(top, reactor, settings)
+    parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
     _addForwardService(top, reactor, settings, parts.root)
     return top
 
@@ -103,14 +134,38 @@ def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
     listener.setServiceParent(top)
 
 
-def _addStoreService(top: MultiService, reactor: Any, settings: Settings) -> Any:
+def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -> Any:
+    """
+    What makes the L{RulesService} once the upstream client exists, or
+    C{None} to run without rules.
+    """
+    from snapstore.rules.engine import RuleEnv
+    from snapstore.rules.loader import RuleLoadError
+    from snapstore.rules.service import RulesService
+
+    if rulesDir is None:
+        return None
+
+    def makeRules(upstream: Any) -> Any:
+        env = RuleEnv(state=state, clock=reactor, settings=settings, upstream=upstream)
+        try:
+            return RulesService(rulesDir, env)
+        except RuleLoadError as error:
+            raise usage.UsageError(f"rules: {error}")
+
+    return makeRules
+
+
+def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
+                     rulesDir: Any = None) -> Any:
     from snapstore.state import makeStateStore
     from snapstore.state.service import StateService
     from snapstore.store.service import makeStoreParts
 
     state = makeStateStore(reactor, settings.state, settings.dataDir)
     StateService(state).setServiceParent(top)
-    parts = makeStoreParts(reactor, settings, state)
+    parts = makeStoreParts(reactor, settings, state,
+                           _rulesFactory(reactor, settings, state, rulesDir))
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:

@@ -11,6 +11,7 @@ download, assertion and icon URLs pointed at the proxy.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Callable, Optional
 
@@ -23,6 +24,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore.httpheaders import addVia, endToEnd
+from snapstore.rules.engine import RuleFailed
+from snapstore.rules.verdicts import Deny
 from snapstore.store.errors import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
@@ -31,6 +34,13 @@ from snapstore.store.upstream import StoreUpstream, UpstreamError
 # Answers that describe snaps, and so carry URLs snapd fetches later.
 _REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
 _JSON_TYPES = (b"application/json", b"application/hal+json", b"application/problem+json")
+# Answers the rules may amend, by path: refresh results, info channel maps,
+# find results.
+_AMENDED = (
+    (re.compile(r"^/v2/snaps/refresh$"), "amendRefresh"),
+    (re.compile(r"^/v2/snaps/info/[^/]+$"), "amendInfo"),
+    (re.compile(r"^/v2/snaps/find$"), "amendFind"),
+)
 _HOST = re.compile(rb"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 MAX_REQUEST_BODY = 4 << 20
 
@@ -83,6 +93,9 @@ class RelayResource(Resource):
     @ivar recordBlob: called with each L{BlobRecord} an answer described;
         may return a Deferred, which the answer waits for, so that the
         download of a URL the device just got is never unknown.
+    @ivar rules: the L{snapstore.rules.service.RulesService} asked before
+        relaying (admission) and after (amending answers, learning device
+        sessions); C{None} relays everything unchanged.
     """
 
     isLeaf = True
@@ -90,8 +103,9 @@ class RelayResource(Resource):
 
     def __init__(self, upstream: StoreUpstream, remoteURLs: RemoteURLs,
                  recordBlob: Callable[[Any], Any], clock: Any,
-                 publicURL: Optional[str] = None) -> None:
+                 publicURL: Optional[str] = None, rules: Any = None) -> None:
         super().__init__()
+        self.rules = rules
         self.upstream = upstream
         self.remoteURLs = remoteURLs
         self.recordBlob = recordBlob
@@ -119,12 +133,29 @@ class RelayResource(Resource):
             return
         hasBody = bool(body) or request.requestHeaders.hasHeader(b"content-length")
         url = self.upstream.url(request.uri)
+        headers = outboundHeaders(request)
+        described = None
+        if self.rules is not None:
+            described = self.rules.describe(request, body, headers)
+            verdict = yield self.rules.admit(described)
+            if isinstance(verdict, Deny):
+                writeStoreError(request, verdict.code,
+                                getattr(verdict, "errorCode", "forbidden"), verdict.reason)
+                return
         response = yield self.upstream.request(
-            request.method, url, outboundHeaders(request), body if hasBody else None
+            request.method, url, headers, body if hasBody else None
         )
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
             raw = yield self.upstream.readBody(response, what)
+            if described is not None:
+                try:
+                    raw = yield self._amend(described, raw)
+                except RuleFailed as failed:
+                    verdict = failed.verdict()
+                    writeStoreError(request, verdict.code, verdict.errorCode, verdict.reason)
+                    return
+                self.rules.noteAnswer(described, response.code, raw)
             try:
                 rewritten = rewriteAnswer(raw, publicBaseFor(request, self.publicURL),
                                           self.clock.seconds())
@@ -149,6 +180,26 @@ class RelayResource(Resource):
             yield relayBody(response, request)
         except Exception:
             pass  # BodyRelay logged why and cut the client off; nothing to answer.
+
+    @inlineCallbacks
+    def _amend(self, described: Any, raw: bytes) -> Any:
+        """
+        Let the rules amend a refresh, info or find answer; fire with the
+        bytes to relay (upstream's own when nothing changed).
+        """
+        for pattern, method in _AMENDED:
+            if pattern.match(described.path):
+                break
+        else:
+            return raw
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            return raw  # the rewrite reports it
+        amended = yield getattr(self.rules, method)(described, answer)
+        if amended is None:
+            return raw
+        return json.dumps(amended).encode("utf-8")
 
     @staticmethod
     def _needsRewrite(request: Request, response: IResponse) -> bool:

@@ -9,7 +9,7 @@ site depends on (the state store, the upstream connection pool).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import attrs
 from twisted.application.service import IService, Service
@@ -47,6 +47,7 @@ class StoreParts:
     @ivar site: the L{Site} to listen with.
     @ivar root: its root resource (the forward proxy serves it locally too).
     @ivar services: services to start before listening.
+    @ivar rules: the L{snapstore.rules.service.RulesService} or C{None}.
     """
 
     site: Site
@@ -54,25 +55,35 @@ class StoreParts:
     state: Any
     upstream: StoreUpstream
     services: list[IService]
+    rules: Any = None
 
 
-def makeStoreParts(reactor: Any, settings: Settings, state: Any) -> StoreParts:
+def makeStoreParts(reactor: Any, settings: Settings, state: Any,
+                   makeRules: Optional[Callable[[StoreUpstream], Any]] = None) -> StoreParts:
     """
     Build the store endpoint for C{settings} around an L{IStateStore}.
+
+    @param makeRules: given the upstream client, returns the
+        L{snapstore.rules.service.RulesService} to ask (it is added to the
+        services); C{None} applies no rules.
     """
     pool = makePool(reactor)
     agent = makeAgent(reactor, settings, pool)
     upstream = StoreUpstream(agent, settings.upstream, reactor, settings.upstreamTimeout)
     remoteURLs = RemoteURLs()
-    relay = RelayResource(upstream, remoteURLs, state.recordBlob, reactor, settings.publicUrl)
+    rules = makeRules(upstream) if makeRules is not None else None
+    relay = RelayResource(upstream, remoteURLs, state.recordBlob, reactor, settings.publicUrl,
+                          rules=rules)
     services: list[IService] = [PoolService(pool)]
+    if rules is not None:
+        services.append(rules)
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
     # --- end of download path ---
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs))
     site = Site(root)
     site.displayTracebacks = False
-    return StoreParts(site, root, state, upstream, services)
+    return StoreParts(site, root, state, upstream, services, rules)
 
 
 def _downloadResource(reactor: Any, settings: Settings, state: Any,
