@@ -1,0 +1,81 @@
+"""
+The real client: Debian's C{snap download} through C{twistd snapstore} in
+front of the fake store.
+
+Stock snap trusts only Canonical's signing keys, so its last step (checking
+the assertion chain) fails against any fake store; everything before it
+(the refresh, the download and its sha3-384 check, fetching assertions) is
+what these tests assert.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from tests.fakestore import FakeStore
+from tests.processes import startTwistd
+
+SNAP = "/usr/bin/snap"
+
+
+class SnapDownloadThroughProxyTests(TestCase):
+    """
+    C{snap download} with C{SNAPPY_FORCE_API_URL} pointing at the proxy.
+    """
+
+    if not os.access(SNAP, os.X_OK):
+        skip = f"{SNAP} is not installed (Debian package snapd; ./run-tests installs it)"
+
+    timeout = 180
+
+    @inlineCallbacks
+    def setUp(self):
+        self.store = FakeStore(reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.stop)
+        self.snapId = self.store.addSnap("hello", summary="Hello")
+        self.store.addRevision("hello", 10, 2_000_000)
+        self.process, port = yield startTwistd(
+            self, "--upstream", self.store.apiURL, "--proxy-endpoint", "none",
+            "--admin-endpoint", "none", "--data-dir", self.mktemp(), "--config", "/dev/null")
+        self.proxyURL = f"http://127.0.0.1:{port}/"
+
+    @inlineCallbacks
+    def snapDownload(self, *args):
+        target = os.path.abspath(self.mktemp())
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(target)
+        os.makedirs(home)
+        environment = {"PATH": "/usr/bin:/bin", "HOME": home, "SNAPPY_FORCE_API_URL": self.proxyURL}
+        out, err, code = yield getProcessOutputAndValue(
+            SNAP, ["download", "hello", *args, "--target-directory", target], env=environment,
+            reactor=reactor)
+        return out, err, code, target
+
+    @inlineCallbacks
+    def test_snapDownload(self):
+        """
+        The refresh, the blob download and the assertion fetches all go
+        through the proxy, and the C{.snap} that snap wrote (after checking
+        its sha3-384) has the blob's exact bytes.
+        """
+        out, err, code, target = yield self.snapDownload()
+        self.assertEqual(out, b'Fetching snap "hello"\nFetching assertions for "hello"\n', err)
+        self.assertIn(b"cannot fetch snap signatures/assertions", err)
+        self.assertIn(b"failed signature verification", err)
+        with open(os.path.join(target, "hello_10.snap"), "rb") as snapFile:
+            self.assertEqual(snapFile.read(), self.store.blobBytes("hello", 10))
+        apiCalls = [(r.method, r.path) for r in self.store.requests if r.listener == "api"]
+        self.assertEqual(apiCalls[:2], [("POST", "/v2/snaps/refresh"),
+                                        ("GET", f"/api/v1/snaps/download/{self.snapId}_10.snap")])
+        self.assertTrue(any(path.startswith("/v2/assertions/snap-revision/") for _, path in apiCalls))
+        # Every upstream request came from the proxy, none from snap itself.
+        for record in self.store.requests:
+            if record.listener == "api":
+                self.assertIn("snapstore", record.header("via") or "", record.path)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 10)), 1)
