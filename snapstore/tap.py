@@ -74,6 +74,7 @@ class Options(usage.Options):
             self.settings = buildSettings(given, configFile)
         except ConfigError as error:
             raise usage.UsageError(str(error))
+        _checkOperationSettings(self.settings)
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Any) -> Any:
@@ -112,7 +113,45 @@ def makeService(options: Options) -> MultiService:
     top = MultiService()
     parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
     _addForwardService(top, reactor, settings, parts.root)
-    return top
+    _addAdminService(top, reactor, settings, parts)
+    from snapstore.admin.logs import withLogFormat
+
+    return withLogFormat(top, settings.logFormat, (getattr(options, "parent", None) or {}).get("logfile"))
+
+
+def _checkOperationSettings(settings: Settings) -> None:
+    """
+    Refuse an admin endpoint open to the network without tokens, and TLS
+    files that are missing or do not fit, before Twisted trips over them.
+    """
+    from twisted.logger import Logger
+
+    from snapstore.admin.service import checkOperationSettings
+
+    try:
+        warnings = checkOperationSettings(settings)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    for warning in warnings:
+        Logger().warn("{warning}", warning=warning)
+
+
+def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts: Any) -> None:
+    """
+    The admin API and C{/metrics} (C{--admin-endpoint}), over the store
+    parts' state, upstream, cache and metrics.
+    """
+    from snapstore.admin.service import makeAdminSite
+
+    if not settings.adminEndpoint:
+        return
+    try:
+        site = makeAdminSite(reactor, settings, parts)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    listener = strports.service(settings.adminEndpoint, site)
+    listener.setName("admin-endpoint")
+    listener.setServiceParent(top)
 
 
 def _addForwardService(top: MultiService, reactor: Any, settings: Settings,

@@ -96,6 +96,8 @@ class RelayResource(Resource):
     @ivar rules: the L{snapstore.rules.service.RulesService} asked before
         relaying (admission) and after (amending answers, learning device
         sessions); C{None} relays everything unchanged.
+    @ivar metrics: a L{snapstore.admin.metrics.Metrics} told how long
+        upstream took and how it failed, or C{None}.
     """
 
     isLeaf = True
@@ -103,8 +105,10 @@ class RelayResource(Resource):
 
     def __init__(self, upstream: StoreUpstream, remoteURLs: RemoteURLs,
                  recordBlob: Callable[[Any], Any], clock: Any,
-                 publicURL: Optional[str] = None, rules: Any = None) -> None:
+                 publicURL: Optional[str] = None, rules: Any = None,
+                 metrics: Any = None) -> None:
         super().__init__()
+        self.metrics = metrics
         self.rules = rules
         self.upstream = upstream
         self.remoteURLs = remoteURLs
@@ -119,6 +123,8 @@ class RelayResource(Resource):
     def _failed(self, failure: Failure, request: Request) -> None:
         if failure.check(UpstreamError):
             error = failure.value
+            if self.metrics is not None:
+                self.metrics.upstreamFailed(error.code)
             writeStoreError(request, error.status, error.code, error.message)
             return
         self.log.failure("relaying {uri} failed", failure, uri=request.uri)
@@ -137,14 +143,20 @@ class RelayResource(Resource):
         described = None
         if self.rules is not None:
             described = self.rules.describe(request, body, headers)
+            notes = getattr(request, "snapstoreAccess", None)
+            if notes is not None:  # the access log's device column
+                notes["device"] = described.device.identity
             verdict = yield self.rules.admit(described)
             if isinstance(verdict, Deny):
                 writeStoreError(request, verdict.code,
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
+        asked = self.clock.seconds()
         response = yield self.upstream.request(
             request.method, url, headers, body if hasBody else None
         )
+        if self.metrics is not None:
+            self.metrics.upstreamAnswered(request.path, self.clock.seconds() - asked)
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
             raw = yield self.upstream.readBody(response, what)

@@ -17,6 +17,9 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from snapstore.admin.access import observeSite
+from snapstore.admin.clientconfig import ClientConfig, LocalV1
+from snapstore.admin.metrics import Metrics
 from snapstore.config import Settings
 from snapstore.outbound import makeAgent, makePool
 from snapstore.store.relay import RelayResource
@@ -48,6 +51,7 @@ class StoreParts:
     @ivar root: its root resource (the forward proxy serves it locally too).
     @ivar services: services to start before listening.
     @ivar rules: the L{snapstore.rules.service.RulesService} or C{None}.
+    @ivar metrics: the L{snapstore.admin.metrics.Metrics} the parts count in.
     """
 
     site: Site
@@ -56,6 +60,7 @@ class StoreParts:
     upstream: StoreUpstream
     services: list[IService]
     rules: Any = None
+    metrics: Any = None
 
 
 def makeStoreParts(reactor: Any, settings: Settings, state: Any,
@@ -72,18 +77,21 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     upstream = StoreUpstream(agent, settings.upstream, reactor, settings.upstreamTimeout)
     remoteURLs = RemoteURLs()
     rules = makeRules(upstream) if makeRules is not None else None
+    metrics = Metrics()
     relay = RelayResource(upstream, remoteURLs, state.recordBlob, reactor, settings.publicUrl,
-                          rules=rules)
+                          rules=rules, metrics=metrics)
     services: list[IService] = [PoolService(pool)]
     if rules is not None:
         services.append(rules)
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
     # --- end of download path ---
-    root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs))
+    root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
+                     local={b"v1": LocalV1(ClientConfig.fromSettings(settings))})
     site = Site(root)
     site.displayTracebacks = False
-    return StoreParts(site, root, state, upstream, services, rules)
+    observeSite(site, metrics, reactor)
+    return StoreParts(site, root, state, upstream, services, rules, metrics)
 
 
 def _downloadResource(reactor: Any, settings: Settings, state: Any,

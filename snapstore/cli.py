@@ -1,0 +1,582 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{snapstore} command: administer a running snapstore through its admin
+API.
+
+It speaks HTTP to the admin endpoint only and never opens the database, so
+it works the same against SQLite and PostgreSQL, locally or (with a token)
+from another machine.  It is short-lived and synchronous: plain C{urllib},
+no reactor.  (C{snapstore certificate} is the exception that needs no
+service: it writes files locally.)
+
+Exit codes, for scripts::
+
+    0  done; everything checked is fine
+    1  done, but what was checked is not fine (an unreachable upstream, a
+       broken audit chain, a corrupt cache blob)
+    2  usage error
+    3  cannot reach the admin API (is snapstore running? right --admin?)
+    4  the admin API refused the token (or wants one)
+    5  the admin API refused the request (unknown snap revision, no such
+       override, ...) or failed
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Optional, Sequence, TextIO
+
+from snapstore import __version__
+
+DEFAULT_ADMIN = "http://127.0.0.1:8001"
+TOKEN_ENV = "SNAPSTORE_ADMIN_TOKEN"
+TOKEN_FILE_ENV = "SNAPSTORE_ADMIN_TOKEN_FILE"
+ADMIN_ENV = "SNAPSTORE_ADMIN"
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+EXIT_REFUSED = 5
+
+
+class CommandError(Exception):
+    """
+    The command cannot do what was asked; C{message} says what to do and
+    C{exitCode} is what the process exits with.
+    """
+
+    def __init__(self, message: str, exitCode: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exitCode = exitCode
+
+
+class AdminClient:
+    """
+    A synchronous client of the admin API.
+
+    @ivar base: the admin URL, e.g. C{http://127.0.0.1:8001}.
+    @ivar token: the bearer token, or C{None}.
+    """
+
+    def __init__(self, base: str, token: Optional[str] = None, timeout: float = 120.0,
+                 opener: Optional[Callable[..., Any]] = None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        # Never send admin requests through an http_proxy from the
+        # environment: the admin API is usually on loopback.
+        self._opener = opener or urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+
+    def call(self, method: str, path: str, body: Any = None,
+             query: Optional[dict[str, Any]] = None) -> Any:
+        """
+        Make one API call.
+
+        @return: the decoded JSON answer.
+        @raise CommandError: when the API cannot be reached or refuses.
+        """
+        url = self.base + path
+        if query:
+            pairs = [(k, v) for k, v in query.items() if v is not None]
+            if pairs:
+                url += "?" + urllib.parse.urlencode(pairs, doseq=True)
+        data = None
+        headers = {"Accept": "application/json", "User-Agent": f"snapstore-cli/{__version__}"}
+        try:
+            headers["X-Snapstore-User"] = getpass.getuser()
+        except Exception:
+            pass
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self._opener(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            message = _errorMessage(raw) or f"HTTP {error.code} {error.reason}"
+            if error.code == 401:
+                hint = ("pass --token-file FILE or set " + TOKEN_ENV) if not self.token \
+                    else "the token was not accepted: check --token-file"
+                raise CommandError(f"the admin API at {self.base} wants a token: {hint}",
+                                   EXIT_AUTH)
+            if error.code == 403:
+                raise CommandError(f"the admin API at {self.base} refused: {message}", EXIT_AUTH)
+            raise CommandError(message, EXIT_REFUSED)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise CommandError(
+                f"cannot reach the admin API at {self.base}: {reason}: is snapstore "
+                f"running, and is --admin (or ${ADMIN_ENV}) its --admin-endpoint?",
+                EXIT_UNREACHABLE)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CommandError(f"{self.base} did not answer with JSON: is it a snapstore "
+                               f"admin endpoint?", EXIT_UNREACHABLE)
+
+
+def _errorMessage(raw: bytes) -> Optional[str]:
+    try:
+        return json.loads(raw)["error"]["message"]
+    except Exception:
+        return None
+
+
+def readToken(path: str) -> str:
+    """
+    The token to send from a token file: its first token (the server's
+    token file format, C{NAME:TOKEN} lines, or a bare token).
+    """
+    try:
+        with open(path, encoding="utf-8") as tokenFile:
+            lines = tokenFile.read().splitlines()
+    except OSError as error:
+        raise CommandError(f"cannot read the token file {path}: {error.strerror}", EXIT_USAGE)
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line.rpartition(":")[2].strip()
+    raise CommandError(f"the token file {path} holds no token", EXIT_USAGE)
+
+
+# -- formatting -----------------------------------------------------------
+
+
+def formatSize(count: Optional[float]) -> str:
+    """
+    A byte count for people: C{1.5 GiB}.
+    """
+    if count is None:
+        return "unknown"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def formatDuration(seconds: float) -> str:
+    """
+    An uptime for people: C{2d 3h 4m}, C{5m 2s}.
+    """
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s"
+
+
+def formatTime(posix: Optional[float]) -> str:
+    if posix is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(posix, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ")
+
+
+def parseTime(text: str) -> float:
+    """
+    Parse C{--since}/C{--until}: POSIX seconds, an ISO date or date-time
+    (UTC unless it says otherwise), or a duration back from now such as
+    C{30m}, C{12h}, C{7d}.
+    """
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.datetime.now(datetime.timezone.utc).timestamp() - int(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use 2026-11-21, 2026-11-21T10:00, 1763700000 or 7d)")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _check(check: dict[str, Any]) -> str:
+    return f"{check.get('target')}: {'ok' if check.get('ok') else 'FAILED'} ({check.get('detail')})"
+
+
+# -- verbs ------------------------------------------------------------------
+
+
+def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("GET", "/v1/status")
+    healthy = bool(answer["upstream"]["ok"] and answer["database"]["ok"])
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK if healthy else EXIT_PROBLEM
+    devices = answer.get("devices") or {}
+    cache = answer.get("cache")
+    limit = devices.get("limit")
+    lines = [
+        f"Version: snapstore {answer['version']}",
+        f"Uptime: {formatDuration(answer['uptime'])}",
+        f"Store URL: {answer['store-url']}",
+    ]
+    if answer.get("offline"):
+        lines.append("Mode: offline (upstream is never contacted)")
+    lines += [
+        f"Upstream: {_check(answer['upstream'])}",
+        f"Database: {_check(answer['database'])}",
+        f"Connected devices (last 24 h): {devices.get('connected', 'unknown')}",
+        f"Device limit: {'none' if limit is None else limit}",
+    ]
+    if cache is None:
+        lines.append("Cache: none")
+    else:
+        ratio = cache.get("hit-ratio")
+        lines.append(
+            f"Cache: {formatSize(cache.get('size'))} of {formatSize(cache.get('bound'))}, "
+            f"{cache.get('blobs')} blobs, hit ratio "
+            f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
+    overrides = answer.get("overrides")
+    lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK if healthy else EXIT_PROBLEM
+
+
+def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("GET", "/v1/check-connections")
+    if options.json:
+        _dumpJSON(answer, out)
+    else:
+        for check in answer["checks"]:
+            out.write(f"{check['name']}: {_check(check)}\n")
+        out.write("All connections appear to be accessible\n" if answer["ok"]
+                  else "Some connections failed\n")
+    return EXIT_OK if answer["ok"] else EXIT_PROBLEM
+
+
+def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    channelMap = []
+    for item in options.pins:
+        channel, sep, revision = item.rpartition("=")
+        if not sep or not channel or not revision.isdigit() or int(revision) < 1:
+            raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
+        channelMap.append({"channel": channel, "revision": int(revision)})
+    answer = client.call("POST", f"/v1/overrides/{_quote(options.snap)}",
+                         {"channel-map": channelMap})
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK
+    for item in answer["set"]:
+        new, old = item["override"], item["previous"]
+        was = f" (was {old['revision']})" if old else ""
+        out.write(f"{new['snap']} {new['channel']} ({new['architecture']}): "
+                  f"revision {new['revision']}{was}\n")
+    return EXIT_OK
+
+
+def cmdListOverrides(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    path = "/v1/overrides" + (f"/{_quote(options.snap)}" if options.snap else "")
+    answer = client.call("GET", path)
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK
+    overrides = answer["overrides"]
+    if not overrides:
+        out.write(f"{options.snap or 'No snap'} has no overrides\n"
+                  if options.snap else "No overrides\n")
+        return EXIT_OK
+    rows = [["Snap", "Channel", "Architecture", "Revision", "Since"]]
+    for o in overrides:
+        rows.append([o["snap"], o["channel"], o["architecture"], str(o["revision"]),
+                     formatTime(o.get("created-at"))])
+    _table(rows, out)
+    return EXIT_OK
+
+
+def cmdDeleteOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("DELETE", f"/v1/overrides/{_quote(options.snap)}",
+                         query={"channel": options.channels})
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK
+    for o in answer["deleted"]:
+        out.write(f"{o['snap']} {o['channel']} ({o['architecture']}): override of "
+                  f"revision {o['revision']} deleted\n")
+    return EXIT_OK
+
+
+def cmdDevices(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("GET", "/v1/devices", query={"all": "1" if options.all else None})
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK
+    limit = answer["limit"]
+    out.write(f"Connected devices (last 24 h): {answer['connected']}; "
+              f"device limit: {'none' if limit is None else limit}\n")
+    if answer["devices"]:
+        rows = [["Device", "Model", "Address", "First seen", "Last seen"]]
+        for d in answer["devices"]:
+            rows.append([d["identity"], d["model"] or "-", d["address"] or "-",
+                         formatTime(d["first-seen"]), formatTime(d["last-seen"])])
+        _table(rows, out)
+    return EXIT_OK
+
+
+def _cacheLine(cache: dict[str, Any]) -> str:
+    ratio = cache.get("hit-ratio")
+    return (f"{formatSize(cache.get('size'))} of {formatSize(cache.get('bound'))} in "
+            f"{cache.get('blobs')} blobs ({cache.get('filling') or 0} filling); hit ratio "
+            f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
+
+
+def cmdCache(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    action = options.action or "stats"
+    if action == "stats":
+        answer = client.call("GET", "/v1/cache")
+        if options.json:
+            _dumpJSON(answer, out)
+        else:
+            out.write(f"Cache {answer.get('directory') or ''}: {_cacheLine(answer)}\n")
+        return EXIT_OK
+    if action == "prune":
+        answer = client.call("POST", "/v1/cache/prune")
+        if options.json:
+            _dumpJSON(answer, out)
+        else:
+            result = answer.get("result") or {}
+            out.write(f"Removed {result.get('removed', '?')} blobs, "
+                      f"freed {formatSize(result.get('freed'))}; "
+                      f"cache now {_cacheLine(answer['cache'])}\n")
+        return EXIT_OK
+    answer = client.call("POST", "/v1/cache/verify")
+    if options.json:
+        _dumpJSON(answer, out)
+    elif answer["ok"]:
+        out.write("Every cached blob matches its sha3-384\n")
+    else:
+        out.write(f"Removed {len(answer['removed'])} corrupt blobs:\n")
+        for digest in answer["removed"]:
+            out.write(f"  {digest}\n")
+    return EXIT_OK if answer["ok"] else EXIT_PROBLEM
+
+
+def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    if options.action == "verify":
+        answer = client.call("GET", "/v1/audit/verify")
+        if options.json:
+            _dumpJSON(answer, out)
+        elif answer["ok"]:
+            head = answer.get("head")
+            out.write(f"Audit log intact: {answer['rows']} rows"
+                      + (f"; newest row {head['id']} has hash {head['row-hash']}" if head else "")
+                      + "\n")
+        else:
+            out.write(f"Audit log BROKEN at row {answer['first-bad-id']}: "
+                      f"{answer.get('reason', '')}\n")
+        return EXIT_OK if answer["ok"] else EXIT_PROBLEM
+    answer = client.call("GET", "/v1/audit", query={
+        "snap": options.snap, "since": options.since, "until": options.until})
+    if options.json:
+        _dumpJSON(answer, out)
+        return EXIT_OK
+    entries = answer["entries"]
+    if not entries:
+        out.write("No audit entries\n")
+        return EXIT_OK
+    rows = [["Id", "Time", "Actor", "Action", "Target", "Change"]]
+    for e in entries:
+        rows.append([str(e["id"]), formatTime(e["time"]), e["actor"], e["action"], e["target"],
+                     f"{_compact(e['before'])} -> {_compact(e['after'])}"])
+    _table(rows, out)
+    return EXIT_OK
+
+
+def cmdClientConfig(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("GET", "/v1/client-config")
+    if options.json:
+        _dumpJSON(answer, out)
+    elif options.cloud_init:
+        out.write(answer["cloud-init"])
+    elif options.forward:
+        out.write(answer["forward-proxy-script"])
+    else:
+        out.write(answer["script"])
+    return EXIT_OK
+
+
+def cmdCertificate(client: Optional[AdminClient], options: argparse.Namespace, out: TextIO) -> int:
+    from snapstore.tls import TLSConfigError, writeSelfSigned
+
+    if not options.selfsigned:
+        raise CommandError("only --selfsigned certificates can be made here; for a CA-signed "
+                           "one, point --store-endpoint ssl:...:privateKey=KEY:certKey=CERT "
+                           "at its files", EXIT_USAGE)
+    try:
+        keyPath, certPath = writeSelfSigned(options.out_dir, options.domain,
+                                            options.name or (), options.days, options.force)
+    except (TLSConfigError, ValueError) as error:
+        raise CommandError(str(error), EXIT_REFUSED)
+    keyPath, certPath = os.path.abspath(keyPath), os.path.abspath(certPath)
+    endpoint = f"ssl:8443:privateKey={_escape(keyPath)}:certKey={_escape(certPath)}"
+    if options.json:
+        _dumpJSON({"private-key": keyPath, "certificate": certPath, "store-endpoint": endpoint}, out)
+        return EXIT_OK
+    out.write(f"Wrote {keyPath} (private key, mode 0600) and {certPath}.\n"
+              f"Serve HTTPS with:\n  --store-endpoint {endpoint}\n"
+              f"Devices must trust {certPath}: 'snapstore client-config' prints the setup.\n")
+    return EXIT_OK
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _compact(value: Any) -> str:
+    if value is None:
+        return "-"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _dumpJSON(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# -- the parser ---------------------------------------------------------------
+
+
+def makeParser() -> argparse.ArgumentParser:
+    """
+    The command line: global options, then one verb (argparse
+    subcommands, so that later verbs such as C{export} and C{import} slot
+    in).
+    """
+    jsonParent = argparse.ArgumentParser(add_help=False)
+    jsonParent.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print the API's JSON answer, for scripts")
+    parser = argparse.ArgumentParser(
+        prog="snapstore",
+        description="Administer a running snapstore through its admin API.",
+        epilog="Exit codes: 0 ok; 1 a check failed; 2 usage; 3 admin API unreachable; "
+               "4 token refused; 5 request refused. Run the service with "
+               "'twistd -n snapstore'.",
+        parents=[jsonParent],
+    )
+    parser.add_argument("--admin", default=os.environ.get(ADMIN_ENV, DEFAULT_ADMIN),
+                        help=f"admin API URL [default: ${ADMIN_ENV} or {DEFAULT_ADMIN}]")
+    parser.add_argument("--token-file", default=os.environ.get(TOKEN_FILE_ENV),
+                        help=f"file holding the admin token [default: ${TOKEN_FILE_ENV}; "
+                             f"or the token itself in ${TOKEN_ENV}]")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for an answer [default: 120]")
+    parser.add_argument("--version", action="version", version=f"snapstore {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    def verb(name: str, handler: Any, helpText: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=helpText, description=helpText, parents=[jsonParent])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    verb("status", cmdStatus, "version, uptime, health, devices, cache, overrides")
+    verb("check-connections", cmdCheckConnections, "check that upstream and the database answer")
+    sub = verb("override", cmdOverride, "pin a snap's channels to revisions")
+    sub.add_argument("snap")
+    sub.add_argument("pins", nargs="+", metavar="CHANNEL=REVISION")
+    sub = verb("list-overrides", cmdListOverrides, "list a snap's overrides (all when no SNAP)")
+    sub.add_argument("snap", nargs="?")
+    sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
+    sub.add_argument("snap")
+    sub.add_argument("channels", nargs="+", metavar="CHANNEL")
+    sub = verb("devices", cmdDevices, "list devices seen in the last 24 hours")
+    sub.add_argument("--all", action="store_true", help="every device ever seen")
+    sub = verb("cache", cmdCache, "blob cache statistics; prune empties it, verify re-hashes it")
+    sub.add_argument("action", nargs="?", choices=("stats", "prune", "verify"), default="stats")
+    sub = verb("audit", cmdAudit, "list admin changes; 'audit verify' checks the hash chain")
+    sub.add_argument("action", nargs="?", choices=("list", "verify"), default="list")
+    sub.add_argument("--snap", help="only changes to this snap")
+    sub.add_argument("--since", type=parseTime, help="from this time (date, POSIX or 7d)")
+    sub.add_argument("--until", type=parseTime, help="before this time")
+    sub = verb("client-config", cmdClientConfig,
+               "print the setup a device needs (shell script by default)")
+    form = sub.add_mutually_exclusive_group()
+    form.add_argument("--cloud-init", action="store_true", help="a #cloud-config snippet")
+    form.add_argument("--forward", action="store_true", help="forward-proxy mode setup")
+    sub = verb("certificate", cmdCertificate,
+               "make a key and self-signed certificate for an ssl: store endpoint")
+    sub.add_argument("--selfsigned", action="store_true", required=True)
+    sub.add_argument("--domain", required=True, help="host name devices use (also an IP)")
+    sub.add_argument("--name", action="append", metavar="NAME",
+                     help="another host name or IP address for the subjectAltName (repeatable)")
+    sub.add_argument("--out-dir", default=".", help="where to write NAME.key and NAME.crt")
+    sub.add_argument("--days", type=int, default=825, help="validity [default: 825]")
+    sub.add_argument("--force", action="store_true", help="replace existing files")
+    sub.set_defaults(local=True)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
+         err: Optional[TextIO] = None) -> int:
+    """
+    Run the command.
+
+    @param argv: the arguments (without the program name); C{sys.argv[1:]}
+        when C{None}.
+    @return: the exit code (the console script exits with it).
+    """
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    parser = makeParser()
+    try:
+        options = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    if not hasattr(options, "json"):
+        options.json = False
+    try:
+        client = None
+        if not getattr(options, "local", False):
+            token = os.environ.get(TOKEN_ENV) or None
+            if options.token_file:
+                token = readToken(options.token_file)
+            client = AdminClient(options.admin, token, options.timeout)
+        return options.handler(client, options, out)
+    except CommandError as error:
+        err.write(f"snapstore: {error.message}\n")
+        return error.exitCode
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
