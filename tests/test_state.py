@@ -757,6 +757,36 @@ class PostgresStateStoreTests(StateStoreContractMixin, TestCase):
         self.flushLoggedErrors()
 
     @asyncTest
+    async def test_uriForms(self) -> None:
+        """
+        The documented URI forms reach the server: host and port, and a
+        local socket directory given as C{?host=}.
+        """
+        server = psycopg2.extensions.parse_dsn(pgtest.serverDSN())
+        user = server.get("user", "postgres")
+        name = self.database.name
+        forms = []
+        if not server.get("host", "").startswith("/"):
+            forms.append(f"postgresql://{user}@{server.get('host', '127.0.0.1')}"
+                         f":{server.get('port', 5432)}/{name}")
+        socketDirectory = "/run/postgresql"
+        if os.path.exists(os.path.join(socketDirectory, ".s.PGSQL.5432")):
+            forms.append(
+                f"postgresql:///{name}?host={socketDirectory}&user={user}")
+        if not forms:
+            raise SkipTest("no TCP server and no local socket to try")
+        for dsn in forms:
+            store = PostgresStateStore(reactor, dsn, clock=self.clock)
+            try:
+                await store.start()
+            except StateUnavailable as e:
+                if "host=" in dsn:
+                    raise SkipTest(f"local socket refused us: {e}")
+                raise
+            finally:
+                await store.close()
+
+    @asyncTest
     async def test_outage(self) -> None:
         """
         While the server cannot be reached at all, calls fail at once with
