@@ -87,13 +87,17 @@ class StoreRoot(Resource):
     @ivar relay: answers every other call under C{/v2/} and C{/api/v1/}.
     @ivar local: extra resources served by the proxy itself under
         C{/snapstore/} or C{/v1/} (media, client configuration).
+    @ivar assertions: answers C{/v2/assertions/...} (cached) when set;
+        otherwise the relay does.
     """
 
     def __init__(self, relay: IResource, download: IResource,
-                 remote: IResource, local: Optional[dict[bytes, IResource]] = None) -> None:
+                 remote: IResource, local: Optional[dict[bytes, IResource]] = None,
+                 assertions: Optional[IResource] = None) -> None:
         super().__init__()
         self.relay = relay
         self.download = download
+        self.assertions = assertions
         self.remote = remote
         self.local = dict(local or {})
         self.notFound = NotFoundResource()
@@ -107,6 +111,8 @@ class StoreRoot(Resource):
         if segments[:2] == [b"snapstore", b"remote"]:
             request.prepath.append(request.postpath.pop(0))
             return self.remote
+        if segments[:2] == [b"v2", b"assertions"] and self.assertions is not None:
+            return self.assertions
         if path in self.local:
             return self.local[path]
         if path in _RELAYED_ROOTS or (path == b"" and request.method == b"HEAD"):

@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_download -*-
+"""
+C{GET /v2/assertions/<type>/<key...>}: assertions, cached.
+
+Every device that installs a revision fetches the same C{snap-revision},
+C{account-key} and C{account} assertions; those never change once
+published (their primary key includes the content's digest or the key's
+fingerprint), so they are kept for good.  Others (C{snap-declaration},
+C{validation-set}, ...) can be revised, so they are kept for a short time,
+and served stale when upstream cannot be reached: a device that can install
+from the cache should not fail on a declaration it fetched ten minutes ago.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from snapstore.cache.documents import Document, DocumentCache
+from snapstore.store.errors import writeStoreError
+from snapstore.store.relay import copyResponseHead, outboundHeaders
+from snapstore.store.upstream import StoreUpstream, UpstreamError
+
+#: Assertion types whose content never changes for a given primary key.
+IMMUTABLE_TYPES = frozenset(["snap-revision", "account-key", "account"])
+#: Seconds other assertion types are served from the cache.
+MUTABLE_TTL = 600.0
+#: Largest assertion answer kept (an assertion stream of a big model can be
+#: a few hundred kilobytes).
+MAX_ASSERTION_SIZE = 4 << 20
+
+
+def assertionType(request: Request) -> str:
+    """
+    The assertion type of a C{/v2/assertions/<type>/...} request.
+    """
+    segments = request.path.split(b"/")
+    if len(segments) > 3 and segments[1:3] == [b"v2", b"assertions"]:
+        return segments[3].decode("ascii", "replace")
+    return ""
+
+
+class AssertionsResource(Resource):
+    """
+    Serves C{/v2/assertions/...} from a L{DocumentCache}, fetching misses
+    from upstream.  Anything but C{GET} goes to C{fallback} (the relay).
+
+    The cache key is the full path and query plus the C{Accept} header
+    (the store answers JSON or the assertion format depending on it).
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, reactor: Any, upstream: StoreUpstream, documents: DocumentCache,
+                 fallback: IResource, ttl: float = MUTABLE_TTL) -> None:
+        super().__init__()
+        self.clock = reactor
+        self.upstream = upstream
+        self.documents = documents
+        self.fallback = fallback
+        self.ttl = ttl
+
+    def render(self, request: Request) -> Any:
+        if request.method != b"GET":
+            return self.fallback.render(request)
+        self._answer(request).addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        self.log.failure("serving assertion {uri} failed", failure, uri=request.uri)
+        writeStoreError(request, 500, "internal-error", "the proxy failed to serve this assertion")
+
+    @staticmethod
+    def cacheKey(request: Request) -> str:
+        accept = request.getHeader(b"accept") or ""
+        if isinstance(accept, bytes):
+            accept = accept.decode("latin-1")
+        return request.uri.decode("latin-1") + "\n" + accept
+
+    def _fresh(self, kind: str, document: Document) -> bool:
+        if kind in IMMUTABLE_TYPES:
+            return True
+        return self.clock.seconds() - document.storedAt < self.ttl
+
+    @inlineCallbacks
+    def _answer(self, request: Request) -> Any:
+        key = self.cacheKey(request)
+        kind = assertionType(request)
+        cached = self.documents.get(key)
+        if cached is not None and self._fresh(kind, cached):
+            self._write(request, cached, b"HIT")
+            return
+        what = f"GET {request.path.decode('ascii', 'replace')}"
+        try:
+            response = yield self.upstream.request(
+                b"GET", self.upstream.url(request.uri), outboundHeaders(request))
+            body = yield self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
+        except UpstreamError as error:
+            if cached is not None:
+                self.log.warn("upstream failed ({message}); serving stale {uri}",
+                              message=error.message, uri=request.uri)
+                self._write(request, cached, b"STALE")
+                return
+            writeStoreError(request, error.status, error.code, error.message)
+            return
+        if response.code == 200:
+            mediaType = self._mediaType(response)
+            self.documents.put(key, body, mediaType)
+        elif response.code >= 500 and cached is not None:
+            self.log.warn("upstream answered {code}; serving stale {uri}",
+                          code=response.code, uri=request.uri)
+            self._write(request, cached, b"STALE")
+            return
+        copyResponseHead(response, request, keepLength=False)
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
+        request.write(body)
+        request.finish()
+
+    @staticmethod
+    def _mediaType(response: IResponse) -> bytes:
+        return (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+
+    @staticmethod
+    def _write(request: Request, document: Document, cache: bytes) -> None:
+        if request._disconnected:
+            return
+        headers = request.responseHeaders
+        if document.mediaType:
+            headers.setRawHeaders(b"content-type", [document.mediaType])
+        headers.setRawHeaders(b"content-length", [b"%d" % len(document.body)])
+        headers.setRawHeaders(b"x-cache", [cache])
+        if cache == b"STALE":
+            headers.setRawHeaders(b"warning", [b'110 snapstore "Response is Stale"'])
+        request.write(document.body)
+        request.finish()

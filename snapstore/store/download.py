@@ -1,0 +1,436 @@
+# -*- test-case-name: tests.test_download -*-
+"""
+C{GET /api/v1/snaps/download/<name>}: snap blobs, from the cache or from
+upstream while the cache fills.
+
+The relay rewrote every download URL of a store answer to this path and
+recorded the blob's upstream URL, size and sha3-384 in the state store, so
+a download knows what the bytes must be before fetching them.  A miss
+starts one upstream transfer (whatever the number of devices asking) into
+the cache, and every device is streamed the bytes as they arrive: snapd
+gives up when headers take 15 s, so nobody waits for the whole blob.
+
+Upstream answers the API path with a redirect to its CDN; the redirect is
+followed here, and the device's credentials are sent to the API host only,
+never to the CDN (as snapd itself does, LP#2027993).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional, Union
+from urllib.parse import urljoin
+
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from snapstore.cache.blobs import FillFailed
+from snapstore.cache.sender import BlobSender
+from snapstore.httpheaders import AUTHORIZATION_HEADERS, addVia, endToEnd
+from snapstore.interfaces import IBlobCache
+from snapstore.store.errors import writeStoreError
+from snapstore.store.relay import copyResponseHead
+from snapstore.store.streaming import relayBody
+from snapstore.store.upstream import StoreUpstream, UpstreamError
+
+DOWNLOAD_PATH = b"api/v1/snaps/download/"
+#: snapd abandons a download whose response headers take 15 s; answer
+#: with a 504 that says why a little before that.
+HEADER_TIMEOUT = 12.0
+#: An upstream body that sends nothing for this long is abandoned, so a
+#: stalled CDN cannot hold a fill (and every device waiting on it) forever.
+IDLE_TIMEOUT = 60.0
+MAX_REDIRECTS = 10
+BLOB_CONTENT_TYPE = b"application/octet-stream"
+UNSATISFIABLE = "unsatisfiable"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_REDIRECT_CODES = frozenset([301, 302, 303, 307, 308])
+# Headers of the device's request that must not reach upstream: those the
+# outbound connection sets itself, and those that would make a cache fill
+# anything but the whole, unencoded blob.
+_NOT_FORWARDED = frozenset([b"host", b"content-length", b"range", b"if-range",
+                            b"accept-encoding"])
+# Never sent past a redirect: the CDN is another party.
+_NOT_REDIRECTED = AUTHORIZATION_HEADERS | frozenset([b"cookie", b"cookie2"])
+# Upstream refusals that mean something to snapd (402: "please buy").
+_PASSED_STATUSES = frozenset([401, 402, 403, 404, 410])
+
+Range = Union[None, str, tuple[int, int]]
+
+
+def parseRange(value: Optional[bytes | str], size: int) -> Range:
+    """
+    Interpret a C{Range} header against a blob of C{size} bytes.
+
+    @return: C{None} to send the whole blob (no header, or one this proxy
+        does not honour, such as several ranges), L{UNSATISFIABLE}, or
+        C{(start, end)} with C{end} exclusive.
+    """
+    if not value:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    match = _RANGE.match(value)
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return UNSATISFIABLE
+        return (max(0, size - suffix), size)
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return UNSATISFIABLE
+    end = min(int(last) + 1, size) if last else size
+    return (start, end)
+
+
+def upstreamHeaders(request: Request, keepRange: bool = False) -> Headers:
+    """
+    The headers to fetch a blob with on behalf of C{request}: its end to
+    end headers (device identity and authorization included, for the API
+    host), without what would change the bytes upstream sends.
+    """
+    drop = _NOT_FORWARDED - {b"range"} if keepRange else _NOT_FORWARDED
+    headers = endToEnd(request.requestHeaders, drop=frozenset(drop))
+    addVia(headers)
+    return headers
+
+
+def redirectedHeaders(headers: Headers) -> Headers:
+    """
+    C{headers} without credentials, for a request to a redirect target.
+    """
+    copy = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in _NOT_REDIRECTED:
+            copy.setRawHeaders(name, list(values))
+    return copy
+
+
+class _Discard(Protocol):
+    """
+    Drops a body nobody needs (a redirect's), closing its connection.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+class _FillWriter(Protocol):
+    """
+    Writes an upstream body into a cache fill, and ends the fill the way
+    the body ended.
+    """
+
+    log = Logger()
+
+    def __init__(self, fill: Any, clock: Any, idleTimeout: float, what: str) -> None:
+        self.fill = fill
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.what = what
+        self._idle: Any = None
+
+    def connectionMade(self) -> None:
+        self._idle = self.clock.callLater(self.idleTimeout, self._stalled)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.fill.failure is not None:
+            return
+        self._idle.reset(self.idleTimeout)
+        try:
+            self.fill.write(data)
+        except OSError:
+            pass
+        if self.fill.failure is not None:
+            self._stop()
+
+    def _stalled(self) -> None:
+        self._idle = None
+        self.fill.abort(Failure(FillFailed(
+            f"upstream sent nothing for {self.idleTimeout:g}s while downloading {self.what}")))
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if self.fill.failure is not None:
+            return
+        if reason is not None and reason.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
+            self.fill.finish().addCallback(self._finished)
+        else:
+            message = reason.getErrorMessage() if reason is not None else "connection lost"
+            if hasattr(reason.value, "reasons"):
+                message = "; ".join(r.getErrorMessage() or r.type.__name__
+                                    for r in reason.value.reasons)
+            self.fill.abort(Failure(FillFailed(
+                f"upstream transfer of {self.what} broke off after "
+                f"{self.fill.written} of {self.fill.size} bytes: {message}")))
+
+    def _finished(self, committed: bool) -> None:
+        if committed:
+            self.log.info("cached {what} ({size} bytes, sha3-384 {digest})",
+                          what=self.what, size=self.fill.size, digest=self.fill.digest)
+
+
+class DownloadResource(Resource):
+    """
+    Serves C{/api/v1/snaps/download/<name>} (C{request.postpath == [name]}).
+
+    @ivar cache: the L{IBlobCache} blobs are kept in.
+    @ivar getBlob: C{name -> Deferred[BlobRecord | None]}, what the relay
+        recorded about the name.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, reactor: Any, upstream: StoreUpstream, state: Any,
+                 cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
+                 idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
+                 sendfile: bool = True) -> None:
+        """
+        @param state: provides C{getBlob(name)} (an L{IStateStore}).
+        @param offline: never contact upstream; misses are refused.
+        @param sendfile: C{False} disables the kernel copy for hits.
+        """
+        super().__init__()
+        self.clock = reactor
+        self.upstream = upstream
+        self.getBlob: Callable[[str], Any] = state.getBlob
+        self.cache = cache
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.offline = offline
+        self.sendfile = sendfile
+
+    # -- entry ---------------------------------------------------------------
+
+    def render(self, request: Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            request.responseHeaders.setRawHeaders(b"allow", [b"GET, HEAD"])
+            writeStoreError(request, 405, "method-not-allowed", "downloads take GET and HEAD")
+            return NOT_DONE_YET
+        name = request.postpath[0].decode("ascii", "replace") if len(request.postpath) == 1 else ""
+        if not _NAME.match(name):
+            writeStoreError(request, 404, "not-found", "no such download")
+            return NOT_DONE_YET
+        request.notifyFinish().addErrback(lambda _: None)
+        looked = maybeDeferred(self.getBlob, name)
+        looked.addCallback(self._serve, request, name)
+        looked.addErrback(self._failed, request, name)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request, name: str) -> None:
+        if failure.check(UpstreamError):
+            error = failure.value
+            self.log.warn("download {name} failed: {message}", name=name, message=error.message)
+            writeStoreError(request, error.status, error.code, error.message)
+            return
+        self.log.failure("download {name} failed", failure, name=name)
+        writeStoreError(request, 500, "internal-error", f"the proxy failed to serve {name}")
+
+    def _serve(self, record: Any, request: Request, name: str) -> Any:
+        if request._disconnected:
+            return None
+        if record is None:
+            if self.offline:
+                writeStoreError(request, 503, "offline",
+                                f"{name} is unknown to this offline proxy")
+                return None
+            # Not a URL the relay handed out: pass it through, unverified.
+            url = self.upstream.url(DOWNLOAD_PATH + name.encode("ascii"))
+            return self._relayUncached(request, url)
+        wanted = parseRange(request.getHeader(b"range"), record.size)
+        if wanted == UNSATISFIABLE:
+            request.responseHeaders.setRawHeaders(b"content-range", [b"bytes */%d" % record.size])
+            writeStoreError(request, 416, "range-not-satisfiable",
+                            f"{name} has {record.size} bytes")
+            return None
+        digest = record.sha3_384
+        blob = self.cache.open(digest)
+        if blob is not None:
+            self._send(request, blob, wanted, b"HIT")
+            return None
+        if request.method == b"HEAD":
+            self._writeHead(request, record.size, wanted, b"MISS")
+            request.finish()
+            return None
+        fill = self.cache.filling(digest)
+        if fill is None:
+            if self.offline:
+                writeStoreError(request, 503, "offline",
+                                f"{name} is not cached and this proxy is offline")
+                return None
+            fill = self.cache.beginFill(digest, record.size)
+            if fill is None:
+                self.log.warn("no room in the cache for {name} ({size} bytes); serving it uncached",
+                              name=name, size=record.size)
+                return self._relayUncached(request, record.url.encode("ascii"))
+            self._startFill(fill, record, request)
+        started = fill.whenStarted()
+        started.addCallback(lambda _: self._join(request, fill, wanted))
+        started.addErrback(self._failed, request, name)
+        return None
+
+    # -- answers ---------------------------------------------------------------
+
+    def _writeHead(self, request: Request, size: int, wanted: Range, cache: bytes) -> tuple[int, int]:
+        start, end = wanted if isinstance(wanted, tuple) else (0, size)
+        headers = request.responseHeaders
+        if isinstance(wanted, tuple):
+            request.setResponseCode(206)
+            headers.setRawHeaders(b"content-range", [b"bytes %d-%d/%d" % (start, end - 1, size)])
+        headers.setRawHeaders(b"content-type", [BLOB_CONTENT_TYPE])
+        headers.setRawHeaders(b"content-length", [b"%d" % (end - start)])
+        headers.setRawHeaders(b"accept-ranges", [b"bytes"])
+        headers.setRawHeaders(b"x-cache", [cache])
+        return start, end
+
+    def _join(self, request: Request, fill: Any, wanted: Range) -> None:
+        """
+        Stream a fill in progress to C{request}.
+        """
+        if request._disconnected:
+            return
+        try:
+            reader = fill.openReader()
+        except FillFailed as error:
+            writeStoreError(request, 502, "upstream-bad-response", str(error))
+            return
+        self._send(request, reader, wanted, b"MISS")
+
+    def _send(self, request: Request, source: Any, wanted: Range, cache: bytes) -> None:
+        start, end = self._writeHead(request, source.size, wanted, cache)
+        if request.method == b"HEAD" or start == end:
+            source.close()
+            request.write(b"")
+            request.finish()
+            return
+        request.write(b"")
+        sender = BlobSender(source, start, end, request, request.transport,
+                            sendfile=self.sendfile, clock=self.clock)
+        request.notifyFinish().addErrback(lambda _: sender.stopProducing())
+
+        def sent(_: int) -> None:
+            source.close()
+            if not request._disconnected:
+                request.finish()
+
+        def cut(reason: Failure) -> None:
+            source.close()
+            if reason.check(FillFailed):
+                self.log.warn("cutting off {uri} after {sent} bytes: {why}",
+                              uri=request.uri, sent=sender.sent, why=reason.getErrorMessage())
+                if request.transport is not None:
+                    request.transport.abortConnection()
+
+        sender.start().addCallbacks(sent, cut)
+
+    # -- upstream --------------------------------------------------------------
+
+    @inlineCallbacks
+    def fetch(self, method: bytes, url: bytes, headers: Headers) -> Any:
+        """
+        Request C{url}, following redirects (credentials dropped past the
+        first hop), within the header timeout overall.
+
+        @return: a Deferred firing with the final L{IResponse}.
+        """
+        deadline = self.clock.seconds() + self.headerTimeout
+        for _ in range(MAX_REDIRECTS + 1):
+            remaining = max(0.5, deadline - self.clock.seconds())
+            response = yield self.upstream.request(method, url, headers, timeout=remaining)
+            location = response.headers.getRawHeaders(b"location")
+            if response.code not in _REDIRECT_CODES or not location:
+                return response
+            response.deliverBody(_Discard())
+            url = urljoin(url.decode("ascii"), location[0].decode("ascii")).encode("ascii")
+            headers = redirectedHeaders(headers)
+            if response.code == 303:
+                method = b"GET" if method != b"HEAD" else method
+        raise UpstreamError(502, "upstream-bad-response",
+                            f"upstream redirected more than {MAX_REDIRECTS} times")
+
+    def _startFill(self, fill: Any, record: Any, request: Request) -> None:
+        """
+        Fetch C{record}'s blob into C{fill}; the transfer lives on if the
+        device that caused it goes away (others may be waiting, and the
+        blob is worth having).
+        """
+        what = record.name
+        fetching = self.fetch(b"GET", record.url.encode("ascii"), upstreamHeaders(request))
+
+        def answered(response: IResponse) -> None:
+            problem = self._checkBlobResponse(response, fill.size, what)
+            if problem is not None:
+                response.deliverBody(_Discard())
+                raise problem
+            response.deliverBody(_FillWriter(fill, self.clock, self.idleTimeout, what))
+            fill.start()
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(UpstreamError):
+                self.log.failure("fetching {what} failed", failure, what=what)
+                failure = Failure(UpstreamError(502, "upstream-error",
+                                                f"fetching {what} failed: {failure.getErrorMessage()}"))
+            else:
+                self.log.warn("cannot fetch {what}: {message}", what=what,
+                              message=failure.value.message)
+            fill.abort(failure)
+
+        fetching.addCallback(answered).addErrback(failed)
+
+    @staticmethod
+    def _checkBlobResponse(response: IResponse, size: int, what: str) -> Optional[UpstreamError]:
+        if response.code != 200:
+            status = response.code if response.code in _PASSED_STATUSES else 502
+            return UpstreamError(status, "upstream-bad-response",
+                                 f"upstream answered {response.code} to the download of {what}")
+        if isinstance(response.length, int) and response.length != size:
+            return UpstreamError(502, "upstream-bad-response",
+                                 f"upstream offers {response.length} bytes of {what}, "
+                                 f"the store said {size}")
+        encoding = (response.headers.getRawHeaders(b"content-encoding") or [b"identity"])[0]
+        if encoding.strip().lower() != b"identity":
+            return UpstreamError(502, "upstream-bad-response",
+                                 f"upstream sent {what} with content-encoding {encoding!r}")
+        return None
+
+    def _relayUncached(self, request: Request, url: bytes) -> Deferred[Any]:
+        """
+        Stream an upstream download through without caching or verifying
+        it (the Range header goes upstream as the device sent it).
+        """
+        fetching = self.fetch(request.method, url, upstreamHeaders(request, keepRange=True))
+
+        def relay(response: IResponse) -> Any:
+            copyResponseHead(response, request, keepLength=True)
+            request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
+            relayed = relayBody(response, request)
+            relayed.addErrback(lambda failure: self.log.warn(
+                "uncached download {url} cut: {why}", url=url, why=failure.getErrorMessage()))
+            return None
+
+        return fetching.addCallback(relay)
