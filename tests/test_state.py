@@ -735,6 +735,10 @@ class PostgresStateStoreTests(StateStoreContractMixin, TestCase):
         self.assertEqual(seenByA[1], {"kind": "setting",
                                       "key": "device-limit"})
         self.assertEqual(seenByA[0], seenByB[0])
+        # An event too large for NOTIFY arrives as a resync.
+        await a.setSetting("x" * 9000, 1, "alice")
+        await eventually(lambda: len(seenByB) == 3, "B to hear of it")
+        self.assertEqual(seenByB[2], {"kind": "resync"})
 
     @asyncTest
     async def test_reconnect(self) -> None:

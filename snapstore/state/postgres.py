@@ -58,6 +58,9 @@ from snapstore.state.operations import (
 #: The LISTEN/NOTIFY channel every node uses.
 CHANNEL = "snapstore_changes"
 
+#: The largest NOTIFY payload sent, in bytes (PostgreSQL's limit is 8000).
+MAX_PAYLOAD = 7900
+
 #: The advisory lock key serialising audit appends and migrations ("snap").
 LOCK_KEY = 0x736E6170
 
@@ -552,6 +555,11 @@ class PostgresStateStore(StateStoreBase):
                 announcements.append(instruction)
                 payload = json.dumps(dict(instruction.event,
                                           origin=self.origin))
+                if len(payload.encode("utf-8")) > MAX_PAYLOAD:
+                    # NOTIFY refuses payloads of 8000 bytes or more; a
+                    # resync says the same thing less precisely.
+                    payload = json.dumps({"kind": "resync",
+                                          "origin": self.origin})
                 await cursor.execute("SELECT pg_notify(%s, %s)",
                                      (CHANNEL, payload))
                 value = None
