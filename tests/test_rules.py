@@ -648,15 +648,21 @@ class AccessThroughProxyTests(TestCase):
         self.assertEqual(result["result"], "install")
         code, answer = await self.proxy.call(b"GET", "v2/snaps/info/secret")
         self.assertEqual((code, answer["error-list"][0]["code"]), (404, "name-not-found"))
-        # Even a device that knows the download URL gets nothing.
+        # Even a device that knows the download URL gets nothing, whether
+        # the proxy recorded the blob or not.
+        secretId = self.store.snapId("secret")
         await self.proxy.state.recordBlob(BlobRecord(
-            name=f"{self.store.snapId('secret')}_2.snap", sha3_384="0" * 96, size=1000,
-            url=self.store.downloadURL("secret", 2), snapId=self.store.snapId("secret"),
+            name=f"{secretId}_2.snap", sha3_384=self.store.blobDigest("secret", 2),
+            size=1000, url=self.store.downloadURL("secret", 2), snapId=secretId,
             snapName="secret", revision=2))
-        verdict = await self.proxy.rules.admitDownload(
-            (await self.proxy.state.getBlob(f"{self.store.snapId('secret')}_2.snap")),
-            _FakeWebRequest())
-        self.assertEqual(verdict.code, 404)
+        for name in (f"{secretId}_2.snap", f"{secretId}_3.snap"):
+            code, answer = await self.proxy.call(b"GET", f"api/v1/snaps/download/{name}")
+            self.assertEqual((code, answer["error-list"][0]["code"]), (404, "not-found"))
+        self.assertEqual(self.store.cdnDownloads("secret"), [])
+        self.assertEqual(self.store.count("GET", "/api/v1/snaps/download/"), 0)
+        code, blob = await self.proxy.call(b"GET", result["snap"]["download"]["url"]
+                                           [len(self.proxy.url):])
+        self.assertEqual((code, blob), (200, self.store.blobBytes("hello", 1)))
 
     def test_deniedSnapInvisible(self):
         """
@@ -667,27 +673,6 @@ class AccessThroughProxyTests(TestCase):
         from twisted.internet.defer import ensureDeferred
 
         return ensureDeferred(self._checks())
-
-
-class _FakeWebRequest:
-    """
-    Just enough of a L{twisted.web.server.Request} for
-    L{RulesService.describe}.
-    """
-
-    method = b"GET"
-    path = b"/api/v1/snaps/download/x_2.snap"
-    args: dict = {}
-
-    def __init__(self):
-        from twisted.web.http_headers import Headers
-
-        self.requestHeaders = Headers({b"x-ubuntu-architecture": [b"amd64"]})
-
-    def getClientAddress(self):
-        from twisted.internet.address import IPv4Address
-
-        return IPv4Address("TCP", "127.0.0.1", 1234)
 
 
 class CustomRuleTests(TestCase):

@@ -86,6 +86,11 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
     # --- end of download path ---
+    if rules is not None:
+        from snapstore.rules.gate import DownloadGate
+
+        # Admission rules (snap deny lists, device limit) before any blob.
+        download = DownloadGate(download, rules, state.getBlob)
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
                      local={b"v1": LocalV1(ClientConfig.fromSettings(settings))})
     site = Site(root)
