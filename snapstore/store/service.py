@@ -52,6 +52,7 @@ class StoreParts:
     @ivar services: services to start before listening.
     @ivar rules: the L{snapstore.rules.service.RulesService} or C{None}.
     @ivar metrics: the L{snapstore.admin.metrics.Metrics} the parts count in.
+    @ivar cache: the blob cache, for the admin API (stats, prune, verify).
     """
 
     site: Site
@@ -61,6 +62,7 @@ class StoreParts:
     services: list[IService]
     rules: Any = None
     metrics: Any = None
+    cache: Any = None
 
 
 def makeStoreParts(reactor: Any, settings: Settings, state: Any,
@@ -85,6 +87,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         services.append(rules)
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
+    cache = getattr(download, "cache", None)
     # --- end of download path ---
     if rules is not None:
         from snapstore.rules.gate import DownloadGate
@@ -96,7 +99,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     site = Site(root)
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
-    return StoreParts(site, root, state, upstream, services, rules, metrics)
+    return StoreParts(site, root, state, upstream, services, rules, metrics, cache)
 
 
 def _downloadResource(reactor: Any, settings: Settings, state: Any,
