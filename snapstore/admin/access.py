@@ -22,6 +22,9 @@ from typing import Any, Optional
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
 
+#: The log namespace of access events.
+ACCESS_NAMESPACE = "snapstore.access"
+
 #: The attribute holding a request's annotations.
 NOTES = "snapstoreAccess"
 
@@ -79,11 +82,11 @@ class AccessObserver:
     @ivar clock: gives the times the duration is measured with.
     """
 
-    log = Logger(namespace="snapstore.access")
-
     def __init__(self, metrics: Any, clock: Any) -> None:
         self.metrics = metrics
         self.clock = clock
+        # One namespace for every access line, to filter them by.
+        self.log = Logger(namespace=ACCESS_NAMESPACE, source=self)
 
     def requestFactory(self, channel: Any, queued: Any = None) -> "ObservedRequest":
         """

@@ -14,24 +14,77 @@ snapstore.admin.logs.jsonLogObserver}.
 
 from __future__ import annotations
 
+import datetime
+import json
 import sys
 from typing import IO, Any, Optional
 
 from twisted.application.service import IService, MultiService
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, formatEvent
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 
-def jsonLogObserver(output: Optional[IO[str]] = None) -> ILogObserver:
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def eventAsJSON(event: dict[str, Any]) -> str:
     """
-    A log observer writing each event as one JSON object per line
-    (C{twisted.logger}'s format, readable with C{eventsFromJSONLogFile}),
-    with a record separator-free layout that C{jq} and log shippers read.
+    One log event as one line of JSON: C{time} (ISO 8601, UTC), C{level},
+    C{namespace}, C{message} (the formatted text), C{traceback} for
+    failures, and every field of the event whose value is a plain scalar
+    (so the access log's C{status}, C{bytes}, C{device}... are columns).
 
-    @param output: a text file; standard output when C{None} (this is the
-        factory C{twistd --logger} calls without arguments).
+    This is flatter than C{twisted.logger.jsonFileLogObserver}'s format,
+    which serialises Twisted's internal keys; log shippers and C{jq} want
+    plain fields.
     """
-    return jsonFileLogObserver(output if output is not None else sys.stdout, recordSeparator="")
+    moment = event.get("log_time")
+    record: dict[str, Any] = {
+        "time": (datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
+                 .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                 if isinstance(moment, (int, float)) else None),
+        "level": getattr(event.get("log_level"), "name", None),
+        "namespace": event.get("log_namespace"),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["traceback"] = failure.getTraceback()
+        except Exception:
+            record["traceback"] = repr(failure)
+    for key, value in event.items():
+        if key.startswith("log_") or key in record or key in ("format", "message"):
+            continue
+        if isinstance(value, _SCALARS):
+            record[key] = value
+    return json.dumps(record, sort_keys=False, default=str)
+
+
+@implementer(ILogObserver)
+class JSONLineObserver:
+    """
+    Writes each event to a text file as L{eventAsJSON} and a newline.
+    """
+
+    def __init__(self, output: IO[Any]) -> None:
+        self.output = output
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.output.write(eventAsJSON(event) + "\n")
+        self.output.flush()
+
+
+def jsonLogObserver(output: Optional[IO[Any]] = None) -> ILogObserver:
+    """
+    A log observer writing one JSON object per line (see L{eventAsJSON}).
+
+    @param output: a file; standard output when C{None} (this is the
+        factory C{twistd --logger snapstore.admin.logs.jsonLogObserver}
+        calls without arguments).
+    """
+    return JSONLineObserver(output if output is not None else sys.stdout)
 
 
 class _LogFormatRoot(MultiService):

@@ -25,7 +25,14 @@ import re
 from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
+
+try:
+    # generate_latest writes the 0.0.4 text format; say so, since newer
+    # prometheus_client releases call a later version "latest".
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+except ImportError:  # older prometheus_client
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 #: Upstream answers in seconds: snapd gives up at 10 s, so finer steps below.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -219,4 +226,4 @@ class Metrics:
         """
         @return: the Prometheus text exposition and its content type.
         """
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii")
+        return generate_latest(self.registry), CONTENT_TYPE.encode("ascii")

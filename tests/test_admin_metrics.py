@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_admin_metrics -*-
+"""
+Tests for L{snapstore.admin.metrics} and C{/metrics}: the exposition
+parses, and the numbers move as requests flow through a running service.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from snapstore.admin.metrics import Metrics, endpointOf
+from snapstore.rules.verdicts import Abstain, Deny
+from tests.test_admin import RunningService
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Every sample of a Prometheus exposition, keyed by name and sorted
+    labels.
+    """
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+class MetricsUnitTests(SynchronousTestCase):
+    """
+    L{Metrics} on its own.
+    """
+
+    def test_endpointLabels(self):
+        """
+        Store paths map to a few endpoint labels; snap names never become
+        labels.
+        """
+        self.assertEqual(endpointOf(b"/v2/snaps/refresh"), "refresh")
+        self.assertEqual(endpointOf(b"/v2/snaps/info/hello"), "info")
+        self.assertEqual(endpointOf("/api/v1/snaps/download/abc_3.snap"), "download")
+        self.assertEqual(endpointOf(b"/v2/assertions/snap-revision/x"), "assertions")
+        self.assertEqual(endpointOf(b"/v2/future"), "other")
+        self.assertEqual(endpointOf(b"/favicon.ico"), "unknown")
+
+    def test_separateRegistries(self):
+        """
+        Two services' metrics do not share counters.
+        """
+        first, second = Metrics(), Metrics()
+        first.cacheHit(10)
+        self.assertEqual(samples(first.render()[0].decode())[("snapstore_cache_hits_total", ())], 1)
+        self.assertEqual(samples(second.render()[0].decode())[("snapstore_cache_hits_total", ())], 0)
+
+    def test_calls(self):
+        """
+        Each one-line call moves its metric.
+        """
+        metrics = Metrics()
+        metrics.tunnelOpened()
+        metrics.tunnelOpened()
+        metrics.tunnelClosed()
+        metrics.ruleVerdict("device-limit", Deny(403, "full"))
+        metrics.ruleVerdict("device-limit", Abstain())
+        metrics.fetchedUpstream(4096)
+        metrics.cacheMiss()
+        metrics.cacheHit(100)
+        metrics.devicesConnected(3, None)
+        found = samples(metrics.render()[0].decode())
+        self.assertEqual(found[("snapstore_forward_tunnels_active", ())], 1)
+        self.assertEqual(found[("snapstore_rule_verdicts_total",
+                                (("rule", "device-limit"), ("verdict", "deny")))], 1)
+        self.assertEqual(found[("snapstore_rule_verdicts_total",
+                                (("rule", "device-limit"), ("verdict", "abstain")))], 1)
+        self.assertEqual(found[("snapstore_upstream_fetched_bytes_total", ())], 4096)
+        self.assertEqual(found[("snapstore_connected_devices", ())], 3)
+        self.assertEqual(found[("snapstore_device_limit", ())], -1)
+        self.assertEqual(metrics.hitRatio(), 0.5)
+
+
+class MetricsEndpointTests(TestCase):
+    """
+    C{/metrics} on the admin endpoint of a running service.
+    """
+
+    @inlineCallbacks
+    def setUp(self):
+        self.service = yield RunningService(self).start()
+
+    @inlineCallbacks
+    def scrape(self):
+        response, body = yield self.service.get(self.service.adminURL + "/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(response.headers.getRawHeaders(b"content-type")[0].startswith(
+            b"text/plain; version=0.0.4"))
+        return samples(body.decode("utf-8"))
+
+    @inlineCallbacks
+    def test_requestsAndCache(self):
+        """
+        Requests are counted by endpoint and status, upstream latency is
+        observed for relayed calls, and downloads count as cache misses and
+        then hits, with the bytes served from the cache.
+        """
+        before = yield self.scrape()
+        self.assertNotIn(("snapstore_requests_total",
+                          (("endpoint", "refresh"), ("status", "200"))), before)
+        url = yield self.service.refresh()
+        first, content = yield self.service.download(url)
+        second, _ = yield self.service.download(url)
+        self.assertEqual((first, second), ("MISS", "HIT"))
+        yield self.service.get(self.service.storeURL + "/nothing/here")
+        after = yield self.scrape()
+        self.assertEqual(after[("snapstore_requests_total",
+                                (("endpoint", "refresh"), ("status", "200")))], 1)
+        self.assertEqual(after[("snapstore_requests_total",
+                                (("endpoint", "download"), ("status", "200")))], 2)
+        self.assertEqual(after[("snapstore_requests_total",
+                                (("endpoint", "unknown"), ("status", "404")))], 1)
+        self.assertEqual(after[("snapstore_upstream_latency_seconds_count",
+                                (("endpoint", "refresh"),))], 1)
+        self.assertEqual(after[("snapstore_cache_misses_total", ())], 1)
+        self.assertEqual(after[("snapstore_cache_hits_total", ())], 1)
+        self.assertEqual(after[("snapstore_cache_served_bytes_total", ())], len(content))
+
+    @inlineCallbacks
+    def test_upstreamFailure(self):
+        """
+        A relayed call upstream cannot answer is counted by error code and
+        as a 502 request.
+        """
+        yield self.service.fake.stop()
+        response, _ = yield self.service.get(self.service.storeURL + "/v2/snaps/info/hello")
+        self.assertEqual(response.code, 502)
+        found = yield self.scrape()
+        self.assertEqual(found[("snapstore_upstream_errors_total",
+                                (("code", "upstream-unreachable"),))], 1)
+        self.assertEqual(found[("snapstore_requests_total",
+                                (("endpoint", "info"), ("status", "502")))], 1)
+
+    @inlineCallbacks
+    def test_statusPublishesGauges(self):
+        """
+        The device and cache gauges follow what C{status} found.
+        """
+        from snapstore.state.records import Device
+
+        yield self.service.state().recordDevice(Device("b/m/s1"))
+        code, _, err = yield self.service.cli("status")
+        self.assertEqual(code, 0, err)
+        found = yield self.scrape()
+        self.assertEqual(found[("snapstore_connected_devices", ())], 1)
+        self.assertEqual(found[("snapstore_cache_bound_bytes", ())], 20 << 30)
