@@ -128,7 +128,8 @@ class _ConnectClient(Protocol):
         self.clock = clock
         self.target = target
         self.authorization = authorization
-        self.factory = factory
+        # Not 'factory': Factory.buildProtocol overwrites that attribute.
+        self.innerFactory = factory
         self.established = established
         self.timeout = timeout
         self.inner: Optional[Any] = None
@@ -151,8 +152,7 @@ class _ConnectClient(Protocol):
             self._timer.cancel()
             self._timer = None
         if not self.established.called:
-            established, self.established = self.established, Deferred()
-            established.errback(Failure(reason))
+            self.established.errback(Failure(reason))
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -181,7 +181,7 @@ class _ConnectClient(Protocol):
             self._timer.cancel()
             self._timer = None
         rest, self._buffer = self._buffer[end:], b""
-        inner = self.factory.buildProtocol(self.transport.getPeer())
+        inner = self.innerFactory.buildProtocol(self.transport.getPeer())
         if inner is None:
             self._fail(TunnelError(0, "connection refused by the local factory"))
             return

@@ -1,0 +1,203 @@
+"""
+Tests for L{snapstore.outbound}: the outbound agent and dialers, alone and
+chained through snapstore's own forward proxy as the parent proxy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.protocols.portforward import ProxyFactory
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from snapstore.forward.auth import hashPassword
+from snapstore.outbound import (
+    DirectDialer, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent, makeDialer,
+)
+from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
+from tests.helpers import MemoryBlobs, testSettings
+from tests.test_forward_clients import CURL, CLEAN_ENV, untilTunnelsClosed
+from tests.tlshelpers import TestAuthority
+
+
+class ParentProxyTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        parent = ParentProxy("http://u%40x:p%3Aw@proxy.lan:3129/")
+        self.assertEqual((parent.host, parent.port), ("proxy.lan", 3129))
+        self.assertEqual(parent.authorization, b"Basic dUB4OnA6dw==")
+        self.assertEqual(ParentProxy("http://proxy.lan/").port, 80)
+        self.assertRaises(ValueError, ParentProxy, "https://proxy.lan/")
+
+    def test_choice(self) -> None:
+        plain = testSettings(self)
+        chained = testSettings(self, upstream_proxy="http://127.0.0.1:3128")
+        self.assertIsInstance(makeDialer(reactor, plain), DirectDialer)
+        self.assertIsInstance(makeDialer(reactor, chained), ParentDialer)
+        self.assertIsInstance(makeAgent(reactor, plain), Agent)
+        self.assertIsInstance(makeAgent(reactor, chained), ParentProxyAgent)
+
+
+class ChainTests(TestCase):
+    """
+    The service's outbound traffic through a parent proxy, which here is
+    snapstore's own forward proxy in front of the fake store.
+    """
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        from tests.fakestore import FakeStore
+
+        self.store = FakeStore(reactor, hostname="fakestore.test")
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 50_000)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        self.authority = TestAuthority()
+        self.caFile = self.authority.writeCA(self.mktemp())
+        tls = SSL4ServerEndpoint(reactor, 0, self.authority.serverOptions(),
+                                 interface="127.0.0.1")
+        tlsListener = await tls.listen(ProxyFactory("127.0.0.1", self.store.apiPort))
+        self.addCleanup(tlsListener.stopListening)
+        self.tlsPort = tlsListener.getHost().port
+        self.passwords = self.mktemp()
+        with open(self.passwords, "w") as passwordFile:
+            passwordFile.write("svc:" + hashPassword("pw", iterations=1000) + "\n")
+        self.parentSettings = proxySettings(self, proxy_connect_ports=str(self.tlsPort))
+        self.parent, self.parentPort = await startProxy(self, self.parentSettings)
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    def agent(self, proxyURL: str | None = None):
+        settings = testSettings(self, upstream_proxy=proxyURL or
+                                f"http://127.0.0.1:{self.parentPort}", upstream_ca=self.caFile)
+        return makeAgent(reactor, settings, self.pool)
+
+    async def get(self, agent, url: str):
+        response = await agent.request(b"GET", url.encode(), Headers({b"user-agent": [b"t"]}))
+        return response, await readBody(response)
+
+    async def test_httpInAbsoluteForm(self) -> None:
+        response, body = await self.get(
+            self.agent(), f"http://fakestore.test:{self.store.apiPort}/v2/snaps/info/hello")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(body)["name"], "hello")
+        entry = self.parent.accessLog.entries[-1]
+        self.assertEqual((entry.method, entry.status), ("GET", 200))
+        self.assertTrue(entry.target.startswith("http://fakestore.test:"))
+
+    async def test_httpsThroughConnect(self) -> None:
+        """
+        C{https://} goes through CONNECT and TLS is verified against the
+        origin's name with C{--upstream-ca}.
+        """
+        response, body = await self.get(
+            self.agent(), f"https://fakestore.test:{self.tlsPort}/v2/snaps/info/hello")
+        self.assertEqual((response.code, json.loads(body)["name"]), (200, "hello"))
+        await self.pool.closeCachedConnections()
+        await untilTunnelsClosed(self.parent)
+        entry = self.parent.accessLog.entries[-1]
+        self.assertEqual((entry.method, entry.target, entry.status),
+                         ("CONNECT", f"fakestore.test:{self.tlsPort}", 200))
+
+    async def test_parentRefusal(self) -> None:
+        """
+        A CONNECT the parent refuses fails with L{TunnelError} naming its
+        status.
+        """
+        settings = attrs.evolve(self.parentSettings, proxyConnectPorts=(1,))
+        parent, port = await startProxy(self, settings)
+        failure = None
+        try:
+            await self.get(self.agent(f"http://127.0.0.1:{port}"),
+                           f"https://fakestore.test:{self.tlsPort}/")
+        except Exception as error:
+            failure = error
+        self.assertIsNotNone(failure)
+        reasons = getattr(failure, "reasons", [None])
+        value = reasons[0].value if reasons[0] is not None else failure
+        self.assertIsInstance(value, TunnelError)
+        self.assertEqual(value.code, 403)
+
+    async def test_parentCredentials(self) -> None:
+        settings = attrs.evolve(self.parentSettings, proxyAuthFile=self.passwords)
+        parent, port = await startProxy(self, settings)
+        # Built directly: config.parseURL drops the password of a URL.
+        agentSettings = attrs.evolve(testSettings(self, upstream_ca=self.caFile),
+                                     upstreamProxy=f"http://svc:pw@127.0.0.1:{port}/")
+        agent = makeAgent(reactor, agentSettings, self.pool)
+        for scheme, port_ in (("http", self.store.apiPort), ("https", self.tlsPort)):
+            response, body = await self.get(
+                agent, f"{scheme}://fakestore.test:{port_}/v2/snaps/info/hello")
+            self.assertEqual(response.code, 200, scheme)
+        await self.pool.closeCachedConnections()
+        await untilTunnelsClosed(parent)
+        self.assertEqual({entry.user for entry in parent.accessLog.entries}, {"svc"})
+
+    async def test_storeRelayChained(self) -> None:
+        """
+        snapstore's store endpoint, with C{--upstream-proxy} pointing at
+        snapstore's own forward proxy, relays to the fake store through it.
+        """
+        from snapstore.store.service import makeStoreParts
+
+        settings = testSettings(
+            self, upstream=f"https://fakestore.test:{self.tlsPort}/", upstream_ca=self.caFile,
+            upstream_proxy=f"http://127.0.0.1:{self.parentPort}")
+        parts = makeStoreParts(reactor, settings, MemoryBlobs())
+        for service in parts.services:
+            service.startService()
+            self.addCleanup(service.stopService)
+        storePort = (await listen(self, parts.site)).getHost().port
+        client = Agent(reactor, pool=self.pool)
+        response, body = await self.get(client,
+                                        f"http://127.0.0.1:{storePort}/v2/snaps/info/hello")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(json.loads(body)["name"], "hello")
+        self.assertEqual(self.store.count("GET", "/v2/snaps/info/hello"), 1)
+        for service in parts.services:
+            await service.stopService()
+        await untilTunnelsClosed(self.parent)
+        self.assertIn(("CONNECT", f"fakestore.test:{self.tlsPort}", 200),
+                      [(e.method, e.target, e.status) for e in self.parent.accessLog.entries])
+
+    async def test_forwardProxyChained(self) -> None:
+        """
+        A forward proxy with a parent sends tunnels and relayed requests
+        through it.
+        """
+        if CURL is None:
+            raise self.skipTest("curl is not installed")
+        # curl's TLS handshake fails against portforward behind TLS (with or
+        # without proxies), so the TLS origin here is a plain web site.
+        root, echo, flood = originRoot()
+        tls = SSL4ServerEndpoint(reactor, 0, self.authority.serverOptions(),
+                                 interface="127.0.0.1")
+        tlsListener = await tls.listen(siteFactory(root))
+        self.addCleanup(tlsListener.stopListening)
+        tlsPort = tlsListener.getHost().port
+        parent, parentPort = await startProxy(
+            self, proxySettings(self, proxy_connect_ports=str(tlsPort)))
+        settings = proxySettings(self, proxy_connect_ports=str(tlsPort),
+                                 upstream_proxy=f"http://127.0.0.1:{parentPort}")
+        child, childPort = await startProxy(self, settings)
+        for url, expected in ((f"https://fakestore.test:{tlsPort}/echo", b"echo:GET:"),
+                              (f"http://fakestore.test:{self.store.apiPort}/v2/snaps/info/hello",
+                               b'"name": "hello"')):
+            out, err, code = await getProcessOutputAndValue(
+                CURL, ["-sS", "--cacert", self.caFile, "-x", f"http://127.0.0.1:{childPort}", url],
+                env=CLEAN_ENV, reactor=reactor)
+            self.assertEqual(code, 0, err)
+            self.assertIn(expected, out)
+        self.parent = parent
+        await untilTunnelsClosed(child)
+        await untilTunnelsClosed(self.parent)
+        seen = {(e.method, e.status) for e in self.parent.accessLog.entries}
+        self.assertEqual(seen, {("CONNECT", 200), ("GET", 200)})
+        get = [e for e in self.parent.accessLog.entries if e.method == "GET"][0]
+        self.assertTrue(get.target.startswith("http://fakestore.test:"))
