@@ -742,3 +742,85 @@ class CustomRuleTests(TestCase):
             self.assertEqual(self.store.count("GET", "/v2/snaps/info/"), 1)
 
         return ensureDeferred(check())
+
+
+class AssertionPolicyTests(TestCase):
+    """
+    The assertion cache keeps each type as long as the cache rule of
+    C{rules.d} says.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.internet.defer import ensureDeferred
+        from twisted.web.client import Agent
+        from twisted.web.server import Site
+
+        from snapstore.cache.documents import DocumentCache
+        from snapstore.outbound import makePool
+        from snapstore.store.assertions import AssertionsResource
+        from snapstore.store.resource import NotFoundResource, StoreRoot
+        from snapstore.store.upstream import StoreUpstream
+        from tests.helpers import listen
+
+        async def setUp():
+            self.store = FakeStore(reactor)
+            self.store.addSnap("hello")
+            self.store.addRevision("hello", 1, 1000)
+            await self.store.start()
+            self.addCleanup(self.store.stop)
+            pool = makePool(reactor)
+            self.addCleanup(pool.closeCachedConnections)
+            upstream = StoreUpstream(Agent(reactor, pool=pool), self.store.apiURL, reactor, 10)
+            self.clock = Clock()
+            directory = copyShipped(self)
+            path = os.path.join(directory, "60-cache.py")
+            with open(path) as f:
+                source = f.read()
+            with open(path, "w") as f:
+                f.write(source.replace('"snap-declaration": 600,', '"snap-declaration": 60,'))
+            self.rules = RulesService(directory, RuleEnv(state=MemoryState(), clock=self.clock))
+            assertions = AssertionsResource(self.clock, upstream, DocumentCache(self.clock),
+                                            NotFoundResource(), policy=self.rules.assertionPolicy)
+            site = Site(StoreRoot(NotFoundResource(), NotFoundResource(), NotFoundResource(),
+                                  assertions=assertions))
+            port = await listen(self, site)
+            self.base = f"http://127.0.0.1:{port}/"
+
+        return ensureDeferred(setUp())
+
+    async def fetch(self, path):
+        from twisted.web.client import readBody
+
+        from tests.helpers import testAgent
+
+        response = await testAgent(self).request(b"GET", (self.base + path).encode())
+        await readBody(response)
+        self.assertEqual(response.code, 200)
+        return response.headers.getRawHeaders(b"x-cache")[0]
+
+    def test_ttlFromRules(self):
+        """
+        A snap-declaration is served from the cache for the seconds the
+        (edited) cache rule gives and fetched again after; a snap-revision
+        is kept for good.
+        """
+        from twisted.internet.defer import ensureDeferred
+
+        async def check():
+            declaration = f"v2/assertions/snap-declaration/16/{self.store.snapId('hello')}"
+            digest = self.store.blob("hello", 1).digestBase64
+            revision = f"v2/assertions/snap-revision/{digest}"
+            self.assertEqual([await self.fetch(declaration), await self.fetch(revision)],
+                             [b"MISS", b"MISS"])
+            self.clock.advance(59)
+            self.assertEqual(await self.fetch(declaration), b"HIT")
+            self.clock.advance(2)
+            self.assertEqual(await self.fetch(declaration), b"MISS")
+            self.clock.advance(30 * 24 * 3600)
+            self.assertEqual(await self.fetch(revision), b"HIT")
+            self.assertEqual(self.rules.assertionPolicy("snap-declaration").ttl, 60)
+
+        return ensureDeferred(check())

@@ -14,7 +14,7 @@ import signal
 from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from snapstore.rules.devices import (
@@ -176,6 +176,17 @@ class RulesService(Service):
         @see: L{RuleSet.cachePolicy}
         """
         return self.ruleSet.cachePolicy(request, response)
+
+    def assertionPolicy(self, assertionType: str, code: int = 200) -> Any:
+        """
+        The cache policy for an assertion of C{assertionType} that upstream
+        answered with C{code}: what the assertion cache asks (see
+        C{60-cache.py}).
+
+        @return: a L{snapstore.rules.values.CachePolicy}.
+        """
+        return self.ruleSet.cachePolicy(
+            None, ResponseHead("assertion", code, (), assertionType))
 
     def deviceStatus(self) -> Deferred[DeviceStatus]:
         """

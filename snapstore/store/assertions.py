@@ -13,7 +13,7 @@ from the cache should not fail on a declaration it fetched ten minutes ago.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -53,14 +53,21 @@ class AssertionsResource(Resource):
 
     The cache key is the full path and query plus the C{Accept} header
     (the store answers JSON or the assertion format depending on it).
+
+    @ivar policy: C{(assertion type, status) -> CachePolicy} (the cache
+        rule of C{rules.d}, L{snapstore.rules.service.RulesService.assertionPolicy}),
+        deciding whether and how long a type is kept; C{None} uses
+        L{IMMUTABLE_TYPES} and C{ttl}.
     """
 
     isLeaf = True
     log = Logger()
 
     def __init__(self, reactor: Any, upstream: StoreUpstream, documents: DocumentCache,
-                 fallback: IResource, ttl: float = MUTABLE_TTL) -> None:
+                 fallback: IResource, ttl: float = MUTABLE_TTL,
+                 policy: Optional[Callable[[str, int], Any]] = None) -> None:
         super().__init__()
+        self.policy = policy
         self.clock = reactor
         self.upstream = upstream
         self.documents = documents
@@ -85,6 +92,11 @@ class AssertionsResource(Resource):
         return request.uri.decode("latin-1") + "\n" + accept
 
     def _fresh(self, kind: str, document: Document) -> bool:
+        if self.policy is not None:
+            policy = self.policy(kind, 200)
+            if not policy.cache:
+                return False
+            return policy.ttl is None or self.clock.seconds() - document.storedAt < policy.ttl
         if kind in IMMUTABLE_TYPES:
             return True
         return self.clock.seconds() - document.storedAt < self.ttl
@@ -110,7 +122,8 @@ class AssertionsResource(Resource):
                 return
             writeStoreError(request, error.status, error.code, error.message)
             return
-        if response.code == 200:
+        if response.code == 200 and (self.policy is None
+                                     or self.policy(kind, response.code).cache):
             mediaType = self._mediaType(response)
             self.documents.put(key, body, mediaType)
         elif response.code >= 500 and cached is not None:

@@ -96,6 +96,9 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         download = DownloadGate(download, rules, state.getBlob)
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
                      local={b"v1": LocalV1(ClientConfig.fromSettings(settings))})
+    if rules is not None and getattr(root, "assertions", None) is not None:
+        # How long each assertion type is kept comes from the cache rule.
+        root.assertions.policy = rules.assertionPolicy
     site = Site(root)
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
