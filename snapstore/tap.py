@@ -145,6 +145,11 @@ def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts:
 
     if not settings.adminEndpoint:
         return
+    metrics = getattr(parts, "metrics", None)
+    if metrics is not None and settings.proxyEndpoint:
+        # The forward proxy counts its tunnels; the gauge reads the count.
+        proxy = top.getServiceNamed("proxy-endpoint")
+        metrics.watchTunnels(lambda: getattr(proxy.factory, "tunnels", 0))
     try:
         site = makeAdminSite(reactor, settings, parts)
     except ValueError as error:

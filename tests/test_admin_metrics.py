@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from snapstore.admin.metrics import Metrics, endpointOf
 from snapstore.rules.verdicts import Abstain, Deny
+from tests.fakestore import FakeStore
 from tests.test_admin import RunningService
 
 
@@ -152,3 +153,70 @@ class MetricsEndpointTests(TestCase):
         found = yield self.scrape()
         self.assertEqual(found[("snapstore_connected_devices", ())], 1)
         self.assertEqual(found[("snapstore_cache_bound_bytes", ())], 20 << 30)
+
+
+class PartsMetricsTests(TestCase):
+    """
+    The counts other parts feed: rule verdicts, blob bytes fetched
+    upstream, open forward-proxy tunnels.
+    """
+
+    @inlineCallbacks
+    def test_verdictsAndFetchedBytes(self):
+        """
+        Each verdict of a loaded rule is counted by rule name, and a cache
+        fill counts the bytes it fetched upstream.
+        """
+        from tests.test_admin import DEVICE_LIMIT
+
+        service = yield RunningService(self).start(rules={"20-device-limit.py": DEVICE_LIMIT})
+        self.service = service
+        url = yield service.refresh()
+        yield service.download(url)
+        response, body = yield service.get(service.adminURL + "/metrics")
+        found = samples(body.decode())
+        self.assertGreaterEqual(found[("snapstore_rule_verdicts_total",
+                                       (("rule", "device-limit"), ("verdict", "abstain")))], 2)
+        self.assertEqual(found[("snapstore_upstream_fetched_bytes_total", ())], 3000)
+
+    @inlineCallbacks
+    def test_tunnels(self):
+        """
+        The active-tunnel gauge shows a CONNECT tunnel while it is open.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Protocol
+
+        from tests.test_admin import freePort
+
+        fake = FakeStore(reactor)
+        yield fake.start()
+        self.addCleanup(fake.stop)
+        proxyPort = freePort()
+        service = yield RunningService(self).start(
+            "--proxy-endpoint", f"tcp:{proxyPort}:interface=127.0.0.1",
+            "--proxy-connect-ports", str(fake.apiPort),
+            "--proxy-allow-internal", "127.0.0.1", fake=fake)
+
+        class Client(Protocol):
+            def __init__(self):
+                self.answered = Deferred()
+                self.received = b""
+
+            def dataReceived(self, data):
+                self.received += data
+                if b"\r\n\r\n" in self.received and not self.answered.called:
+                    self.answered.callback(self.received)
+
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxyPort),
+                                       Client())
+        client.transport.write(
+            f"CONNECT 127.0.0.1:{fake.apiPort} HTTP/1.1\r\nHost: 127.0.0.1:{fake.apiPort}\r\n\r\n"
+            .encode())
+        head = yield client.answered
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        response, body = yield service.get(service.adminURL + "/metrics")
+        self.assertEqual(samples(body.decode())[("snapstore_forward_tunnels_active", ())], 1)
+        client.transport.loseConnection()

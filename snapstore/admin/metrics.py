@@ -189,6 +189,14 @@ class Metrics:
         """
         self.activeTunnels.dec()
 
+    def watchTunnels(self, count: Any) -> None:
+        """
+        Read the active-tunnel gauge from C{count()} at each scrape, for a
+        forward proxy that keeps its own count (instead of calling
+        L{tunnelOpened} and L{tunnelClosed}).
+        """
+        self.activeTunnels.set_function(count)
+
     def ruleVerdict(self, ruleName: str, verdict: Any) -> None:
         """
         Count a verdict (an C{Allow}/C{Deny}/C{Abstain} object or a name)

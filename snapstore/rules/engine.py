@@ -90,6 +90,10 @@ class RuleSet:
 
     log = Logger()
 
+    #: Called with C{(ruleName, verdict)} for each verdict a rule gives
+    #: (C{"error"} when it raised), for metrics; C{None}: nobody listens.
+    verdictObserver: Optional[Any] = None
+
     def __init__(self, rules: Sequence[Any] = (), files: Sequence[str] = ()) -> None:
         self.rules = tuple(rules)
         self.files = tuple(files)
@@ -157,9 +161,11 @@ class RuleSet:
             try:
                 verdict = await maybeDeferred(ask, rule)
             except Exception:
+                self._noteVerdict(rule, "error")
                 self.log.failure("rule {rule} raised on {what}; refusing",
                                  rule=_describe(rule), what=what)
                 return RuleFailed(_describe(rule), "raised").verdict()
+            self._noteVerdict(rule, verdict)
             if isinstance(verdict, Abstain):
                 continue
             if isinstance(verdict, (Allow, Deny)):
@@ -168,6 +174,13 @@ class RuleSet:
                            rule=_describe(rule), verdict=verdict)
             return RuleFailed(_describe(rule), "answered no verdict").verdict()
         return Allow() if default is None else default
+
+    def _noteVerdict(self, rule: Any, verdict: Any) -> None:
+        if self.verdictObserver is not None:
+            try:
+                self.verdictObserver(_describe(rule), verdict)
+            except Exception:
+                self.log.failure("verdict observer failed")
 
     # -- amendments ----------------------------------------------------------
 

@@ -99,6 +99,7 @@ class RulesService(Service):
             self.log.error("Rules reload failed, keeping the {count} rules loaded "
                            "before: {error}", count=len(self.ruleSet.rules), error=str(error))
             return False
+        new.verdictObserver = self.ruleSet.verdictObserver
         old, self.ruleSet = self.ruleSet, new
         old.close()
         self.log.info("Reloaded {count} rules from {directory}: {names}",

@@ -140,8 +140,10 @@ class _FillWriter(Protocol):
 
     log = Logger()
 
-    def __init__(self, fill: Any, clock: Any, idleTimeout: float, what: str) -> None:
+    def __init__(self, fill: Any, clock: Any, idleTimeout: float, what: str,
+                 metrics: Any = None) -> None:
         self.fill = fill
+        self.metrics = metrics
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.what = what
@@ -154,6 +156,8 @@ class _FillWriter(Protocol):
         if self.fill.failure is not None:
             return
         self._idle.reset(self.idleTimeout)
+        if self.metrics is not None:
+            self.metrics.fetchedUpstream(len(data))
         try:
             self.fill.write(data)
         except OSError:
@@ -209,13 +213,16 @@ class DownloadResource(Resource):
     def __init__(self, reactor: Any, upstream: StoreUpstream, state: Any,
                  cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
-                 sendfile: bool = True) -> None:
+                 sendfile: bool = True, metrics: Any = None) -> None:
         """
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
         @param offline: never contact upstream; misses are refused.
         @param sendfile: C{False} disables the kernel copy for hits.
+        @param metrics: a L{snapstore.admin.metrics.Metrics} counting the
+            blob bytes fetched upstream, or C{None}.
         """
         super().__init__()
+        self.metrics = metrics
         self.clock = reactor
         self.upstream = upstream
         self.getBlob: Callable[[str], Any] = state.getBlob
@@ -387,7 +394,8 @@ class DownloadResource(Resource):
             if problem is not None:
                 response.deliverBody(_Discard())
                 raise problem
-            response.deliverBody(_FillWriter(fill, self.clock, self.idleTimeout, what))
+            response.deliverBody(_FillWriter(fill, self.clock, self.idleTimeout, what,
+                                             self.metrics))
             fill.start()
 
         def failed(failure: Failure) -> None:
@@ -429,6 +437,8 @@ class DownloadResource(Resource):
             copyResponseHead(response, request, keepLength=True)
             request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
             relayed = relayBody(response, request)
+            if self.metrics is not None:
+                relayed.addCallback(self.metrics.fetchedUpstream)
             relayed.addErrback(lambda failure: self.log.warn(
                 "uncached download {url} cut: {why}", url=url, why=failure.getErrorMessage()))
             return None

@@ -85,9 +85,12 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     services: list[IService] = [PoolService(pool)]
     if rules is not None:
         services.append(rules)
+        rules.ruleSet.verdictObserver = metrics.ruleVerdict
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
     cache = getattr(download, "cache", None)
+    if hasattr(download, "metrics"):
+        download.metrics = metrics
     # --- end of download path ---
     if rules is not None:
         from snapstore.rules.gate import DownloadGate
