@@ -824,3 +824,64 @@ class AssertionPolicyTests(TestCase):
             self.assertEqual(self.rules.assertionPolicy("snap-declaration").ttl, 60)
 
         return ensureDeferred(check())
+
+
+class TwistdReloadTests(TestCase):
+    """
+    The real C{twistd -n snapstore} process reloads its rules on C{SIGHUP}.
+    """
+
+    timeout = 120
+
+    def test_sighup(self):
+        """
+        Adding a rule that refuses everything and sending C{SIGHUP} makes
+        the running service refuse calls; a broken edit and another
+        C{SIGHUP} keep that rule set.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.defer import ensureDeferred
+        from twisted.internet.task import deferLater
+
+        from tests.processes import startTwistd
+
+        async def check():
+            store = FakeStore(reactor)
+            store.addSnap("hello")
+            store.addRevision("hello", 1, 1000)
+            await store.start()
+            self.addCleanup(store.stop)
+            directory = copyShipped(self)
+            process, port = await startTwistd(
+                self, "--upstream", store.apiURL, "--proxy-endpoint", "none",
+                "--admin-endpoint", "none", "--data-dir", os.path.abspath(self.mktemp()),
+                "--config", "/dev/null", "--rules-dir", directory)
+            proxy = Proxy(self, store.apiURL, directory)
+            proxy.url = f"http://127.0.0.1:{port}/"
+
+            async def infoCode():
+                code, _ = await proxy.call(b"GET", "v2/snaps/info/hello")
+                return code
+
+            async def waitFor(code):
+                for _ in range(100):
+                    if await infoCode() == code:
+                        return
+                    await deferLater(reactor, 0.1, lambda: None)
+                self.fail(f"no {code} after SIGHUP:\n{process.output}")
+
+            self.assertEqual(await infoCode(), 200)
+            writeRules(self, {"10-closed.py": verdictRule(
+                "closed", "StoreDeny(403, 'closed', errorCode='closed')")}, directory)
+            process.transport.signalProcess("HUP")
+            await waitFor(403)
+            writeRules(self, {"30-broken.py": "rules = (\n"}, directory)
+            process.transport.signalProcess("HUP")
+            for _ in range(50):
+                if "Rules reload failed" in process.output:
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            self.assertIn("30-broken.py", process.output)
+            self.assertEqual(await infoCode(), 403)
+
+        return ensureDeferred(check())

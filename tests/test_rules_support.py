@@ -157,7 +157,7 @@ def copyShipped(testCase: Any, **settings: str) -> str:
     A copy of the shipped C{rules.d} with some literal settings replaced,
     e.g. C{copyShipped(self, limit="2")} edits the device-limit file.
     """
-    directory = testCase.mktemp()
+    directory = os.path.abspath(testCase.mktemp())
     os.makedirs(directory)
     for name in sorted(os.listdir(SHIPPED_RULES)):
         if not name.endswith(".py"):

@@ -84,8 +84,13 @@ class RulesService(Service):
         self.ruleSet.close()
 
     def _sighup(self, signum: int, frame: Any) -> None:
-        # Signal handlers run between bytecodes; do the work in the reactor.
-        self.env.clock.callLater(0, self.reload)
+        # Signal handlers run between bytecodes; do the work in the reactor,
+        # waking it (callFromThread does) in case it sleeps.
+        schedule = getattr(self.env.clock, "callFromThread", None)
+        if schedule is not None:
+            schedule(self.reload)
+        else:
+            self.env.clock.callLater(0, self.reload)
 
     def reload(self) -> bool:
         """
