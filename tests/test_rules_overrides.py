@@ -13,7 +13,7 @@ import os
 import shutil
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
@@ -21,7 +21,6 @@ from twisted.web.http_headers import Headers
 
 from snapstore.rules.overrides import (
     OverrideError,
-    OverrideRule,
     channelKey,
     resolveOverride,
     resolveOverrides,
@@ -29,7 +28,7 @@ from snapstore.rules.overrides import (
 from snapstore.state.records import Override
 from tests.fakestore import FakeStore
 from tests.helpers import testAgent
-from tests.test_rules_support import MemoryState, Proxy, copyShipped
+from tests.test_rules_support import Proxy, copyShipped
 
 
 def deferred(f):

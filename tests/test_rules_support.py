@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_rules -*-
 """
 Support for the rules tests (no tests here): an in-memory state store, a
 proxy in front of the fake store with a rules directory, and a client that

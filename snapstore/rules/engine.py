@@ -21,7 +21,6 @@ from twisted.logger import Logger
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
 from snapstore.rules.values import (
-    DAY,
     NO_CACHE,
     CachePolicy,
     ResponseHead,
