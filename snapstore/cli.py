@@ -28,7 +28,6 @@ import datetime
 import getpass
 import json
 import os
-import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -261,7 +260,7 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
         ratio = cache.get("hit-ratio")
         lines.append(
             f"Cache: {formatSize(cache.get('size'))} of {formatSize(cache.get('bound'))}, "
-            f"{cache.get('blobs')} blobs, hit ratio "
+            f"{_plural(cache.get('blobs'), 'blob')}, hit ratio "
             f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
     overrides = answer.get("overrides")
     lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
@@ -352,7 +351,7 @@ def cmdDevices(client: AdminClient, options: argparse.Namespace, out: TextIO) ->
 def _cacheLine(cache: dict[str, Any]) -> str:
     ratio = cache.get("hit-ratio")
     return (f"{formatSize(cache.get('size'))} of {formatSize(cache.get('bound'))} in "
-            f"{cache.get('blobs')} blobs ({cache.get('filling') or 0} filling); hit ratio "
+            f"{_plural(cache.get('blobs'), 'blob')} ({cache.get('filling') or 0} filling); hit ratio "
             f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
 
 
@@ -371,7 +370,7 @@ def cmdCache(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
             _dumpJSON(answer, out)
         else:
             result = answer.get("result") or {}
-            out.write(f"Removed {result.get('removed', '?')} blobs, "
+            out.write(f"Removed {_plural(result.get('removed', '?'), 'blob')}, "
                       f"freed {formatSize(result.get('freed'))}; "
                       f"cache now {_cacheLine(answer['cache'])}\n")
         return EXIT_OK
@@ -381,7 +380,7 @@ def cmdCache(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
     elif answer["ok"]:
         out.write("Every cached blob matches its sha3-384\n")
     else:
-        out.write(f"Removed {len(answer['removed'])} corrupt blobs:\n")
+        out.write(f"Removed {_plural(len(answer['removed']), 'corrupt blob')}:\n")
         for digest in answer["removed"]:
             out.write(f"  {digest}\n")
     return EXIT_OK if answer["ok"] else EXIT_PROBLEM
@@ -394,7 +393,7 @@ def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
             _dumpJSON(answer, out)
         elif answer["ok"]:
             head = answer.get("head")
-            out.write(f"Audit log intact: {answer['rows']} rows"
+            out.write(f"Audit log intact: {_plural(answer['rows'], 'row')}"
                       + (f"; newest row {head['id']} has hash {head['row-hash']}" if head else "")
                       + "\n")
         else:
@@ -452,6 +451,10 @@ def cmdCertificate(client: Optional[AdminClient], options: argparse.Namespace, o
               f"Serve HTTPS with:\n  --store-endpoint {endpoint}\n"
               f"Devices must trust {certPath}: 'snapstore client-config' prints the setup.\n")
     return EXIT_OK
+
+
+def _plural(count: Any, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _escape(path: str) -> str:

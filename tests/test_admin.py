@@ -474,7 +474,7 @@ class DeviceAndCacheTests(TestCase):
         yield self.service.download(url)
         code, out, err = yield self.service.cli("cache", "prune")
         self.assertEqual(code, 0, err)
-        self.assertIn("Removed 1 blobs", out)
+        self.assertIn("Removed 1 blob,", out)
         code, out, err = yield self.service.cli("cache", "--json")
         self.assertEqual(json.loads(out)["blobs"], 0)
         entries = yield self.service.state().listAudit(target="cache")
