@@ -365,11 +365,12 @@ class IActionRule(IRule):
     def amend(request, action, result):
         """
         @param request: the L{snapstore.rules.values.StoreRequest}.
-        @param action: the action the device sent (a dict from the refresh
-            body, with C{"tracking-channel"} and C{"context-revision"} from
-            the context filled in for refreshes); for C{info} entries
-            C{{"action": "info", "name": ...}}, for C{find} results
-            C{{"action": "find"}}.
+        @param action: the action the device sent (a copy of the dict from
+            the refresh body, with C{"tracking-channel"} and
+            C{"context-revision"} from the context filled in for refreshes,
+            and the request's C{"fields"}); for C{info} entries
+            C{{"action": "info", "name", "snap-id", "publisher"}}, for
+            C{find} results C{{"action": "find"}}.
         @param result: upstream's result dict for it (a refresh result, a
             channel-map entry, a find result); never mutate it.
         @return: the result to hand the device (C{result} itself when
