@@ -217,6 +217,16 @@ def parseTime(text: str) -> float:
     return moment.timestamp()
 
 
+def parseHead(text: str) -> tuple[int, str]:
+    """
+    Parse C{--head ID:HASH}.
+    """
+    rowId, sep, rowHash = text.partition(":")
+    if not sep or not rowId.isdigit() or len(rowHash) != 64:
+        raise argparse.ArgumentTypeError(f"not ID:HASH (e.g. 12:<64 hex digits>): {text!r}")
+    return int(rowId), rowHash.lower()
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
     if not rows:
         return
@@ -388,7 +398,18 @@ def cmdCache(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
 
 def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     if options.action == "verify":
-        answer = client.call("GET", "/v1/audit/verify")
+        from snapstore.admin.auditcheck import checkRows, entryFromJSON
+
+        # Recompute the chain here from the rows themselves, rather than
+        # take the service's word for it; report a disagreement.
+        rows = client.call("GET", "/v1/audit")["entries"]
+        try:
+            entries = [entryFromJSON(row) for row in rows]
+        except (KeyError, TypeError) as error:
+            raise CommandError(f"the admin API sent an audit row without {error}", EXIT_REFUSED)
+        answer = checkRows(entries, options.head)
+        server = client.call("GET", "/v1/audit/verify")
+        answer["service-first-bad-id"] = server.get("first-bad-id")
         if options.json:
             _dumpJSON(answer, out)
         elif answer["ok"]:
@@ -396,9 +417,17 @@ def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
             out.write(f"Audit log intact: {_plural(answer['rows'], 'row')}"
                       + (f"; newest row {head['id']} has hash {head['row-hash']}" if head else "")
                       + "\n")
+            if head:
+                out.write(f"Record it, and check later that it is still there with: "
+                          f"snapstore audit verify --head {head['id']}:{head['row-hash']}\n")
         else:
             out.write(f"Audit log BROKEN at row {answer['first-bad-id']}: "
                       f"{answer.get('reason', '')}\n")
+        if server.get("first-bad-id") != answer["first-bad-id"] and options.head is None:
+            out.write(f"The service's own check disagrees (it reports "
+                      f"{server.get('first-bad-id') or 'no bad row'}): the service may be "
+                      f"altered; trust this report\n")
+            return EXIT_PROBLEM
         return EXIT_OK if answer["ok"] else EXIT_PROBLEM
     answer = client.call("GET", "/v1/audit", query={
         "snap": options.snap, "since": options.since, "until": options.until})
@@ -530,6 +559,9 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_argument("--snap", help="only changes to this snap")
     sub.add_argument("--since", type=parseTime, help="from this time (date, POSIX or 7d)")
     sub.add_argument("--until", type=parseTime, help="before this time")
+    sub.add_argument("--head", type=parseHead, metavar="ID:HASH",
+                     help="with verify: a row id and hash recorded earlier (as verify prints "
+                          "them) that must still be there; detects removed newest rows")
     sub = verb("client-config", cmdClientConfig,
                "print the setup a device needs (shell script by default)")
     form = sub.add_mutually_exclusive_group()

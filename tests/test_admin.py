@@ -404,6 +404,25 @@ class AuditTests(TestCase):
         self.assertEqual(json.loads(out)["first-bad-id"], 2)
 
     @inlineCallbacks
+    def test_verifyHead(self):
+        """
+        Removing the newest row leaves a valid chain; C{--head} with the
+        row recorded earlier still catches it.
+        """
+        code, out, err = yield self.service.cli("audit", "verify", "--json")
+        head = json.loads(out)["head"]
+        self.assertEqual(head["id"], 4)
+        db = self._database()
+        with db:
+            db.execute("DELETE FROM audit_log WHERE id = 4")
+        code, out, err = yield self.service.cli("audit", "verify")
+        self.assertEqual(code, 0, err)
+        code, out, err = yield self.service.cli(
+            "audit", "verify", "--head", f"{head['id']}:{head['row-hash']}")
+        self.assertEqual(code, 1)
+        self.assertIn("BROKEN at row 4: row 4 is missing", out)
+
+    @inlineCallbacks
     def test_verifyNamesRemovedRow(self):
         """
         Removing a row makes C{audit verify} name the row after it.
@@ -614,3 +633,63 @@ class CommandErrorTests(TestCase):
         code, out, err = yield runCLI(["--admin", service.storeURL, "status"])
         self.assertEqual(code, 5)
         self.assertTrue(err.startswith("snapstore: "), err)
+
+
+class AuthUnitTests(TestCase):
+    """
+    L{snapstore.admin.auth} without a service.
+    """
+
+    def test_loopbackEndpoints(self):
+        """
+        Only endpoints bound to loopback (or Unix sockets) count as local.
+        """
+        from snapstore.admin.auth import isLoopbackEndpoint
+
+        for endpoint in ("tcp:8001:interface=127.0.0.1", "tcp:8001:interface=\\:\\:1",
+                         "tcp6:8001:interface=\\:\\:1", "unix:/run/snapstore.sock",
+                         "ssl:8001:interface=localhost:privateKey=k"):
+            self.assertTrue(isLoopbackEndpoint(endpoint), endpoint)
+        for endpoint in ("tcp:8001", "tcp:8001:interface=0.0.0.0",
+                         "tcp:8001:interface=10.0.0.1", "systemd:domain=INET:index=0"):
+            self.assertFalse(isLoopbackEndpoint(endpoint), endpoint)
+
+    def test_socketOwner(self):
+        """
+        The uid owning a loopback client socket is read from the kernel's
+        socket table.
+        """
+        from snapstore.admin.auth import socketOwner
+
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "net"))
+        header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+        with open(os.path.join(root, "net", "tcp"), "w") as table:
+            table.write(header)
+            # 127.0.0.1:40000 -> 127.0.0.1:8001, uid 1234
+            table.write("   0: 0100007F:9C40 0100007F:1F41 01 00000000:00000000 00:00000000 "
+                        "00000000  1234        0 1 1 0000000000000000 20 4 0 10 -1\n")
+        with open(os.path.join(root, "net", "tcp6"), "w") as table:
+            table.write(header)
+        self.assertEqual(socketOwner("127.0.0.1", 40000, 8001, root), 1234)
+        self.assertIsNone(socketOwner("127.0.0.1", 40001, 8001, root))
+        self.assertIsNone(socketOwner("127.0.0.1", 40000, 8002, root))
+
+    def test_tokenCompare(self):
+        """
+        Only a listed token passes; the actor is the token's name.
+        """
+        from snapstore.admin.auth import Authoriser
+
+        class Request:
+            def __init__(self, header):
+                self.header = header
+
+            def getHeader(self, name):
+                return self.header if name == b"authorization" else None
+
+        authoriser = Authoriser({"a" * 20: "alice"})
+        self.assertEqual(authoriser.authorise(Request(b"Bearer " + b"a" * 20)).actor, "token:alice")
+        self.assertIsNone(authoriser.authorise(Request(b"Bearer " + b"a" * 19)))
+        self.assertIsNone(authoriser.authorise(Request(b"Basic " + b"a" * 20)))
+        self.assertIsNone(authoriser.authorise(Request(None)))

@@ -39,6 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore import __version__
+from snapstore.admin.auditcheck import checkRows
 from snapstore.admin.auth import Authoriser, Caller
 from snapstore.admin.clientconfig import ClientConfig
 from snapstore.state.errors import StateUnavailable
@@ -494,45 +495,10 @@ class AdminAPI(Resource):
         return 200, {"entries": [auditJSON(e) for e in entries]}
 
     async def auditVerify(self, request: Request, caller: Caller) -> tuple[int, Any]:
-        entries = await self.state.listAudit()
-        from snapstore.state.audit import verifyChain
-
-        bad = verifyChain(entries)
-        last = entries[-1] if entries else None
-        answer: dict[str, Any] = {
-            "ok": bad is None,
-            "rows": len(entries),
-            "first-bad-id": bad,
-            "head": {"id": last.id, "row-hash": last.rowHash} if last else None,
-        }
-        if bad is not None:
-            answer["reason"] = _explain(entries, bad)
-        return 200, answer
+        return 200, checkRows(await self.state.listAudit())
 
     async def getClientConfig(self, request: Request, caller: Caller) -> tuple[int, Any]:
         return 200, self.clientConfig.describe(None)
-
-
-def _explain(entries: list[Any], badId: int) -> str:
-    """
-    Say what is wrong with row C{badId}, for the human reading the report.
-    """
-    from snapstore.state.audit import entryHash
-
-    previous = None
-    for index, entry in enumerate(entries):
-        if entry.id == badId:
-            expectedId = 1 if previous is None else previous.id + 1
-            if entry.id != expectedId:
-                return (f"row {entry.id} follows row {expectedId - 1}: "
-                        f"a row before it was removed or it was inserted")
-            if previous is not None and entry.previousHash != previous.rowHash:
-                return f"row {entry.id} does not chain to row {previous.id}: a row was removed or inserted"
-            if entryHash(entry) != entry.rowHash:
-                return f"row {entry.id} was altered: its content does not match its hash"
-            return f"row {entry.id} is wrong"
-        previous = entry
-    return f"row {badId} is missing"
 
 
 def _checkWritable(name: str, directory: Optional[str]) -> dict[str, Any]:
