@@ -103,12 +103,27 @@ class AccessLogTests(TestCase):
         refresh, download = self.events
         self.assertEqual(refresh["status"], 200)
         self.assertEqual(refresh["path"], "/v2/snaps/refresh")
-        snapId = self.service.fake.snapId("hello")
         self.assertEqual(
             {key: download[key] for key in
              ("client", "device", "snap", "revision", "cache", "bytes", "status")},
-            {"client": "127.0.0.1", "device": "address:127.0.0.1", "snap": snapId,
+            {"client": "127.0.0.1", "device": "address:127.0.0.1", "snap": "hello",
              "revision": 3, "cache": "miss", "bytes": 3000, "status": 200})
         self.assertGreaterEqual(download["duration"], 0)
         record = json.loads(eventAsJSON(download))
         self.assertEqual(record["revision"], 3)
+
+    @inlineCallbacks
+    def test_namesFromRules(self):
+        """
+        With rules loaded, the device identity the rules derived and the
+        snap name of the download's record fill the access event.
+        """
+        from tests.test_admin import DEVICE_LIMIT
+
+        service = yield RunningService(self).start(rules={"20-device-limit.py": DEVICE_LIMIT})
+        del self.events[:]
+        url = yield service.refresh()
+        yield service.download(url)
+        refresh, download = self.events
+        self.assertEqual(refresh["device"], "address:127.0.0.1")
+        self.assertEqual((download["snap"], download["revision"]), ("hello", 3))

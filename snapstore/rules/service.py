@@ -128,6 +128,11 @@ class RulesService(Service):
         query = {key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
                  for key, values in (request.args or {}).items()}
         device = self.sessions.identify(request.method, path, headers, body, host)
+        notes = getattr(request, "snapstoreAccess", None)
+        if isinstance(notes, dict):  # the access log's columns
+            notes["device"] = device.identity
+            if blob is not None and getattr(blob, "snapName", ""):
+                notes["snap"] = blob.snapName
         return StoreRequest(method=request.method, path=path, query=query, headers=headers,
                             body=body, device=device, upstreamHeaders=upstreamHeaders,
                             blob=blob)

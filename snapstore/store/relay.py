@@ -143,9 +143,6 @@ class RelayResource(Resource):
         described = None
         if self.rules is not None:
             described = self.rules.describe(request, body, headers)
-            notes = getattr(request, "snapstoreAccess", None)
-            if notes is not None:  # the access log's device column
-                notes["device"] = described.device.identity
             verdict = yield self.rules.admit(described)
             if isinstance(verdict, Deny):
                 writeStoreError(request, verdict.code,
