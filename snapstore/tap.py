@@ -141,8 +141,11 @@ def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts:
     The admin API and C{/metrics} (C{--admin-endpoint}), over the store
     parts' state, upstream, cache and metrics.
     """
+    from snapstore.admin.rulesaudit import RulesAuditService
     from snapstore.admin.service import makeAdminSite
 
+    if getattr(parts, "rules", None) is not None:
+        RulesAuditService(parts.rules, parts.state).setServiceParent(top)
     if not settings.adminEndpoint:
         return
     metrics = getattr(parts, "metrics", None)
@@ -206,8 +209,13 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     from snapstore.state.service import StateService
     from snapstore.store.service import makeStoreParts
 
-    state = makeStateStore(reactor, settings.state, settings.dataDir)
-    StateService(state).setServiceParent(top)
+    from snapstore.state.resilient import ResilientState
+
+    database = makeStateStore(reactor, settings.state, settings.dataDir)
+    StateService(database).setServiceParent(top)
+    # The data path keeps serving while the database is away; admin
+    # changes still fail loudly (see snapstore.state.resilient).
+    state = ResilientState(database, reactor)
     parts = makeStoreParts(reactor, settings, state,
                            _rulesFactory(reactor, settings, state, rulesDir))
     for service in parts.services:

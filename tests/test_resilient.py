@@ -1,0 +1,101 @@
+"""
+Tests for L{snapstore.state.resilient}.
+"""
+
+from twisted.internet.defer import fail
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from snapstore.interfaces import IStateStore
+from snapstore.state.errors import StateUnavailable
+from snapstore.state.records import BlobRecord, Device
+from snapstore.state.resilient import RETRY_DELAY, ResilientState
+from tests.test_rules_support import MemoryState
+
+
+class FlakyState(MemoryState):
+    """
+    An in-memory state store whose database can be switched off.
+    """
+
+    down = False
+
+    def _guard(self, method, *args):
+        if self.down:
+            return fail(StateUnavailable("database is down"))
+        return method(*args)
+
+    def recordBlob(self, blob):
+        return self._guard(super().recordBlob, blob)
+
+    def getBlob(self, name):
+        return self._guard(super().getBlob, name)
+
+    def recordDevice(self, device):
+        return self._guard(super().recordDevice, device)
+
+
+BLOB = BlobRecord(name="s_1.snap", sha3_384="a" * 96, size=5, url="http://up/s_1.snap")
+
+
+class ResilientStateTests(SynchronousTestCase):
+    """
+    The data path's view of the state store keeps working without it.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = FlakyState(self.clock)
+        self.state = ResilientState(self.store, self.clock, maxQueuedDevices=2)
+
+    def test_interface(self):
+        """
+        It is a state store, delegating what it does not change.
+        """
+        verifyObject(IStateStore, self.state)
+        self.assertIs(self.state.listOverrides.__self__, self.store)
+
+    def test_blobsRememberedWhileDown(self):
+        """
+        A blob recorded while the database is down, or seen before it went
+        down, is still found, so cached blobs keep being served.
+        """
+        self.assertEqual(self.successResultOf(self.state.recordBlob(BLOB)), BLOB)
+        self.store.down = True
+        self.assertEqual(self.successResultOf(self.state.getBlob("s_1.snap")), BLOB)
+        other = BlobRecord(name="t_2.snap", sha3_384="b" * 96, size=6, url="http://up/t_2.snap")
+        self.successResultOf(self.state.recordBlob(other))
+        self.assertEqual(self.successResultOf(self.state.getBlob("t_2.snap")), other)
+        self.assertIsNone(self.successResultOf(self.state.getBlob("unknown.snap")))
+
+    def test_blobDigestImmutable(self):
+        """
+        A later record of the same name keeps the first digest and size.
+        """
+        self.successResultOf(self.state.recordBlob(BLOB))
+        self.store.down = True
+        changed = BlobRecord(name="s_1.snap", sha3_384="f" * 96, size=9, url="http://new/s_1.snap")
+        self.successResultOf(self.state.recordBlob(changed))
+        found = self.successResultOf(self.state.getBlob("s_1.snap"))
+        self.assertEqual((found.sha3_384, found.size, found.url), ("a" * 96, 5, "http://new/s_1.snap"))
+
+    def test_devicesQueuedAndWrittenLater(self):
+        """
+        Device sightings made while the database is down are queued,
+        bounded, and written once it answers again.
+        """
+        self.store.down = True
+        for identity, seen in [("acme/g/1", 1.0), ("acme/g/2", 2.0), ("acme/g/1", 3.0), ("acme/g/3", 4.0)]:
+            self.successResultOf(self.state.recordDevice(Device(identity=identity, firstSeen=seen, lastSeen=seen)))
+        # Bounded at two: the oldest identity (acme/g/2) was dropped.
+        self.assertEqual(list(self.state.queuedDevices), ["acme/g/1", "acme/g/3"])
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.state.queuedDevices), 2)
+        self.store.down = False
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.state.queuedDevices, {})
+        devices = {d.identity: d for d in self.successResultOf(self.store.listDevices())}
+        self.assertEqual(sorted(devices), ["acme/g/1", "acme/g/3"])
+        self.assertEqual((devices["acme/g/1"].firstSeen, devices["acme/g/1"].lastSeen), (1.0, 3.0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
