@@ -1,0 +1,154 @@
+"""
+Several C{twistd snapstore} nodes sharing one PostgreSQL database, each with
+its own cache: what one node is told, every node honours.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+from twisted.web.client import FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from tests import pgtest
+from tests.fakestore import FakeStore
+from tests.helpers import testAgent
+from tests.processes import freePort, startTwistd, waitForPort
+from tests.test_rules_support import Proxy, copyShipped
+
+
+def databaseURL(database):
+    """
+    The C{--state} URL of a test database on the test server.
+    """
+    server = urlsplit(pgtest.serverDSN())
+    return urlunsplit(server._replace(path="/" + database.name))
+
+
+class TwoNodeTests(TestCase):
+    """
+    Two nodes, one database.
+    """
+
+    timeout = 180
+    skip = pgtest.skipReason()
+
+    @inlineCallbacks
+    def setUp(self):
+        self.database = pgtest.TemporaryDatabase()
+        self.addCleanup(self.database.drop)
+        self.store = FakeStore(reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.stop)
+        self.snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        self.store.addRevision("hello", 12, 4096)
+        self.rulesDir = copyShipped(self)
+        self.nodeA = yield self.startNode()
+        self.nodeB = yield self.startNode()
+
+    @inlineCallbacks
+    def startNode(self):
+        adminPort = freePort()
+        process, storePort = yield startTwistd(
+            self, "--upstream", self.store.apiURL, "--state", databaseURL(self.database),
+            "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
+            "--rules-dir", self.rulesDir, "--data-dir", self.mktemp(), "--config", "/dev/null")
+        yield waitForPort(adminPort, process)
+        client = Proxy(self, self.store.apiURL, self.rulesDir)
+        client.url = f"http://127.0.0.1:{storePort}/"
+        client.process = process
+        client.adminURL = f"http://127.0.0.1:{adminPort}/"
+        return client
+
+    @inlineCallbacks
+    def admin(self, node, method, path, body=None):
+        producer = FileBodyProducer(__import__("io").BytesIO(json.dumps(body).encode())) if body else None
+        response = yield testAgent(self).request(
+            method, (node.adminURL + path).encode(),
+            Headers({b"Content-Type": [b"application/json"]}), producer)
+        content = yield readBody(response)
+        return response.code, json.loads(content)
+
+    @inlineCallbacks
+    def revisionOffered(self, node, installed=9):
+        result = yield node.refresh(self.snapId, installed, "latest/stable")
+        return result["snap"]["revision"]
+
+    @inlineCallbacks
+    def waitForRevision(self, node, expected, bound=10.0):
+        """
+        Refresh through C{node} until it offers C{expected}; fire with the
+        seconds that took (for the log), or fail after C{bound} seconds.
+        """
+        started = time.monotonic()
+        while True:
+            offered = yield self.revisionOffered(node)
+            if offered == expected:
+                elapsed = time.monotonic() - started
+                Logger().info("revision {expected} offered after {elapsed:.3f}s",
+                              expected=expected, elapsed=elapsed)
+                return elapsed
+            if time.monotonic() - started > bound:
+                self.fail(f"node still offers {offered}, not {expected}, after {bound}s")
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    @inlineCallbacks
+    def test_overrideThroughOneNodeHonouredByOther(self):
+        """
+        An override set through node A's admin API is honoured by node B
+        (told by NOTIFY), and its deletion too.
+        """
+        self.assertEqual((yield self.revisionOffered(self.nodeB)), 12)
+        code, answer = yield self.admin(self.nodeA, b"POST", "v1/overrides/hello",
+                                        {"channel-map": [{"channel": "stable", "revision": 10}]})
+        self.assertEqual(code, 200, answer)
+        yield self.waitForRevision(self.nodeB, 10)
+        self.assertEqual((yield self.revisionOffered(self.nodeA)), 10)
+        code, answer = yield self.admin(self.nodeB, b"DELETE", "v1/overrides/hello?channel=stable")
+        self.assertEqual(code, 200, answer)
+        yield self.waitForRevision(self.nodeA, 12)
+
+    @inlineCallbacks
+    def test_devicesCountedOnce(self):
+        """
+        A device seen through both nodes is one device.
+        """
+        yield self.nodeA.openSession("serial-1")
+        yield self.nodeB.openSession("serial-1")
+        yield self.nodeB.openSession("serial-2")
+        code, answer = yield self.admin(self.nodeA, b"GET", "v1/devices")
+        self.assertEqual(code, 200, answer)
+        identities = sorted(device["identity"] for device in answer["devices"]
+                            if "serial" in device["identity"])
+        self.assertEqual(identities, ["acme/gizmo/serial-1", "acme/gizmo/serial-2"])
+
+    @inlineCallbacks
+    def test_killedNodeLosesNothing(self):
+        """
+        After node A is killed (SIGKILL), node B still has the override and
+        the devices set through A, and serves the pinned blob.
+        """
+        code, answer = yield self.admin(self.nodeA, b"POST", "v1/overrides/hello",
+                                        {"channel-map": [{"channel": "stable", "revision": 10}]})
+        self.assertEqual(code, 200, answer)
+        yield self.nodeA.openSession("serial-9")
+        yield self.nodeA.process.kill(signal.SIGKILL)
+        result = yield self.nodeB.refresh(self.snapId, 9, "latest/stable")
+        self.assertEqual(result["snap"]["revision"], 10)
+        response = yield testAgent(self).request(b"GET", result["snap"]["download"]["url"].encode())
+        blob = yield readBody(response)
+        self.assertEqual(blob, self.store.blobBytes("hello", 10))
+        code, answer = yield self.admin(self.nodeB, b"GET", "v1/devices")
+        self.assertIn("acme/gizmo/serial-9", [device["identity"] for device in answer["devices"]])
+        code, answer = yield self.admin(self.nodeB, b"GET", "v1/overrides/hello")
+        self.assertEqual([(o["channel"], o["revision"]) for o in answer["overrides"]],
+                         [("latest/stable", 10)])
