@@ -97,6 +97,11 @@ class RunningService:
         self.top.startService()
         testCase.addCleanup(self.top.stopService)
         yield self.state().whenReady()
+        from snapstore.admin.rulesaudit import RulesAuditService
+
+        for service in self.top:
+            if isinstance(service, RulesAuditService):
+                yield service.audited
         return self
 
     def state(self) -> Any:

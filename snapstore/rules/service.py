@@ -45,6 +45,9 @@ class RulesService(Service):
 
     log = Logger()
 
+    #: Called with C{(old, new)} rule sets after each successful reload.
+    reloadObserver: Optional[Callable[[Any, Any], None]] = None
+
     def __init__(self, directory: str, env: RuleEnv, ruleSet: Optional[RuleSet] = None,
                  installSignal: Callable[..., Any] = signal.signal) -> None:
         """
@@ -107,6 +110,8 @@ class RulesService(Service):
         new.verdictObserver = self.ruleSet.verdictObserver
         old, self.ruleSet = self.ruleSet, new
         old.close()
+        if self.reloadObserver is not None:  # auditing (snapstore.admin.rulesaudit)
+            self.reloadObserver(old, new)
         self.log.info("Reloaded {count} rules from {directory}: {names}",
                       count=len(new.rules), directory=self.directory,
                       names=", ".join(rule.name for rule in new.rules))
