@@ -15,6 +15,8 @@ import uuid
 from typing import Any, Sequence
 
 import psycopg2
+from twisted.internet import reactor
+from twisted.protocols import portforward
 import psycopg2.extensions
 
 from snapstore.state.postgres import redactDSN
@@ -113,3 +115,41 @@ class TemporaryDatabase:
         Drop the database, even with sessions still connected.
         """
         self._server(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class Relay:
+    """
+    A TCP relay in front of the PostgreSQL server that a test can switch
+    off, cutting every connection, and on again on the same port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.targetPort = port
+        self.port = 0
+        self.listening: Any = None
+        self.protocols: list[portforward.ProxyServer] = []
+
+    def start(self) -> None:
+        relay = self
+
+        class Server(portforward.ProxyServer):
+            def connectionMade(self) -> None:
+                relay.protocols.append(self)
+                portforward.ProxyServer.connectionMade(self)
+
+        factory = portforward.ProxyFactory(self.host, self.targetPort)
+        factory.protocol = Server
+        self.listening = reactor.listenTCP(self.port, factory,
+                                           interface="127.0.0.1")
+        self.port = self.listening.getHost().port
+
+    def stop(self) -> None:
+        if self.listening is not None:
+            self.listening.stopListening()
+            self.listening = None
+        protocols, self.protocols = self.protocols, []
+        for protocol in protocols:
+            protocol.transport.abortConnection()
+            if protocol.peer is not None:
+                protocol.peer.transport.abortConnection()

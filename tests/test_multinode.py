@@ -152,3 +152,83 @@ class TwoNodeTests(TestCase):
         code, answer = yield self.admin(self.nodeB, b"GET", "v1/overrides/hello")
         self.assertEqual([(o["channel"], o["revision"]) for o in answer["overrides"]],
                          [("latest/stable", 10)])
+
+
+class DatabaseOutageTests(TestCase):
+    """
+    A node whose PostgreSQL goes away keeps serving devices, refuses admin
+    changes clearly, and catches up when the database is back.
+    """
+
+    timeout = 180
+    skip = pgtest.skipReason()
+
+    @inlineCallbacks
+    def setUp(self):
+        self.database = pgtest.TemporaryDatabase()
+        self.addCleanup(self.database.drop)
+        server = urlsplit(pgtest.serverDSN())
+        self.relay = pgtest.Relay(server.hostname or "127.0.0.1", server.port or 5432)
+        self.relay.start()
+        self.addCleanup(self.relay.stop)
+        self.store = FakeStore(reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.stop)
+        self.snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        stateURL = urlunsplit(server._replace(netloc=f"{server.username or 'postgres'}@127.0.0.1:{self.relay.port}",
+                                              path="/" + self.database.name))
+        adminPort = freePort()
+        self.rulesDir = copyShipped(self)
+        process, storePort = yield startTwistd(
+            self, "--upstream", self.store.apiURL, "--state", stateURL,
+            "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
+            "--rules-dir", self.rulesDir, "--data-dir", self.mktemp(), "--config", "/dev/null")
+        yield waitForPort(adminPort, process)
+        self.node = Proxy(self, self.store.apiURL, self.rulesDir)
+        self.node.url = f"http://127.0.0.1:{storePort}/"
+        self.node.adminURL = f"http://127.0.0.1:{adminPort}/"
+
+    admin = TwoNodeTests.admin
+
+    @inlineCallbacks
+    def test_outage(self):
+        """
+        With the database cut off: refreshes still relay, a cached blob is
+        still served from the cache, a new device is admitted, and an admin
+        change fails with a clear error.  When the database is back the node
+        reconnects by itself, writes the queued device, and takes changes.
+        """
+        result = yield self.node.install("hello")
+        url = result["snap"]["download"]["url"].encode()
+        response = yield testAgent(self).request(b"GET", url)
+        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 10))
+
+        self.relay.stop()
+        result = yield self.node.refresh(self.snapId, 9, "latest/stable")
+        self.assertEqual(result["snap"]["revision"], 10)
+        response = yield testAgent(self).request(b"GET", url)
+        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 10))
+        self.assertEqual(response.headers.getRawHeaders(b"x-cache"), [b"HIT"])
+        macaroon = yield self.node.openSession("serial-offline")
+        self.assertIsInstance(macaroon, str)
+        code, answer = yield self.admin(self.node, b"POST", "v1/overrides/hello",
+                                        {"channel-map": [{"channel": "stable", "revision": 10}]})
+        self.assertEqual(code, 503, answer)
+        self.assertIn("database", json.dumps(answer).lower())
+
+        self.relay.start()
+        started = time.monotonic()
+        while True:
+            code, answer = yield self.admin(self.node, b"POST", "v1/overrides/hello",
+                                            {"channel-map": [{"channel": "stable", "revision": 10}]})
+            if code == 200:
+                break
+            self.assertLess(time.monotonic() - started, 60, f"no reconnection: {code} {answer}")
+            yield deferLater(reactor, 0.2, lambda: None)
+        while True:
+            code, answer = yield self.admin(self.node, b"GET", "v1/devices")
+            if "acme/gizmo/serial-offline" in [d["identity"] for d in answer.get("devices", [])]:
+                break
+            self.assertLess(time.monotonic() - started, 60, f"queued device never written: {answer}")
+            yield deferLater(reactor, 0.2, lambda: None)

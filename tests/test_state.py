@@ -25,7 +25,6 @@ from twisted.internet.defer import (
 )
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
-from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -800,7 +799,7 @@ class PostgresStateStoreTests(StateStoreContractMixin, TestCase):
         server = psycopg2.extensions.parse_dsn(pgtest.serverDSN())
         if server.get("host", "").startswith("/"):
             raise SkipTest("the test server is reached through a socket")
-        relay = _Relay(server.get("host", "127.0.0.1"),
+        relay = pgtest.Relay(server.get("host", "127.0.0.1"),
                        int(server.get("port", 5432)))
         self.addCleanup(relay.stop)
         relay.start()
@@ -828,44 +827,6 @@ class PostgresStateStoreTests(StateStoreContractMixin, TestCase):
                          "observers to be told to resync")
         await store.setSetting("k", 1, "a")
         self.assertEqual(await store.getSetting("k"), 1)
-
-
-class _Relay:
-    """
-    A TCP relay in front of the PostgreSQL server that a test can switch
-    off, cutting every connection, and on again on the same port.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.targetPort = port
-        self.port = 0
-        self.listening: Any = None
-        self.protocols: list[portforward.ProxyServer] = []
-
-    def start(self) -> None:
-        relay = self
-
-        class Server(portforward.ProxyServer):
-            def connectionMade(self) -> None:
-                relay.protocols.append(self)
-                portforward.ProxyServer.connectionMade(self)
-
-        factory = portforward.ProxyFactory(self.host, self.targetPort)
-        factory.protocol = Server
-        self.listening = reactor.listenTCP(self.port, factory,
-                                           interface="127.0.0.1")
-        self.port = self.listening.getHost().port
-
-    def stop(self) -> None:
-        if self.listening is not None:
-            self.listening.stopListening()
-            self.listening = None
-        protocols, self.protocols = self.protocols, []
-        for protocol in protocols:
-            protocol.transport.abortConnection()
-            if protocol.peer is not None:
-                protocol.peer.transport.abortConnection()
 
 
 def closedPort() -> int:
