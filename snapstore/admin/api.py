@@ -203,7 +203,9 @@ class AdminAPI(Resource):
         segments = tuple(segment.decode("utf-8", "replace") for segment in request.postpath)
         segments = tuple(s for s in segments if s != "") or ("",)
         if segments == ("metrics",) and request.method in (b"GET", b"HEAD"):
-            return self._metrics(request)
+            Deferred.fromCoroutine(self._metrics(request)).addErrback(
+                lambda failure: self._failed(failure, request))
+            return NOT_DONE_YET
         handler, arguments, allowed = self._route(request.method, segments)
         if handler is None:
             if allowed:
@@ -236,10 +238,30 @@ class AdminAPI(Resource):
                 allowed.add(routeMethod)
         return None, [], allowed
 
-    def _metrics(self, request: Request) -> bytes:
+    async def _metrics(self, request: Request) -> None:
+        """
+        Answer a scrape.  The gauges that mirror state (devices, cache
+        use) are brought up to date first, so a scrape never shows what
+        the last C{status} saw hours ago; if that fails the scrape still
+        answers with the counters.
+        """
+        try:
+            connected, limit = await self._deviceStatus()
+            self.metrics.devicesConnected(connected, limit)
+        except Exception:
+            pass
+        try:
+            await self._cacheStats()
+        except Exception:
+            self.log.failure("cannot read cache statistics for /metrics")
         body, contentType = self.metrics.render()
+        if request.finished or request._disconnected:
+            return
         request.responseHeaders.setRawHeaders(b"content-type", [contentType])
-        return body if request.method == b"GET" else b""
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        if request.method == b"GET":
+            request.write(body)
+        request.finish()
 
     def _failed(self, failure: Failure, request: Request) -> None:
         if failure.check(APIError):
