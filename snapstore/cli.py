@@ -524,12 +524,12 @@ def makeParser() -> argparse.ArgumentParser:
                "'twistd -n snapstore'.",
         parents=[jsonParent],
     )
-    parser.add_argument("--admin", default=os.environ.get(ADMIN_ENV, DEFAULT_ADMIN),
+    parser.add_argument("--admin", metavar="URL", default=os.environ.get(ADMIN_ENV, DEFAULT_ADMIN),
                         help=f"admin API URL [default: ${ADMIN_ENV} or {DEFAULT_ADMIN}]")
-    parser.add_argument("--token-file", default=os.environ.get(TOKEN_FILE_ENV),
+    parser.add_argument("--token-file", metavar="FILE", default=os.environ.get(TOKEN_FILE_ENV),
                         help=f"file holding the admin token [default: ${TOKEN_FILE_ENV}; "
                              f"or the token itself in ${TOKEN_ENV}]")
-    parser.add_argument("--timeout", type=float, default=120.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=120.0,
                         help="seconds to wait for an answer [default: 120]")
     parser.add_argument("--version", action="version", version=f"snapstore {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
