@@ -698,3 +698,22 @@ class AuthUnitTests(TestCase):
         self.assertIsNone(authoriser.authorise(Request(b"Bearer " + b"a" * 19)))
         self.assertIsNone(authoriser.authorise(Request(b"Basic " + b"a" * 20)))
         self.assertIsNone(authoriser.authorise(Request(None)))
+
+
+class RoutingTests(TestCase):
+    """
+    Paths and methods the admin API does not have.
+    """
+
+    @inlineCallbacks
+    def test_unknown(self):
+        """
+        An unknown path is a JSON 404; a known path with the wrong method a
+        405 naming the allowed ones.
+        """
+        service = yield RunningService(self).start()
+        response, body = yield service.get(service.adminURL + "/v1/nothing")
+        self.assertEqual((response.code, json.loads(body)["error"]["code"]), (404, "not-found"))
+        response, body = yield service.get(service.adminURL + "/v1/status", b"POST")
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"GET"])
