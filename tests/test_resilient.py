@@ -2,16 +2,18 @@
 Tests for L{snapstore.state.resilient}.
 """
 
-from twisted.internet.defer import fail
+from twisted.internet import reactor
+from twisted.internet.defer import fail, inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from snapstore.interfaces import IStateStore
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.records import BlobRecord, Device
 from snapstore.state.resilient import RETRY_DELAY, ResilientState
-from tests.test_rules_support import MemoryState
+from tests.fakestore import FakeStore
+from tests.test_rules_support import MemoryState, Proxy, writeRules
 
 
 class FlakyState(MemoryState):
@@ -99,3 +101,65 @@ class ResilientStateTests(SynchronousTestCase):
         self.assertEqual(sorted(devices), ["acme/g/1", "acme/g/3"])
         self.assertEqual((devices["acme/g/1"].firstSeen, devices["acme/g/1"].lastSeen), (1.0, 3.0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StateOutageAnswerTests(TestCase):
+    """
+    A call whose rules need the unavailable database gets a store-format
+    503 (which snapd retries), not a policy refusal or a hang.
+    """
+
+    RULES = {
+        "10-needs-state.py": """
+            from zope.interface import implementer
+            from twisted.internet.defer import fail
+            from snapstore.interfaces import IAdmissionRule, IActionRule
+            from snapstore.rules.verdicts import Abstain
+            from snapstore.state.errors import StateUnavailable
+
+            @implementer(IAdmissionRule, IActionRule)
+            class NeedsState:
+                name = "needs-state"
+
+                def admit(self, request):
+                    if request.path.startswith("/v2/snaps/info"):
+                        return fail(StateUnavailable("database is down"))
+                    return Abstain()
+
+                def amend(self, request, action, result):
+                    raise StateUnavailable("database is down")
+
+            def rules(env):
+                return [NeedsState()]
+        """,
+    }
+
+    @inlineCallbacks
+    def setUp(self):
+        self.store = FakeStore(reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.stop)
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 1, 100)
+        self.proxy = yield Proxy(self, self.store.apiURL, writeRules(self, self.RULES)).start()
+
+    @inlineCallbacks
+    def test_admission(self):
+        """
+        An admission rule failing with L{StateUnavailable}: 503.
+        """
+        code, answer = yield self.proxy.call(b"GET", "v2/snaps/info/hello")
+        self.assertEqual(code, 503)
+        self.assertEqual(answer["error-list"][0]["code"], "state-unavailable")
+        self.assertEqual(self.store.count("GET", "/v2/snaps/info"), 0)
+
+    @inlineCallbacks
+    def test_amendment(self):
+        """
+        An action rule failing with L{StateUnavailable}: 503.
+        """
+        code, answer = yield self.proxy.call(b"POST", "v2/snaps/refresh", {
+            "context": [], "actions": [{"action": "install", "instance-key": "install-1",
+                                        "name": "hello", "channel": "stable", "epoch": None}]})
+        self.assertEqual(code, 503, answer)
+        self.assertEqual(answer["error-list"][0]["code"], "state-unavailable")

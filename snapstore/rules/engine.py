@@ -28,6 +28,7 @@ from snapstore.rules.values import (
     StoreRequest,
 )
 from snapstore.rules.verdicts import Abstain, Allow, Deny
+from snapstore.state.errors import StateUnavailable
 
 #: What a refresh-call result's C{result} field is for each action kind.
 ACTION_KINDS = ("install", "refresh", "download")
@@ -159,6 +160,14 @@ class RuleSet:
         for rule in rules:
             try:
                 verdict = await maybeDeferred(ask, rule)
+            except StateUnavailable:
+                # Still refused (fail closed), but as what it is: a passing
+                # database outage, which snapd retries, not a policy refusal.
+                self._noteVerdict(rule, "error")
+                self.log.warn("rule {rule} needs the state store, which is unavailable; "
+                              "refusing {what} with 503", rule=_describe(rule), what=what)
+                return StoreDeny(503, "the proxy's database is unavailable; try again shortly",
+                                 errorCode="state-unavailable")
             except Exception:
                 self._noteVerdict(rule, "error")
                 self.log.failure("rule {rule} raised on {what}; refusing",
@@ -188,6 +197,8 @@ class RuleSet:
         for rule in self.actionRules:
             try:
                 result = await maybeDeferred(rule.amend, request, action, result)
+            except StateUnavailable:
+                raise
             except Exception:
                 self.log.failure("rule {rule} raised amending {kind} for {path}",
                                  rule=_describe(rule), kind=action.get("action"),

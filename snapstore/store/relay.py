@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from snapstore.httpheaders import addVia, endToEnd
 from snapstore.rules.engine import RuleFailed
 from snapstore.rules.verdicts import Deny
+from snapstore.state.errors import StateUnavailable
 from snapstore.store.errors import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
@@ -126,6 +127,12 @@ class RelayResource(Resource):
             if self.metrics is not None:
                 self.metrics.upstreamFailed(error.code)
             writeStoreError(request, error.status, error.code, error.message)
+            return
+        if failure.check(StateUnavailable):
+            self.log.warn("{uri} needs the state store, which is unavailable: {why}",
+                          uri=request.uri, why=failure.getErrorMessage())
+            writeStoreError(request, 503, "state-unavailable",
+                            "the proxy's database is unavailable; try again shortly")
             return
         self.log.failure("relaying {uri} failed", failure, uri=request.uri)
         writeStoreError(request, 500, "internal-error", "the proxy failed to relay this call")
