@@ -329,6 +329,28 @@ def cmdListOverrides(client: AdminClient, options: argparse.Namespace, out: Text
     return EXIT_OK
 
 
+def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    value = options.limit.strip().lower()
+    if value == "reset":
+        answer = client.call("DELETE", "/v1/device-limit")
+        message = "device limit reset: the limit in rules.d/20-device-limit.py applies"
+    else:
+        limit = None if value == "none" else int(value)
+        answer = client.call("PUT", "/v1/device-limit", body={"limit": limit})
+        message = f"device limit set to {'none' if limit is None else limit} on every node"
+    if options.json:
+        _dumpJSON(answer, out)
+    else:
+        out.write(message + "\n")
+    return EXIT_OK
+
+
+def _limitArgument(text: str) -> str:
+    if text.strip().lower() in ("none", "reset") or text.strip().isdigit():
+        return text
+    raise argparse.ArgumentTypeError("give a whole number, 'none' (no limit) or 'reset'")
+
+
 def cmdDeleteOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("DELETE", f"/v1/overrides/{_quote(options.snap)}",
                          query={"channel": options.channels})
@@ -550,6 +572,10 @@ def makeParser() -> argparse.ArgumentParser:
     sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
     sub.add_argument("snap")
     sub.add_argument("channels", nargs="+", metavar="CHANNEL")
+    sub = verb("device-limit", cmdDeviceLimit,
+               "set how many devices may use the proxy (all nodes): N, none, or reset "
+               "to the rules.d value")
+    sub.add_argument("limit", type=_limitArgument, metavar="N|none|reset")
     sub = verb("devices", cmdDevices, "list devices seen in the last 24 hours")
     sub.add_argument("--all", action="store_true", help="every device ever seen")
     sub = verb("cache", cmdCache, "blob cache statistics; prune empties it, verify re-hashes it")

@@ -471,6 +471,28 @@ class DeviceAndCacheTests(TestCase):
         self.assertEqual(len(json.loads(out)["devices"]), 2)
 
     @inlineCallbacks
+    def test_deviceLimit(self):
+        """
+        C{device-limit N} sets the limit the device-limit rule enforces (over
+        the rules file's), audited; C{reset} gives the file's back.
+        """
+        service = yield RunningService(self).start(rules={"20-device-limit.py": DEVICE_LIMIT})
+        code, out, err = yield service.cli("device-limit", "1")
+        self.assertEqual((code, out), (0, "device limit set to 1 on every node\n"), err)
+        code, out, err = yield service.cli("status", "--json")
+        self.assertEqual(json.loads(out)["devices"]["limit"], 1)
+        state = service.state()
+        self.assertEqual((yield state.getSetting("device-limit")), {"limit": 1})
+        [entry] = [e for e in (yield state.listAudit()) if e.target == "setting:device-limit"]
+        self.assertEqual((entry.before, entry.after), (None, {"limit": 1}))
+        code, out, err = yield service.cli("device-limit", "reset")
+        self.assertEqual(code, 0, err)
+        code, out, err = yield service.cli("status", "--json")
+        self.assertEqual(json.loads(out)["devices"]["limit"], 25)
+        code, out, err = yield service.cli("device-limit", "many")
+        self.assertEqual(code, 2)
+
+    @inlineCallbacks
     def test_cacheStatsVerifyPrune(self):
         """
         C{cache} counts the blobs a download filled; C{cache verify} drops a

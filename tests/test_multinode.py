@@ -118,6 +118,29 @@ class TwoNodeTests(TestCase):
         yield self.waitForRevision(self.nodeA, 12)
 
     @inlineCallbacks
+    def test_deviceLimitThroughOneNodeHonouredByOther(self):
+        """
+        A device limit set through node A applies on node B: with one device
+        connected and the limit at 1, a new device is refused by B.
+        """
+        yield self.nodeB.openSession("serial-1")
+        code, answer = yield self.admin(self.nodeA, b"PUT", "v1/device-limit", {"limit": 1})
+        self.assertEqual(code, 200, answer)
+        started = time.monotonic()
+        for attempt in range(1000):
+            # A new serial each time: one admitted before the limit applied
+            # is a known device from then on.
+            answer = yield self.nodeB.openSession(f"serial-new-{attempt}")
+            if isinstance(answer, tuple):
+                break
+            self.assertLess(time.monotonic() - started, 10, "limit never applied on node B")
+            yield deferLater(reactor, 0.05, lambda: None)
+        code, error = answer
+        self.assertEqual(code, 403, error)
+        self.assertEqual(error["error-list"][0]["code"], "device-limit-exceeded")
+        self.assertIsInstance((yield self.nodeB.openSession("serial-1")), str)
+
+    @inlineCallbacks
     def test_devicesCountedOnce(self):
         """
         A device seen through both nodes is one device.

@@ -178,6 +178,8 @@ class AdminAPI(Resource):
             (b"POST", ("v1", "overrides", "*"), self.setOverrides),
             (b"DELETE", ("v1", "overrides", "*"), self.deleteOverride),
             (b"GET", ("v1", "devices"), self.devices),
+            (b"PUT", ("v1", "device-limit"), self.setDeviceLimit),
+            (b"DELETE", ("v1", "device-limit"), self.resetDeviceLimit),
             (b"GET", ("v1", "cache"), self.cacheStats),
             (b"POST", ("v1", "cache", "prune"), self.cachePrune),
             (b"POST", ("v1", "cache", "verify"), self.cacheVerify),
@@ -302,8 +304,8 @@ class AdminAPI(Resource):
             status = await maybeDeferred(deviceStatus)
             return status.connected, status.limit
         devices = await self.state.listDevices(seenSince=self._now() - CONNECTED_WINDOW)
-        limit = await self.state.getSetting(DEVICE_LIMIT_KEY)
-        return len(devices), limit
+        setting = await self.state.getSetting(DEVICE_LIMIT_KEY)
+        return len(devices), setting.get("limit") if isinstance(setting, dict) else None
 
     async def _cacheStats(self) -> Optional[dict[str, Any]]:
         if self.cache is None:
@@ -453,6 +455,26 @@ class AdminAPI(Resource):
             raise APIError(404, "no-override",
                            f"{snapName} has no override on {', '.join(channels)}")
         return 200, {"deleted": [overrideJSON(o) for o in removed]}
+
+    async def setDeviceLimit(self, request: Request, caller: Caller) -> tuple[int, Any]:
+        """
+        Set the device limit for every node sharing this database; it wins
+        over the limit in C{rules.d/20-device-limit.py} until reset.
+        """
+        body = _readJSON(request)
+        limit = body.get("limit", "missing") if isinstance(body, dict) else "missing"
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise APIError(400, "bad-request",
+                           'body must be {"limit": N} with N a whole number >= 0, or {"limit": null}')
+        previous = await self.state.setSetting(DEVICE_LIMIT_KEY, {"limit": limit}, caller.actor)
+        return 200, {"limit": limit, "source": "admin", "previous": previous}
+
+    async def resetDeviceLimit(self, request: Request, caller: Caller) -> tuple[int, Any]:
+        """
+        Forget the admin's limit: the rules file's applies again.
+        """
+        previous = await self.state.setSetting(DEVICE_LIMIT_KEY, None, caller.actor)
+        return 200, {"source": "rules.d", "previous": previous}
 
     async def devices(self, request: Request, caller: Caller) -> tuple[int, Any]:
         showAll = request.args.get(b"all", [b"0"])[0] in (b"1", b"yes", b"true")

@@ -165,6 +165,9 @@ def connectedDevices(state: Any, clock: Any, window: float = DAY) -> Deferred[li
     return state.listDevices(seenSince=clock.seconds() - window)
 
 
+LIMIT_SETTING = "device-limit"
+
+
 @implementer(IAdmissionRule)
 class DeviceLimitRule:
     """
@@ -188,7 +191,8 @@ class DeviceLimitRule:
 
     def __init__(self, state: Any, clock: Any, limit: Optional[int] = None,
                  window: float = DAY, name: str = "device-limit",
-                 recordEvery: float = 60.0, reloadEvery: float = 60.0) -> None:
+                 recordEvery: float = 60.0, reloadEvery: float = 60.0,
+                 settingEvery: float = 0.5) -> None:
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValueError(f"limit must be None or a whole number >= 0, not {limit!r}")
         if not window > 0:
@@ -196,7 +200,11 @@ class DeviceLimitRule:
         self.name = name
         self.state = state
         self.clock = clock
+        self.fileLimit = limit
         self.limit = limit
+        self.limitSource = "rules.d"
+        self.settingEvery = settingEvery
+        self._settingAt: Optional[float] = None
         self.window = float(window)
         self.recordEvery = recordEvery
         self.reloadEvery = reloadEvery
@@ -212,6 +220,8 @@ class DeviceLimitRule:
             # A nonce identifies nobody; the session request that follows does.
             return Abstain()
         now = self.clock.seconds()
+        if self._settingAt is None or now - self._settingAt >= self.settingEvery:
+            await self._loadLimitSetting(now)
         if self._loadedAt is None or now - self._loadedAt >= self.reloadEvery:
             await self._load(now)
         device = request.device
@@ -243,6 +253,25 @@ class DeviceLimitRule:
                 self.log.failure("Cannot record device {identity}", identity=device.identity)
         return Abstain()
 
+    async def _loadLimitSetting(self, now: float) -> None:
+        """
+        Take the limit an admin set with C{snapstore device-limit} (the
+        C{device-limit} setting, shared by every node), or the file's when
+        none is set.  Read at most every C{settingEvery} seconds, so a
+        change through any node applies everywhere within a second.
+        """
+        self._settingAt = now
+        try:
+            setting = await self.state.getSetting(LIMIT_SETTING)
+        except Exception:
+            self.log.failure("Cannot read the device-limit setting; keeping limit {limit}",
+                             limit=self.limit)
+            return
+        if isinstance(setting, dict) and "limit" in setting:
+            self.limit, self.limitSource = setting["limit"], "admin"
+        else:
+            self.limit, self.limitSource = self.fileLimit, "rules.d"
+
     async def _load(self, now: float) -> None:
         try:
             devices = await self.state.listDevices(seenSince=now - self.window)
@@ -264,7 +293,8 @@ class DeviceLimitRule:
         @return: a Deferred firing with the L{DeviceStatus} (the count read
             from the state store).
         """
-        d = connectedDevices(self.state, self.clock, self.window)
+        d = ensureDeferred(self._loadLimitSetting(self.clock.seconds()))
+        d.addCallback(lambda _: connectedDevices(self.state, self.clock, self.window))
         return d.addCallback(lambda devices: DeviceStatus(len(devices), self.limit, self.window))
 
 
