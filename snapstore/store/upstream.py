@@ -92,8 +92,19 @@ class StoreUpstream:
         timeout = self.timeout if timeout is None else timeout
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         what = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"
-        requested = self.agent.request(method, url, headers, producer)
-        requested.addTimeout(timeout, self.clock, onTimeoutCancel=self._timedOut(what, timeout))
+        return self._bounded(self.agent.request(method, url, headers, producer), what, timeout)
+
+    def _bounded(self, pending: Deferred[Any], what: str, timeout: float) -> Deferred[Any]:
+        """
+        Give up on C{pending} after C{timeout} seconds, and turn any failure
+        into the L{UpstreamError} the client should see (logged once here).
+        """
+
+        def timedOut(result: Any, _timeout: float) -> Failure:
+            # Whatever cancelling produced (the agent wraps the cancellation
+            # in its own errors), the client is told it timed out.
+            return Failure(UpstreamError(504, "upstream-timeout",
+                                         f"upstream store did not answer {what} within {timeout:g}s"))
 
         def failed(failure: Failure) -> Failure:
             upstreamError = describeFailure(failure, what, timeout)
@@ -101,20 +112,8 @@ class StoreUpstream:
                           code=upstreamError.code, message=upstreamError.message)
             return Failure(upstreamError)
 
-        return requested.addErrback(failed)
-
-    @staticmethod
-    def _timedOut(what: str, timeout: float) -> Any:
-        """
-        Whatever cancelling a timed-out request produced (the agent wraps
-        the cancellation in its own errors), the client is told it timed out.
-        """
-
-        def timedOut(result: Any, _timeout: float) -> Failure:
-            return Failure(UpstreamError(504, "upstream-timeout",
-                                         f"upstream store did not answer {what} within {timeout:g}s"))
-
-        return timedOut
+        pending.addTimeout(timeout, self.clock, onTimeoutCancel=timedOut)
+        return pending.addErrback(failed)
 
     def readBody(self, response: IResponse, what: str, limit: int = 64 << 20,
                  timeout: Optional[float] = None) -> Deferred[bytes]:
@@ -126,16 +125,7 @@ class StoreUpstream:
             response.deliverBody(_Discard())
             return fail(UpstreamError(502, "upstream-bad-response",
                                       f"upstream answer to {what} is larger than {limit} bytes"))
-        reading = readBody(response)
-        reading.addTimeout(timeout, self.clock, onTimeoutCancel=self._timedOut(what, timeout))
-
-        def failed(failure: Failure) -> Failure:
-            upstreamError = describeFailure(failure, what, timeout)
-            self.log.warn("upstream failure ({code}): {message}",
-                          code=upstreamError.code, message=upstreamError.message)
-            return Failure(upstreamError)
-
-        return reading.addErrback(failed)
+        return self._bounded(readBody(response), what, timeout)
 
 
 class _Discard(Protocol):
