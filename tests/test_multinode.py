@@ -6,6 +6,7 @@ its own cache: what one node is told, every node honours.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 import signal
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -33,16 +34,17 @@ def databaseURL(database):
     return urlunsplit(server._replace(path="/" + database.name))
 
 
-class TwoNodeTests(TestCase):
+class NodesMixin:
     """
-    Two nodes, one database.
+    A test database, a fake store with C{hello} revisions 10 and 12 (stable
+    at 12), the shipped rules, and real nodes started on demand.
     """
 
     timeout = 180
     skip = pgtest.skipReason()
 
     @inlineCallbacks
-    def setUp(self):
+    def setUpStoreAndDatabase(self):
         self.database = pgtest.TemporaryDatabase()
         self.addCleanup(self.database.drop)
         self.store = FakeStore(reactor)
@@ -52,14 +54,12 @@ class TwoNodeTests(TestCase):
         self.store.addRevision("hello", 10, 4096)
         self.store.addRevision("hello", 12, 4096)
         self.rulesDir = copyShipped(self)
-        self.nodeA = yield self.startNode()
-        self.nodeB = yield self.startNode()
 
     @inlineCallbacks
-    def startNode(self):
+    def startNode(self, stateURL=None):
         adminPort = freePort()
         process, storePort = yield startTwistd(
-            self, "--upstream", self.store.apiURL, "--state", databaseURL(self.database),
+            self, "--upstream", self.store.apiURL, "--state", stateURL or databaseURL(self.database),
             "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
             "--rules-dir", self.rulesDir, "--data-dir", self.mktemp(), "--config", "/dev/null")
         yield waitForPort(adminPort, process)
@@ -71,12 +71,24 @@ class TwoNodeTests(TestCase):
 
     @inlineCallbacks
     def admin(self, node, method, path, body=None):
-        producer = FileBodyProducer(__import__("io").BytesIO(json.dumps(body).encode())) if body else None
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body else None
         response = yield testAgent(self).request(
             method, (node.adminURL + path).encode(),
             Headers({b"Content-Type": [b"application/json"]}), producer)
         content = yield readBody(response)
         return response.code, json.loads(content)
+
+
+class TwoNodeTests(NodesMixin, TestCase):
+    """
+    Two nodes, one database.
+    """
+
+    @inlineCallbacks
+    def setUp(self):
+        yield self.setUpStoreAndDatabase()
+        self.nodeA = yield self.startNode()
+        self.nodeB = yield self.startNode()
 
     @inlineCallbacks
     def revisionOffered(self, node, installed=9):
@@ -177,42 +189,23 @@ class TwoNodeTests(TestCase):
                          [("latest/stable", 10)])
 
 
-class DatabaseOutageTests(TestCase):
+class DatabaseOutageTests(NodesMixin, TestCase):
     """
     A node whose PostgreSQL goes away keeps serving devices, refuses admin
     changes clearly, and catches up when the database is back.
     """
 
-    timeout = 180
-    skip = pgtest.skipReason()
-
     @inlineCallbacks
     def setUp(self):
-        self.database = pgtest.TemporaryDatabase()
-        self.addCleanup(self.database.drop)
+        yield self.setUpStoreAndDatabase()
         server = urlsplit(pgtest.serverDSN())
         self.relay = pgtest.Relay(server.hostname or "127.0.0.1", server.port or 5432)
         self.relay.start()
         self.addCleanup(self.relay.stop)
-        self.store = FakeStore(reactor)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
-        self.snapId = self.store.addSnap("hello")
-        self.store.addRevision("hello", 10, 4096)
         stateURL = urlunsplit(server._replace(netloc=f"{server.username or 'postgres'}@127.0.0.1:{self.relay.port}",
                                               path="/" + self.database.name))
-        adminPort = freePort()
-        self.rulesDir = copyShipped(self)
-        process, storePort = yield startTwistd(
-            self, "--upstream", self.store.apiURL, "--state", stateURL,
-            "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
-            "--rules-dir", self.rulesDir, "--data-dir", self.mktemp(), "--config", "/dev/null")
-        yield waitForPort(adminPort, process)
-        self.node = Proxy(self, self.store.apiURL, self.rulesDir)
-        self.node.url = f"http://127.0.0.1:{storePort}/"
-        self.node.adminURL = f"http://127.0.0.1:{adminPort}/"
+        self.node = yield self.startNode(stateURL)
 
-    admin = TwoNodeTests.admin
 
     @inlineCallbacks
     def test_outage(self):
