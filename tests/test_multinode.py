@@ -206,7 +206,6 @@ class DatabaseOutageTests(NodesMixin, TestCase):
                                               path="/" + self.database.name))
         self.node = yield self.startNode(stateURL)
 
-
     @inlineCallbacks
     def test_outage(self):
         """
@@ -218,13 +217,13 @@ class DatabaseOutageTests(NodesMixin, TestCase):
         result = yield self.node.install("hello")
         url = result["snap"]["download"]["url"].encode()
         response = yield testAgent(self).request(b"GET", url)
-        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 10))
+        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 12))
 
         self.relay.stop()
         result = yield self.node.refresh(self.snapId, 9, "latest/stable")
-        self.assertEqual(result["snap"]["revision"], 10)
+        self.assertEqual(result["snap"]["revision"], 12)
         response = yield testAgent(self).request(b"GET", url)
-        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 10))
+        self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 12))
         self.assertEqual(response.headers.getRawHeaders(b"x-cache"), [b"HIT"])
         macaroon = yield self.node.openSession("serial-offline")
         self.assertIsInstance(macaroon, str)
