@@ -30,8 +30,11 @@ def statusOf(data: bytes) -> int:
 
 class TunnelTests(TestCase):
     """
-    C{CONNECT} opens a tunnel that carries bytes both ways.
+    C{CONNECT} opens a tunnel that carries bytes both ways (copying in
+    Python; L{SplicedTunnelTests} runs the same tests with splice(2)).
     """
+
+    splice = False
 
     timeout = 30
 
@@ -40,7 +43,7 @@ class TunnelTests(TestCase):
         self.echo = echoFactory()
         self.echoPort = (await listen(self, self.echo)).getHost().port
         self.settings = proxySettings(self, proxy_connect_ports=str(self.echoPort))
-        self.factory, self.port = await startProxy(self, self.settings)
+        self.factory, self.port = await startProxy(self, self.settings, splice=self.splice)
 
     async def tunnel(self, early: bytes = b"") -> tuple:
         client = await connectClient(self, self.port)
@@ -94,7 +97,7 @@ class TunnelTests(TestCase):
         path = self.mktemp()
         settings = proxySettings(self, proxy_connect_ports=str(self.echoPort),
                                  proxy_access_log=path)
-        factory, port = await startProxy(self, settings)
+        factory, port = await startProxy(self, settings, splice=self.splice)
         client = await connectClient(self, port)
         client.transport.write(connectHead(f"fakestore.test:{self.echoPort}") + b"12345")
         await client.waitForText(b"12345")
@@ -130,7 +133,7 @@ class TunnelTests(TestCase):
         flood = floodFactory(total)
         floodPort = (await listen(self, flood)).getHost().port
         settings = proxySettings(self, proxy_connect_ports=str(floodPort))
-        factory, port = await startProxy(self, settings)
+        factory, port = await startProxy(self, settings, splice=self.splice)
         client = await connectClient(self, port)
         client.transport.write(connectHead(f"fakestore.test:{floodPort}"))
         await client.waitFor(headEnded)
@@ -139,8 +142,22 @@ class TunnelTests(TestCase):
         channel = [p for p in _protocols(factory) if p._tunnel is not None][0]
         clientSide = channel.transport
         buffered = len(clientSide.dataBuffer) - clientSide.offset + clientSide._tempDataLen
+        if self.splice:
+            buffered += channel._tunnel.downward.inPipe + len(channel._tunnel.downward.pending)
         self.assertLess(buffered, 4 << 20)
         self.assertLess(flood.producers[0].sent, 64 << 20)
+        self.assertEqual(type(channel._tunnel).__name__,
+                         "SpliceTunnel" if self.splice else "Tunnel")
+
+
+class SplicedTunnelTests(TunnelTests):
+    """
+    The tunnel tests with kernel splicing.
+    """
+
+    splice = True
+    if not hasattr(__import__("os"), "splice"):
+        skip = "os.splice is not available here"
 
 
 async def untilStalled(producers: list) -> None:

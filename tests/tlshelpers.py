@@ -7,6 +7,7 @@ loopback tests.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from typing import Any, Sequence
 
 from cryptography import x509
@@ -25,7 +26,8 @@ class TestAuthority:
     @ivar serverPEM: server certificate and key (PEM bytes).
     """
 
-    def __init__(self, names: Sequence[str] = ("fakestore.test", "localhost")) -> None:
+    def __init__(self, names: Sequence[str] = ("fakestore.test", "localhost"),
+                 addresses: Sequence[str] = ()) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
         caKey = ec.generate_private_key(ec.SECP256R1())
         caName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "snapstore test CA")])
@@ -44,8 +46,10 @@ class TestAuthority:
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(hours=1))
                 .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.DNSName(n) for n in names]
+                    + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
+                    critical=False)
                 .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                                critical=False)
                 .sign(caKey, hashes.SHA256()))

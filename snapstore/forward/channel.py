@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from snapstore.forward.accesslog import AccessEntry
 from snapstore.forward.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
+from snapstore.forward.splice import SpliceTunnel, canSplice
 from snapstore.forward.tunnel import TargetProtocol, Tunnel
 from snapstore.httpheaders import HOP_BY_HOP, VIA_TOKEN
 from snapstore.outbound import TunnelError
@@ -528,9 +529,18 @@ class ForwardProxyProtocol(Protocol):
             self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             early, self._buffer = self._buffer, b""
             self._tunnelEntry = entry
-            self._tunnel = Tunnel(self.transport, target, self._touch, self._tunnelClosed)
             self.state = "tunnel"
             self._startWatchdog()
+            if self.factory.splice and canSplice(self.factory.reactor, self.transport,
+                                                 target.transport):
+                # The splice reads the sockets itself; the transport must
+                # stay paused (it is, since admission).
+                self._tunnel = SpliceTunnel(self.factory.reactor, self.transport, target,
+                                            self._touch, self._tunnelClosed)
+                self._paused = False
+                self._tunnel.start(early)
+                return
+            self._tunnel = Tunnel(self.transport, target, self._touch, self._tunnelClosed)
             self._tunnel.start(early)
             self._resume()
             if self._clientEOF:

@@ -6,6 +6,7 @@ resolution and the access log, shared by every client connection.
 
 from __future__ import annotations
 
+import os
 import socket
 from base64 import b64decode
 from typing import Any, Callable, Iterable, Optional
@@ -89,6 +90,8 @@ class ForwardProxyFactory(Factory):
     @param rules: connect rules; default L{builtinConnectRules}.
     @param dialer: default L{snapstore.outbound.makeDialer}.
     @param accessLog: default an L{AccessLog} on C{proxyAccessLog}.
+    @param splice: carry tunnels with C{splice(2)} when possible (default:
+        when C{os.splice} exists); see L{snapstore.forward.splice}.
     """
 
     log = Logger()
@@ -96,8 +99,9 @@ class ForwardProxyFactory(Factory):
     def __init__(self, reactor: Any, settings: Any, clock: Any = None,
                  localResource: Any = None, resolver: Any = None, rules: Any = None,
                  dialer: Any = None, accessLog: Optional[AccessLog] = None,
-                 localNames: Iterable[str] = ()) -> None:
+                 localNames: Iterable[str] = (), splice: Optional[bool] = None) -> None:
         self.reactor = reactor
+        self.splice = hasattr(os, "splice") if splice is None else splice
         self.settings = settings
         self.clock = clock if clock is not None else reactor
         self.idleTimeout = settings.proxyIdleTimeout

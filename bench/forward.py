@@ -1,0 +1,435 @@
+# -*- test-case-name: tests.test_forward -*-
+"""
+Benchmark: snapstore's forward proxy against squid, same run, same origins,
+loopback only.
+
+Run from the checkout, never alongside other benchmarks::
+
+    flock /tmp/snapstore-bench.lock python3 bench/forward.py [--size 1G] [--tunnels 200]
+
+Scenarios (each proxy gets the same ones, in turn):
+
+  - C{tunnel}: a 1 GiB HTTPS download (curl) through C{CONNECT}.
+  - C{absolute}: a 1 GiB plain-HTTP download (curl) in absolute form.
+  - C{200 tunnels}: 200 concurrent CONNECT tunnels each carrying a 10 MiB
+    response, from one asyncio client; wall time until all are done.
+  - C{slow reader}: one tunnel whose client reads 64 KiB every 50 ms for
+    a few seconds while the origin could send 1 GiB; RSS growth.
+
+Peak RSS is sampled from C{/proc} every 20 ms during each scenario (squid:
+all its processes).  snapstore runs as a real C{twistd -n snapstore}
+process; squid with a temporary config, C{-N}, killed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Optional
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, CHECKOUT)
+
+TEN_MIB = 10 << 20
+
+
+def freePort() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+# -- origin (a separate process, so it does not share the client's GIL) -----
+
+
+def _readHead(connection: Any) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _serve(connection: Any, path: str, tls: bool) -> None:
+    try:
+        while True:
+            head = _readHead(connection)
+            if not head:
+                return
+            target = head.split(b" ", 2)[1]
+            size = TEN_MIB if target.endswith(b"/ten") else os.path.getsize(path)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                               b"Content-Length: %d\r\n\r\n" % size)
+            with open(path, "rb") as blob:
+                if tls:
+                    left = size
+                    while left:
+                        chunk = blob.read(min(left, 1 << 20))
+                        connection.sendall(chunk)
+                        left -= len(chunk)
+                else:
+                    offset = 0
+                    while offset < size:
+                        offset += os.sendfile(connection.fileno(), blob.fileno(), offset,
+                                              size - offset)
+            if b"\r\nconnection: close" in head.lower():
+                return
+    except OSError:
+        pass
+    finally:
+        connection.close()
+
+
+def runOrigin(plainPort: int, tlsPort: int, certFile: str, path: str) -> None:
+    """
+    Serve C{path} over HTTP (sendfile) and HTTPS, one thread per
+    connection, until killed.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certFile)
+
+    def accept(port: int, tls: bool) -> None:
+        listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+        while True:
+            connection, _ = listener.accept()
+            if tls:
+                try:
+                    connection = context.wrap_socket(connection, server_side=True)
+                except (OSError, ssl.SSLError):
+                    connection.close()
+                    continue
+            threading.Thread(target=_serve, args=(connection, path, tls), daemon=True).start()
+
+    threading.Thread(target=accept, args=(tlsPort, True), daemon=True).start()
+    accept(plainPort, False)
+
+
+# -- measuring ------------------------------------------------------------------
+
+
+def rssOf(pids: Callable[[], list[int]]) -> int:
+    total = 0
+    for pid in pids():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class RSSSampler:
+    """
+    Samples the RSS of some processes every 20 ms in a thread and keeps the
+    peak.
+    """
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.peak = 0
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = rssOf(self.pids)
+            self.samples.append(rss)
+            self.peak = max(self.peak, rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> "RSSSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def childrenOf(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        output = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except OSError:
+        return found
+    for line in output.split():
+        found.extend(childrenOf(int(line)))
+    return found
+
+
+# -- the proxies ------------------------------------------------------------------
+
+
+def startSnapstore(work: str, port: int, ports: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=CHECKOUT)
+    env.pop("http_proxy", None)
+    env.pop("https_proxy", None)
+    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+               "-n", "--pidfile=",
+               "--logfile", os.path.join(work, "snapstore.log"), "snapstore",
+               "--proxy-endpoint", f"tcp:{port}:interface=127.0.0.1",
+               "--store-endpoint", f"tcp:{freePort()}:interface=127.0.0.1",
+               "--admin-endpoint", "none", "--data-dir", os.path.join(work, "snapstore-data"),
+               "--proxy-allow-internal", "127.0.0.1", "--proxy-connect-ports", ports,
+               "--proxy-max-per-client", "1000",
+               "--proxy-access-log", os.path.join(work, "snapstore-access.log")]
+    process = subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+    waitForPort(port, process)
+    return process
+
+
+SQUID_CONFIG = """
+http_port 127.0.0.1:{port}
+http_access allow all
+cache deny all
+cache_mem 8 MB
+maximum_object_size_in_memory 64 KB
+access_log stdio:{work}/squid-access.log
+cache_log {work}/squid-cache.log
+cache_store_log none
+pid_filename {work}/squid.pid
+coredump_dir {work}
+shutdown_lifetime 0 seconds
+max_filedescriptors 8192
+client_persistent_connections on
+server_persistent_connections on
+forwarded_for delete
+via on
+dns_v4_first on
+"""
+
+
+def startSquid(work: str, port: int) -> subprocess.Popen:
+    config = os.path.join(work, "squid.conf")
+    with open(config, "w") as configFile:
+        configFile.write(SQUID_CONFIG.format(port=port, work=work))
+    process = subprocess.Popen(["squid", "-N", "-f", config], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, cwd=work)
+    waitForPort(port, process)
+    return process
+
+
+def waitForPort(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"process {process.args[:3]} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+def curlDownload(proxyPort: int, url: str, caFile: str) -> tuple[float, int]:
+    result = subprocess.run(
+        ["curl", "-sS", "--cacert", caFile, "-x", f"http://127.0.0.1:{proxyPort}", url,
+         "-o", "/dev/null", "-w", "%{time_total} %{size_download}"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    if result.returncode != 0:
+        raise RuntimeError(f"curl failed: {result.stderr.strip()}")
+    seconds, size = result.stdout.split()
+    return float(seconds), int(size)
+
+
+async def _tunnelClient(proxyPort: int, originPort: int, path: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxyPort, limit=1 << 20)
+    target = b"127.0.0.1:%d" % originPort
+    writer.write(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        raise RuntimeError(f"CONNECT refused: {head[:100]!r}")
+    writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: " + target + b"\r\nConnection: close\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    total = 0
+    while total < length:
+        chunk = await reader.read(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    writer.close()
+    return total
+
+
+def manyTunnels(proxyPort: int, originPort: int, count: int) -> float:
+    async def run() -> list[int]:
+        return await asyncio.gather(*(_tunnelClient(proxyPort, originPort, b"/ten")
+                                      for _ in range(count)))
+
+    started = time.monotonic()
+    sizes = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    if sizes != [TEN_MIB] * count:
+        raise RuntimeError(f"short tunnels: {sorted(set(sizes))[:5]}")
+    return elapsed
+
+
+def slowReader(proxyPort: int, originPort: int, seconds: float, rss: Callable[[], int]) -> tuple[int, int]:
+    """
+    Read 64 KiB every 50 ms through a tunnel; return RSS after the first
+    second and at the end.
+    """
+    connection = socket.create_connection(("127.0.0.1", proxyPort))
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    target = b"127.0.0.1:%d" % originPort
+    connection.sendall(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
+    _readHead(connection)
+    connection.sendall(b"GET /blob HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
+    started = time.monotonic()
+    early = None
+    while time.monotonic() - started < seconds:
+        connection.recv(65536)
+        time.sleep(0.05)
+        if early is None and time.monotonic() - started > 1:
+            early = rss()
+    late = rss()
+    connection.close()
+    return early or late, late
+
+
+def measure(name: str, proxyPort: int, pids: Callable[[], list[int]], origin: dict,
+            caFile: str, runs: int, tunnels: int) -> dict:
+    results: dict[str, Any] = {"name": name}
+    with RSSSampler(pids) as sampler:
+        times = []
+        for _ in range(runs):
+            seconds, size = curlDownload(proxyPort, f"https://127.0.0.1:{origin['tls']}/blob",
+                                         caFile)
+            times.append(size / seconds)
+        results["tunnel"] = statistics.median(times)
+    results["tunnelRSS"] = sampler.peak
+    with RSSSampler(pids) as sampler:
+        times = []
+        for _ in range(runs):
+            seconds, size = curlDownload(proxyPort, f"http://127.0.0.1:{origin['plain']}/blob",
+                                         caFile)
+            times.append(size / seconds)
+        results["absolute"] = statistics.median(times)
+    results["absoluteRSS"] = sampler.peak
+    with RSSSampler(pids) as sampler:
+        results["many"] = statistics.median(
+            [manyTunnels(proxyPort, origin["plain"], tunnels) for _ in range(runs)])
+    results["manyRSS"] = sampler.peak
+    early, late = slowReader(proxyPort, origin["plain"], 5.0, lambda: rssOf(pids))
+    results["slowEarly"], results["slowLate"] = early, late
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1G", help="download size (default 1G)")
+    parser.add_argument("--tunnels", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("snapstore", "squid"), default=None)
+    parser.add_argument("origin", nargs="*", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.origin:
+        plain, tls, cert, path = options.origin
+        runOrigin(int(plain), int(tls), cert, path)
+        return
+    from snapstore.config import parseSize
+    from tests.tlshelpers import TestAuthority
+
+    for tool in ("curl", "squid"):
+        if shutil.which(tool) is None and not (tool == "squid" and options.only == "snapstore"):
+            raise SystemExit(f"{tool} is needed")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    work = tempfile.mkdtemp(prefix="snapstore-bench-")
+    os.chmod(work, 0o777)
+    processes: list[subprocess.Popen] = []
+    try:
+        authority = TestAuthority(addresses=["127.0.0.1"])
+        caFile = authority.writeCA(os.path.join(work, "ca.pem"))
+        certFile = authority.writeServer(os.path.join(work, "server.pem"))
+        blob = os.path.join(work, "blob")
+        with open(blob, "wb") as blobFile:
+            size = parseSize(options.size)
+            block = os.urandom(1 << 20)
+            for _ in range(size >> 20):
+                blobFile.write(block)
+        origin = {"plain": freePort(), "tls": freePort()}
+        originProcess = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), str(origin["plain"]), str(origin["tls"]),
+             certFile, blob])
+        processes.append(originProcess)
+        waitForPort(origin["plain"], originProcess)
+        waitForPort(origin["tls"], originProcess)
+        ports = f"{origin['plain']},{origin['tls']}"
+        rows = []
+        if options.only in (None, "squid"):
+            squidPort = freePort()
+            squid = startSquid(work, squidPort)
+            processes.append(squid)
+            rows.append(measure("squid 5.7", squidPort, lambda: childrenOf(squid.pid), origin,
+                                caFile, options.runs, options.tunnels))
+            stop(squid)
+        if options.only in (None, "snapstore"):
+            snapPort = freePort()
+            snapstore = startSnapstore(work, snapPort, ports)
+            processes.append(snapstore)
+            rows.append(measure("snapstore", snapPort, lambda: [snapstore.pid], origin, caFile,
+                                options.runs, options.tunnels))
+            stop(snapstore)
+        printTable(rows, options)
+    finally:
+        for process in processes:
+            stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def printTable(rows: list[dict], options: Any) -> None:
+    mb = 1 << 20
+    print(f"\nforward proxy benchmark: {options.size} downloads, {options.tunnels} tunnels x "
+          f"10 MiB, median of {options.runs} runs, loopback, {os.cpu_count()} CPUs\n")
+    print("| proxy | tunnel TLS MiB/s | absolute-URI MiB/s | "
+          f"{options.tunnels} tunnels wall s | peak RSS tunnel / absolute / "
+          f"{options.tunnels} tunnels MiB | slow reader RSS 1 s -> 5 s MiB |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['name']} | {row['tunnel'] / mb:.0f} | {row['absolute'] / mb:.0f} | "
+              f"{row['many']:.2f} | {row['tunnelRSS'] / mb:.0f} / {row['absoluteRSS'] / mb:.0f}"
+              f" / {row['manyRSS'] / mb:.0f} | {row['slowEarly'] / mb:.0f} -> "
+              f"{row['slowLate'] / mb:.0f} |")
+    if len(rows) == 2:
+        squid, snap = rows
+        print(f"\nsnapstore / squid: tunnel {snap['tunnel'] / squid['tunnel']:.2f}x, "
+              f"absolute {snap['absolute'] / squid['absolute']:.2f}x, "
+              f"{options.tunnels} tunnels wall time {snap['many'] / squid['many']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+# -*- test-case-name: tests.test_forward -*-
+"""
+Zero-copy tunnels: bytes move socket -> pipe -> socket inside the kernel
+with C{splice(2)}, never entering Python.
+
+A tunnel spends nearly all its time copying; doing that in the kernel
+frees the reactor for everything else and keeps memory flat, since the
+only buffers are two pipes per tunnel.  Flow control is the same as with
+L{snapstore.forward.tunnel.Tunnel}: while a direction's pipe cannot be
+drained into its destination, its source is not read.
+
+L{SpliceTunnel} takes the two TCP sockets away from their Twisted
+transports (which stop reading and writing), registers its own
+descriptors with the reactor, and gives the sockets back for closing, so
+the protocols still see C{connectionLost} and every counter and log line
+stays correct.  L{canSplice} says when this is possible: Linux
+C{os.splice}, plain TCP transports on a reactor that accepts foreign
+descriptors; otherwise the copying L{Tunnel} is used.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from typing import Any, Callable, Optional
+
+from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+PIPE_SIZE = 1 << 20
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_MAX_ROUNDS = 16
+
+
+def canSplice(reactor: Any, client: Any, target: Any) -> bool:
+    """
+    Whether L{SpliceTunnel} can carry a tunnel between these transports:
+    both plain TCP transports of L{twisted.internet.tcp} (not TLS, not
+    in-memory), on Linux, on a reactor taking foreign descriptors.
+    """
+    if not hasattr(os, "splice") or not hasattr(reactor, "addReader"):
+        return False
+    for transport in (client, target):
+        if type(transport).__module__ != "twisted.internet.tcp":
+            return False
+        if not isinstance(getattr(transport, "socket", None), socket.socket):
+            return False
+        if getattr(transport, "TLS", False) or not getattr(transport, "connected", False):
+            return False
+        if not hasattr(transport, "_tempDataBuffer"):
+            return False
+    return True
+
+
+def _takeBuffer(transport: Any) -> bytes:
+    """
+    Remove and return what a transport has not written yet.
+    """
+    pending = bytes(transport.dataBuffer[transport.offset:]) + b"".join(
+        transport._tempDataBuffer)
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport._tempDataBuffer = []
+    transport._tempDataLen = 0
+    return pending
+
+
+class _Direction:
+    """
+    One way through the tunnel: C{src} socket -> pipe -> C{dst} socket.
+    """
+
+    def __init__(self, src: int, dst: int, dstSocket: socket.socket, pending: bytes,
+                 count: Callable[[int], None]) -> None:
+        self.src = src
+        self.dst = dst
+        self.dstSocket = dstSocket
+        self.pending = pending
+        self.count = count
+        self.readEnd, self.writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.writeEnd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass
+        self.inPipe = 0
+        self.eof = False
+        self.finished = False
+        self.wantRead = True
+        self.wantWrite = False
+
+    def pump(self) -> None:
+        """
+        Move what can be moved now, then record whether the source should
+        be read and the destination waited on.
+
+        @raise OSError: on connection errors (reset, broken pipe).
+        """
+        for _ in range(_MAX_ROUNDS):
+            if self.pending:
+                try:
+                    sent = os.write(self.dst, self.pending)
+                except BlockingIOError:
+                    return self._blocked()
+                self.pending = self.pending[sent:]
+                self.count(sent)
+                if self.pending:
+                    return self._blocked()
+            while self.inPipe:
+                try:
+                    moved = os.splice(self.readEnd, self.dst, self.inPipe, flags=_FLAGS)
+                except BlockingIOError:
+                    return self._blocked()
+                self.inPipe -= moved
+                self.count(moved)
+            if self.eof:
+                if not self.finished:
+                    self.finished = True
+                    try:
+                        self.dstSocket.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                self.wantRead = self.wantWrite = False
+                return
+            try:
+                got = os.splice(self.src, self.writeEnd, PIPE_SIZE, flags=_FLAGS)
+            except BlockingIOError:
+                self.wantRead, self.wantWrite = True, False
+                return
+            if got == 0:
+                self.eof = True
+            self.inPipe += got
+        # Fairness: let other connections run; come back when readable.
+        self.wantRead, self.wantWrite = True, False
+
+    def _blocked(self) -> None:
+        self.wantRead, self.wantWrite = False, True
+
+    def close(self) -> None:
+        for fd in (self.readEnd, self.writeEnd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@implementer(IReadDescriptor, IWriteDescriptor)
+class _End:
+    """
+    The reactor's view of one tunnel socket while the tunnel owns it.
+    """
+
+    def __init__(self, tunnel: "SpliceTunnel", fd: int, name: str) -> None:
+        self.tunnel = tunnel
+        self.fd = fd
+        self.name = name
+        self.reading = False
+        self.writing = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return f"SpliceTunnel({self.name})"
+
+    def doRead(self) -> None:
+        self.tunnel.ready(self, readable=True)
+
+    def doWrite(self) -> None:
+        self.tunnel.ready(self, readable=False)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.tunnel.abort()
+
+
+class SpliceTunnel:
+    """
+    A tunnel between two TCP transports, spliced in the kernel.  Same
+    interface as L{snapstore.forward.tunnel.Tunnel}.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, client: Any, target: Any,
+                 touch: Callable[[], None], onClose: Callable[[], None]) -> None:
+        self.reactor = reactor
+        self.client = client
+        self.target = target
+        self.touch = touch
+        self.onClose = onClose
+        self.up = 0
+        self.down = 0
+        self.closed = False
+        target.tunnel = self
+        self._directions: list[_Direction] = []
+        self._ends: list[_End] = []
+
+    def _countUp(self, n: int) -> None:
+        self.up += n
+
+    def _countDown(self, n: int) -> None:
+        self.down += n
+
+    def start(self, early: bytes) -> None:
+        client, target = self.client, self.target.transport
+        for transport in (client, target):
+            transport.stopReading()
+            transport.stopWriting()
+        # What the transports still had to send: to the client, the
+        # proxy's own 200 (not payload); to the target, nothing normally.
+        toClient = _takeBuffer(client)
+        toTarget = _takeBuffer(target)
+        clientFd, targetFd = client.fileno(), target.fileno()
+        self.upward = _Direction(clientFd, targetFd, target.socket, toTarget + early,
+                                 self._countUp)
+        self.downward = _Direction(targetFd, clientFd, client.socket, toClient,
+                                   self._greetingCounter(len(toClient)))
+        self._directions = [self.upward, self.downward]
+        self.clientEnd = _End(self, clientFd, "client")
+        self.targetEnd = _End(self, targetFd, "target")
+        self._ends = [self.clientEnd, self.targetEnd]
+        self._pumpAll()
+
+    def _greetingCounter(self, greeting: int) -> Callable[[int], None]:
+        remaining = [greeting]
+
+        def count(n: int) -> None:
+            skip = min(n, remaining[0])
+            remaining[0] -= skip
+            self.down += n - skip
+
+        return count
+
+    def ready(self, end: _End, readable: bool) -> None:
+        if self.closed:
+            return
+        self.touch()
+        self._pumpAll()
+
+    def _pumpAll(self) -> None:
+        try:
+            for direction in self._directions:
+                if not direction.finished or direction.pending or direction.inPipe:
+                    direction.pump()
+        except OSError as error:
+            if error.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN,
+                                   errno.EBADF):
+                self.log.warn("tunnel splice failed: {error}", error=error)
+            self.abort()
+            return
+        if self.upward.finished and self.downward.finished:
+            self.close()
+            return
+        self._register()
+
+    def _register(self) -> None:
+        wants = {self.clientEnd: [False, False], self.targetEnd: [False, False]}
+        byFd = {self.clientEnd.fd: self.clientEnd, self.targetEnd.fd: self.targetEnd}
+        for direction in self._directions:
+            if direction.wantRead:
+                wants[byFd[direction.src]][0] = True
+            if direction.wantWrite:
+                wants[byFd[direction.dst]][1] = True
+        for end, (read, write) in wants.items():
+            if read != end.reading:
+                (self.reactor.addReader if read else self.reactor.removeReader)(end)
+                end.reading = read
+            if write != end.writing:
+                (self.reactor.addWriter if write else self.reactor.removeWriter)(end)
+                end.writing = write
+
+    def _release(self) -> None:
+        for end in self._ends:
+            if end.reading:
+                self.reactor.removeReader(end)
+                end.reading = False
+            if end.writing:
+                self.reactor.removeWriter(end)
+                end.writing = False
+        for direction in self._directions:
+            direction.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._release()
+        self.client.loseConnection()
+        self.target.transport.loseConnection()
+        self.onClose()
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._release()
+        self.client.abortConnection()
+        self.target.transport.abortConnection()
+        self.onClose()
+
+    def clientEndedSending(self) -> None:
+        """
+        Not used: in splice mode the end of file is read by the splice.
+        """
+
+    def fromClient(self, data: bytes) -> None:
+        # Cannot happen once started: the client transport no longer reads.
+        self.upward.pending += data
+        self._pumpAll()
+
+    def fromTarget(self, data: bytes) -> None:
+        self.downward.pending += data
+        self._pumpAll()
+
+    def targetEnded(self) -> None:
+        pass
+
+    def clientLost(self, reason: Failure) -> None:
+        self.abort()
+
+    def targetLost(self, reason: Failure) -> None:
+        self.abort()
