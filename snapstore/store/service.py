@@ -91,6 +91,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     cache = getattr(download, "cache", None)
     if hasattr(download, "metrics"):
         download.metrics = metrics
+    assertions = _assertionsResource(reactor, upstream, relay)
     # --- end of download path ---
     if rules is not None:
         from snapstore.rules.gate import DownloadGate
@@ -98,7 +99,8 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         # Admission rules (snap deny lists, device limit) before any blob.
         download = DownloadGate(download, rules, state.getBlob)
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
-                     local={b"v1": LocalV1(ClientConfig.fromSettings(settings))})
+                     local={b"v1": LocalV1(ClientConfig.fromSettings(settings))},
+                     assertions=assertions)
     if rules is not None and getattr(root, "assertions", None) is not None:
         # How long each assertion type is kept comes from the cache rule.
         root.assertions.policy = rules.assertionPolicy
@@ -111,9 +113,22 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
 def _downloadResource(reactor: Any, settings: Settings, state: Any,
                       upstream: StoreUpstream, services: list[IService]) -> IResource:
     """
-    The resource answering C{/api/v1/snaps/download/<name>}; the blob cache
-    it uses is added to C{services} when it has a lifetime of its own.
+    The resource answering C{/api/v1/snaps/download/<name>}, around the blob
+    cache in C{settings.cacheDir} bounded by C{settings.cacheSize}.
     """
+    from snapstore.cache.blobs import BlobCache
     from snapstore.store.download import DownloadResource
 
-    return DownloadResource(reactor, upstream, state)
+    cache = BlobCache(reactor, settings.cacheDir, settings.cacheSize)
+    return DownloadResource(reactor, upstream, state, cache, offline=settings.offline)
+
+
+def _assertionsResource(reactor: Any, upstream: StoreUpstream, relay: IResource) -> IResource:
+    """
+    The resource answering C{GET /v2/assertions/...} from a memory cache;
+    other methods go to the relay.
+    """
+    from snapstore.cache.documents import DocumentCache
+    from snapstore.store.assertions import AssertionsResource
+
+    return AssertionsResource(reactor, upstream, DocumentCache(reactor), relay)
