@@ -38,7 +38,7 @@ _BLOB_NAME = re.compile(r"^([0-9a-f]{96})-([0-9]+)$")
 
 #: How far a fill must advance before waiting readers are woken; waking 50
 #: readers for every 64 KiB socket read costs more than it gives.
-NOTIFY_STEP = 256 * 1024
+NOTIFY_STEP = 1 << 20
 #: How long fill progress smaller than L{NOTIFY_STEP} may wait before
 #: readers are told about it anyway (a slow upstream must still trickle).
 NOTIFY_DELAY = 0.02

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+# -*- test-case-name: tests.test_cache -*-
+"""
+Benchmark of the blob cache against nginx, on this machine, in one run.
+
+    flock /tmp/snapstore-bench.lock python3 bench/cache.py
+
+It starts, all on loopback:
+
+  - the fake upstream store (tests/fakestore, in this process) with a
+    1 GiB and a 100 MiB revision;
+  - snapstore as a real C{twistd -n snapstore} process in front of it;
+  - nginx serving the very file snapstore cached, statically with
+    C{sendfile} (what a cache hit should match);
+  - nginx as a caching reverse proxy (C{proxy_cache} + C{proxy_cache_lock})
+    in front of the fake store's CDN (what a cold burst should match).
+
+and measures (a) cache-hit throughput of one client fetching 1 GiB, (b) 50
+clients fetching the same 100 MiB blob at once with a cold cache (wall time
+and bytes taken from upstream), (c) snapstore's peak RSS across both.
+Clients are C{curl} processes writing to /dev/null, the same for both
+servers.  Work files go to bench/_work/cache (git-ignored) and are removed
+at the end unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def freePort() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def waitForPort(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}; see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+
+
+class RSSWatcher(threading.Thread):
+    """
+    Samples a process's resident set every 20 ms and keeps the peak (and
+    the kernel's own high-water mark, VmHWM, at the end).
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.running = True
+
+    def field(self, name: str) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith(name + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.field("VmRSS"))
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return max(self.peak, self.field("VmHWM"))
+
+
+class FakeUpstream:
+    """
+    The fake store, run by a reactor in a thread of this process so that
+    its byte counters can be read directly.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)
+        self.thread.start()
+
+    def call(self, f, *args, **kwargs):
+        from twisted.internet.threads import blockingCallFromThread
+
+        return blockingCallFromThread(self.reactor, f, *args, **kwargs)
+
+    def start(self, snaps: list[tuple[str, int, int]]) -> None:
+        from tests.fakestore import FakeStore
+
+        def build():
+            self.store = FakeStore(self.reactor)
+            for name, revision, size in snaps:
+                self.store.addSnap(name)
+                self.store.addRevision(name, revision, size)
+            return self.store.start()
+
+        self.call(build)
+
+    def cdnBytes(self) -> int:
+        return self.call(lambda: self.store.cdnBytesSent)
+
+    def cdnGets(self, name: str) -> int:
+        return self.call(lambda: len(self.store.cdnDownloads(name)))
+
+    def stop(self) -> None:
+        self.call(self.store.stop)
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(5)
+
+
+def curl(url: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+         url],
+        stdout=subprocess.PIPE, text=True)
+
+
+def curlResult(process: subprocess.Popen) -> tuple[int, int, float]:
+    out, _ = process.communicate()
+    code, size, seconds = out.split()
+    return int(code), int(size), float(seconds)
+
+
+def single(url: str, size: int) -> float:
+    """
+    One download; its throughput in bytes per second.
+    """
+    code, got, seconds = curlResult(curl(url))
+    if code not in (200,) or got != size:
+        raise SystemExit(f"download of {url} failed: HTTP {code}, {got} of {size} bytes")
+    return got / seconds
+
+
+def burst(url: str, size: int, clients: int) -> float:
+    """
+    C{clients} downloads at once; the wall time until the last ended.
+    """
+    started = time.monotonic()
+    processes = [curl(url) for _ in range(clients)]
+    results = [curlResult(p) for p in processes]
+    wall = time.monotonic() - started
+    for code, got, _ in results:
+        if code != 200 or got != size:
+            raise SystemExit(f"burst download of {url} failed: HTTP {code}, {got} of {size}")
+    return wall
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+user root;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 30;
+    default_type application/octet-stream;
+    client_body_temp_path {work}/nginx-tmp/body;
+    proxy_temp_path {work}/nginx-tmp/proxy;
+    fastcgi_temp_path {work}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {work}/nginx-tmp/uwsgi;
+    scgi_temp_path {work}/nginx-tmp/scgi;
+    proxy_cache_path {work}/nginx-cache levels=1:2 keys_zone=blobs:10m
+                     max_size=4g inactive=1h use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{staticPort};
+        root {staticRoot};
+    }}
+    server {{
+        listen 127.0.0.1:{proxyPort};
+        location / {{
+            proxy_pass http://127.0.0.1:{cdnPort};
+            proxy_http_version 1.1;
+            proxy_cache blobs;
+            proxy_cache_key $uri;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 120s;
+            proxy_cache_lock_age 120s;
+            proxy_cache_valid 200 1h;
+        }}
+    }}
+}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hit-size", type=int, default=GIB)
+    parser.add_argument("--burst-size", type=int, default=100 * MIB)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=5, help="hit runs per server")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="cold bursts per server (each on a blob new to both caches)")
+    parser.add_argument("--keep", action="store_true", help="keep bench/_work/cache")
+    options = parser.parse_args()
+
+    work = os.path.join(ROOT, "bench", "_work", "cache")
+    shutil.rmtree(work, ignore_errors=True)
+    for sub in ("data", "nginx-cache", "nginx-tmp"):
+        os.makedirs(os.path.join(work, sub))
+    processes: list[subprocess.Popen] = []
+    upstream = FakeUpstream()
+    try:
+        print(f"generating blobs ({options.hit_size} and {options.burst_size} bytes)...",
+              file=sys.stderr)
+        upstream.start([("big", 1, options.hit_size)] +
+                       [(f"burst{n}", 1, options.burst_size) for n in range(options.rounds)])
+        store = upstream.store
+        apiURL = store.apiURL
+
+        storePort = freePort()
+        log = open(os.path.join(work, "snapstore.log"), "w")
+        environment = dict(os.environ, PYTHONPATH=ROOT)
+        twistd = shutil.which("twistd") or "twistd"
+        # An explicit, empty config file: an installed package's
+        # /etc/snapstore/snapstore.conf must not send the bench's blobs to
+        # its cache directory.
+        config = os.path.join(work, "snapstore.conf")
+        with open(config, "w") as empty:
+            empty.write("[snapstore]\n")
+        rulesDir = os.path.join(ROOT, "rules.d")
+        if not os.path.isdir(rulesDir):
+            rulesDir = os.path.join(work, "rules.d")
+            os.makedirs(rulesDir, exist_ok=True)
+        snapstore = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "snapstore", "--config", config,
+             "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1",
+             "--proxy-endpoint", "none", "--admin-endpoint", "none",
+             "--upstream", apiURL, "--data-dir", os.path.join(work, "data"),
+             "--cache-dir", os.path.join(work, "data", "cache"),
+             "--rules-dir", rulesDir, "--cache-size", str(4 * GIB)],
+            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=work)
+        processes.append(snapstore)
+        waitForPort(storePort, snapstore, "snapstore")
+        rss = RSSWatcher(snapstore.pid)
+        rss.start()
+        base = f"http://127.0.0.1:{storePort}/"
+
+        def downloadURL(name: str) -> str:
+            # Ask the proxy about the snap, as snapd would: the relay
+            # rewrites the download URL and records the blob.
+            with urllib.request.urlopen(f"{base}v2/snaps/info/{name}") as answer:
+                info = json.load(answer)
+            return info["channel-map"][0]["download"]["url"]
+
+        # (a) cache hits: fill once, then time hits against nginx static on
+        # the very file snapstore cached.
+        bigURL = downloadURL("big")
+        single(bigURL, options.hit_size)
+        digest = store.blobDigest("big", 1)
+        staticRoot = os.path.join(work, "data", "cache", "blobs")
+        staticName = f"{digest}-{options.hit_size}"
+        if not os.path.exists(os.path.join(staticRoot, staticName)):
+            raise SystemExit("snapstore did not cache the 1 GiB blob")
+
+        staticPort, proxyPort = freePort(), freePort()
+        conf = os.path.join(work, "nginx.conf")
+        with open(conf, "w") as config:
+            config.write(NGINX_CONF.format(work=work, staticPort=staticPort,
+                                           proxyPort=proxyPort, staticRoot=staticRoot,
+                                           cdnPort=store.cdnPort))
+        nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", conf, "-p", work],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(nginx)
+        waitForPort(staticPort, nginx, "nginx")
+        staticURL = f"http://127.0.0.1:{staticPort}/{staticName}"
+
+        hits, statics = [], []
+        single(staticURL, options.hit_size)  # page cache warm for both
+        for _ in range(options.runs):
+            hits.append(single(bigURL, options.hit_size))
+            statics.append(single(staticURL, options.hit_size))
+
+        # (b) cold bursts: 50 clients, one blob neither cache has seen;
+        # each round takes a new blob, snapstore and nginx alternating.
+        snapWalls, snapUpstreams, nginxWalls, nginxUpstreams = [], [], [], []
+        for n in range(options.rounds):
+            name = f"burst{n}"
+            burstURL = downloadURL(name)
+            before = upstream.cdnBytes()
+            snapWalls.append(burst(burstURL, options.burst_size, options.clients))
+            snapUpstreams.append(upstream.cdnBytes() - before)
+
+            snapId = store.snapId(name)
+            redirect = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{redirect_url}",
+                 f"{apiURL}api/v1/snaps/download/{snapId}_1.snap"],
+                capture_output=True, text=True, check=True).stdout
+            cdnPath = redirect.split("/", 3)[3]
+            before = upstream.cdnBytes()
+            nginxWalls.append(burst(f"http://127.0.0.1:{proxyPort}/{cdnPath}",
+                                    options.burst_size, options.clients))
+            nginxUpstreams.append(upstream.cdnBytes() - before)
+
+        peakRSS = rss.stop()
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        try:
+            upstream.stop()
+        except Exception:
+            pass
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    hit, static = statistics.median(hits), statistics.median(statics)
+    snapWall, nginxWall = statistics.median(snapWalls), statistics.median(nginxWalls)
+    snapUpstream, nginxUpstream = max(snapUpstreams), max(nginxUpstreams)
+    gbps = lambda rate: f"{rate / 1e9:.2f} GB/s"
+    rows = [
+        ("(a) cache hit, 1 client, %d MiB (median of %d)" % (options.hit_size >> 20, options.runs),
+         gbps(hit), gbps(static) + " (nginx static, sendfile)", f"{hit / static:.2f}x", ">= 1.0x"),
+        ("(b) cold burst, %d clients x %d MiB: wall (median of %d)"
+         % (options.clients, options.burst_size >> 20, options.rounds),
+         f"{snapWall:.2f} s", f"{nginxWall:.2f} s (nginx proxy_cache + lock)",
+         f"{snapWall / nginxWall:.2f}x", "<= 1.2x"),
+        ("(b) upstream bytes (largest round)", f"{snapUpstream / options.burst_size:.2f} blobs ({snapUpstream} B)",
+         f"{nginxUpstream / options.burst_size:.2f} blobs ({nginxUpstream} B)", "",
+         "exactly 1 blob"),
+        ("(c) snapstore peak RSS during (a) and (b)", f"{peakRSS / MIB:.0f} MiB", "", "",
+         "< 150 MB"),
+    ]
+    header = ("measurement", "snapstore", "nginx", "ratio", "target")
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]
+    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print(f"\nhit runs (GB/s): snapstore {[round(r / 1e9, 2) for r in hits]}, "
+          f"nginx {[round(r / 1e9, 2) for r in statics]}")
+    print(f"burst rounds (s): snapstore {[round(w, 2) for w in snapWalls]}, "
+          f"nginx {[round(w, 2) for w in nginxWalls]}; upstream bytes per round: "
+          f"snapstore {snapUpstreams}, nginx {nginxUpstreams}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
