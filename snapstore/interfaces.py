@@ -169,6 +169,35 @@ class IStateStore(Interface):
         @return: a zero-argument callable that stops the observation.
         """
 
+    # Imported content (snapstore/offline, snapstore/state/imported.py).
+
+    def importContent(content, actor):
+        """
+        Add a verified bundle's content (a
+        L{snapstore.state.imported.ImportedContent}) in one transaction,
+        with an audit row (target C{offline:import}) when anything changed.
+
+        @return: a Deferred firing with a summary dict of counts and
+            C{changed}.
+        """
+
+    def getImportedSnap(snapName=None, snapId=None):
+        """
+        @return: a Deferred firing with the
+            L{snapstore.state.imported.ImportedSnap} or C{None}.
+        """
+
+    def listImportedSnaps():
+        """
+        @return: a Deferred firing with every imported snap, by name.
+        """
+
+    def getImportedAssertion(type, primaryKey):
+        """
+        @return: a Deferred firing with the
+            L{snapstore.state.imported.ImportedAssertion} or C{None}.
+        """
+
 
 # ---------------------------------------------------------------------------
 # Blob cache (snapstore/cache/)

@@ -425,3 +425,39 @@ class StateStoreBase:
             Mode.SERIAL,
         )
 
+
+    # -- imported content (snapstore.offline) ------------------------------
+
+    def importContent(self, content: Any, actor: str) -> Deferred[dict[str, Any]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.importContent}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.importContent(content, actor, self.clock.seconds()),
+                        Mode.SERIAL)
+
+    def getImportedSnap(self, snapName: str | None = None,
+                        snapId: str | None = None) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.getImportedSnap}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.getImportedSnap(snapName, snapId))
+
+    def listImportedSnaps(self) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.listImportedSnaps}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.listImportedSnaps())
+
+    def getImportedAssertion(self, type: str, primaryKey: Sequence[str]) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.getImportedAssertion}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.getImportedAssertion(type, tuple(primaryKey)))

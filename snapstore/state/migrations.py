@@ -112,6 +112,56 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX blobs_snap_revision ON blobs (snap_id, revision)",
         ),
     ),
+    Migration(
+        3,
+        "imported content (offline bundles)",
+        (
+            # What an offline node serves: snaps, their revisions (the snap
+            # object a refresh answer gives), channel maps and assertions,
+            # from bundles (snapstore.offline); see snapstore.state.imported.
+            """
+            CREATE TABLE imported_snaps (
+                snap_id TEXT PRIMARY KEY,
+                snap_name TEXT NOT NULL,
+                info TEXT NOT NULL,
+                imported_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX imported_snaps_name ON imported_snaps (snap_name)",
+            """
+            CREATE TABLE imported_revisions (
+                snap_id TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                sha3_384 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                snap TEXT NOT NULL,
+                imported_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_id, revision)
+            )
+            """,
+            """
+            CREATE TABLE imported_channels (
+                snap_id TEXT NOT NULL,
+                architecture TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                released_at TEXT NOT NULL,
+                imported_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_id, architecture, channel)
+            )
+            """,
+            """
+            CREATE TABLE imported_assertions (
+                type TEXT NOT NULL,
+                primary_key TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                body TEXT NOT NULL,
+                imported_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (type, primary_key)
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.
