@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_offline -*-
+"""
+The C{snapstore} command's air-gap verbs: C{export}, C{import} and
+C{list-imported}, registered by L{addVerbs} from L{snapstore.cli.makeParser}.
+
+C{export} talks to a connected node's I{store endpoint} (as a device
+would), C{import} and C{list-imported} to the offline node's admin API;
+none of them opens a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import IO, Any, Optional, TextIO
+
+from snapstore import __version__
+
+STORE_ENV = "SNAPSTORE_STORE"
+DEFAULT_STORE = "http://127.0.0.1:8000/"
+
+
+def addVerbs(verb: Any) -> None:
+    """
+    Add the verbs with the parser's C{verb(name, handler, help)} helper.
+    """
+    sub = verb("export", cmdExport,
+               "write a bundle of snaps (blobs, metadata, assertions) for an offline node")
+    sub.add_argument("snaps", nargs="+", metavar="SNAP[=CHANNEL]",
+                     help="a snap and channel (default stable); CHANNEL may be a comma list")
+    sub.add_argument("--arch", action="append", dest="architectures", metavar="ARCH",
+                     help="architecture to export (repeatable) [default: amd64]")
+    sub.add_argument("--since", metavar="MANIFEST",
+                     help="a previous bundle (or its manifest.json): leave out what it carried")
+    sub.add_argument("--with-deps", action="store_true",
+                     help="also export each snap's base and content providers (stable)")
+    sub.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle file")
+    sub.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE),
+                     help=f"the connected snapstore's store endpoint "
+                          f"[default: ${STORE_ENV} or {DEFAULT_STORE}]")
+    sub.set_defaults(local=True)
+    sub = verb("import", cmdImport,
+               "verify a bundle and add it to an (offline) snapstore, all or nothing")
+    sub.add_argument("bundle", metavar="BUNDLE")
+    verb("list-imported", cmdListImported, "list the imported snaps this snapstore can serve")
+
+
+def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
+    from snapstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
+    from snapstore.offline.bundle import BundleError, readManifest
+    from snapstore.offline.export import ExportError, StoreClient, export, parseSpec
+
+    try:
+        specs = [pair for spec in options.snaps for pair in parseSpec(spec)]
+        since = readManifest(options.since) if options.since else None
+    except (ExportError, BundleError) as error:
+        raise CommandError(str(error), EXIT_USAGE)
+    architectures = options.architectures or ["amd64"]
+    store = StoreClient(options.store, timeout=options.timeout)
+    try:
+        manifest = export(store, specs, architectures, options.output, since=since,
+                          withDeps=options.with_deps, progressOut=sys.stderr)
+    except ExportError as error:
+        raise CommandError(error.message, EXIT_UNREACHABLE if error.unreachable
+                           else EXIT_REFUSED)
+    except OSError as error:
+        raise CommandError(f"cannot write {options.output}: {error.strerror}", EXIT_REFUSED)
+    if options.json:
+        json.dump(manifest, out, indent=1, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    size = sum(blob["size"] for blob in manifest["blobs"])
+    out.write(f"Wrote {options.output}: {len(manifest['snaps'])} snap(s), "
+              f"{len(manifest['blobs'])} blob(s) ({size} bytes), "
+              f"{len(manifest['assertions'])} assertion(s)\n")
+    for snap in manifest["snaps"]:
+        for channel in snap["channels"]:
+            out.write(f"  {snap['name']} {channel['channel']} {channel['architecture']} "
+                      f"revision {channel['revision']}\n")
+    return EXIT_OK
+
+
+class _Reading:
+    """
+    A file whose reads feed a progress bar (the upload of C{import}).
+    """
+
+    def __init__(self, wrapped: IO[bytes], progress: Any) -> None:
+        self.wrapped = wrapped
+        self.progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.wrapped.read(size)
+        self.progress(len(data))
+        return data
+
+
+def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
+    from snapstore.cli import EXIT_AUTH, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, \
+        EXIT_USAGE, CommandError
+    from snapstore.offline.export import Progress
+
+    try:
+        size = os.path.getsize(options.bundle)
+        bundle = open(options.bundle, "rb")
+    except OSError as error:
+        raise CommandError(f"cannot read {options.bundle}: {error.strerror}", EXIT_USAGE)
+    progress = Progress(sys.stderr, size, "uploading  ")
+    headers = {"Content-Type": "application/x-tar", "Content-Length": str(size),
+               "Accept": "application/json", "User-Agent": f"snapstore-cli/{__version__}"}
+    if client.token:
+        headers["Authorization"] = f"Bearer {client.token}"
+    request = urllib.request.Request(client.base + "/v1/import", data=_Reading(bundle, progress),
+                                     method="POST", headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        # Verifying a large bundle takes a while: wait at least an hour.
+        with bundle, opener.open(request, timeout=max(options.timeout, 3600.0)) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        progress.finish()
+        message = _errorMessage(error.read()) or f"HTTP {error.code} {error.reason}"
+        raise CommandError(message, EXIT_AUTH if error.code in (401, 403) else EXIT_REFUSED)
+    except (urllib.error.URLError, OSError) as error:
+        progress.finish()
+        raise CommandError(f"cannot reach the admin API at {client.base}: "
+                           f"{getattr(error, 'reason', error)}", EXIT_UNREACHABLE)
+    except ValueError:
+        raise CommandError(f"{client.base} did not answer with JSON", EXIT_UNREACHABLE)
+    progress.finish()
+    if options.json:
+        json.dump(answer, out, indent=1, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    summary = answer.get("imported") or {}
+    names = ", ".join(summary.get("snapNames") or []) or "nothing"
+    if not summary.get("changed"):
+        out.write(f"Bundle verified; {names}: already imported, nothing changed\n")
+    else:
+        out.write(f"Imported {names}: {summary.get('revisions', 0)} new revision(s), "
+                  f"{summary.get('blobsAdded', 0)} new blob(s), "
+                  f"{summary.get('channels', 0)} channel(s) updated, "
+                  f"{summary.get('assertions', 0)} assertion(s)\n")
+    return EXIT_OK
+
+
+def _errorMessage(raw: bytes) -> Optional[str]:
+    try:
+        return json.loads(raw)["error"]["message"]
+    except Exception:
+        return None
+
+
+def cmdListImported(client: Any, options: argparse.Namespace, out: TextIO) -> int:
+    from snapstore.cli import EXIT_OK
+
+    answer = client.call("GET", "/v1/imported")
+    if options.json:
+        json.dump(answer, out, indent=1, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    rows = [["Name", "Channel", "Arch", "Revision", "Version", "Size", "Cached"]]
+    for snap in answer.get("snaps") or []:
+        for channel in snap.get("channels") or []:
+            rows.append([snap["name"], channel["channel"], channel["architecture"],
+                         str(channel["revision"]), str(channel.get("version") or "-"),
+                         str(channel.get("size") or "-"),
+                         "yes" if channel.get("cached") else "MISSING"])
+    if len(rows) == 1:
+        out.write("No imported snaps.\n")
+        return EXIT_OK
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                  + "\n")
+    return EXIT_OK

@@ -1,0 +1,411 @@
+# -*- test-case-name: tests.test_offline -*-
+"""
+Air-gapped sites, end to end, with real processes and sockets: a connected
+snapstore in front of the fake store exports a bundle (C{snapstore export},
+as a process), an offline snapstore that has no upstream at all imports it
+(C{snapstore import}, as a process) and serves devices from it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from snapstore.offline.bundle import MANIFEST, digestBase64, readManifest
+from tests.fakestore import FakeStore
+from tests.processes import CHECKOUT, freePort, processEnvironment, startTwistd
+
+SNAP = "/usr/bin/snap"
+
+
+class _Trap(Protocol):
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+        self.transport.loseConnection()
+
+
+def runCLI(*args: str) -> Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run the C{snapstore} command as a process (it is synchronous: in this
+    process it would block the reactor the fake store runs on).
+    """
+    return getProcessOutputAndValue(
+        sys.executable, ["-c", "import sys; from snapstore.cli import main; sys.exit(main())",
+                         *args], env=processEnvironment(),
+        path=CHECKOUT, reactor=reactor)
+
+
+def rewriteBundle(source: str, target: str, change: Any) -> None:
+    """
+    Copy a bundle member by member; C{change(name, data)} returns the new
+    data, or C{None} to leave the member out.
+    """
+    with tarfile.open(source, "r") as original, tarfile.open(target, "w") as copy:
+        for member in original.getmembers():
+            data = original.extractfile(member).read()
+            data = change(member.name, data)
+            if data is None:
+                continue
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            copy.addfile(info, io.BytesIO(data))
+
+
+class OfflineEndToEndTests(TestCase):
+    """
+    Export on a connected node, import on an offline one, serve from it.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> Deferred[None]:
+        return ensureDeferred(self._setUp())
+
+    async def _setUp(self) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=self.pool)
+        self.store = FakeStore(reactor)
+        self.helloId = self.store.addSnap("hello", summary="Says hello to the world")
+        self.store.addRevision("hello", 10, 40_000)
+        self.store.addRevision("hello", 12, 50_000, channels=("edge",))
+        self.toolId = self.store.addSnap("tool", summary="A handy utility")
+        self.store.addRevision("tool", 3, 30_000)
+        self.store.addRevision("tool", 5, 35_000, channels=("edge",))
+        self.store.addSnap("other", summary="Never exported")
+        self.store.addRevision("other", 1, 10_000)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        # The offline node's "upstream": a listener counting connections,
+        # so that the test sees any attempt to connect out.
+        trap = Factory.forProtocol(_Trap)
+        trap.connections = 0
+        self.trap = trap
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(trap)
+        self.addCleanup(port.stopListening)
+        self.trapPort = port.getHost().port
+        _, self.onlinePort = await startTwistd(
+            self, "--upstream", self.store.apiURL, "--data-dir", os.path.abspath(self.mktemp()),
+            "--proxy-endpoint", "none", "--admin-endpoint", "none")
+        self.adminPort = freePort()
+        self.forwardPort = freePort()
+        _, self.offlinePort = await startTwistd(
+            self, "--upstream", f"http://127.0.0.1:{self.trapPort}/", "--offline",
+            "--data-dir", os.path.abspath(self.mktemp()), "--proxy-endpoint",
+            f"tcp:{self.forwardPort}:interface=127.0.0.1",
+            "--admin-endpoint", f"tcp:{self.adminPort}:interface=127.0.0.1")
+        self.online = f"http://127.0.0.1:{self.onlinePort}/"
+        self.offline = f"http://127.0.0.1:{self.offlinePort}/"
+        self.admin = f"http://127.0.0.1:{self.adminPort}"
+
+    async def tearDown(self) -> None:
+        await self.pool.closeCachedConnections()
+
+    # -- helpers --------------------------------------------------------------
+
+    async def export(self, bundle: str, *extra: str) -> dict[str, Any]:
+        out, err, code = await runCLI("export", "hello=stable,edge", "tool=stable",
+                                      "tool=edge", "--store", self.online, "-o", bundle,
+                                      "--json", *extra)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err, b"", "no progress bar without a terminal")
+        return json.loads(out)
+
+    async def importBundle(self, bundle: str) -> tuple[bytes, bytes, int]:
+        return await runCLI("--admin", self.admin, "import", bundle)
+
+    async def listImported(self) -> Any:
+        out, err, code = await runCLI("--admin", self.admin, "list-imported", "--json")
+        self.assertEqual(code, 0, err)
+        return json.loads(out)
+
+    async def request(self, method: bytes, url: str, body: Any = None,
+                      architecture: str = "amd64") -> tuple[int, Headers, bytes]:
+        headers = Headers({b"snap-device-series": [b"16"],
+                           b"snap-device-architecture": [architecture.encode()],
+                           b"x-ubuntu-architecture": [architecture.encode()]})
+        producer = None
+        if body is not None:
+            from twisted.web.client import FileBodyProducer
+
+            headers.setRawHeaders(b"content-type", [b"application/json"])
+            producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
+        response = await self.agent.request(method, url.encode(), headers, producer)
+        return response.code, response.headers, await readBody(response)
+
+    async def install(self, base: str, name: str, channel: str = "stable",
+                      architecture: str = "amd64", **extra: Any) -> dict[str, Any]:
+        action = {"action": "install", "instance-key": "install-1", "name": name,
+                  "channel": channel, "epoch": None, **extra}
+        code, headers, body = await self.request(
+            b"POST", base + "v2/snaps/refresh",
+            {"context": [], "actions": [action], "fields": ["revision", "download", "snap-id",
+                                                            "name", "version"]},
+            architecture)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        return json.loads(body)["results"][0]
+
+    # -- the test ---------------------------------------------------------------
+
+    async def test_exportImportServe(self) -> None:
+        """
+        Two snaps on two channels go through a bundle; the offline node
+        serves refresh, install, info, find, assertions and downloads with
+        exactly the exported bytes, refuses what it does not have with the
+        store's errors, and never connects out.
+        """
+        bundle = os.path.abspath(self.mktemp())
+        manifest = await self.export(bundle)
+        self.assertEqual(sorted((b["name"], b["size"]) for b in manifest["blobs"]), sorted([
+            (f"{self.helloId}_10.snap", 40_000), (f"{self.helloId}_12.snap", 50_000),
+            (f"{self.toolId}_3.snap", 30_000), (f"{self.toolId}_5.snap", 35_000)]))
+        for blob in manifest["blobs"]:
+            name, revision = {self.helloId: "hello", self.toolId: "tool"}[blob["snap-id"]], \
+                blob["revision"]
+            self.assertEqual(blob["sha3-384"], self.store.blobDigest(name, revision))
+        kinds = sorted(a["type"] for a in manifest["assertions"])
+        self.assertEqual(kinds.count("snap-revision"), 4)
+        self.assertEqual(kinds.count("snap-declaration"), 2)
+        self.assertIn("account-key", kinds)
+        with tarfile.open(bundle) as archive:
+            self.assertEqual(archive.getnames()[0], MANIFEST)
+
+        out, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Imported hello, tool", out)
+        imported = await self.listImported()
+        self.assertEqual(
+            sorted((s["name"], c["channel"], c["revision"], c["cached"])
+                   for s in imported["snaps"] for c in s["channels"]),
+            [("hello", "latest/edge", 12, True), ("hello", "latest/stable", 10, True),
+             ("tool", "latest/edge", 5, True), ("tool", "latest/stable", 3, True)])
+
+        # Install and download, every snap and channel: the exact bytes.
+        for name, channel, revision in (("hello", "stable", 10), ("hello", "edge", 12),
+                                        ("tool", "stable", 3), ("tool", "edge", 5)):
+            result = await self.install(self.offline, name, channel)
+            self.assertEqual((result["result"], result["snap"]["revision"],
+                              result["effective-channel"]), ("install", revision, channel))
+            url = result["snap"]["download"]["url"]
+            self.assertTrue(url.startswith(self.offline), url)
+            code, headers, body = await self.request(b"GET", url)
+            self.assertEqual(code, 200)
+            self.assertEqual(body, self.store.blobBytes(name, revision))
+            self.assertEqual(headers.getRawHeaders(b"x-cache"), [b"HIT"])
+
+        # A refresh of an installed snap; a closed risk follows stable.
+        code, _, body = await self.request(b"POST", self.offline + "v2/snaps/refresh", {
+            "context": [{"snap-id": self.helloId, "instance-key": self.helloId, "revision": 10,
+                         "tracking-channel": "latest/edge", "epoch": {"read": [0], "write": [0]}}],
+            "actions": [{"action": "refresh", "instance-key": self.helloId,
+                         "snap-id": self.helloId}],
+            "fields": ["revision"]})
+        result = json.loads(body)["results"][0]
+        self.assertEqual((result["result"], result["snap"]["revision"]), ("refresh", 12))
+        result = await self.install(self.offline, "tool", "beta")
+        self.assertEqual((result["snap"]["revision"], result["effective-channel"]),
+                         (3, "stable"))
+
+        # What is not there: the store's own errors, at once.
+        result = await self.install(self.offline, "other")
+        self.assertEqual((result["result"], result["error"]["code"]),
+                         ("error", "name-not-found"))
+        result = await self.install(self.offline, "hello", "stable", architecture="arm64")
+        self.assertEqual(result["error"]["code"], "revision-not-found")
+        self.assertIn({"architecture": "amd64", "channel": "latest/edge"},
+                      result["error"]["extra"]["releases"])
+        result = await self.install(self.offline, "hello", "stable", revision=11)
+        self.assertEqual(result["error"]["code"], "revision-not-found")
+        code, _, body = await self.request(b"GET", self.offline + "v2/snaps/info/other")
+        self.assertEqual(code, 404)
+
+        # info: the channel map, URLs pointing at the offline node.
+        code, headers, body = await self.request(b"GET", self.offline + "v2/snaps/info/hello")
+        self.assertEqual(code, 200, body)
+        info = json.loads(body)
+        self.assertEqual((info["name"], info["snap-id"]), ("hello", self.helloId))
+        self.assertEqual(info["snap"]["summary"], "Says hello to the world")
+        self.assertEqual([(e["channel"]["name"], e["revision"]) for e in info["channel-map"]],
+                         [("stable", 10), ("edge", 12)])
+        for entry in info["channel-map"]:
+            self.assertTrue(entry["download"]["url"].startswith(self.offline))
+
+        # find: by name and by summary, over imported snaps only.
+        code, headers, body = await self.request(
+            b"GET", self.offline + "v2/snaps/find?q=utility")
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual([(r["name"], r["revision"]["revision"])
+                          for r in json.loads(body)["results"]], [("tool", 3)])
+        code, _, body = await self.request(b"GET", self.offline + "v2/snaps/find?q=hel")
+        self.assertEqual([r["name"] for r in json.loads(body)["results"]], ["hello"])
+        code, _, body = await self.request(b"GET", self.offline + "v2/snaps/find?q=never")
+        self.assertEqual(json.loads(body)["results"], [])
+
+        # Assertions: byte for byte what the store signed; 404 otherwise.
+        digest = self.store.blob("hello", 12).digestBase64
+        code, headers, body = await self.request(
+            b"GET", self.offline + f"v2/assertions/snap-revision/{digest}?max-format=0")
+        self.assertEqual(code, 200)
+        self.assertEqual(body, self.store.assertions.lookup("snap-revision", [digest]))
+        code, headers, body = await self.request(
+            b"GET", self.offline + f"v2/assertions/snap-declaration/16/{'x' * 32}")
+        self.assertEqual(code, 404)
+        self.assertEqual(json.loads(body)["error-list"][0]["code"], "not-found")
+
+        # Overrides resolve against imported revisions.
+        out, err, code = await runCLI("--admin", self.admin, "override", "hello", "stable=12")
+        self.assertEqual(code, 0, err + out)
+        result = await self.install(self.offline, "hello", "stable")
+        self.assertEqual(result["snap"]["revision"], 12)
+        out, err, code = await runCLI("--admin", self.admin, "override", "hello", "stable=11")
+        self.assertNotEqual(code, 0)
+        await runCLI("--admin", self.admin, "delete-override", "hello", "stable")
+
+        # Importing the same bundle again changes nothing.
+        audit = await runCLI("--admin", self.admin, "audit", "--json")
+        out, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"nothing changed", out)
+        self.assertEqual(await runCLI("--admin", self.admin, "audit", "--json"), audit)
+
+        # Nothing connected out; the forward proxy did not start.
+        self.assertEqual(self.trap.connections, 0)
+        with self.assertRaises(Exception):
+            await self.request(b"GET", f"http://127.0.0.1:{self.forwardPort}/")
+
+    async def test_snapDownload(self) -> None:
+        """
+        Stock C{snap download} against the offline node gets the exact bytes
+        and the whole assertion chain, failing only at the signature check
+        (the fake store's keys are not Canonical's).
+        """
+        if not os.access(SNAP, os.X_OK):
+            raise self.skipTest(f"{SNAP} is not installed")
+        bundle = os.path.abspath(self.mktemp())
+        await self.export(bundle)
+        _, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        target = os.path.abspath(self.mktemp())
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(target)
+        os.makedirs(home)
+        out, err, code = await getProcessOutputAndValue(
+            SNAP, ["download", "hello", "--edge", "--target-directory", target],
+            env={"PATH": "/usr/bin:/bin", "HOME": home, "SNAPPY_FORCE_API_URL": self.offline},
+            reactor=reactor)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out, b'Fetching snap "hello"\nFetching assertions for "hello"\n')
+        self.assertIn(b"cannot add assertion account-key", err)
+        self.assertIn(b"failed signature verification", err)
+        with open(os.path.join(target, "hello_12.snap"), "rb") as downloaded:
+            self.assertEqual(downloaded.read(), self.store.blobBytes("hello", 12))
+        self.assertEqual(self.trap.connections, 0)
+
+    async def test_tamperedBundlesRefused(self) -> None:
+        """
+        A bundle with one byte of a blob changed, or with an assertion
+        removed (from the tar alone, or from the manifest too), is refused
+        whole, naming the member, and the offline node is left as it was.
+        """
+        bundle = os.path.abspath(self.mktemp())
+        manifest = await self.export(bundle)
+        blobPath = manifest["blobs"][1]["path"]
+        digest = digestBase64(manifest["blobs"][1]["sha3-384"])
+        revisionPath = f"assertions/snap-revision/{digest}"
+
+        def flipByte(name: str, data: bytes) -> bytes:
+            if name != blobPath:
+                return data
+            return data[:100] + bytes([data[100] ^ 1]) + data[101:]
+
+        def dropAssertion(name: str, data: bytes) -> Any:
+            return None if name == revisionPath else data
+
+        def dropAssertionAndEntry(name: str, data: bytes) -> Any:
+            if name == MANIFEST:
+                changed = json.loads(data)
+                changed["assertions"] = [a for a in changed["assertions"]
+                                         if a["path"] != revisionPath]
+                return json.dumps(changed).encode()
+            return dropAssertion(name, data)
+
+        cases = [(flipByte, blobPath.encode(), b"sha3-384"),
+                 (dropAssertion, revisionPath.encode(), b"missing"),
+                 (dropAssertionAndEntry, blobPath.encode(), b"snap-revision")]
+        for change, member, problem in cases:
+            damaged = os.path.abspath(self.mktemp())
+            rewriteBundle(bundle, damaged, change)
+            out, err, code = await self.importBundle(damaged)
+            self.assertEqual(code, 5, (change.__name__, out, err))
+            self.assertIn(b"bundle refused", err)
+            self.assertIn(member, err, change.__name__)
+            self.assertIn(problem, err, change.__name__)
+            self.assertEqual(await self.listImported(), {"snaps": []})
+        result = await self.install(self.offline, "hello")
+        self.assertEqual(result["error"]["code"], "name-not-found")
+        out, err, code = await runCLI("--admin", self.admin, "cache", "--json")
+        self.assertEqual(json.loads(out)["blobs"], 0, out)
+
+        # After a good import, a damaged one leaves the content unchanged.
+        _, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        before = await self.listImported()
+        damaged = os.path.abspath(self.mktemp())
+        rewriteBundle(bundle, damaged, flipByte)
+        _, err, code = await self.importBundle(damaged)
+        self.assertEqual(code, 5, err)
+        self.assertEqual(await self.listImported(), before)
+
+    async def test_incrementalExport(self) -> None:
+        """
+        C{export --since} carries only what the previous bundle did not: a
+        new revision's blob and assertion; importing it moves the channel.
+        """
+        first = os.path.abspath(self.mktemp())
+        await self.export(first)
+        _, err, code = await self.importBundle(first)
+        self.assertEqual(code, 0, err)
+        self.store.addRevision("hello", 13, 45_000, channels=("edge",))
+        second = os.path.abspath(self.mktemp())
+        manifest = await self.export(second, "--since", first)
+        self.assertEqual([b["name"] for b in manifest["blobs"]], [f"{self.helloId}_13.snap"])
+        self.assertEqual(
+            [a["type"] for a in manifest["assertions"]], ["snap-revision"])
+        self.assertEqual(readManifest(second)["blobs"], manifest["blobs"])
+        _, err, code = await self.importBundle(second)
+        self.assertEqual(code, 0, err)
+        result = await self.install(self.offline, "hello", "edge")
+        self.assertEqual(result["snap"]["revision"], 13)
+        code, _, body = await self.request(b"GET", result["snap"]["download"]["url"])
+        self.assertEqual(body, self.store.blobBytes("hello", 13))
+        result = await self.install(self.offline, "hello", "stable")
+        self.assertEqual(result["snap"]["revision"], 10)
+        self.assertEqual(self.trap.connections, 0)
+
+    async def test_incrementalNeedsEarlierBundle(self) -> None:
+        """
+        An incremental bundle imported on a node that lacks what it builds
+        on is refused, naming the blob it lacks.
+        """
+        first = os.path.abspath(self.mktemp())
+        await self.export(first)
+        self.store.addRevision("hello", 13, 45_000, channels=("edge",))
+        second = os.path.abspath(self.mktemp())
+        await self.export(second, "--since", first)
+        _, err, code = await self.importBundle(second)
+        self.assertEqual(code, 5, err)
+        self.assertIn(b"neither in the bundle nor on this node", err)
+        self.assertEqual(await self.listImported(), {"snaps": []})
