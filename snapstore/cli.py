@@ -603,6 +603,10 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_argument("--days", type=int, default=825, help="validity [default: 825]")
     sub.add_argument("--force", action="store_true", help="replace existing files")
     sub.set_defaults(local=True)
+    # Air-gapped sites: export, import, list-imported (snapstore.offline).
+    from snapstore.offline.cli import addVerbs
+
+    addVerbs(verb)
     return parser
 
 

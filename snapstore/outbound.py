@@ -297,6 +297,11 @@ def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = Non
     Build the outbound agent for C{settings} (C{upstreamCa},
     C{upstreamProxy}).
     """
+    if getattr(settings, "offline", False):
+        # --offline: nothing may leave the machine (snapstore.offline).
+        from snapstore.offline.agent import RefusingAgent
+
+        return RefusingAgent()
     if pool is None:
         pool = makePool(reactor)
     policy = tlsPolicy(settings.upstreamCa)

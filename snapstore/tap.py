@@ -70,6 +70,10 @@ class Options(usage.Options):
         if configFile is None and os.path.exists(DEFAULT_CONFIG):
             configFile = DEFAULT_CONFIG
         given = {option.name: self[option.name] or None for option in OPTIONS}
+        for option in OPTIONS:
+            # usage.Options counts flags (1); the settings parser wants text.
+            if option.flag and given[option.name] is not None:
+                given[option.name] = "yes"
         try:
             self.settings = buildSettings(given, configFile)
         except ConfigError as error:
@@ -149,7 +153,7 @@ def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts:
     if not settings.adminEndpoint:
         return
     metrics = getattr(parts, "metrics", None)
-    if metrics is not None and settings.proxyEndpoint:
+    if metrics is not None and settings.proxyEndpoint and not settings.offline:
         # The forward proxy counts its tunnels; the gauge reads the count.
         proxy = top.getServiceNamed("proxy-endpoint")
         metrics.watchTunnels(lambda: getattr(proxy.factory, "tunnels", 0))
@@ -171,6 +175,12 @@ def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
     from snapstore.forward.factory import ForwardProxyFactory
 
     if not settings.proxyEndpoint:
+        return
+    if settings.offline:
+        from twisted.logger import Logger
+
+        Logger().info("offline: the forward proxy ({endpoint}) is not started",
+                      endpoint=settings.proxyEndpoint)
         return
     try:
         factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
@@ -218,6 +228,11 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     state = ResilientState(database, reactor)
     parts = makeStoreParts(reactor, settings, state,
                            _rulesFactory(reactor, settings, state, rulesDir))
+    if settings.offline:
+        # Answer the store API from imported content (snapstore.offline).
+        from snapstore.offline.store import goOffline
+
+        goOffline(settings, parts)
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:

@@ -76,6 +76,10 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
         cache=cacheOf(parts),
         rules=getattr(parts, "rules", None),
     )
+    # Bundle import and the list of imported snaps (snapstore.offline).
+    from snapstore.offline.adminapi import mountOffline
+
+    mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
     site = Site(api)
     site.displayTracebacks = False
     return site
