@@ -498,6 +498,19 @@ class RelayTests(TestCase):
         self.assertFalse(client.closed.called)
         self.assertEqual([entry.status for entry in self.factory.accessLog.entries], [200] * 3)
 
+    async def test_getKeepsAlive(self) -> None:
+        """
+        A bodiless GET leaves client and origin connections open for the
+        next request.
+        """
+        client = await connectClient(self, self.port)
+        client.transport.write(self.request(b"GET", b"/echo"))
+        await client.waitForText(b"echo:GET:")
+        client.transport.write(self.request(b"GET", b"/echo?again=1"))
+        answer = await client.waitFor(lambda d: d.count(b"echo:GET:") == 2)
+        self.assertNotIn(b"Connection: close", answer)
+        self.assertEqual(len({seen["peer"] for seen in self.echo.seen}), 1)
+
     async def test_pipelined(self) -> None:
         client = await connectClient(self, self.port)
         client.transport.write(self.request(b"GET", b"/echo", b"X-N: 1")
@@ -556,3 +569,78 @@ class RelayTests(TestCase):
         await client.waitForText(b"echo:GET:")
         self.assertEqual(localEcho.seen[0]["uri"], b"/v2/snaps/info/x")
         self.assertEqual(self.echo.seen, [])
+
+
+class ShortResource(FloodResource):
+    """
+    Promises C{total} bytes, sends half, then closes the connection.
+    """
+
+    def render_GET(self, request):
+        request.setHeader(b"content-length", b"%d" % (self.total,))
+        request.write(b"y" * (self.total // 2))
+        reactor.callLater(0.05, request.transport.loseConnection)
+        from twisted.web.server import NOT_DONE_YET
+
+        return NOT_DONE_YET
+
+
+class SplicedBodyTests(TestCase):
+    """
+    Large fixed-length response bodies are spliced in the kernel, and the
+    connections go back to ordinary keep-alive afterwards.
+    """
+
+    timeout = 30
+    if not hasattr(__import__("os"), "splice"):
+        skip = "os.splice is not available here"
+
+    async def setUp(self) -> None:
+        from snapstore.forward import splice
+
+        self.root, self.echo, self.flood = originRoot(flood=3 << 20)
+        self.short = ShortResource(2 << 20)
+        self.root.putChild(b"short", self.short)
+        self.originPort = (await listen(self, siteFactory(self.root))).getHost().port
+        self.factory, self.port = await startProxy(self, proxySettings(self))
+        self.spliced = []
+        original = splice.SpliceBody.start
+
+        def start(body):
+            self.spliced.append(body)
+            return original(body)
+
+        self.patch(splice.SpliceBody, "start", start)
+
+    def get(self, path: bytes) -> bytes:
+        return (b"GET http://fakestore.test:%d%s HTTP/1.1\r\nHost: fakestore.test\r\n\r\n"
+                % (self.originPort, path))
+
+    async def test_keepAliveAfterSplice(self) -> None:
+        client = await connectClient(self, self.port)
+        client.transport.write(self.get(b"/flood"))
+        first = await client.waitFor(lambda d: d.endswith(b"x" * 1000)
+                                     and len(d.split(b"\r\n\r\n", 1)[1]) == 3 << 20)
+        client.transport.write(self.get(b"/echo"))
+        await client.waitForText(b"echo:GET:")
+        self.assertEqual(len(self.spliced), 1)
+        self.assertEqual(self.spliced[0].moved, self.spliced[0].length)
+        self.assertFalse(client.closed.called)
+        entries = self.factory.accessLog.entries
+        self.assertEqual([e.status for e in entries], [200, 200])
+        self.assertEqual(entries[0].down, len(first))
+        self.assertEqual(len({seen["peer"] for seen in self.echo.seen}), 1)
+
+    async def test_truncatedBodyCutsClient(self) -> None:
+        """
+        An origin that drops the connection early makes the proxy cut the
+        client off too, so it cannot take the short body for a whole one.
+        """
+        client = await connectClient(self, self.port)
+        client.transport.write(self.get(b"/short"))
+        await client.closed
+        body = bytes(client.received).split(b"\r\n\r\n", 1)[1]
+        self.assertLess(len(body), 2 << 20)
+        self.assertEqual(len(self.spliced), 1)
+        self.assertEqual(self.factory.accessLog.entries[-1].note,
+                         "upstream closed before the whole body")

@@ -32,13 +32,17 @@ from zope.interface import implementer
 
 from snapstore.forward.accesslog import AccessEntry
 from snapstore.forward.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
-from snapstore.forward.splice import SpliceTunnel, canSplice
+from snapstore.forward.splice import SpliceBody, SpliceTunnel, canSplice
 from snapstore.forward.tunnel import TargetProtocol, Tunnel
 from snapstore.httpheaders import HOP_BY_HOP, VIA_TOKEN
 from snapstore.outbound import TunnelError
 from snapstore.rules.verdicts import Allow, ConnectTarget, Deny
 
 MAX_RESPONSE_HEAD = 65536
+
+# Bodies at least this long are spliced in the kernel when possible;
+# shorter ones are not worth taking the sockets away from the reactor.
+SPLICE_BODY_MINIMUM = 256 * 1024
 
 REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
@@ -148,6 +152,7 @@ class _Exchange:
         self.originPersistent = False
         self.responseStarted = False
         self.dialing: Any = None
+        self.splice: Any = None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -213,6 +218,8 @@ class ForwardProxyProtocol(Protocol):
             pending.cancel()
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
+            if exchange.splice is not None:
+                exchange.splice.abort()
             if exchange.dialing is not None:
                 exchange.dialing.cancel()
             if exchange.origin is not None:
@@ -294,6 +301,9 @@ class ForwardProxyProtocol(Protocol):
         else:
             if self._exchange is not None:
                 self._exchange.entry.note = "idle timeout"
+                if self._exchange.splice is not None:
+                    self._exchange.splice.abort()
+                    return
             self.transport.abortConnection()
 
     # -- reading ------------------------------------------------------------
@@ -647,8 +657,8 @@ class ForwardProxyProtocol(Protocol):
         origin.transport.write(head)
         self.state = "request-body"
         pending, self._buffer = self._buffer, b""
-        if pending:
-            self._requestBody(pending)
+        # Also for an empty body: that is when a GET's request is complete.
+        self._requestBody(pending)
         if self.state == "request-body":
             origin.transport.registerProducer(self.transport, True)
             self._resume()
@@ -730,10 +740,52 @@ class ForwardProxyProtocol(Protocol):
             exchange.responseStarted = True
             exchange.entry.down += len(data)
             self.transport.write(data)
-            self.transport.registerProducer(exchange.origin.transport, True)
             rest, exchange.responseBuffer = exchange.responseBuffer, b""
+            if self._spliceBody(exchange, rest):
+                return
+            self.transport.registerProducer(exchange.origin.transport, True)
             if rest or framing.done:
                 self._responseBody(exchange, rest)
+
+    def _spliceBody(self, exchange: _Exchange, rest: bytes) -> bool:
+        """
+        Hand a large fixed-length body to L{SpliceBody}, when the request is
+        complete and both sides are plain TCP.
+
+        @return: whether the body is being spliced.
+        """
+        framing = exchange.responseFraming
+        if (not self.factory.splice or framing.chunked or framing.untilClose
+                or framing.remaining - len(rest) < SPLICE_BODY_MINIMUM
+                or self.state != "awaiting-response"
+                or not SpliceBody.possible(self.factory.reactor, exchange.origin.transport,
+                                           self.transport)):
+            return False
+        used = framing.feed(rest)
+        exchange.entry.down += used
+        if used:
+            self.transport.write(rest[:used])
+        splice = SpliceBody(self.factory.reactor, exchange.origin.transport, self.transport,
+                            framing.remaining, self._touch,
+                            lambda problem: self._splicedBodyDone(exchange, splice, problem))
+        exchange.splice = splice
+        self.state = "splicing"
+        splice.start()
+        return True
+
+    def _splicedBodyDone(self, exchange: _Exchange, splice: SpliceBody,
+                         problem: Optional[str]) -> None:
+        exchange.splice = None
+        exchange.entry.down += splice.moved
+        if self._exchange is not exchange:
+            return
+        self.state = "awaiting-response"
+        if problem is None:
+            exchange.responseFraming.remaining = 0
+            exchange.responseFraming.done = True
+            self._exchangeDone(exchange)
+        else:
+            self._abortExchange(502, problem)
 
     def _responseHead(self, head: Head, exchange: _Exchange, interim: bool = False) -> bytes:
         version, code, phrase = head.first

@@ -91,6 +91,10 @@ class _Direction:
         self.finished = False
         self.wantRead = True
         self.wantWrite = False
+        # With a limit (a fixed-length body), stop after that many bytes
+        # and leave the sockets open; C{truncated} if the source ended first.
+        self.limit: Optional[int] = None
+        self.truncated = False
 
     def pump(self) -> None:
         """
@@ -119,20 +123,27 @@ class _Direction:
             if self.eof:
                 if not self.finished:
                     self.finished = True
-                    try:
-                        self.dstSocket.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
+                    if self.limit is None:
+                        try:
+                            self.dstSocket.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
                 self.wantRead = self.wantWrite = False
                 return
+            size = PIPE_SIZE if self.limit is None else min(PIPE_SIZE, self.limit)
             try:
-                got = os.splice(self.src, self.writeEnd, PIPE_SIZE, flags=_FLAGS)
+                got = os.splice(self.src, self.writeEnd, size, flags=_FLAGS)
             except BlockingIOError:
                 self.wantRead, self.wantWrite = True, False
                 return
             if got == 0:
                 self.eof = True
+                self.truncated = self.limit is not None
             self.inPipe += got
+            if self.limit is not None:
+                self.limit -= got
+                if self.limit == 0:
+                    self.eof = True
         # Fairness: let other connections run; come back when readable.
         self.wantRead, self.wantWrite = True, False
 
@@ -323,3 +334,102 @@ class SpliceTunnel:
 
     def targetLost(self, reason: Failure) -> None:
         self.abort()
+
+
+class SpliceBody:
+    """
+    Moves the rest of a fixed-length response body from the origin socket
+    to the client socket in the kernel, then gives both sockets back to
+    their transports (keep-alive goes on as usual).
+
+    @ivar moved: body bytes delivered to the client so far.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, source: Any, destination: Any, length: int,
+                 touch: Callable[[], None], done: Callable[[Optional[str]], None]) -> None:
+        self.reactor = reactor
+        self.source = source
+        self.destination = destination
+        self.length = length
+        self.touch = touch
+        self.done = done
+        self.moved = 0
+        self.closed = False
+
+    @staticmethod
+    def possible(reactor: Any, source: Any, destination: Any) -> bool:
+        """
+        Whether the body can be spliced: both plain TCP, and the origin has
+        nothing left to send (its request went out completely).
+        """
+        return canSplice(reactor, destination, source) and not source.dataBuffer[
+            source.offset:] and not source._tempDataLen
+
+    def _count(self, n: int) -> None:
+        self.moved += n
+
+    def start(self) -> None:
+        source, destination = self.source, self.destination
+        source.stopReading()
+        source.stopWriting()
+        destination.stopReading()
+        destination.stopWriting()
+        head = _takeBuffer(destination)
+        skip = [len(head)]
+
+        def count(n: int) -> None:
+            taken = min(n, skip[0])
+            skip[0] -= taken
+            self.moved += n - taken
+
+        self.direction = _Direction(source.fileno(), destination.fileno(), destination.socket,
+                                    head, count)
+        self.direction.limit = self.length
+        if self.length == 0:
+            self.direction.eof = True
+        self.sourceEnd = _End(self, source.fileno(), "origin")
+        self.destinationEnd = _End(self, destination.fileno(), "client")
+        self._pump()
+
+    def ready(self, end: _End, readable: bool) -> None:
+        if not self.closed:
+            self.touch()
+            self._pump()
+
+    def _pump(self) -> None:
+        direction = self.direction
+        try:
+            direction.pump()
+        except OSError as error:
+            self._finish(f"splicing the body failed: {error.strerror}")
+            return
+        if direction.finished:
+            self._finish("upstream closed before the whole body" if direction.truncated
+                         else None)
+            return
+        self._set(self.sourceEnd, "reading", direction.wantRead, self.reactor.addReader,
+                  self.reactor.removeReader)
+        self._set(self.destinationEnd, "writing", direction.wantWrite, self.reactor.addWriter,
+                  self.reactor.removeWriter)
+
+    @staticmethod
+    def _set(end: _End, attribute: str, wanted: bool, add: Any, remove: Any) -> None:
+        if getattr(end, attribute) != wanted:
+            (add if wanted else remove)(end)
+            setattr(end, attribute, wanted)
+
+    def _finish(self, problem: Optional[str]) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._set(self.sourceEnd, "reading", False, self.reactor.addReader,
+                  self.reactor.removeReader)
+        self._set(self.destinationEnd, "writing", False, self.reactor.addWriter,
+                  self.reactor.removeWriter)
+        self.direction.close()
+        self.done(problem)
+
+    def abort(self) -> None:
+        self._finish("aborted")
