@@ -274,6 +274,11 @@ class IBlobCache(Interface):
         @return: a Deferred firing with the list of removed digests.
         """
 
+    def close():
+        """
+        Abandon fills in progress (at shutdown); complete blobs stay.
+        """
+
 
 class IBlobSource(Interface):
     """

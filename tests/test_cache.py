@@ -209,6 +209,52 @@ class BlobCacheTests(CacheTestMixin, SynchronousTestCase):
         self.assertIsNone(cache.beginFill(digestOf(b"x"), 101))
 
 
+class ThreadedHashTests(TestCase):
+    """
+    With real threads, fills are hashed in a worker thread that follows the
+    writes; the verdict is the same.
+    """
+
+    def makeFill(self, data: bytes, digest: str | None = None):
+        cache = BlobCache(reactor, self.mktemp(), 10 << 20)
+        self.assertTrue(cache.hashInThread)
+        fill = cache.beginFill(digest or digestOf(data), len(data))
+        for offset in range(0, len(data), 65536):
+            fill.write(data[offset:offset + 65536])
+        return cache, fill
+
+    @inlineCallbacks
+    def test_commit(self) -> None:
+        data = content(b"threaded", 1 << 20)
+        cache, fill = self.makeFill(data)
+        committed = yield fill.finish()
+        self.assertTrue(committed)
+        self.assertTrue(cache.contains(digestOf(data)))
+
+    @inlineCallbacks
+    def test_mismatch(self) -> None:
+        data = content(b"threaded", 1 << 20)
+        cache, fill = self.makeFill(data, digestOf(b"something else"))
+        committed = yield fill.finish()
+        self.assertFalse(committed)
+        self.assertIsInstance(fill.failure.value, VerificationFailed)
+        self.assertEqual(cache.entries(), [])
+
+    @inlineCallbacks
+    def test_closeEndsFills(self) -> None:
+        """
+        L{BlobCache.close} abandons fills in progress, so their hashing
+        threads end (the reactor's thread pool waits for them at shutdown).
+        """
+        data = content(b"threaded", 1 << 20)
+        cache, fill = self.makeFill(data)
+        hashed = fill._hashed
+        cache.close()
+        self.assertIsInstance(fill.failure.value, FillFailed)
+        result = yield hashed
+        self.assertIsNone(result)
+
+
 class EvictionTests(CacheTestMixin, SynchronousTestCase):
     """
     The size bound, LRU order and pinning.
