@@ -169,7 +169,15 @@ class IStateStore(Interface):
         @return: a zero-argument callable that stops the observation.
         """
 
-    # Imported content (snapstore/offline, snapstore/state/imported.py).
+
+class IImportedContent(Interface):
+    """
+    What an offline node serves: content imported from bundles
+    (C{snapstore/offline}, operations in C{snapstore/state/imported.py}).
+    Both state-store back-ends provide it next to L{IStateStore}; it is a
+    separate interface so that wrappers and fakes of L{IStateStore} need
+    not grow these methods.
+    """
 
     def importContent(content, actor):
         """

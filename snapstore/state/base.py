@@ -16,7 +16,9 @@ from typing import Any, Awaitable, Callable, Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from snapstore.interfaces import IImportedContent
 from snapstore.state import audit, operations
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import (
@@ -52,6 +54,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+@implementer(IImportedContent)
 class StateStoreBase:
     """
     The back-end independent part of an L{IStateStore}.
