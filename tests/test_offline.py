@@ -96,13 +96,19 @@ class OfflineEndToEndTests(TestCase):
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(trap)
         self.addCleanup(port.stopListening)
         self.trapPort = port.getHost().port
+        # Never the machine's /etc/snapstore: an empty config file of our own.
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as configFile:
+            configFile.write("[snapstore]\n")
+        rules = os.path.join(CHECKOUT, "rules.d")
+        isolated = ("--config", config, "--rules-dir", rules)
         _, self.onlinePort = await startTwistd(
-            self, "--upstream", self.store.apiURL, "--data-dir", os.path.abspath(self.mktemp()),
+            self, *isolated, "--upstream", self.store.apiURL, "--data-dir", os.path.abspath(self.mktemp()),
             "--proxy-endpoint", "none", "--admin-endpoint", "none")
         self.adminPort = freePort()
         self.forwardPort = freePort()
         _, self.offlinePort = await startTwistd(
-            self, "--upstream", f"http://127.0.0.1:{self.trapPort}/", "--offline",
+            self, *isolated, "--upstream", f"http://127.0.0.1:{self.trapPort}/", "--offline",
             "--data-dir", os.path.abspath(self.mktemp()), "--proxy-endpoint",
             f"tcp:{self.forwardPort}:interface=127.0.0.1",
             "--admin-endpoint", f"tcp:{self.adminPort}:interface=127.0.0.1")
@@ -378,6 +384,23 @@ class OfflineEndToEndTests(TestCase):
         await self.export(first)
         _, err, code = await self.importBundle(first)
         self.assertEqual(code, 0, err)
+        # The device limit applies offline too: set before any device
+        # came, it admits the first device and refuses a second one (another
+        # address); the first carries on.
+        code, _, body = await self.request(b"PUT", self.admin + "/v1/device-limit", {"limit": 1})
+        self.assertEqual(code, 200, body)
+        result = await self.install(self.offline, "hello")
+        self.assertEqual(result["snap"]["revision"], 10)
+        other = Agent(reactor, pool=self.pool, bindAddress=("127.0.0.2", 0))
+        response = await other.request(b"GET", (self.offline + "v2/snaps/info/hello").encode())
+        body = await readBody(response)
+        self.assertEqual((response.code, json.loads(body)["error-list"][0]["code"]),
+                         (403, "device-limit-exceeded"))
+        result = await self.install(self.offline, "hello")
+        self.assertEqual(result["snap"]["revision"], 10)
+        code, _, body = await self.request(b"DELETE", self.admin + "/v1/device-limit")
+        self.assertEqual(code, 200, body)
+
         self.store.addRevision("hello", 13, 45_000, channels=("edge",))
         second = os.path.abspath(self.mktemp())
         manifest = await self.export(second, "--since", first)
