@@ -432,3 +432,24 @@ class OfflineEndToEndTests(TestCase):
         self.assertEqual(code, 5, err)
         self.assertIn(b"neither in the bundle nor on this node", err)
         self.assertEqual(await self.listImported(), {"snaps": []})
+
+    async def test_withDeps(self) -> None:
+        """
+        C{export --with-deps} also carries each snap's base, so an offline
+        node can install both.
+        """
+        self.store.addSnap("core22", type="base", summary="The base")
+        self.store.addRevision("core22", 7, 20_000)
+        self.store.addSnap("app", summary="Needs a base")
+        self.store.addRevision("app", 2, 15_000, base="core22")
+        bundle = os.path.abspath(self.mktemp())
+        out, err, code = await runCLI("export", "app", "--with-deps", "--store", self.online,
+                                      "-o", bundle, "--json")
+        self.assertEqual(code, 0, err)
+        manifest = json.loads(out)
+        self.assertEqual(sorted(s["name"] for s in manifest["snaps"]), ["app", "core22"])
+        _, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        for name, revision in (("app", 2), ("core22", 7)):
+            result = await self.install(self.offline, name)
+            self.assertEqual(result["snap"]["revision"], revision)
