@@ -42,10 +42,10 @@ from snapstore.cache.blobs import FillFailed
 
 #: Most bytes one C{sendfile} call may move; the loop goes on until the
 #: socket is full or L{TURN_LIMIT} is reached.
-SENDFILE_CHUNK = 4 << 20
+SENDFILE_CHUNK = 2 << 20
 #: Most bytes sent before yielding to the reactor, so one fast client on
 #: loopback cannot starve the others.
-TURN_LIMIT = 8 << 20
+TURN_LIMIT = 32 << 20
 #: Bytes per read in the fallback path.
 READ_CHUNK = 256 * 1024
 
