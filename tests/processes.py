@@ -79,12 +79,15 @@ def processEnvironment(**extra: str) -> dict[str, str]:
 
 def spawn(testCase: Any, argv: list[str], **extraEnvironment: str) -> RunningProcess:
     """
-    Start C{argv} with the checkout on C{PYTHONPATH}; it is killed when the
-    test ends.
+    Start C{argv} with the checkout on C{PYTHONPATH}, in the test's working
+    directory; it is killed when the test ends.
     """
     collector = _Collector()
+    # The test's own directory (trial's temporary one), so that relative
+    # paths a test hands the process (self.mktemp()) land there, not in
+    # the checkout; the checkout is on PYTHONPATH.
     transport = reactor.spawnProcess(collector, argv[0], argv, env=processEnvironment(**extraEnvironment),
-                                     path=CHECKOUT)
+                                     path=os.getcwd())
     running = RunningProcess(transport, collector)
 
     def stop() -> Deferred[Any]:
