@@ -39,6 +39,8 @@ class OfflineRoutes:
     async def importBundle(self, request: Any, caller: Any) -> tuple[int, Any]:
         from snapstore.admin.api import APIError
 
+        if self.cache is None:
+            raise APIError(503, "no-cache", "this snapstore has no blob cache to import into")
         if request.content is None:
             raise APIError(400, "bundle-refused", "the request has no bundle in its body")
         request.content.seek(0)

@@ -297,10 +297,11 @@ def export(client: StoreClient, specs: Sequence[tuple[str, str]],
         for architecture in architectures:
             result = client.refresh(name, channel, architecture)
             snap = dict(result["snap"])
-            # Icons are not carried: an offline node has nowhere to get them.
+            # Icons and deltas are not carried: an offline node has nowhere
+            # to get them (snapd falls back to the full blob).
             snap["media"] = []
             snapId, revision = snap["snap-id"], snap["revision"]
-            download = snap.get("download") or {}
+            download = snap["download"] = dict(snap.get("download") or {}, deltas=[])
             entry = snaps.setdefault(snapId, {"name": snap["name"], "snap-id": snapId,
                                               "channels": [], "revisions": {}})
             if info is None:

@@ -388,7 +388,7 @@ class LocalStoreAgent:
         return result
 
     @staticmethod
-    def _channelEntry(channel: Any, revision: Any, info: Any, wanted: Any) -> dict[str, Any]:
+    def _channelEntry(channel: Any, revision: Any, wanted: Any) -> dict[str, Any]:
         track, risk = channel.channel.split("/")[:2]
         entry: dict[str, Any] = {"channel": {
             "architecture": channel.architecture, "name": shortName(channel.channel),
@@ -411,7 +411,7 @@ class LocalStoreAgent:
             return (track != "latest", track, RISKS.index(risk), channel.channel,
                     channel.architecture)
 
-        entries = [self._channelEntry(c, snap.revisions[c.revision], snap.info, wanted)
+        entries = [self._channelEntry(c, snap.revisions[c.revision], wanted)
                    for c in sorted(snap.channels, key=order)
                    if c.revision in snap.revisions
                    and (architecture is None or c.architecture == architecture)]
