@@ -102,6 +102,7 @@ class OfflineEndToEndTests(TestCase):
             configFile.write("[snapstore]\n")
         rules = os.path.join(CHECKOUT, "rules.d")
         isolated = ("--config", config, "--rules-dir", rules)
+        self.isolated = isolated
         _, self.onlinePort = await startTwistd(
             self, *isolated, "--upstream", self.store.apiURL, "--data-dir", os.path.abspath(self.mktemp()),
             "--proxy-endpoint", "none", "--admin-endpoint", "none")
@@ -453,3 +454,27 @@ class OfflineEndToEndTests(TestCase):
         for name, revision in (("app", 2), ("core22", 7)):
             result = await self.install(self.offline, name)
             self.assertEqual(result["snap"]["revision"], revision)
+
+    async def test_importNeverEvictsOffline(self) -> None:
+        """
+        An offline node refuses an import that would evict earlier imports
+        from its bounded blob cache, and keeps serving them.
+        """
+        admin = freePort()
+        _, port = await startTwistd(
+            self, *self.isolated, "--offline", "--upstream", f"http://127.0.0.1:{self.trapPort}/",
+            "--data-dir", os.path.abspath(self.mktemp()), "--cache-size", "120000",
+            "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{admin}:interface=127.0.0.1")
+        first, second = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
+        for bundle, spec in ((first, "hello=stable,edge"), (second, "tool=stable,edge")):
+            out, err, code = await runCLI("export", spec, "--store", self.online, "-o", bundle)
+            self.assertEqual(code, 0, err)
+        _, err, code = await runCLI("--admin", f"http://127.0.0.1:{admin}", "import", first)
+        self.assertEqual(code, 0, err)
+        _, err, code = await runCLI("--admin", f"http://127.0.0.1:{admin}", "import", second)
+        self.assertEqual(code, 5, err)
+        self.assertIn(b"would evict earlier imports", err)
+        out, err, code = await runCLI("--admin", f"http://127.0.0.1:{admin}", "list-imported",
+                                      "--json")
+        self.assertEqual([(s["name"], [c["cached"] for c in s["channels"]])
+                          for s in json.loads(out)["snaps"]], [("hello", [True, True])])

@@ -87,7 +87,9 @@ def mountOffline(api: Any, reactor: Any, settings: Any, state: Any, cache: Any) 
         assembly without a cache) imports are refused.
     """
     staging = os.path.join(getattr(settings, "dataDir", None) or ".", "import-staging")
-    routes = OfflineRoutes(Importer(reactor, state, cache, staging), state, cache)
+    importer = Importer(reactor, state, cache, staging,
+                        evict=not getattr(settings, "offline", False))
+    routes = OfflineRoutes(importer, state, cache)
     api._routes.extend([
         (b"POST", ("v1", "import"), routes.importBundle),
         (b"GET", ("v1", "imported"), routes.listImported),

@@ -138,7 +138,10 @@ def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     summary = answer.get("imported") or {}
     names = ", ".join(summary.get("snapNames") or []) or "nothing"
-    if not summary.get("changed"):
+    if not summary.get("changed") and summary.get("blobsAdded"):
+        out.write(f"Bundle verified; {names}: already imported; added "
+                  f"{summary['blobsAdded']} blob(s) to this node's cache\n")
+    elif not summary.get("changed"):
         out.write(f"Bundle verified; {names}: already imported, nothing changed\n")
     else:
         out.write(f"Imported {names}: {summary.get('revisions', 0)} new revision(s), "

@@ -74,11 +74,18 @@ class Importer:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, state: Any, cache: Any, stagingRoot: str) -> None:
+    def __init__(self, reactor: Any, state: Any, cache: Any, stagingRoot: str,
+                 evict: bool = True) -> None:
+        """
+        @param evict: whether an import may evict cached blobs to make
+            room.  An offline node passes C{False}: what it would evict is
+            earlier imports, which it cannot fetch again.
+        """
         self.reactor = reactor
         self.state = state
         self.cache = cache
         self.stagingRoot = stagingRoot
+        self.evict = evict
         self._lock = DeferredLock()
 
     async def importBundle(self, stream: IO[bytes], actor: str) -> dict[str, Any]:
@@ -275,6 +282,10 @@ class Importer:
         if total > self.cache.maxSize:
             raise BundleError("", f"the bundle's {total} bytes of new blobs do not fit in the "
                                   f"blob cache ({self.cache.maxSize} bytes): raise --cache-size")
+        if not self.evict and self.cache.usedSize + total > self.cache.maxSize:
+            raise BundleError("", f"the bundle's {total} bytes of new blobs would evict earlier "
+                                  f"imports from the blob cache ({self.cache.usedSize} of "
+                                  f"{self.cache.maxSize} bytes used): raise --cache-size")
         added: list[str] = []
         try:
             for entry in wanted:
