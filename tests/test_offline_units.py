@@ -213,6 +213,22 @@ class LocalStoreAgentTests(TestCase):
         self.assertEqual([(r["snap"]["revision"], r.get("effective-channel")) for r in results],
                          [(4, "beta"), (3, "stable"), (4, None)])
 
+    def test_architectureIndependent(self) -> None:
+        """
+        A revision built for C{all} serves every architecture; others only
+        their own.
+        """
+        body = json.dumps({"context": [], "actions": [
+            {"action": "install", "instance-key": "a", "name": "tool", "channel": "beta"},
+            {"action": "install", "instance-key": "b", "name": "tool", "channel": "stable"}]})
+        response = self.successResultOf(self.agent.request(
+            b"POST", b"http://up.invalid/v2/snaps/refresh",
+            Headers({b"snap-device-architecture": [b"arm64"]}),
+            FileBodyProducer(io.BytesIO(body.encode()), cooperator=_Immediate())))
+        results = json.loads(self.successResultOf(readBody(response)))["results"]
+        self.assertEqual(results[0]["snap"]["revision"], 4)
+        self.assertEqual(results[1]["error"]["code"], "revision-not-found")
+
     def test_fetchAssertions(self) -> None:
         """
         fetch-assertions gives stream URLs for imported assertions newer
