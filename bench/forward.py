@@ -9,7 +9,8 @@ Run from the checkout, never alongside other benchmarks::
 
 Scenarios (each proxy gets the same ones, in turn):
 
-  - C{tunnel}: a 1 GiB HTTPS download (curl) through C{CONNECT}.
+  - C{tunnel}: a 1 GiB HTTPS download through C{CONNECT} (a Python ssl
+    client reading 1 MiB per call, in its own process).
   - C{absolute}: a 1 GiB plain-HTTP download (curl) in absolute form.
   - C{200 tunnels}: 200 concurrent CONNECT tunnels each carrying a 10 MiB
     response, from one asyncio client; wall time until all are done.
@@ -117,6 +118,60 @@ def runOrigin(plainPort: int, tlsPort: int, certFile: str, path: str) -> None:
 
     threading.Thread(target=accept, args=(tlsPort, True), daemon=True).start()
     accept(plainPort, False)
+
+
+NGINX_CONFIG = """
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 100000;
+    client_body_temp_path {work}/nginx-tmp;
+    proxy_temp_path {work}/nginx-tmp;
+    fastcgi_temp_path {work}/nginx-tmp;
+    uwsgi_temp_path {work}/nginx-tmp;
+    scgi_temp_path {work}/nginx-tmp;
+    server {{ listen 127.0.0.1:{plain}; root {work}/www; }}
+    server {{
+        listen 127.0.0.1:{tls} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {cert};
+        root {work}/www;
+    }}
+}}
+"""
+
+
+def startOrigin(work: str, plainPort: int, tlsPort: int, certFile: str, blob: str) -> subprocess.Popen:
+    """
+    The origin both proxies fetch from: nginx when installed (sendfile,
+    native TLS, so the origin is not what is measured), else the small
+    threaded Python origin above.
+    """
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                       else None)
+    if nginx is None:
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(plainPort),
+                                 str(tlsPort), certFile, blob])
+    www = os.path.join(work, "www")
+    os.makedirs(www)
+    os.makedirs(os.path.join(work, "nginx-tmp"))
+    os.link(blob, os.path.join(www, "blob"))
+    with open(blob, "rb") as source, open(os.path.join(www, "ten"), "wb") as ten:
+        ten.write(source.read(TEN_MIB))
+    for name in ("blob", "ten"):
+        os.chmod(os.path.join(www, name), 0o644)
+    os.chmod(certFile, 0o644)
+    config = os.path.join(work, "nginx.conf")
+    with open(config, "w") as configFile:
+        configFile.write(NGINX_CONFIG.format(work=work, plain=plainPort, tls=tlsPort,
+                                             cert=certFile))
+    return subprocess.Popen([nginx, "-e", os.path.join(work, "nginx-error.log"), "-p", work,
+                             "-c", config, "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
 # -- measuring ------------------------------------------------------------------
@@ -254,6 +309,59 @@ def stop(process: subprocess.Popen) -> None:
 # -- scenarios ------------------------------------------------------------------------
 
 
+def tlsFetch(proxyPort: int, originPort: int, caFile: str) -> tuple[float, int]:
+    """
+    Download C{/blob} over HTTPS through C{CONNECT} with Python's ssl
+    module reading 1 MiB at a time (curl reads 16 KiB per call and is the
+    bottleneck at these rates).  Runs in the calling process; L{main}
+    calls it in a child so the measuring threads do not compete with it.
+    """
+    connection = socket.create_connection(("127.0.0.1", proxyPort))
+    target = b"127.0.0.1:%d" % originPort
+    connection.sendall(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
+    if b" 200 " not in _readHeadExactly(connection).split(b"\r\n")[0]:
+        raise RuntimeError("CONNECT refused")
+    context = ssl.create_default_context(cafile=caFile)
+    secure = context.wrap_socket(connection, server_hostname="127.0.0.1")
+    started = time.monotonic()
+    secure.sendall(b"GET /blob HTTP/1.1\r\nHost: " + target + b"\r\nConnection: close\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += secure.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    buffer = memoryview(bytearray(1 << 20))
+    received = len(rest)
+    while received < length:
+        got = secure.recv_into(buffer, 1 << 20)
+        if not got:
+            break
+        received += got
+    elapsed = time.monotonic() - started
+    secure.close()
+    return elapsed, received
+
+
+def _readHeadExactly(connection: Any) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        chunk = connection.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def tlsFetchInChild(proxyPort: int, originPort: int, caFile: str) -> tuple[float, int]:
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--fetch-tls",
+                             str(proxyPort), str(originPort), caFile],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"TLS fetch failed: {result.stderr.strip()[-300:]}")
+    seconds, size = result.stdout.split()
+    return float(seconds), int(size)
+
+
 def curlDownload(proxyPort: int, url: str, caFile: str) -> tuple[float, int]:
     result = subprocess.run(
         ["curl", "-sS", "--cacert", caFile, "-x", f"http://127.0.0.1:{proxyPort}", url,
@@ -321,42 +429,74 @@ def slowReader(proxyPort: int, originPort: int, seconds: float, rss: Callable[[]
     return early or late, late
 
 
-def measure(name: str, proxyPort: int, pids: Callable[[], list[int]], origin: dict,
-            caFile: str, runs: int, tunnels: int) -> dict:
-    results: dict[str, Any] = {"name": name}
-    with RSSSampler(pids) as sampler:
-        times = []
-        for _ in range(runs):
-            seconds, size = curlDownload(proxyPort, f"https://127.0.0.1:{origin['tls']}/blob",
-                                         caFile)
-            times.append(size / seconds)
-        results["tunnel"] = statistics.median(times)
-    results["tunnelRSS"] = sampler.peak
-    with RSSSampler(pids) as sampler:
-        times = []
-        for _ in range(runs):
-            seconds, size = curlDownload(proxyPort, f"http://127.0.0.1:{origin['plain']}/blob",
-                                         caFile)
-            times.append(size / seconds)
-        results["absolute"] = statistics.median(times)
-    results["absoluteRSS"] = sampler.peak
-    with RSSSampler(pids) as sampler:
-        results["many"] = statistics.median(
-            [manyTunnels(proxyPort, origin["plain"], tunnels) for _ in range(runs)])
-    results["manyRSS"] = sampler.peak
-    early, late = slowReader(proxyPort, origin["plain"], 5.0, lambda: rssOf(pids))
-    results["slowEarly"], results["slowLate"] = early, late
-    return results
+class Proxy:
+    """
+    A proxy under test: its name, port and processes.
+    """
+
+    def __init__(self, name: str, port: int, pids: list[int]) -> None:
+        self.name = name
+        self.port = port
+        self.pids = pids
+        self.results: dict[str, Any] = {"name": name}
+
+    def rss(self) -> int:
+        return rssOf(lambda: self.pids)
+
+
+def interleaved(proxies: list[Proxy], runs: int, key: str, once: Callable[[Proxy], float],
+                better: Callable[[list[float]], float] = statistics.median) -> None:
+    """
+    Run C{once} C{runs} times per proxy, alternating between the proxies
+    so that background noise hits both alike; record the median and the
+    peak RSS of each proxy while it was measured.
+    """
+    values: dict[str, list[float]] = {proxy.name: [] for proxy in proxies}
+    peaks: dict[str, int] = {proxy.name: 0 for proxy in proxies}
+    for _ in range(runs):
+        for proxy in proxies:
+            with RSSSampler(lambda: proxy.pids) as sampler:
+                values[proxy.name].append(once(proxy))
+            peaks[proxy.name] = max(peaks[proxy.name], sampler.peak)
+    for proxy in proxies:
+        proxy.results[key] = better(values[proxy.name])
+        proxy.results[key + "All"] = values[proxy.name]
+        proxy.results[key + "RSS"] = peaks[proxy.name]
+
+
+def measureAll(proxies: list[Proxy], origin: dict, caFile: str, runs: int, tunnels: int) -> None:
+    def tunnel(proxy: Proxy) -> float:
+        seconds, size = tlsFetchInChild(proxy.port, origin["tls"], caFile)
+        return size / seconds
+
+    def absolute(proxy: Proxy) -> float:
+        seconds, size = curlDownload(proxy.port, f"http://127.0.0.1:{origin['plain']}/blob",
+                                     caFile)
+        return size / seconds
+
+    interleaved(proxies, runs, "tunnel", tunnel)
+    interleaved(proxies, runs, "absolute", absolute)
+    interleaved(proxies, runs, "many",
+                lambda proxy: manyTunnels(proxy.port, origin["plain"], tunnels))
+    for proxy in proxies:
+        early, late = slowReader(proxy.port, origin["plain"], 5.0, proxy.rss)
+        proxy.results["slowEarly"], proxy.results["slowLate"] = early, late
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1G", help="download size (default 1G)")
     parser.add_argument("--tunnels", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=("snapstore", "squid"), default=None)
+    parser.add_argument("--fetch-tls", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("origin", nargs="*", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.fetch_tls:
+        proxyPort, originPort, caFile = options.fetch_tls
+        seconds, size = tlsFetch(int(proxyPort), int(originPort), caFile)
+        print(seconds, size)
+        return
     if options.origin:
         plain, tls, cert, path = options.origin
         runOrigin(int(plain), int(tls), cert, path)
@@ -382,28 +522,25 @@ def main() -> None:
             for _ in range(size >> 20):
                 blobFile.write(block)
         origin = {"plain": freePort(), "tls": freePort()}
-        originProcess = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(origin["plain"]), str(origin["tls"]),
-             certFile, blob])
+        originProcess = startOrigin(work, origin["plain"], origin["tls"], certFile, blob)
         processes.append(originProcess)
         waitForPort(origin["plain"], originProcess)
         waitForPort(origin["tls"], originProcess)
         ports = f"{origin['plain']},{origin['tls']}"
-        rows = []
+        proxies = []
         if options.only in (None, "squid"):
             squidPort = freePort()
             squid = startSquid(work, squidPort)
             processes.append(squid)
-            rows.append(measure("squid 5.7", squidPort, lambda: childrenOf(squid.pid), origin,
-                                caFile, options.runs, options.tunnels))
-            stop(squid)
+            time.sleep(1)
+            proxies.append(Proxy(squidVersion(), squidPort, childrenOf(squid.pid)))
         if options.only in (None, "snapstore"):
             snapPort = freePort()
             snapstore = startSnapstore(work, snapPort, ports)
             processes.append(snapstore)
-            rows.append(measure("snapstore", snapPort, lambda: [snapstore.pid], origin, caFile,
-                                options.runs, options.tunnels))
-            stop(snapstore)
+            proxies.append(Proxy("snapstore", snapPort, [snapstore.pid]))
+        measureAll(proxies, origin, caFile, options.runs, options.tunnels)
+        rows = [proxy.results for proxy in proxies]
         printTable(rows, options)
     finally:
         for process in processes:
@@ -411,10 +548,19 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def squidVersion() -> str:
+    try:
+        output = subprocess.run(["squid", "-v"], capture_output=True, text=True).stdout
+        return "squid " + output.split("Version ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "squid"
+
+
 def printTable(rows: list[dict], options: Any) -> None:
     mb = 1 << 20
     print(f"\nforward proxy benchmark: {options.size} downloads, {options.tunnels} tunnels x "
-          f"10 MiB, median of {options.runs} runs, loopback, {os.cpu_count()} CPUs\n")
+          f"10 MiB, median of {options.runs} interleaved runs, loopback, "
+          f"{os.cpu_count()} CPUs\n")
     print("| proxy | tunnel TLS MiB/s | absolute-URI MiB/s | "
           f"{options.tunnels} tunnels wall s | peak RSS tunnel / absolute / "
           f"{options.tunnels} tunnels MiB | slow reader RSS 1 s -> 5 s MiB |")
@@ -424,6 +570,11 @@ def printTable(rows: list[dict], options: Any) -> None:
               f"{row['many']:.2f} | {row['tunnelRSS'] / mb:.0f} / {row['absoluteRSS'] / mb:.0f}"
               f" / {row['manyRSS'] / mb:.0f} | {row['slowEarly'] / mb:.0f} -> "
               f"{row['slowLate'] / mb:.0f} |")
+    for row in rows:
+        print(f"{row['name']}: tunnel runs MiB/s "
+              + " ".join(f"{v / mb:.0f}" for v in row["tunnelAll"])
+              + "; absolute runs MiB/s " + " ".join(f"{v / mb:.0f}" for v in row["absoluteAll"])
+              + "; tunnels runs s " + " ".join(f"{v:.2f}" for v in row["manyAll"]))
     if len(rows) == 2:
         squid, snap = rows
         print(f"\nsnapstore / squid: tunnel {snap['tunnel'] / squid['tunnel']:.2f}x, "

@@ -86,6 +86,10 @@ class _Direction:
             fcntl.fcntl(self.writeEnd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         except OSError:
             pass
+        try:
+            self.capacity = fcntl.fcntl(self.writeEnd, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        except OSError:
+            self.capacity = 65536
         self.inPipe = 0
         self.eof = False
         self.finished = False
@@ -98,29 +102,57 @@ class _Direction:
 
     def pump(self) -> None:
         """
-        Move what can be moved now, then record whether the source should
-        be read and the destination waited on.
+        Move what can be moved now: drain the pipe (and any user-space
+        prefix) into the destination, refill it from the source while it
+        has room.  Reading continues while the destination is slow, up to
+        the pipe's capacity, so both sockets stay busy; a full pipe stops
+        reading, which is the back-pressure.  Then record whether the
+        source should be read and the destination waited on.
 
         @raise OSError: on connection errors (reset, broken pipe).
         """
+        dstBlocked = False
         for _ in range(_MAX_ROUNDS):
+            progress = False
             if self.pending:
                 try:
                     sent = os.write(self.dst, self.pending)
                 except BlockingIOError:
-                    return self._blocked()
-                self.pending = self.pending[sent:]
-                self.count(sent)
-                if self.pending:
-                    return self._blocked()
-            while self.inPipe:
+                    sent, dstBlocked = 0, True
+                if sent:
+                    self.pending = self.pending[sent:]
+                    self.count(sent)
+                    progress = True
+                dstBlocked = dstBlocked or bool(self.pending)
+            if self.inPipe and not self.pending:
                 try:
                     moved = os.splice(self.readEnd, self.dst, self.inPipe, flags=_FLAGS)
                 except BlockingIOError:
-                    return self._blocked()
-                self.inPipe -= moved
-                self.count(moved)
-            if self.eof:
+                    moved, dstBlocked = 0, True
+                if moved:
+                    self.inPipe -= moved
+                    self.count(moved)
+                    progress = True
+                dstBlocked = dstBlocked or bool(self.inPipe)
+            room = self.capacity - self.inPipe
+            if not self.eof and room > 0:
+                size = room if self.limit is None else min(room, self.limit)
+                try:
+                    got = os.splice(self.src, self.writeEnd, size, flags=_FLAGS)
+                except BlockingIOError:
+                    got = -1
+                if got == 0:
+                    self.eof = True
+                    self.truncated = self.limit is not None
+                    progress = True
+                elif got > 0:
+                    self.inPipe += got
+                    progress = True
+                    if self.limit is not None:
+                        self.limit -= got
+                        if self.limit == 0:
+                            self.eof = True
+            if self.eof and not self.inPipe and not self.pending:
                 if not self.finished:
                     self.finished = True
                     if self.limit is None:
@@ -130,25 +162,10 @@ class _Direction:
                             pass
                 self.wantRead = self.wantWrite = False
                 return
-            size = PIPE_SIZE if self.limit is None else min(PIPE_SIZE, self.limit)
-            try:
-                got = os.splice(self.src, self.writeEnd, size, flags=_FLAGS)
-            except BlockingIOError:
-                self.wantRead, self.wantWrite = True, False
-                return
-            if got == 0:
-                self.eof = True
-                self.truncated = self.limit is not None
-            self.inPipe += got
-            if self.limit is not None:
-                self.limit -= got
-                if self.limit == 0:
-                    self.eof = True
-        # Fairness: let other connections run; come back when readable.
-        self.wantRead, self.wantWrite = True, False
-
-    def _blocked(self) -> None:
-        self.wantRead, self.wantWrite = False, True
+            if not progress or dstBlocked:
+                break
+        self.wantRead = not self.eof and self.inPipe < self.capacity
+        self.wantWrite = bool(self.inPipe or self.pending)
 
     def close(self) -> None:
         for fd in (self.readEnd, self.writeEnd):
@@ -268,20 +285,19 @@ class SpliceTunnel:
         self._register()
 
     def _register(self) -> None:
-        wants = {self.clientEnd: [False, False], self.targetEnd: [False, False]}
-        byFd = {self.clientEnd.fd: self.clientEnd, self.targetEnd.fd: self.targetEnd}
-        for direction in self._directions:
-            if direction.wantRead:
-                wants[byFd[direction.src]][0] = True
-            if direction.wantWrite:
-                wants[byFd[direction.dst]][1] = True
-        for end, (read, write) in wants.items():
-            if read != end.reading:
-                (self.reactor.addReader if read else self.reactor.removeReader)(end)
-                end.reading = read
-            if write != end.writing:
-                (self.reactor.addWriter if write else self.reactor.removeWriter)(end)
-                end.writing = write
+        up, down = self.upward, self.downward
+        # The client socket is read for the upward direction and written
+        # for the downward one; the target socket the other way round.
+        self._want(self.clientEnd, up.wantRead, down.wantWrite)
+        self._want(self.targetEnd, down.wantRead, up.wantWrite)
+
+    def _want(self, end: _End, read: bool, write: bool) -> None:
+        if read != end.reading:
+            (self.reactor.addReader if read else self.reactor.removeReader)(end)
+            end.reading = read
+        if write != end.writing:
+            (self.reactor.addWriter if write else self.reactor.removeWriter)(end)
+            end.writing = write
 
     def _release(self) -> None:
         for end in self._ends:
