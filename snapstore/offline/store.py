@@ -97,13 +97,13 @@ def resolve(snap: Any, channel: str, architecture: str) -> Optional[tuple[Any, s
     @return: C{(ImportedRevision, effective channel)} or C{None}.
     """
     held = {c.channel: c for c in snap.channels if c.architecture == architecture}
-    for channel in snap.channels:
+    for other in snap.channels:
         # An architecture-independent revision exported for one
         # architecture serves them all.
-        revision = snap.revisions.get(channel.revision)
-        if channel.channel not in held and revision is not None \
+        revision = snap.revisions.get(other.revision)
+        if other.channel not in held and revision is not None \
                 and "all" in (revision.snap.get("architectures") or ()):
-            held[channel.channel] = channel
+            held[other.channel] = other
     for candidate in fallbacks(channel):
         found = held.get(candidate)
         if found is not None and found.revision in snap.revisions:
