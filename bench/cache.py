@@ -304,9 +304,15 @@ def main() -> None:
 
         hits, statics = [], []
         single(staticURL, options.hit_size)  # page cache warm for both
-        for _ in range(options.runs):
-            hits.append(single(bigURL, options.hit_size))
-            statics.append(single(staticURL, options.hit_size))
+        for run in range(options.runs):
+            # Alternate who goes first, so that neither always gets the
+            # CPUs right after the other finished.
+            if run % 2:
+                statics.append(single(staticURL, options.hit_size))
+                hits.append(single(bigURL, options.hit_size))
+            else:
+                hits.append(single(bigURL, options.hit_size))
+                statics.append(single(staticURL, options.hit_size))
 
         # (b) cold bursts: 50 clients, one blob neither cache has seen;
         # each round takes a new blob, snapstore and nginx alternating.
