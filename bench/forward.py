@@ -316,11 +316,15 @@ def tlsFetch(proxyPort: int, originPort: int, caFile: str) -> tuple[float, int]:
     bottleneck at these rates).  Runs in the calling process; L{main}
     calls it in a child so the measuring threads do not compete with it.
     """
-    connection = socket.create_connection(("127.0.0.1", proxyPort))
     target = b"127.0.0.1:%d" % originPort
-    connection.sendall(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
-    if b" 200 " not in _readHeadExactly(connection).split(b"\r\n")[0]:
-        raise RuntimeError("CONNECT refused")
+    if proxyPort:
+        connection = socket.create_connection(("127.0.0.1", proxyPort))
+        connection.sendall(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target
+                           + b"\r\n\r\n")
+        if b" 200 " not in _readHeadExactly(connection).split(b"\r\n")[0]:
+            raise RuntimeError("CONNECT refused")
+    else:
+        connection = socket.create_connection(("127.0.0.1", originPort))
     context = ssl.create_default_context(cafile=caFile)
     secure = context.wrap_socket(connection, server_hostname="127.0.0.1")
     started = time.monotonic()
@@ -363,8 +367,9 @@ def tlsFetchInChild(proxyPort: int, originPort: int, caFile: str) -> tuple[float
 
 
 def curlDownload(proxyPort: int, url: str, caFile: str) -> tuple[float, int]:
+    proxy = ["-x", f"http://127.0.0.1:{proxyPort}"] if proxyPort else ["--noproxy", "*"]
     result = subprocess.run(
-        ["curl", "-sS", "--cacert", caFile, "-x", f"http://127.0.0.1:{proxyPort}", url,
+        ["curl", "-sS", "--cacert", caFile, *proxy, url,
          "-o", "/dev/null", "-w", "%{time_total} %{size_download}"],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     if result.returncode != 0:
@@ -374,12 +379,14 @@ def curlDownload(proxyPort: int, url: str, caFile: str) -> tuple[float, int]:
 
 
 async def _tunnelClient(proxyPort: int, originPort: int, path: bytes) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxyPort, limit=1 << 20)
     target = b"127.0.0.1:%d" % originPort
-    writer.write(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
-    head = await reader.readuntil(b"\r\n\r\n")
-    if b" 200 " not in head.split(b"\r\n")[0]:
-        raise RuntimeError(f"CONNECT refused: {head[:100]!r}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxyPort or originPort,
+                                                   limit=1 << 20)
+    if proxyPort:
+        writer.write(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n")[0]:
+            raise RuntimeError(f"CONNECT refused: {head[:100]!r}")
     writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: " + target + b"\r\nConnection: close\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
@@ -452,16 +459,35 @@ def interleaved(proxies: list[Proxy], runs: int, key: str, once: Callable[[Proxy
     peak RSS of each proxy while it was measured.
     """
     values: dict[str, list[float]] = {proxy.name: [] for proxy in proxies}
+    cpu: dict[str, list[float]] = {proxy.name: [] for proxy in proxies}
     peaks: dict[str, int] = {proxy.name: 0 for proxy in proxies}
     for _ in range(runs):
         for proxy in proxies:
+            before = cpuOf(proxy.pids)
             with RSSSampler(lambda: proxy.pids) as sampler:
                 values[proxy.name].append(once(proxy))
+            cpu[proxy.name].append(cpuOf(proxy.pids) - before)
             peaks[proxy.name] = max(peaks[proxy.name], sampler.peak)
     for proxy in proxies:
         proxy.results[key] = better(values[proxy.name])
         proxy.results[key + "All"] = values[proxy.name]
+        proxy.results[key + "CPU"] = statistics.median(cpu[proxy.name])
         proxy.results[key + "RSS"] = peaks[proxy.name]
+
+
+def cpuOf(pids: list[int]) -> float:
+    """
+    User plus system CPU seconds the processes used so far.
+    """
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def measureAll(proxies: list[Proxy], origin: dict, caFile: str, runs: int, tunnels: int) -> None:
@@ -479,6 +505,9 @@ def measureAll(proxies: list[Proxy], origin: dict, caFile: str, runs: int, tunne
     interleaved(proxies, runs, "many",
                 lambda proxy: manyTunnels(proxy.port, origin["plain"], tunnels))
     for proxy in proxies:
+        if proxy.port == 0:
+            proxy.results["slowEarly"] = proxy.results["slowLate"] = 0
+            continue
         early, late = slowReader(proxy.port, origin["plain"], 5.0, proxy.rss)
         proxy.results["slowEarly"], proxy.results["slowLate"] = early, late
 
@@ -539,6 +568,8 @@ def main() -> None:
             snapstore = startSnapstore(work, snapPort, ports)
             processes.append(snapstore)
             proxies.append(Proxy("snapstore", snapPort, [snapstore.pid]))
+        # The ceiling: the same downloads with no proxy in between.
+        proxies.append(Proxy("none (direct)", 0, []))
         measureAll(proxies, origin, caFile, options.runs, options.tunnels)
         rows = [proxy.results for proxy in proxies]
         printTable(rows, options)
@@ -558,28 +589,43 @@ def squidVersion() -> str:
 
 def printTable(rows: list[dict], options: Any) -> None:
     mb = 1 << 20
+    size = parseSizeText(options.size)
     print(f"\nforward proxy benchmark: {options.size} downloads, {options.tunnels} tunnels x "
           f"10 MiB, median of {options.runs} interleaved runs, loopback, "
           f"{os.cpu_count()} CPUs\n")
-    print("| proxy | tunnel TLS MiB/s | absolute-URI MiB/s | "
-          f"{options.tunnels} tunnels wall s | peak RSS tunnel / absolute / "
+    print(f"| proxy | tunnel TLS MiB/s (proxy CPU s) | absolute-URI MiB/s (proxy CPU s) | "
+          f"{options.tunnels} tunnels wall s (proxy CPU s) | peak RSS tunnel / absolute / "
           f"{options.tunnels} tunnels MiB | slow reader RSS 1 s -> 5 s MiB |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['name']} | {row['tunnel'] / mb:.0f} | {row['absolute'] / mb:.0f} | "
-              f"{row['many']:.2f} | {row['tunnelRSS'] / mb:.0f} / {row['absoluteRSS'] / mb:.0f}"
-              f" / {row['manyRSS'] / mb:.0f} | {row['slowEarly'] / mb:.0f} -> "
-              f"{row['slowLate'] / mb:.0f} |")
+        direct = row["name"].startswith("none")
+        rss = "-" if direct else (f"{row['tunnelRSS'] / mb:.0f} / {row['absoluteRSS'] / mb:.0f}"
+                                  f" / {row['manyRSS'] / mb:.0f}")
+        slow = "-" if direct else f"{row['slowEarly'] / mb:.0f} -> {row['slowLate'] / mb:.0f}"
+        cpu = (lambda key: "" if direct else f" ({row[key + 'CPU']:.2f})")
+        print(f"| {row['name']} | {row['tunnel'] / mb:.0f}{cpu('tunnel')} | "
+              f"{row['absolute'] / mb:.0f}{cpu('absolute')} | {row['many']:.2f}{cpu('many')} | "
+              f"{rss} | {slow} |")
+    print()
     for row in rows:
         print(f"{row['name']}: tunnel runs MiB/s "
               + " ".join(f"{v / mb:.0f}" for v in row["tunnelAll"])
               + "; absolute runs MiB/s " + " ".join(f"{v / mb:.0f}" for v in row["absoluteAll"])
               + "; tunnels runs s " + " ".join(f"{v:.2f}" for v in row["manyAll"]))
-    if len(rows) == 2:
-        squid, snap = rows
+    proxied = [row for row in rows if not row["name"].startswith("none")]
+    if len(proxied) == 2:
+        squid, snap = proxied
         print(f"\nsnapstore / squid: tunnel {snap['tunnel'] / squid['tunnel']:.2f}x, "
               f"absolute {snap['absolute'] / squid['absolute']:.2f}x, "
-              f"{options.tunnels} tunnels wall time {snap['many'] / squid['many']:.2f}x")
+              f"{options.tunnels} tunnels wall time {snap['many'] / squid['many']:.2f}x; "
+              f"proxy CPU per GiB tunnelled {snap['tunnelCPU'] / size * (1 << 30):.2f} s vs "
+              f"{squid['tunnelCPU'] / size * (1 << 30):.2f} s")
+
+
+def parseSizeText(text: str) -> int:
+    from snapstore.config import parseSize
+
+    return parseSize(text)
 
 
 if __name__ == "__main__":
