@@ -130,6 +130,10 @@ def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> A
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "snapstore", "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1"]
     argv += list(options)
+    if "--config" not in options:
+        # Never the machine's /etc/snapstore/snapstore.conf (an installed
+        # package's), which would point the test at shared directories.
+        argv += ["--config", os.devnull]
     process = spawn(testCase, argv)
     yield waitForPort(storePort, process)
     return process, storePort
