@@ -644,3 +644,31 @@ class SplicedBodyTests(TestCase):
         self.assertEqual(len(self.spliced), 1)
         self.assertEqual(self.factory.accessLog.entries[-1].note,
                          "upstream closed before the whole body")
+
+
+class WiringTests(TestCase):
+    """
+    C{snapstore.tap} adds the forward proxy as a named listener.
+    """
+
+    def test_addForwardService(self) -> None:
+        from twisted.application.service import MultiService
+        from twisted.web.resource import Resource
+
+        from snapstore.tap import _addForwardService
+
+        top = MultiService()
+        settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1")
+        _addForwardService(top, reactor, settings, Resource())
+        listener = top.getServiceNamed("proxy-endpoint")
+        self.assertEqual(listener.endpoint._interface, "127.0.0.1")
+        self.assertIsNotNone(listener.factory.localSite)
+
+    def test_disabled(self) -> None:
+        from twisted.application.service import MultiService
+
+        from snapstore.tap import _addForwardService
+
+        top = MultiService()
+        _addForwardService(top, reactor, proxySettings(self), None)
+        self.assertEqual(list(top), [])
