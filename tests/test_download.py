@@ -16,7 +16,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, ResponseDone
+from twisted.internet import ssl
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -33,6 +34,7 @@ from tests.fakestore import FakeStore
 from tests.fakestore.blobs import Blob
 from tests.fakestore.recording import TrackingFactory
 from tests.helpers import MemoryBlobs, garbageFactory, listen, testAgent
+from tests.tlshelpers import TestAuthority
 
 AUTH = {
     b"Authorization": b"Macaroon root=user-secret",
@@ -129,6 +131,7 @@ class DownloadTestsMixin:
     timeout = 30
     size = 300_000
     headerTimeout = 12.0
+    tls = False
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -158,10 +161,21 @@ class DownloadTestsMixin:
         site = Site(root)
         site.displayTracebacks = False
         factory = TrackingFactory(site)
-        port = yield listen(self, factory)
         self.addCleanup(factory.closeAll)
-        self.base = f"http://127.0.0.1:{port}/"
-        self.agent = testAgent(self)
+        if self.tls:
+            self.authority = TestAuthority(names=("localhost",))
+            listening = reactor.listenSSL(0, factory, self.authority.serverOptions(),
+                                          interface="127.0.0.1")
+            self.addCleanup(listening.stopListening)
+            port = listening.getHost().port
+            self.base = f"https://localhost:{port}/"
+            trust = ssl.Certificate.loadPEM(self.authority.caPEM)
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            self.agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool)
+        else:
+            port = yield listen(self, factory)
+            self.base = f"http://127.0.0.1:{port}/"
+            self.agent = testAgent(self)
 
     def recordRevision(self, snap: str, revision: int, url: str | None = None) -> str:
         snapId = self.store.snapId(snap)
@@ -359,6 +373,30 @@ class DownloadTests(DownloadTestsMixin, TestCase):
         response, data, _ = yield self.fetch(method=b"DELETE")
         self.assertEqual(response.code, 405)
         self.assertIn("error-list", json.loads(data))
+
+
+class TLSDownloadTests(DownloadTestsMixin, TestCase):
+    """
+    Over TLS, where C{sendfile} would write clear text into the encrypted
+    stream, hits and fills are sent through ordinary writes.
+    """
+
+    tls = True
+
+    @inlineCallbacks
+    def test_missHitAndRangeOverTLS(self) -> None:
+        response, data, failure = yield self.fetch()
+        self.assertIsNone(failure)
+        self.assertEqual(self.header(response, b"x-cache"), b"MISS")
+        self.assertEqual(data, self.data)
+        yield self.fillsDone()
+        response, data, failure = yield self.fetch()
+        self.assertIsNone(failure)
+        self.assertEqual(self.header(response, b"x-cache"), b"HIT")
+        self.assertEqual(data, self.data)
+        response, data, failure = yield self.fetch(headers={b"Range": b"bytes=1000-"})
+        self.assertEqual(response.code, 206)
+        self.assertEqual(data, self.data[1000:])
 
 
 class StreamingTests(DownloadTestsMixin, TestCase):
