@@ -21,7 +21,7 @@ from zope.interface.verify import verifyObject
 
 from snapstore.cache.blobs import BlobCache, FillFailed, VerificationFailed
 from snapstore.cache.documents import DocumentCache
-from snapstore.cache.sender import BlobSender, sendfileSocket
+from snapstore.cache.sender import BlobSender, SendfileThreads, sendfileSocket
 from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource
 
 
@@ -490,7 +490,7 @@ class BlobSenderTests(CacheTestMixin, TestCase):
     """
 
     @inlineCallbacks
-    def send(self, start: int, end: int, sendfile: bool) -> Deferred[bytes]:
+    def send(self, start: int, end: int, sendfile: bool, threads: bool = False) -> Deferred[bytes]:
         self.clock = reactor
         cache = BlobCache(reactor, self.mktemp(), 10 << 20, inThread=synchronous)
         data = content(b"sender", 3 << 20)
@@ -517,10 +517,15 @@ class BlobSenderTests(CacheTestMixin, TestCase):
         transport = channel.transport
         self.assertEqual(sendfileSocket(transport) is not None, True)
         transport.write(b"HEADERS\r\n\r\n")
+        pool = None
+        if threads:
+            pool = SendfileThreads(reactor, maxThreads=1)
+            self.addCleanup(pool.stop)
         sender = BlobSender(handle, start, end, _Consumer(transport), transport,
-                            sendfile=sendfile, clock=reactor)
+                            sendfile=sendfile, clock=reactor, threads=pool)
         sent = yield sender.start()
         self.assertEqual(sender.usedSendfile, sendfile)
+        self.assertEqual(sender.usedThread, threads)
         self.assertEqual(sent, end - start)
         # As HTTPChannel.loseConnection does: a producer still registered
         # would keep the transport from closing.
@@ -545,6 +550,15 @@ class BlobSenderTests(CacheTestMixin, TestCase):
         """
         received, data = yield self.send(1000, 2_000_000, True)
         self.assertEqual(received, b"HEADERS\r\n\r\n" + data[1000:2_000_000])
+
+    @inlineCallbacks
+    def test_sendfileThread(self) -> None:
+        """
+        A sending thread takes over once the buffered bytes left, and sends
+        exactly the range.
+        """
+        received, data = yield self.send(3, 3_000_000, True, threads=True)
+        self.assertEqual(received, b"HEADERS\r\n\r\n" + data[3:3_000_000])
 
     @inlineCallbacks
     def test_readPath(self) -> None:

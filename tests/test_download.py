@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from snapstore.cache.blobs import BlobCache
 from snapstore.cache.documents import DocumentCache
+from snapstore.cache.sender import SendfileThreads
 from snapstore.outbound import makePool
 from snapstore.state.records import BlobRecord
 from snapstore.store.assertions import AssertionsResource
@@ -132,6 +133,7 @@ class DownloadTestsMixin:
     size = 300_000
     headerTimeout = 12.0
     tls = False
+    sendfileThreads = True
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -150,8 +152,14 @@ class DownloadTestsMixin:
         pool = makePool(reactor)
         self.addCleanup(pool.closeCachedConnections)
         self.upstream = StoreUpstream(Agent(reactor, pool=pool), self.store.apiURL, reactor, 10)
+        threads = None
+        if self.sendfileThreads:
+            threads = SendfileThreads(reactor, maxThreads=2)
+            self.addCleanup(threads.stop)
+        self.threads = threads
         self.resource = DownloadResource(reactor, self.upstream, self.state, self.cache,
-                                         headerTimeout=self.headerTimeout)
+                                         headerTimeout=self.headerTimeout,
+                                         sendfileThreads=threads)
         self.assertionsClock = Clock()
         self.assertions = AssertionsResource(self.assertionsClock, self.upstream,
                                              DocumentCache(self.assertionsClock),
@@ -173,7 +181,8 @@ class DownloadTestsMixin:
             pool = HTTPConnectionPool(reactor, persistent=False)
             self.agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool)
         else:
-            port = yield listen(self, factory)
+            # The Site itself, not wrapped: sendfile needs the TCP transport.
+            port = yield listen(self, site)
             self.base = f"http://127.0.0.1:{port}/"
             self.agent = testAgent(self)
 
@@ -262,6 +271,7 @@ class DownloadTests(DownloadTestsMixin, TestCase):
         self.assertEqual(data, self.data)
         yield self.fillsDone()
         self.assertTrue(self.cache.contains(self.digest))
+        threadedBefore = self.threads.sends
         response, data, failure = yield self.fetch()
         self.assertIsNone(failure)
         self.assertEqual(self.header(response, b"x-cache"), b"HIT")
@@ -269,6 +279,8 @@ class DownloadTests(DownloadTestsMixin, TestCase):
         self.assertIsNone(self.header(response, b"content-encoding"))
         self.assertEqual(data, self.data)
         self.assertEqual(self.cdnGets(), 1)
+        # The hit went out through a sending thread.
+        self.assertEqual(self.threads.sends, threadedBefore + 1)
 
     @inlineCallbacks
     def test_credentialsNotSentToCDN(self) -> None:
@@ -373,6 +385,27 @@ class DownloadTests(DownloadTestsMixin, TestCase):
         response, data, _ = yield self.fetch(method=b"DELETE")
         self.assertEqual(response.code, 405)
         self.assertIn("error-list", json.loads(data))
+
+
+class ReactorSendfileTests(DownloadTestsMixin, TestCase):
+    """
+    Without sending threads (or with all of them busy), hits are sent by
+    the reactor with C{sendfile}.
+    """
+
+    sendfileThreads = False
+
+    @inlineCallbacks
+    def test_hitsAndRanges(self) -> None:
+        yield self.fetch()
+        yield self.fillsDone()
+        for _ in range(2):
+            response, data, failure = yield self.fetch()
+            self.assertIsNone(failure)
+            self.assertEqual(self.header(response, b"x-cache"), b"HIT")
+            self.assertEqual(data, self.data)
+        response, data, _ = yield self.fetch(headers={b"Range": b"bytes=77-7777"})
+        self.assertEqual(data, self.data[77:7778])
 
 
 class TLSDownloadTests(DownloadTestsMixin, TestCase):

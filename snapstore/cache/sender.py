@@ -27,11 +27,15 @@ range through ordinary C{pread} and C{write} calls under push flow control.
 from __future__ import annotations
 
 import os
+import select
 import socket
+import threading
 from typing import Any, Optional
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.logger import Logger
@@ -73,6 +77,106 @@ def sendfileSocket(transport: Any) -> Optional[int]:
         return None
 
 
+#: How long a sending thread waits for the socket before checking whether
+#: it was told to stop.
+POLL_INTERVAL = 0.2
+
+
+class SendfileThreads:
+    """
+    A few threads that send complete blobs with C{sendfile} and C{poll}.
+
+    Through the reactor each refill of the socket costs an epoll round and
+    some Python; on a busy machine that left the socket idle often enough
+    to cost 10-25% against nginx.  A thread blocked in C{poll} refills it
+    as soon as the kernel says so, and holds the GIL only between system
+    calls.  When all threads are busy, senders use the reactor path.
+
+    @ivar maxThreads: how many blobs may be sent by threads at once.
+    @ivar sends: how many ranges threads were given so far.
+    """
+
+    def __init__(self, reactor: Any, maxThreads: int = 16) -> None:
+        self.reactor = reactor
+        self.maxThreads = maxThreads
+        self.pool = ThreadPool(minthreads=0, maxthreads=maxThreads, name="snapstore-sendfile")
+        self.active: set[_ThreadedSend] = set()
+        self.sends = 0
+        self.stopped = False
+        reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+
+    def available(self) -> bool:
+        return not self.stopped and len(self.active) < self.maxThreads
+
+    def stop(self) -> None:
+        """
+        Tell every sending thread to give up, then join them.
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        for send in list(self.active):
+            send.stopped = True
+        if self.pool.started:
+            self.pool.stop()
+
+    def send(self, sockfd: int, fd: int, start: int, end: int) -> tuple[Deferred[int], _ThreadedSend]:
+        if not self.pool.started:
+            self.pool.start()
+        send = _ThreadedSend(sockfd, fd, start, end)
+        self.active.add(send)
+        self.sends += 1
+        sending = deferToThreadPool(self.reactor, self.pool, send.run)
+
+        def done(result: Any) -> Any:
+            self.active.discard(send)
+            return result
+
+        return sending.addBoth(done), send
+
+
+class _ThreadedSend:
+    """
+    One blob range sent by a thread.  The socket is duplicated first, so
+    that if the reactor closes the connection meanwhile, this thread never
+    writes to whatever reuses the descriptor number.
+    """
+
+    def __init__(self, sockfd: int, fd: int, start: int, end: int) -> None:
+        self.sockfd = os.dup(sockfd)
+        self.fd = os.dup(fd)
+        self.position = start
+        self.end = end
+        self.stopped = False
+
+    def run(self) -> int:
+        sent = 0
+        poller = select.poll()
+        poller.register(self.sockfd, select.POLLOUT)
+        try:
+            while self.position < self.end:
+                if self.stopped:
+                    raise ConnectionLost("sending stopped")
+                try:
+                    count = os.sendfile(self.sockfd, self.fd, self.position,
+                                        min(self.end - self.position, SENDFILE_CHUNK))
+                except BlockingIOError:
+                    for _, events in poller.poll(POLL_INTERVAL * 1000):
+                        if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                            raise ConnectionLost("the client connection closed")
+                    continue
+                except OSError as error:
+                    raise ConnectionLost(f"sendfile: {error.strerror}")
+                if count == 0:
+                    raise FillFailed("blob file is shorter than its size")
+                self.position += count
+                sent += count
+            return sent
+        finally:
+            os.close(self.sockfd)
+            os.close(self.fd)
+
+
 @implementer(IPushProducer)
 class BlobSender:
     """
@@ -93,7 +197,7 @@ class BlobSender:
 
     def __init__(self, source: Any, start: int, end: int, consumer: Any,
                  transport: Any = None, sendfile: bool = True,
-                 clock: Any = None) -> None:
+                 clock: Any = None, threads: Optional[SendfileThreads] = None) -> None:
         """
         @param consumer: an C{IConsumer} that has already written anything
             that must precede the bytes (the response headers).
@@ -101,6 +205,8 @@ class BlobSender:
         @param sendfile: C{False} forces the read/write path.
         @param clock: C{callLater} provider used to yield to other
             connections in the read path (no yielding when C{None}).
+        @param threads: L{SendfileThreads} that send complete blobs, if
+            one is free; otherwise the reactor sends.
         """
         self.source = source
         self.position = start
@@ -116,6 +222,9 @@ class BlobSender:
         self._waitingWritable = False
         self._waitingData = False
         self._finished = False
+        self._threads = threads
+        self._threaded: Optional[_ThreadedSend] = None
+        self.usedThread = False
 
     def start(self) -> Deferred[int]:
         """
@@ -142,6 +251,8 @@ class BlobSender:
         self._pump()
 
     def stopProducing(self) -> None:
+        if self._threaded is not None:
+            self._threaded.stopped = True
         if self._finished:
             return
         self._finished = True
@@ -162,7 +273,39 @@ class BlobSender:
         transport.producerPaused = True
         transport.startWriting()
 
+    def _handOver(self) -> bool:
+        """
+        Once the headers left, give a complete blob to a sending thread.
+        """
+        threads = self._threads
+        if (threads is None or self.usedThread or not threads.available()
+                or self.source.failure is not None
+                or self.source.available() < self.end or self.position >= self.end):
+            return False
+        self.usedThread = True
+        sending, self._threaded = threads.send(self._socket, self.source.fd,
+                                               self.position, self.end)
+
+        def sent(count: int) -> None:
+            self.position += count
+            self.sent += count
+            if hasattr(self.consumer, "sentLength"):
+                self.consumer.sentLength += count
+            if not self._finished:
+                self._complete()
+
+        def failed(reason: Failure) -> None:
+            if not self._finished:
+                self._fail(reason)
+
+        sending.addCallbacks(sent, failed)
+        return True
+
     def _pump(self) -> None:
+        if self.usedSendfile and self._handOver():
+            return
+        if self.usedThread:
+            return
         turn = 0
         source = self.source
         while not self._finished:

@@ -213,16 +213,20 @@ class DownloadResource(Resource):
     def __init__(self, reactor: Any, upstream: StoreUpstream, state: Any,
                  cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
-                 sendfile: bool = True, metrics: Any = None) -> None:
+                 sendfile: bool = True, metrics: Any = None,
+                 sendfileThreads: Any = None) -> None:
         """
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
         @param offline: never contact upstream; misses are refused.
         @param sendfile: C{False} disables the kernel copy for hits.
         @param metrics: a L{snapstore.admin.metrics.Metrics} counting the
             blob bytes fetched upstream, or C{None}.
+        @param sendfileThreads: L{snapstore.cache.sender.SendfileThreads}
+            sending cache hits, or C{None} to send them from the reactor.
         """
         super().__init__()
         self.metrics = metrics
+        self.sendfileThreads = sendfileThreads
         self.clock = reactor
         self.upstream = upstream
         self.getBlob: Callable[[str], Any] = state.getBlob
@@ -337,7 +341,8 @@ class DownloadResource(Resource):
             return
         request.write(b"")
         sender = BlobSender(source, start, end, request, request.transport,
-                            sendfile=self.sendfile, clock=self.clock)
+                            sendfile=self.sendfile, clock=self.clock,
+                            threads=self.sendfileThreads)
         request.notifyFinish().addErrback(lambda _: sender.stopProducing())
 
         def sent(_: int) -> None:

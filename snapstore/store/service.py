@@ -117,10 +117,12 @@ def _downloadResource(reactor: Any, settings: Settings, state: Any,
     cache in C{settings.cacheDir} bounded by C{settings.cacheSize}.
     """
     from snapstore.cache.blobs import BlobCache
+    from snapstore.cache.sender import SendfileThreads
     from snapstore.store.download import DownloadResource
 
     cache = BlobCache(reactor, settings.cacheDir, settings.cacheSize)
-    return DownloadResource(reactor, upstream, state, cache, offline=settings.offline)
+    return DownloadResource(reactor, upstream, state, cache, offline=settings.offline,
+                            sendfileThreads=SendfileThreads(reactor))
 
 
 def _assertionsResource(reactor: Any, upstream: StoreUpstream, relay: IResource) -> IResource:
