@@ -519,7 +519,7 @@ class BlobSenderTests(CacheTestMixin, TestCase):
         transport.write(b"HEADERS\r\n\r\n")
         pool = None
         if threads:
-            pool = SendfileThreads(reactor, maxThreads=1)
+            pool = SendfileThreads(reactor, maxThreads=1, minimum=0)
             self.addCleanup(pool.stop)
         sender = BlobSender(handle, start, end, _Consumer(transport), transport,
                             sendfile=sendfile, clock=reactor, threads=pool)

@@ -154,7 +154,7 @@ class DownloadTestsMixin:
         self.upstream = StoreUpstream(Agent(reactor, pool=pool), self.store.apiURL, reactor, 10)
         threads = None
         if self.sendfileThreads:
-            threads = SendfileThreads(reactor, maxThreads=2)
+            threads = SendfileThreads(reactor, maxThreads=2, minimum=0)
             self.addCleanup(threads.stop)
         self.threads = threads
         self.resource = DownloadResource(reactor, self.upstream, self.state, self.cache,

@@ -80,6 +80,9 @@ def sendfileSocket(transport: Any) -> Optional[int]:
 #: How long a sending thread waits for the socket before checking whether
 #: it was told to stop.
 POLL_INTERVAL = 0.2
+#: Ranges shorter than this are sent by the reactor: the socket takes most
+#: of them at once, and a thread hand-over would only add latency.
+THREAD_THRESHOLD = 8 << 20
 
 
 class SendfileThreads:
@@ -94,11 +97,14 @@ class SendfileThreads:
 
     @ivar maxThreads: how many blobs may be sent by threads at once.
     @ivar sends: how many ranges threads were given so far.
+    @ivar minimum: ranges shorter than this stay with the reactor.
     """
 
-    def __init__(self, reactor: Any, maxThreads: int = 16) -> None:
+    def __init__(self, reactor: Any, maxThreads: int = 16,
+                 minimum: int = THREAD_THRESHOLD) -> None:
         self.reactor = reactor
         self.maxThreads = maxThreads
+        self.minimum = minimum
         self.pool = ThreadPool(minthreads=0, maxthreads=maxThreads, name="snapstore-sendfile")
         self.active: set[_ThreadedSend] = set()
         self.sends = 0
@@ -280,7 +286,8 @@ class BlobSender:
         threads = self._threads
         if (threads is None or self.usedThread or not threads.available()
                 or self.source.failure is not None
-                or self.source.available() < self.end or self.position >= self.end):
+                or self.source.available() < self.end
+                or self.end - self.position < threads.minimum):
             return False
         self.usedThread = True
         sending, self._threaded = threads.send(self._socket, self.source.fd,
