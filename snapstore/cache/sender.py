@@ -153,10 +153,10 @@ class _ThreadedSend:
         self.fd = os.dup(fd)
         self.position = start
         self.end = end
+        self.sent = 0
         self.stopped = False
 
     def run(self) -> int:
-        sent = 0
         poller = select.poll()
         poller.register(self.sockfd, select.POLLOUT)
         try:
@@ -176,8 +176,8 @@ class _ThreadedSend:
                 if count == 0:
                     raise FillFailed("blob file is shorter than its size")
                 self.position += count
-                sent += count
-            return sent
+                self.sent += count
+            return self.sent
         finally:
             os.close(self.sockfd)
             os.close(self.fd)
@@ -302,6 +302,10 @@ class BlobSender:
                 self._complete()
 
         def failed(reason: Failure) -> None:
+            # Count what left before the cut, for the access log.
+            self.sent += self._threaded.sent
+            if hasattr(self.consumer, "sentLength"):
+                self.consumer.sentLength += self._threaded.sent
             if not self._finished:
                 self._fail(reason)
 
