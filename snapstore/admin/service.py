@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 from twisted.web.server import Site
 
+from snapstore.httpguard import GuardedSite
+
 from snapstore.admin.api import AdminAPI
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
 from snapstore.admin.clientconfig import ClientConfig
@@ -80,7 +82,9 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.offline.adminapi import mountOffline
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
-    site = Site(api)
+    # Request deadlines and unambiguous heads; no body bound, as bundle
+    # imports are large (see snapstore.httpguard).
+    site = GuardedSite(api, reactor=reactor)
     site.displayTracebacks = False
     return site
 

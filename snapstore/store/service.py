@@ -21,8 +21,9 @@ from snapstore.admin.access import observeSite
 from snapstore.admin.clientconfig import ClientConfig, LocalV1
 from snapstore.admin.metrics import Metrics
 from snapstore.config import Settings
+from snapstore.httpguard import GuardedSite
 from snapstore.outbound import makeAgent, makePool
-from snapstore.store.relay import RelayResource
+from snapstore.store.relay import MAX_REQUEST_BODY, RelayResource
 from snapstore.store.resource import RemoteResource, StoreRoot
 from snapstore.store.rewrite import RemoteURLs
 from snapstore.store.upstream import StoreUpstream
@@ -104,7 +105,8 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     if rules is not None and getattr(root, "assertions", None) is not None:
         # How long each assertion type is kept comes from the cache rule.
         root.assertions.policy = rules.assertionPolicy
-    site = Site(root)
+    # Bounded bodies and request deadlines (see snapstore.httpguard).
+    site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor)
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
     return StoreParts(site, root, state, upstream, services, rules, metrics, cache)

@@ -1,0 +1,175 @@
+# -*- test-case-name: tests.test_hardening_input -*-
+"""
+Limits on what a client may make a listener hold: how long a request may
+take to arrive, how large its body may be, and which request heads are too
+ambiguous to act on.
+
+Twisted's L{HTTPChannel} already refuses malformed request lines, oversized
+header sections, too many headers, and conflicting C{Content-Length} /
+C{Transfer-Encoding}.  It does not bound the body (a client announcing
+10 GB is buffered to a temporary file), and its only timer is an idle one
+that every dribbled byte resets, so a client sending one header byte every
+few seconds (slowloris) holds a connection for ever.  L{GuardedChannel}
+adds those bounds; L{GuardedSite} is a L{Site} that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+
+#: A request's head and body must arrive within this many seconds of its
+#: first byte.  snapd sends a whole refresh in milliseconds.
+REQUEST_TIMEOUT = 30.0
+#: A keep-alive connection with no request in progress is closed after
+#: this long (Twisted's default is twelve hours).
+IDLE_TIMEOUT = 120.0
+
+
+class GuardedChannel(HTTPChannel):
+    """
+    An HTTP channel that refuses ambiguous request heads, bounds request
+    bodies and gives each request a deadline to arrive.
+
+    @ivar maxBodySize: the largest request body accepted, or C{None}.
+    @ivar requestTimeout: seconds from a request's first byte to its last.
+    """
+
+    log = Logger()
+    maxBodySize: Optional[int] = None
+    requestTimeout: float = REQUEST_TIMEOUT
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deadline: Any = None
+        self._refused = False
+        self._bodyReceived = 0
+
+    # -- the request deadline ----------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._deadline is None and self.line_mode and not self._handlingRequest:
+            self._deadline = self.callLater(self.requestTimeout, self._tooSlow)
+        super().dataReceived(data)
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _tooSlow(self) -> None:
+        self._deadline = None
+        self.log.info("closing {peer}: request not received within {seconds:g}s",
+                      peer=str(self.transport.getPeer()), seconds=self.requestTimeout)
+        self._refuse(408, "request-timeout",
+                     f"the request did not arrive within {self.requestTimeout:g}s")
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancelDeadline()
+        super().connectionLost(reason)
+
+    # -- refusals ----------------------------------------------------------
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """
+        Answer with a store-format error and close, ignoring whatever else
+        the client sends.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self._cancelDeadline()
+        phrases = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
+        # The store's error shape, which snapd shows to its user.
+        body = json.dumps({"error-list": [{"code": code, "message": message}]}).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, phrases[status], len(body), body))
+        self.loseConnection()
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        problem = self._ambiguous(request)
+        if problem is not None:
+            self._refuse(400, "bad-request", problem)
+            return
+        if (self.maxBodySize is not None and self.length is not None
+                and self.length > self.maxBodySize):
+            self._refuse(413, "request-too-large",
+                         f"request body is larger than {self.maxBodySize} bytes")
+            return
+        self._bodyReceived = 0
+        super().allHeadersReceived()
+
+    def _ambiguous(self, request: Any) -> Optional[str]:
+        """
+        Why a request head cannot be acted on safely, or C{None}: more than
+        one C{Host}, or an absolute-form target naming another host than
+        C{Host} (a front proxy and this service would disagree about what
+        was asked).
+        """
+        hosts = request.requestHeaders.getRawHeaders(b"host") or []
+        if len(hosts) > 1:
+            return "more than one Host header"
+        target = getattr(self, "_path", b"")
+        if b"://" in target[:16] and hosts:
+            try:
+                authority = urlsplit(target.decode("latin-1")).netloc
+            except ValueError:
+                return "malformed request target"
+            if authority.lower() != hosts[0].decode("latin-1").lower():
+                return "the request target and the Host header disagree"
+        return None
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if (self.maxBodySize is not None and not self._handlingRequest
+                and self.length is None):
+            # A chunked body: count what arrives (framing included, which
+            # the small slack allows for).
+            self._bodyReceived += len(data)
+            if self._bodyReceived > self.maxBodySize + 65536:
+                self._refuse(413, "request-too-large",
+                             f"request body is larger than {self.maxBodySize} bytes")
+                return
+        super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        if self._refused:
+            return
+        self._cancelDeadline()
+        super().allContentReceived()
+
+
+class GuardedSite(Site):
+    """
+    A L{Site} whose connections are L{GuardedChannel}s.
+
+    @ivar maxBodySize: the largest request body accepted, or C{None}.
+    @ivar requestTimeout: seconds a request may take to arrive.
+    """
+
+    protocol = GuardedChannel
+
+    def __init__(self, resource: Any, *, maxBodySize: Optional[int] = None,
+                 requestTimeout: float = REQUEST_TIMEOUT,
+                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None) -> None:
+        super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        self.maxBodySize = maxBodySize
+        self.requestTimeout = requestTimeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.maxBodySize = self.maxBodySize
+        channel.requestTimeout = self.requestTimeout
+        return channel
