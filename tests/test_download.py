@@ -387,6 +387,32 @@ class DownloadTests(DownloadTestsMixin, TestCase):
         self.assertIn("error-list", json.loads(data))
 
 
+class OfflineDownloadTests(DownloadTestsMixin, TestCase):
+    """
+    An offline proxy refuses what it cannot serve with a 404 (final), never
+    a 5xx that snapd would retry for a minute and a half.
+    """
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield DownloadTestsMixin.setUp(self)
+        self.resource.offline = True
+
+    @inlineCallbacks
+    def test_unknownAndUncached(self):
+        """
+        A name nobody described, and a known blob that is not cached, get a
+        store-format 404 and no upstream traffic.
+        """
+        for name in ("S" * 32 + "_9.snap", self.name):
+            response, data, failure = yield self.fetch(name)
+            self.assertEqual(response.code, 404, name)
+            error = json.loads(data)["error-list"][0]
+            self.assertEqual(error["code"], "not-found")
+            self.assertIn("import a bundle", error["message"])
+        self.assertEqual(self.store.requests, [])
+
+
 class ReactorSendfileTests(DownloadTestsMixin, TestCase):
     """
     Without sending threads (or with all of them busy), hits are sent by

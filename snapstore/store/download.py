@@ -217,7 +217,7 @@ class DownloadResource(Resource):
                  sendfileThreads: Any = None) -> None:
         """
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
-        @param offline: never contact upstream; misses are refused.
+        @param offline: never contact upstream; misses are refused with 404.
         @param sendfile: C{False} disables the kernel copy for hits.
         @param metrics: a L{snapstore.admin.metrics.Metrics} counting the
             blob bytes fetched upstream, or C{None}.
@@ -267,8 +267,11 @@ class DownloadResource(Resource):
             return None
         if record is None:
             if self.offline:
-                writeStoreError(request, 503, "offline",
-                                f"{name} is unknown to this offline proxy")
+                # Retrying cannot help (snapd would retry a 5xx for 90 s):
+                # only importing a bundle that has it can.
+                writeStoreError(request, 404, "not-found",
+                                f"{name} is unknown to this offline proxy; "
+                                f"import a bundle that contains it")
                 return None
             # Not a URL the relay handed out: pass it through, unverified.
             url = self.upstream.url(DOWNLOAD_PATH + name.encode("ascii"))
@@ -291,8 +294,9 @@ class DownloadResource(Resource):
         fill = self.cache.filling(digest)
         if fill is None:
             if self.offline:
-                writeStoreError(request, 503, "offline",
-                                f"{name} is not cached and this proxy is offline")
+                writeStoreError(request, 404, "not-found",
+                                f"{name} is not in the cache of this offline proxy; "
+                                f"import a bundle that contains it")
                 return None
             fill = self.cache.beginFill(digest, record.size)
             if fill is None:
