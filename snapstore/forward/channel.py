@@ -204,7 +204,7 @@ class ForwardProxyProtocol(Protocol):
         self._waitForHead()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        previous, self.state = self.state, "closed"
+        self.state = "closed"
         self._cancelTimer()
         if self.counted:
             self.counted = False

@@ -18,7 +18,7 @@ import ipaddress
 from base64 import b64decode
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
