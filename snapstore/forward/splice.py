@@ -266,11 +266,16 @@ class SpliceTunnel:
         if self.closed:
             return
         self.touch()
-        self._pumpAll()
+        # Only the direction this event concerns: readable client or
+        # writable target moves data upward, the other two downward.
+        upward = (end is self.clientEnd) == readable
+        self._pumpAll(self.upward if upward else self.downward)
 
-    def _pumpAll(self) -> None:
+    def _pumpAll(self, only: Optional[_Direction] = None) -> None:
         try:
             for direction in self._directions:
+                if only is not None and direction is not only:
+                    continue
                 if not direction.finished or direction.pending or direction.inPipe:
                     direction.pump()
         except OSError as error:
