@@ -71,6 +71,29 @@ class ResilientStateTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.state.getBlob("t_2.snap")), other)
         self.assertIsNone(self.successResultOf(self.state.getBlob("unknown.snap")))
 
+    def test_repeatedBlobWrittenOnce(self):
+        """
+        A record the database already holds is not written again when a
+        later answer names the same blob (every refresh does); a changed
+        URL, or one remembered only while the database was down, is.
+        """
+        writes = []
+        self.patch(self.store, "recordBlob", lambda blob: (writes.append(blob),
+                                                           FlakyState.recordBlob(self.store, blob))[1])
+        for _ in range(3):
+            self.assertEqual(self.successResultOf(self.state.recordBlob(BLOB)), BLOB)
+        self.assertEqual(len(writes), 1)
+        moved = BlobRecord(name="s_1.snap", sha3_384="a" * 96, size=5, url="http://cdn2/s_1.snap")
+        self.successResultOf(self.state.recordBlob(moved))
+        self.assertEqual(len(writes), 2)
+        other = BlobRecord(name="t_2.snap", sha3_384="b" * 96, size=6, url="http://up/t_2.snap")
+        self.store.down = True
+        self.successResultOf(self.state.recordBlob(other))
+        self.store.down = False
+        self.successResultOf(self.state.recordBlob(other))
+        self.assertEqual(len(writes), 4)
+        self.assertEqual(self.successResultOf(self.store.getBlob("t_2.snap")).url, other.url)
+
     def test_blobDigestImmutable(self):
         """
         A later record of the same name keeps the first digest and size.

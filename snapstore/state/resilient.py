@@ -47,6 +47,9 @@ class ResilientState:
         self._store = store
         self._clock = clock
         self._blobs: OrderedDict[str, BlobRecord] = OrderedDict()
+        # What this node knows the database holds, per blob name (without
+        # seenAt, which the database keeps from the first sighting).
+        self._written: dict[str, BlobRecord] = {}
         self._maxBlobs = maxBlobs
         self.queuedDevices: OrderedDict[str, Device] = OrderedDict()
         self._maxQueuedDevices = maxQueuedDevices
@@ -69,7 +72,8 @@ class ResilientState:
             self._blobs[blob.name] = blob
             self._blobs.move_to_end(blob.name)
             while len(self._blobs) > self._maxBlobs:
-                self._blobs.popitem(last=False)
+                dropped, _ = self._blobs.popitem(last=False)
+                self._written.pop(dropped, None)
         return blob
 
     def recordBlob(self, blob: BlobRecord) -> Deferred[Optional[BlobRecord]]:
@@ -81,9 +85,17 @@ class ResilientState:
         if known is not None:
             # Digest and size are immutable: keep the first, take the URL.
             blob = attrs.evolve(blob, sha3_384=known.sha3_384, size=known.size)
+            if self._written.get(blob.name) == _comparable(blob):
+                # The database holds this very record already.  Every
+                # refresh names the same blobs again; writing them for each
+                # device made each refresh wait for a database write (about
+                # 500 refreshes/s at most with SQLite).
+                self._blobs.move_to_end(blob.name)
+                return succeed(known)
         recorded = self._store.recordBlob(blob)
 
         def stored(result: Any) -> Any:
+            self._written[blob.name] = _comparable(blob)
             return self._remember(result if isinstance(result, BlobRecord) else blob)
 
         def unavailable(failure: Failure) -> Any:
@@ -184,3 +196,10 @@ class ResilientState:
         """
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+
+
+def _comparable(blob: BlobRecord) -> BlobRecord:
+    """
+    C{blob} without the fields the database fills in itself.
+    """
+    return attrs.evolve(blob, seenAt=0.0)
