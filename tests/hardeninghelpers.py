@@ -144,7 +144,10 @@ class FrontConnection(Protocol):
             fault[1](self)
 
     def _relay(self) -> None:
-        self.pending = bytes(self.head)
+        # One request per relayed connection, so that every request is
+        # seen (and may be failed) by the front: upstream closes after it.
+        requestLine, rest = bytes(self.head).split(b"\r\n", 1)
+        self.pending = requestLine + b"\r\nConnection: close\r\n" + rest
         self.transport.pauseProducing()
         connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.front.targetPort), _Peer(self))
 
