@@ -84,7 +84,8 @@ def parseURL(text: str) -> str:
         raise ValueError(f"not an http(s) URL: {text!r}")
     if url.query or url.fragment:
         raise ValueError(f"URL must have no query or fragment: {text!r}")
-    asText = url.to_text()
+    # Keep credentials (a parent proxy's user:password@): to_text drops them.
+    asText = url.to_text(with_password=True)
     return asText if asText.endswith("/") else asText + "/"
 
 

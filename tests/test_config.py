@@ -66,6 +66,13 @@ class BuildSettingsTests(SynchronousTestCase):
         self.assertEqual((settings.cacheSize, settings.upstream, settings.proxyEndpoint),
                          (1 << 30, "http://store.lan:9000/", None))
 
+    def test_urlCredentialsKept(self):
+        """
+        A parent proxy's C{user:password@} survives parsing.
+        """
+        settings = buildSettings({"upstream-proxy": "http://user:s3cret@parent.lan:3128"})
+        self.assertEqual(settings.upstreamProxy, "http://user:s3cret@parent.lan:3128/")
+
     def test_unknownKey(self):
         """
         A misspelt key in the file is an error naming the file and the key,
