@@ -103,6 +103,16 @@ class BuildSettingsTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, buildSettings, {}, self.mktemp())
         self.assertIn("cannot read", str(error))
 
+    def test_everyOptionDocumented(self):
+        """
+        The README's configuration table names every option, so it stays
+        true as options are added.
+        """
+        readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "README.md")).read()
+        for option in OPTIONS:
+            self.assertIn(f"| `--{option.name}` |", readme)
+
     def test_everyOptionHasHelp(self):
         """
         Each option explains itself in C{--help}.
