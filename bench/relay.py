@@ -17,6 +17,8 @@ Two measurements:
      directly and through snapstore at a fixed 200 requests/s (open loop,
      from this process); the target is snapstore adding <= 5 ms at p99.
 
+For scale it also loads a bare Twisted L{Site} answering the same JSON
+itself (no relay, no log): the ceiling for one Twisted process here.
 Prints a table with the ratios.  Needs C{/usr/sbin/nginx} and C{wrk}
 (Debian's package).  Work files go to bench/_work/relay.
 """
@@ -228,6 +230,43 @@ def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (
     return process, port
 
 
+PLAIN_TWISTED = """
+import sys
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+answer = open(sys.argv[2], "rb").read()
+
+
+class Fixed(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        return answer
+
+
+reactor.listenTCP(int(sys.argv[1]), Site(Fixed()), backlog=1024, interface="127.0.0.1")
+reactor.run()
+"""
+
+
+def startPlainTwisted(work: str, upstreamPort: int) -> tuple[subprocess.Popen, int]:
+    """
+    The ceiling for one Twisted process: a bare L{Site} answering the same
+    refresh JSON itself (no relay, no log).
+    """
+    port = freePort()
+    answerFile = os.path.join(work, "answer.json")
+    with open(answerFile, "w") as answer:
+        answer.write(fixedAnswer(upstreamPort))
+    process = subprocess.Popen([sys.executable, "-c", PLAIN_TWISTED, str(port), answerFile],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    waitForPort(port, process, "plain Twisted")
+    return process, port
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -276,6 +315,11 @@ def main() -> None:
                 rates[name].append(rate)
                 errors[name] += failed
         stop(snapstore)
+        plain, plainPort = startPlainTwisted(work, upstreamPort)
+        processes.append(plain)
+        runWrk(work, plainPort, 1, options.connections)
+        plainRate, _ = runWrk(work, plainPort, options.seconds, options.connections)
+        stop(plain)
 
         apiPort, cdnPort = freePort(), freePort()
         fake = subprocess.Popen(
@@ -307,7 +351,9 @@ def main() -> None:
     rows = [
         ("relay rate, nginx proxy_pass (req/s)", f"{nginxRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["nginx"])),
         ("relay rate, snapstore (req/s)", f"{snapRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["snapstore"])),
-        ("snapstore / nginx (target >= 0.25)", f"{snapRate / nginxRate:.2f}", ""),
+        ("snapstore / nginx (target >= 0.25)", f"{snapRate / nginxRate:.3f}", ""),
+        ("plain Twisted answering the JSON itself (req/s)", f"{plainRate:.0f}",
+         f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling"),
         ("relay errors nginx / snapstore", f"{errors['nginx']} / {errors['snapstore']}", ""),
         (f"refresh p50 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.5) * 1000:.2f}", ""),
         (f"refresh p50 at {options.rate:g}/s, via snapstore (ms)", f"{percentile(through, 0.5) * 1000:.2f}", ""),
