@@ -40,6 +40,10 @@ _BLOB_NAME = re.compile(r"^([0-9a-f]{96})-([0-9]+)$")
 #: How far a fill must advance before waiting readers are woken; waking 50
 #: readers for every 64 KiB socket read costs more than it gives.
 NOTIFY_STEP = 1 << 20
+#: After the disk refused a fill's bytes (full, over quota, failing), no
+#: fill starts for this many seconds: downloads are relayed uncached
+#: rather than cut off again and again.
+DISK_RETRY = 60.0
 #: How long fill progress smaller than L{NOTIFY_STEP} may wait before
 #: readers are told about it anyway (a slow upstream must still trickle).
 NOTIFY_DELAY = 0.02
@@ -254,6 +258,7 @@ class Fill:
                 count = os.write(self._fd, view)
                 view = view[count:]
         except OSError as error:
+            self._cache.diskFailed(error)
             self.abort(Failure(FillFailed(f"cannot write to the cache: {error.strerror}")))
             raise
         self.written += len(data)
@@ -319,6 +324,8 @@ class Fill:
             return True
 
         def failed(reason: Failure) -> bool:
+            if reason.check(OSError):
+                self._cache.diskFailed(reason.value)
             self.abort(Failure(FillFailed(f"cannot commit blob to the cache: {reason.getErrorMessage()}")))
             return False
 
@@ -373,7 +380,16 @@ class Fill:
         """
         if self.failure is not None:
             raise FillFailed(self.failure.getErrorMessage())
-        fd = os.open(self._entry.path.path if self.committed else self.tmpPath.path, os.O_RDONLY)
+        try:
+            fd = os.open(self._entry.path.path if self.committed else self.tmpPath.path, os.O_RDONLY)
+        except FileNotFoundError:
+            # The commit thread renamed the verified file into blobs/ and
+            # its callback has not run in the reactor yet: the blob is
+            # complete under its final name.
+            try:
+                fd = os.open(self._cache._blobPath(self.digest, self.size).path, os.O_RDONLY)
+            except OSError as error:
+                raise FillFailed(f"cannot open blob {self.digest[:16]}...: {error.strerror}")
         self._cache._pin(self._entry)
         return CachedBlob(self._cache, self._entry, fd, self)
 
@@ -450,6 +466,8 @@ class BlobCache:
         self.directory = directory if isinstance(directory, FilePath) else FilePath(directory)
         self.maxSize = maxSize
         self.usedSize = 0
+        #: No fill starts before this time (see L{diskFailed}).
+        self.diskFullUntil = 0.0
         self.hashInThread = (inThread is None) if hashInThread is None else hashInThread
         if inThread is None:
             def inThread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -514,6 +532,16 @@ class BlobCache:
             self.log.warn("cached blob {path} vanished", path=entry.path.path)
             self._drop(entry)
             return None
+        actual = os.fstat(fd).st_size
+        if actual != entry.size:
+            # Truncated or appended to behind the cache's back: never serve
+            # it (a short file would end a download early, a long one with
+            # bytes the digest does not cover).
+            os.close(fd)
+            self.log.warn("cached blob {path} is {actual} bytes, not {size}; dropping it",
+                          path=entry.path.path, actual=actual, size=entry.size)
+            self._drop(entry)
+            return None
         self._lru.move_to_end(digest)
         try:
             os.utime(fd)
@@ -548,6 +576,8 @@ class BlobCache:
             raise ValueError(f"blob {digest} is cached or being filled already")
         if size > self.maxSize:
             return None
+        if self.clock.seconds() < self.diskFullUntil:
+            return None
         self._evict(size)
         if self.usedSize > self.maxSize:
             # Admitting a blob only while the cache is within its bound
@@ -556,7 +586,11 @@ class BlobCache:
         self._tmpCounter += 1
         tmpPath = self._tmp.child(f"{digest}.{os.getpid()}.{self._tmpCounter}")
         entry = _Entry(digest, size, tmpPath, complete=False)
-        fill = Fill(self, entry, tmpPath)
+        try:
+            fill = Fill(self, entry, tmpPath)
+        except OSError as error:
+            self.diskFailed(error)
+            return None
         self.usedSize += size
         self._fills[digest] = fill
         return fill
@@ -587,6 +621,15 @@ class BlobCache:
         """
         for fill in list(self._fills.values()):
             fill.abort(Failure(FillFailed("the cache is closing")))
+
+    def diskFailed(self, error: OSError) -> None:
+        """
+        The disk refused a fill: start no fill for L{DISK_RETRY} seconds,
+        so that downloads are relayed uncached meanwhile.
+        """
+        self.diskFullUntil = self.clock.seconds() + DISK_RETRY
+        self.log.warn("the cache's disk refused a write ({why}); serving downloads uncached "
+                      "for {seconds:g}s", why=error.strerror or error, seconds=DISK_RETRY)
 
     # -- removal -----------------------------------------------------------
 
