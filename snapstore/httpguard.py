@@ -38,11 +38,14 @@ class GuardedChannel(HTTPChannel):
     bodies and gives each request a deadline to arrive.
 
     @ivar maxBodySize: the largest request body accepted, or C{None}.
+    @ivar unboundedPaths: request paths (and paths under them) whose
+        bodies are not bounded.
     @ivar requestTimeout: seconds from a request's first byte to its last.
     """
 
     log = Logger()
     maxBodySize: Optional[int] = None
+    unboundedPaths: tuple[bytes, ...] = ()
     requestTimeout: float = REQUEST_TIMEOUT
 
     def __init__(self) -> None:
@@ -102,13 +105,22 @@ class GuardedChannel(HTTPChannel):
         if problem is not None:
             self._refuse(400, "bad-request", problem)
             return
-        if (self.maxBodySize is not None and self.length is not None
-                and self.length > self.maxBodySize):
+        self._bodyReceived = 0
+        self._bounded = self.maxBodySize is not None and not self._unbounded()
+        if self._bounded and self.length is not None and self.length > self.maxBodySize:
             self._refuse(413, "request-too-large",
                          f"request body is larger than {self.maxBodySize} bytes")
             return
-        self._bodyReceived = 0
         super().allHeadersReceived()
+
+    def _unbounded(self) -> bool:
+        """
+        Whether the request's path is one whose bodies are not bounded
+        (a bundle import on the admin endpoint).
+        """
+        path = getattr(self, "_path", b"").split(b"?", 1)[0]
+        return any(path == prefix or path.startswith(prefix + b"/")
+                   for prefix in self.unboundedPaths)
 
     def _ambiguous(self, request: Any) -> Optional[str]:
         """
@@ -133,7 +145,7 @@ class GuardedChannel(HTTPChannel):
     def rawDataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if (self.maxBodySize is not None and not self._handlingRequest
+        if (getattr(self, "_bounded", False) and not self._handlingRequest
                 and self.length is None):
             # A chunked body: count what arrives (framing included, which
             # the small slack allows for).
@@ -162,14 +174,21 @@ class GuardedSite(Site):
     protocol = GuardedChannel
 
     def __init__(self, resource: Any, *, maxBodySize: Optional[int] = None,
+                 unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None) -> None:
+        """
+        @param unboundedPaths: paths (and what is under them) whose bodies
+            C{maxBodySize} does not bound.
+        """
         super().__init__(resource, timeout=idleTimeout, reactor=reactor)
         self.maxBodySize = maxBodySize
+        self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.maxBodySize = self.maxBodySize
+        channel.unboundedPaths = self.unboundedPaths
         channel.requestTimeout = self.requestTimeout
         return channel

@@ -242,6 +242,35 @@ class HostileInputTests(TestCase):
         self.assertEqual(self.upstreamSaw("/v2/snaps/refresh"), before)
         await self.assertStillServing()
 
+    async def test_adminBodies(self) -> None:
+        """
+        Admin calls take small JSON bodies: one announced or sent larger
+        than 1 MiB is refused with 413 before it is buffered, except a
+        bundle import, whose body is the bundle.
+        """
+        answer = await rawExchange(self.adminPort, (
+            b"POST /v1/overrides/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 10000000000\r\n\r\n{"))
+        self.assertEqual(statuses(answer), [413])
+        client = await rawConnect(self.adminPort)
+        client.transport.write(b"POST /v1/cache/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+        for _ in range(40):  # 2.5 MiB
+            if client.closed.called:
+                break
+            client.transport.write(chunk)
+            await deferLater(reactor, 0, lambda: None)
+        self.assertEqual(statuses(await client.closed), [413])
+        bundle = b"x" * (2 << 20)
+        answer = await rawExchange(self.adminPort, request(
+            b"POST", b"/v1/import", [b"Content-Type: application/x-tar"], bundle))
+        found = statuses(answer)
+        self.assertEqual(len(found), 1, answer[:300])
+        self.assertNotEqual(found[0], 413)
+        self.assertTrue(400 <= found[0] < 500, answer[:300])
+        await self.assertStillServing()
+
     async def test_invalidRanges(self) -> None:
         """
         Every malformed or unsatisfiable C{Range} on a real download gets a

@@ -66,6 +66,11 @@ def makeAdminAPI(reactor: Any, settings: Any, state: Any, upstream: Any,
     )
 
 
+#: The largest admin request body, bundle imports aside: admin calls send
+#: small JSON documents.
+ADMIN_MAX_BODY = 1 << 20
+
+
 def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     """
     Build the admin endpoint's site around the store parts (a
@@ -82,9 +87,10 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.offline.adminapi import mountOffline
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
-    # Request deadlines and unambiguous heads; no body bound, as bundle
-    # imports are large (see snapstore.httpguard).
-    site = GuardedSite(api, reactor=reactor)
+    # Request deadlines, unambiguous heads, and bounded bodies except for
+    # bundle imports, which are large (see snapstore.httpguard).
+    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
+                       unboundedPaths=(b"/v1/import",))
     site.displayTracebacks = False
     return site
 
