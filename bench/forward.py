@@ -42,15 +42,9 @@ from typing import Any, Callable
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, CHECKOUT)
 
+from bench.common import freePort, stop, waitForPort
+
 TEN_MIB = 10 << 20
-
-
-def freePort() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 # -- origin (a separate process, so it does not share the client's GIL) -----
@@ -281,29 +275,6 @@ def startSquid(work: str, port: int) -> subprocess.Popen:
                                stderr=subprocess.STDOUT, cwd=work)
     waitForPort(port, process)
     return process
-
-
-def waitForPort(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"process {process.args[:3]} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port} after {timeout}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- scenarios ------------------------------------------------------------------------

@@ -31,13 +31,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.common import freePort, percentile, stop, waitForPort
 NGINX = "/usr/sbin/nginx"
 
 REFRESH_BODY = json.dumps({
@@ -70,25 +71,6 @@ def fixedAnswer(port: int) -> str:
                            "name": "hello", "effective-channel": "stable", "snap": snap}],
               "error-list": []}
     return json.dumps(answer)
-
-
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def waitForPort(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{what} exited with {process.returncode}; see its log")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
 
 
 def nginxConfig(work: str, upstreamPort: int, proxyPort: int) -> str:
@@ -209,11 +191,6 @@ async def openLoop(port: int, rate: float, seconds: float, connections: int = 16
     return latencies, errors[0]
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
 def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     port = freePort()
     os.makedirs(os.path.join(work, name, "rules.d"), exist_ok=True)
@@ -265,15 +242,6 @@ def startPlainTwisted(work: str, upstreamPort: int) -> tuple[subprocess.Popen, i
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     waitForPort(port, process, "plain Twisted")
     return process, port
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+"""
+What every benchmark script needs: free loopback ports, waiting for a child
+to listen, stopping it, percentiles.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+
+
+def freePort() -> int:
+    """
+    A loopback port nothing listens on right now.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def waitForPort(port: int, process: subprocess.Popen, what: str = "", timeout: float = 60) -> None:
+    """
+    Wait until something accepts on C{port}; exit the script if C{process}
+    ended first or nothing listens within C{timeout} seconds.
+    """
+    what = what or " ".join(map(str, process.args[:3]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}; see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """
+    SIGTERM, then SIGKILL after C{timeout} seconds.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """
+    The C{fraction} percentile (nearest rank), NaN for no values.
+    """
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
