@@ -21,11 +21,10 @@ from twisted.web.http_headers import Headers
 
 from snapstore.rules.overrides import (
     OverrideError,
-    channelKey,
     resolveOverride,
     resolveOverrides,
 )
-from snapstore.state.records import Override
+from snapstore.state.records import deviceChannel, Override
 from tests.fakestore import FakeStore
 from tests.helpers import testAgent
 from tests.test_rules_support import Proxy, copyShipped
@@ -46,7 +45,7 @@ def deferred(f):
 
 class ChannelKeyTests(TestCase):
     """
-    L{channelKey} spells channels the way the state store keys them.
+    L{deviceChannel} spells channels the way the state store keys them.
     """
 
     def test_forms(self):
@@ -54,14 +53,14 @@ class ChannelKeyTests(TestCase):
         C{stable} and C{latest/stable} are one channel; a bare track means
         its stable risk; nonsense is C{None}.
         """
-        self.assertEqual(channelKey("stable"), "latest/stable")
-        self.assertEqual(channelKey("latest/stable"), "latest/stable")
-        self.assertEqual(channelKey("2.0"), "2.0/stable")
-        self.assertEqual(channelKey("2.0/beta"), "2.0/beta")
-        self.assertEqual(channelKey("stable/hotfix"), "latest/stable/hotfix")
-        self.assertIsNone(channelKey(""))
-        self.assertIsNone(channelKey(None))
-        self.assertIsNone(channelKey("a/b/c/d"))
+        self.assertEqual(deviceChannel("stable"), "latest/stable")
+        self.assertEqual(deviceChannel("latest/stable"), "latest/stable")
+        self.assertEqual(deviceChannel("2.0"), "2.0/stable")
+        self.assertEqual(deviceChannel("2.0/beta"), "2.0/beta")
+        self.assertEqual(deviceChannel("stable/hotfix"), "latest/stable/hotfix")
+        self.assertIsNone(deviceChannel(""))
+        self.assertIsNone(deviceChannel(None))
+        self.assertIsNone(deviceChannel("a/b/c/d"))
 
 
 class OverrideTestsMixin:

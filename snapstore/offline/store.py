@@ -33,7 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
-from snapstore.state.records import RISKS, normaliseChannel
+from snapstore.state.records import RISKS, deviceChannel
 
 #: The API level answered in C{Snap-Store-Version} (that of the fake store,
 #: whose shapes these answers follow).
@@ -46,25 +46,6 @@ ASSERTION = b"application/x.ubuntu.assertion"
 #: channel-map entries, find in C{revision}.
 REVISION_FIELDS = ("architectures", "base", "confinement", "created-at", "download",
                    "epoch", "revision", "type", "version")
-
-
-def channelName(channel: Any) -> Optional[str]:
-    """
-    The normalised spelling (C{track/risk[/branch]}) of a channel a device
-    sent, C{2.0} meaning C{2.0/stable}; C{None} when it is none.
-    """
-    if not isinstance(channel, str) or not channel:
-        return None
-    try:
-        return normaliseChannel(channel)
-    except ValueError:
-        pass
-    if "/" not in channel:
-        try:
-            return normaliseChannel(f"{channel}/stable")
-        except ValueError:
-            return None
-    return None
 
 
 def shortName(channel: str) -> str:
@@ -358,9 +339,9 @@ class LocalStoreAgent:
             if revision is None or not builtFor(revision, architecture):
                 return notFound
             if action.get("channel"):
-                effective = channelName(action["channel"])
+                effective = deviceChannel(action["channel"])
         else:
-            channel = channelName(wanted)
+            channel = deviceChannel(wanted)
             found = resolve(snap, channel, architecture) if channel else None
             if found is None:
                 return notFound
@@ -435,7 +416,7 @@ class LocalStoreAgent:
         text = query.get("q", "").lower()
         prefix = query.get("name")
         category = query.get("category")
-        channel = None if query.get("scope") == "wide" else channelName(
+        channel = None if query.get("scope") == "wide" else deviceChannel(
             query.get("channel", "stable"))
         allowed = set(query["confinement"].split(",")) if "confinement" in query else None
         results = []
@@ -498,5 +479,4 @@ def goOffline(settings: Any, parts: Any) -> LocalStoreAgent:
     return agent
 
 
-__all__ = ["LocalStoreAgent", "LocalResponse", "goOffline", "resolve", "fallbacks",
-           "channelName"]
+__all__ = ["LocalStoreAgent", "LocalResponse", "goOffline", "resolve", "fallbacks"]

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from snapstore.interfaces import IActionRule
 from snapstore.rules.values import StoreRequest
-from snapstore.state.records import RISKS, Override, normaliseChannel
+from snapstore.state.records import Override, deviceChannel, normaliseChannel
 
 #: Architectures tried, in order, when learning which ones a revision was
 #: built for (the store answers a revision only for a matching one).
@@ -45,26 +45,6 @@ class OverrideError(Exception):
     An override cannot be made: the snap, revision or channel is unknown.
     The message is meant for the admin as it is.
     """
-
-
-def channelKey(channel: Any) -> Optional[str]:
-    """
-    The state store's spelling of a channel a device sent (C{stable},
-    C{latest/stable}, C{2.0} meaning C{2.0/stable}), or C{None} when it is
-    not a channel.
-    """
-    if not isinstance(channel, str) or not channel:
-        return None
-    try:
-        return normaliseChannel(channel)
-    except ValueError:
-        pass
-    if "/" not in channel and channel not in RISKS:
-        try:
-            return normaliseChannel(f"{channel}/stable")
-        except ValueError:
-            return None
-    return None
 
 
 def _headers(base: Any = None) -> Headers:
@@ -212,7 +192,7 @@ class OverrideTable:
         The pin for a snap (by name or snap-id) on a channel for an
         architecture, or C{None}.
         """
-        key = channelKey(channel)
+        key = deviceChannel(channel)
         if key is None or not (snapName or snapId):
             return None
         for override in await self.overrides():

@@ -8,7 +8,7 @@ part holds nor depend on database row types.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import attrs
 
@@ -115,3 +115,23 @@ def normaliseChannel(channel: str) -> str:
     if not 2 <= len(parts) <= 3 or parts[1] not in RISKS:
         raise ValueError(f"not a channel: {channel!r}")
     return "/".join(parts)
+
+
+def deviceChannel(channel: Any) -> Optional[str]:
+    """
+    The state store's spelling of a channel a device sent: C{stable},
+    C{latest/stable}, or a bare track (C{2.0} meaning C{2.0/stable}, as
+    snapd means it); C{None} when it is not a channel.
+    """
+    if not isinstance(channel, str) or not channel:
+        return None
+    try:
+        return normaliseChannel(channel)
+    except ValueError:
+        pass
+    if "/" in channel:
+        return None
+    try:
+        return normaliseChannel(f"{channel}/stable")
+    except ValueError:
+        return None
