@@ -312,3 +312,21 @@ async def startFront(testCase: Any, targetPort: int) -> FaultyFront:
     testCase.addCleanup(front.stop)
     front.url = f"http://127.0.0.1:{front.port.getHost().port}/"
     return front
+
+
+# A download action for C{hello}, as snapd's refresh body carries it.
+REFRESH = json.dumps({
+    "context": [],
+    "actions": [{"action": "download", "instance-key": "download-1", "name": "hello", "epoch": None}],
+    "fields": ["download", "revision", "snap-id", "name"],
+}).encode()
+
+
+def rawRequest(method: bytes, path: bytes, body: bytes = b"") -> bytes:
+    """
+    The bytes of one HTTP/1.1 request that closes its connection.
+    """
+    head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" % (method, path)
+    if body:
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    return head + b"\r\n" + body

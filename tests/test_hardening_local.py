@@ -26,23 +26,9 @@ from snapstore.cache import blobs as blobsModule
 from snapstore.cache.blobs import BlobCache
 from snapstore.store.service import makeStoreParts
 from tests.fakestore import FakeStore
-from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, startFront
+from tests.hardeninghelpers import REFRESH, parseAnswer, rawConnect, rawExchange, startFront, rawRequest
 from tests.helpers import MemoryBlobs, listen, testSettings
 from tests.processes import freePort, startTwistd
-
-REFRESH = json.dumps({
-    "context": [],
-    "actions": [{"action": "download", "instance-key": "download-1", "name": "hello", "epoch": None}],
-    "fields": ["download", "revision", "snap-id", "name"],
-}).encode()
-
-
-def rawRequest(method: bytes, path: bytes, body: bytes = b"") -> bytes:
-    head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" % (method, path)
-    if body:
-        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-    return head + b"\r\n" + body
-
 
 class _FullDisk:
     """

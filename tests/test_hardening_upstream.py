@@ -21,22 +21,8 @@ from twisted.trial.unittest import TestCase
 
 from snapstore.store.service import makeStoreParts
 from tests.fakestore import FakeStore
-from tests.hardeninghelpers import parseAnswer, rawExchange, startFront, storeErrorCode
+from tests.hardeninghelpers import REFRESH, parseAnswer, rawExchange, startFront, storeErrorCode, rawRequest
 from tests.helpers import MemoryBlobs, listen, testSettings
-
-REFRESH = json.dumps({
-    "context": [],
-    "actions": [{"action": "download", "instance-key": "download-1", "name": "hello", "epoch": None}],
-    "fields": ["download", "revision", "snap-id", "name"],
-}).encode()
-
-
-def rawRequest(method: bytes, path: bytes, body: bytes = b"") -> bytes:
-    head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" % (method, path)
-    if body:
-        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-    return head + b"\r\n" + body
-
 
 class UpstreamFaultTests(TestCase):
     """
