@@ -268,6 +268,19 @@ class RefusalTests(TestCase):
         self.assertEqual(status, 502)
         self.assertIn("cannot resolve nowhere.test", body)
 
+    async def test_unresolvableButRefused(self) -> None:
+        """
+        The rules speak before name resolution does: a forbidden port, or a
+        client from another network, is refused with 403 even when the name
+        does not resolve, so the proxy answers no DNS question it should not.
+        """
+        status, body, _, _ = await self.refusedWith(proxySettings(self), "nowhere.test:25")
+        self.assertEqual(status, 403)
+        self.assertIn("25", body)
+        settings = proxySettings(self, proxy_clients="10.0.0.0/8")
+        status, body, _, _ = await self.refusedWith(settings, "nowhere.test:443")
+        self.assertEqual((status, body), (403, "client 127.0.0.1 may not use this proxy\n"))
+
     async def test_unreachable(self) -> None:
         from tests.processes import freePort
 

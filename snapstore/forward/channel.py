@@ -486,11 +486,26 @@ class ForwardProxyProtocol(Protocol):
                                    head.first[0])
             return self.factory.checkConnect(target).addCallback(lambda result: (result, addresses))
 
-        def notResolved(failure: Failure) -> None:
+        def notResolved(failure: Failure) -> Any:
             if self.state == "closed":
-                return
-            self._pending = None
-            self._refuse(entry, 502, f"cannot resolve {host}: {failure.getErrorMessage()}")
+                return None
+            # Policy first: a client the rules refuse (network, port, auth)
+            # gets their refusal, not a DNS answer about a name it may not ask.
+            target = ConnectTarget(host, port, (), self.clientAddress,
+                                   tuple((name.lower(), value) for name, value in head.headers),
+                                   head.first[0])
+
+            def refuse(result: Any) -> None:
+                if self.state == "closed":
+                    return
+                self._pending = None
+                verdict, ruleName = result
+                if isinstance(verdict, Deny):
+                    self._refuse(entry, verdict.code, verdict.reason, verdict.headers)
+                else:
+                    self._refuse(entry, 502, f"cannot resolve {host}: {failure.getErrorMessage()}")
+
+            return self.factory.checkConnect(target).addCallback(refuse)
 
         def decided(outcome: Any) -> None:
             if outcome is None or self.state == "closed":
