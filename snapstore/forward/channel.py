@@ -614,14 +614,8 @@ class ForwardProxyProtocol(Protocol):
                 requestTarget = b"/" + requestTarget
         excluded = HOP_BY_HOP | connectionTokens | {b"host", b"via"}
         authority = target[7:].split(b"/", 1)[0].split(b"?", 1)[0]
-        lines = [method + b" " + requestTarget + b" " + outVersion, b"Host: " + authority]
-        vias = []
-        for name, value in head.headers:
-            lowered = name.lower()
-            if lowered == b"via":
-                vias.append(value)
-            elif lowered not in excluded:
-                lines.append(name + b": " + value)
+        forwarded, vias = _endToEndHeaderLines(head.headers, excluded)
+        lines = [method + b" " + requestTarget + b" " + outVersion, b"Host: " + authority] + forwarded
         if framing.chunked:
             lines.append(b"Transfer-Encoding: chunked")
         lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
@@ -806,14 +800,8 @@ class ForwardProxyProtocol(Protocol):
         version, code, phrase = head.first
         tokens = head.tokens(b"connection")
         excluded = HOP_BY_HOP | tokens | {b"via"}
-        lines = [exchange.clientVersion + b" " + code + b" " + phrase]
-        vias = []
-        for name, value in head.headers:
-            lowered = name.lower()
-            if lowered == b"via":
-                vias.append(value)
-            elif lowered not in excluded:
-                lines.append(name + b": " + value)
+        forwarded, vias = _endToEndHeaderLines(head.headers, excluded)
+        lines = [exchange.clientVersion + b" " + code + b" " + phrase] + forwarded
         lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
         if not interim:
             if exchange.responseFraming is not None and exchange.responseFraming.chunked:
@@ -883,3 +871,20 @@ class ForwardProxyProtocol(Protocol):
             origin.transport.unregisterProducer()
         self._abortExchange(502, "upstream closed the connection: "
                                  + (reason.getErrorMessage() or "connection lost"))
+
+
+def _endToEndHeaderLines(headers: Any, excluded: Any) -> tuple[list[bytes], list[bytes]]:
+    """
+    The C{name: value} lines of C{headers} a proxy passes on (all but the
+    C{excluded} lower-case names), and the C{Via} values, kept apart so the
+    caller can append this hop to them.
+    """
+    lines = []
+    vias = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"via":
+            vias.append(value)
+        elif lowered not in excluded:
+            lines.append(name + b": " + value)
+    return lines, vias
