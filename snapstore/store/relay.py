@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -164,9 +164,10 @@ class RelayResource(Resource):
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
             raw = yield self.upstream.readBody(response, what)
+            document = None
             if described is not None:
                 try:
-                    raw = yield self._amend(described, raw)
+                    raw, document = yield self._amend(described, raw)
                 except RuleFailed as failed:
                     verdict = failed.verdict()
                     writeStoreError(request, verdict.code, verdict.errorCode, verdict.reason)
@@ -174,7 +175,7 @@ class RelayResource(Resource):
                 self.rules.noteAnswer(described, response.code, raw)
             try:
                 rewritten = rewriteAnswer(raw, publicBaseFor(request, self.publicURL),
-                                          self.clock.seconds())
+                                          self.clock.seconds(), document)
             except ValueError:
                 raise UpstreamError(502, "upstream-bad-response",
                                     f"upstream store answered {what} with invalid JSON")
@@ -201,21 +202,23 @@ class RelayResource(Resource):
     def _amend(self, described: Any, raw: bytes) -> Any:
         """
         Let the rules amend a refresh, info or find answer; fire with the
-        bytes to relay (upstream's own when nothing changed).
+        bytes to relay (upstream's own when nothing changed) and their
+        decoded form (C{None} when not decoded here), which the rewrite
+        then need not parse again.
         """
         for pattern, method in _AMENDED:
             if pattern.match(described.path):
                 break
         else:
-            return raw
+            return raw, None
         try:
             answer = json.loads(raw)
         except ValueError:
-            return raw  # the rewrite reports it
+            return raw, None  # the rewrite reports it
         amended = yield getattr(self.rules, method)(described, answer)
         if amended is None:
-            return raw
-        return json.dumps(amended).encode("utf-8")
+            return raw, answer
+        return json.dumps(amended).encode("utf-8"), amended
 
     @staticmethod
     def _needsRewrite(request: Request, response: IResponse) -> bool:

@@ -19,7 +19,7 @@ import json
 import posixpath
 import re
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import quote, urlsplit
 
 import attrs
@@ -186,13 +186,17 @@ def _encodings(url: str) -> Iterator[bytes]:
         yield raw
 
 
-def rewriteAnswer(body: bytes, publicBase: str, seenAt: float = 0.0) -> Rewritten:
+def rewriteAnswer(body: bytes, publicBase: str, seenAt: float = 0.0,
+                  document: Any = None) -> Rewritten:
     """
     Rewrite the URLs snapd will fetch in a store JSON answer.
 
+    @param document: C{body} already decoded, when the caller has it, so
+        that the answer is not parsed twice on the refresh path.
     @raise ValueError: when C{body} is not JSON.
     """
-    document = json.loads(body)
+    if document is None:
+        document = json.loads(body)
     rewriter = URLRewriter(publicBase, seenAt)
     _walk(document, {}, rewriter)
     rewritten = body
