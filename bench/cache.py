@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, waitForPort
+from bench.common import freePort, stop, waitForPort
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -328,13 +327,7 @@ def main() -> None:
         peakRSS = rss.stop()
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process, timeout=10)
         try:
             upstream.stop()
         except Exception:

@@ -38,7 +38,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, percentile, waitForPort
+from bench.common import freePort, percentile, stop, waitForPort
 
 
 def raiseFileLimit(wanted: int) -> int:
@@ -332,12 +331,7 @@ def main() -> None:
         stillRunning = store.poll() is None
     finally:
         for process in (store, fake):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(process)
         fakeLog.close()
         storeLog.close()
     blobBytes = sum(fleet.blobs.values())
