@@ -261,6 +261,13 @@ def main() -> None:
                 info = json.load(answer)
             return info["channel-map"][0]["download"]["url"]
 
+        def cdnURL(name: str) -> str:
+            # Where the fake store's API redirects a download of the blob.
+            return subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{redirect_url}",
+                 f"{apiURL}api/v1/snaps/download/{store.snapId(name)}_1.snap"],
+                capture_output=True, text=True, check=True).stdout
+
         # (a) cache hits: fill once, then time hits against nginx static on
         # the very file snapstore cached.
         bigURL = downloadURL("big")
@@ -268,11 +275,7 @@ def main() -> None:
         # cache fills (the RSS watcher already runs); compare with fetching
         # the same blob straight from the fake store's CDN.
         coldRate = single(bigURL, options.hit_size)
-        bigRedirect = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{redirect_url}",
-             f"{apiURL}api/v1/snaps/download/{store.snapId('big')}_1.snap"],
-            capture_output=True, text=True, check=True).stdout
-        directRate = single(bigRedirect, options.hit_size)
+        directRate = single(cdnURL("big"), options.hit_size)
         digest = store.blobDigest("big", 1)
         staticRoot = os.path.join(work, "data", "cache", "blobs")
         staticName = f"{digest}-{options.hit_size}"
@@ -313,12 +316,7 @@ def main() -> None:
             snapWalls.append(burst(burstURL, options.burst_size, options.clients))
             snapUpstreams.append(upstream.cdnBytes() - before)
 
-            snapId = store.snapId(name)
-            redirect = subprocess.run(
-                ["curl", "-s", "-o", "/dev/null", "-w", "%{redirect_url}",
-                 f"{apiURL}api/v1/snaps/download/{snapId}_1.snap"],
-                capture_output=True, text=True, check=True).stdout
-            cdnPath = redirect.split("/", 3)[3]
+            cdnPath = cdnURL(name).split("/", 3)[3]
             before = upstream.cdnBytes()
             nginxWalls.append(burst(f"http://127.0.0.1:{proxyPort}/{cdnPath}",
                                     options.burst_size, options.clients))
