@@ -8,6 +8,8 @@ section 7.6.1) and must say that it handled the message (C{Via}).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.web.http_headers import Headers
 
 VIA_TOKEN = b"1.1 snapstore"
@@ -62,3 +64,16 @@ def addVia(headers: Headers) -> None:
     """
     previous = headers.getRawHeaders(b"via", [])
     headers.setRawHeaders(b"via", [b", ".join(previous + [VIA_TOKEN])])
+
+
+def finishWith(request: Any, status: int, contentType: bytes, body: bytes) -> None:
+    """
+    Answer C{request} with a whole body the service made itself (an error,
+    an admin answer) and finish it; C{HEAD} gets the headers only.
+    """
+    request.setResponseCode(status)
+    request.responseHeaders.setRawHeaders(b"content-type", [contentType])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()

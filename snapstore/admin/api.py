@@ -42,6 +42,7 @@ from snapstore import __version__
 from snapstore.admin.auditcheck import checkRows
 from snapstore.admin.auth import Authoriser, Caller
 from snapstore.admin.clientconfig import ClientConfig
+from snapstore.httpheaders import finishWith
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.records import Override, normaliseChannel
 
@@ -281,12 +282,7 @@ class AdminAPI(Resource):
         if request.finished or request._disconnected:
             return
         body = json.dumps(value, indent=1, sort_keys=True).encode("utf-8") + b"\n"
-        request.setResponseCode(status)
-        request.responseHeaders.setRawHeaders(b"content-type", [JSON_TYPE])
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-        if request.method != b"HEAD":
-            request.write(body)
-        request.finish()
+        finishWith(request, status, JSON_TYPE, body)
 
     # -- helpers -----------------------------------------------------------
 

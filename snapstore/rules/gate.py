@@ -10,7 +10,6 @@ without the download path knowing about rules.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from snapstore.rules.verdicts import Deny
 from snapstore.state.records import BlobRecord
+from snapstore.store.errors import writeStoreError
 
 # <snap-id>_<revision>.snap, the store's download file name.
 _SNAP_FILE = re.compile(r"^([A-Za-z0-9]{32})_([0-9]+)\.snap$")
@@ -71,7 +71,7 @@ class DownloadGate(Resource):
 
     def _decided(self, verdict: Any, request: Any) -> None:
         if isinstance(verdict, Deny):
-            _refuse(request, verdict.code, getattr(verdict, "errorCode", "forbidden"),
+            writeStoreError(request, verdict.code, getattr(verdict, "errorCode", "forbidden"),
                     verdict.reason)
             return
         if request._disconnected:
@@ -84,17 +84,5 @@ class DownloadGate(Resource):
     def _failed(self, failure: Failure, request: Any, name: str) -> None:
         # Fail closed: without a decision the blob is not served.
         self.log.failure("cannot decide on download {name}", failure, name=name)
-        _refuse(request, 503, "rules-unavailable",
+        writeStoreError(request, 503, "rules-unavailable",
                 "the proxy cannot decide on this download right now")
-
-
-def _refuse(request: Any, code: int, errorCode: str, message: str) -> None:
-    if request.finished or request._disconnected or request.startedWriting:
-        return
-    body = json.dumps({"error-list": [{"code": errorCode, "message": message}]}).encode()
-    request.setResponseCode(code)
-    request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    if request.method != b"HEAD":
-        request.write(body)
-    request.finish()

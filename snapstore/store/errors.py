@@ -12,6 +12,8 @@ import json
 
 from twisted.web.server import Request
 
+from snapstore.httpheaders import finishWith
+
 ERROR_CONTENT_TYPE = b"application/json"
 
 
@@ -29,10 +31,4 @@ def writeStoreError(request: Request, status: int, code: str, message: str) -> N
     """
     if request.finished or request._disconnected or request.startedWriting:
         return
-    body = storeErrorBody(code, message)
-    request.setResponseCode(status)
-    request.responseHeaders.setRawHeaders(b"content-type", [ERROR_CONTENT_TYPE])
-    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    if request.method != b"HEAD":
-        request.write(body)
-    request.finish()
+    finishWith(request, status, ERROR_CONTENT_TYPE, storeErrorBody(code, message))
