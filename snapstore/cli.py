@@ -420,7 +420,7 @@ def cmdCache(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
 
 def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     if options.action == "verify":
-        from snapstore.admin.auditcheck import checkRows, entryFromJSON
+        from snapstore.state.auditcheck import checkRows, entryFromJSON
 
         # Recompute the chain here from the rows themselves, rather than
         # take the service's word for it; report a disagreement.
@@ -482,7 +482,7 @@ def cmdClientConfig(client: AdminClient, options: argparse.Namespace, out: TextI
 
 
 def cmdCertificate(client: Optional[AdminClient], options: argparse.Namespace, out: TextIO) -> int:
-    from snapstore.tls import TLSConfigError, writeSelfSigned
+    from snapstore.http.tls import TLSConfigError, writeSelfSigned
 
     if not options.selfsigned:
         raise CommandError("only --selfsigned certificates can be made here; for a CA-signed "

@@ -445,3 +445,50 @@ class IConnectRule(IRule):
         @param target: a L{snapstore.rules.verdicts.ConnectTarget}.
         @return: a Verdict (or a Deferred firing with one).
         """
+
+
+class IClientConfig(Interface):
+    """
+    The device setup a node describes: what a device runs to use this
+    proxy (served by the store endpoint's C{/v1/client-config} and by the
+    admin API's).  Each method takes the request being answered (its
+    C{Host} names the proxy when no public URL is set) or C{None}.
+    """
+
+    def storeURL(request):
+        """
+        The store endpoint's base URL as devices should use it.
+        """
+
+    def describe(request):
+        """
+        The setup as a JSON-ready dict.
+        """
+
+    def script(request, mode="store"):
+        """
+        The setup as a shell script; C{mode} is C{store} or C{forward}.
+        """
+
+    def cloudInit(request, mode="store"):
+        """
+        The setup as a cloud-init snippet.
+        """
+
+
+class ISiteObserver(Interface):
+    """
+    Sees every request a site serves (access log, request metrics); given
+    to L{snapstore.http.guard.GuardedSite}.
+    """
+
+    def requestFactory(channel, queued=None):
+        """
+        Build the request object for C{channel}: the site's C{requestFactory}.
+        """
+
+    def logRequest(request):
+        """
+        Stand in for L{twisted.web.server.Site.log} for a finished request.
+        """
+

@@ -162,7 +162,7 @@ class _ConnectClient(Protocol):
         if self.inner is not None:
             self.inner.dataReceived(data)
             return
-        from snapstore.forward.head import HeadError, findHeadEnd, parseHead
+        from snapstore.http.head import HeadError, findHeadEnd, parseHead
 
         self._buffer += data
         end = findHeadEnd(self._buffer)
@@ -298,17 +298,13 @@ class ParentProxyAgent:
 def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
     """
     Build the outbound agent for C{settings} (C{upstreamCa},
-    C{upstreamProxy}).
+    C{upstreamProxy}).  An offline node is given no such agent: the
+    composition root gives it L{snapstore.offline.agent.RefusingAgent}.
     """
-    if getattr(settings, "offline", False):
-        # --offline: nothing may leave the machine (snapstore.offline).
-        from snapstore.offline.agent import RefusingAgent
-
-        return RefusingAgent()
     if pool is None:
         pool = makePool(reactor)
     policy = tlsPolicy(settings.upstreamCa)
-    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    upstreamProxy = settings.upstreamProxy
     if upstreamProxy:
         return ParentProxyAgent(reactor, ParentProxy(upstreamProxy), policy, pool)
     return Agent(
@@ -392,7 +388,7 @@ def makeDialer(reactor: Any, settings: Any, timeout: float = CONNECT_TIMEOUT) ->
     """
     What the forward proxy dials with, for C{settings.upstreamProxy}.
     """
-    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    upstreamProxy = settings.upstreamProxy
     if upstreamProxy:
         return ParentDialer(reactor, ParentProxy(upstreamProxy), timeout)
     return DirectDialer(reactor, timeout)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.application import strports
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from snapstore import __version__
@@ -41,6 +42,10 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
+    #: twistd's own options when run as its subcommand (C{logfile}).
+    parent: Optional[dict[str, Any]] = None
+    #: Set by L{postOptions}: the rules directory to load, or C{None}.
+    rulesDir: Optional[str] = None
     longdesc = (
         "Run the snapstore proxy: a store API relay for snapd "
         "(SNAPPY_FORCE_API_URL=http://this-host:8000/), a blob cache, and a "
@@ -75,13 +80,13 @@ class Options(usage.Options):
             if option.flag and given[option.name] is not None:
                 given[option.name] = "yes"
         try:
-            self.settings = buildSettings(given, configFile)
+            self.settings: Settings = buildSettings(given, configFile)
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
         self.rulesDir = self._checkRules(configFile)
 
-    def _checkRules(self, configFile: Any) -> Any:
+    def _checkRules(self, configFile: Optional[str]) -> Optional[str]:
         """
         Load the rules directory once, so that a broken rules file stops
         start-up with its name; with C{--check-rules}, report and exit.
@@ -107,20 +112,20 @@ class Options(usage.Options):
         return directory
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd snapstore}.
     """
     from twisted.internet import reactor
 
-    settings: Settings = options.settings
-    top = MultiService()
-    parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
-    _addForwardService(top, reactor, settings, parts.root)
-    _addAdminService(top, reactor, settings, parts)
-    from snapstore.admin.logs import withLogFormat
+    from snapstore.observe.logs import withLogFormat
 
-    return withLogFormat(top, settings.logFormat, (getattr(options, "parent", None) or {}).get("logfile"))
+    settings = options.settings
+    top = MultiService()
+    parts = _addStoreService(top, reactor, settings, options.rulesDir)
+    forward = _addForwardService(top, reactor, settings, parts)
+    _addAdminService(top, reactor, settings, parts, forward)
+    return withLogFormat(top, settings.logFormat, (options.parent or {}).get("logfile"))
 
 
 def _checkOperationSettings(settings: Settings) -> None:
@@ -140,58 +145,78 @@ def _checkOperationSettings(settings: Settings) -> None:
         Logger().warn("{warning}", warning=warning)
 
 
-def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts: Any) -> None:
-    """
-    The admin API and C{/metrics} (C{--admin-endpoint}), over the store
-    parts' state, upstream, cache and metrics.
-    """
-    from snapstore.admin.rulesaudit import RulesAuditService
-    from snapstore.admin.service import makeAdminSite
-
-    if getattr(parts, "rules", None) is not None:
-        RulesAuditService(parts.rules, parts.state).setServiceParent(top)
-    if not settings.adminEndpoint:
-        return
-    metrics = getattr(parts, "metrics", None)
-    if metrics is not None and settings.proxyEndpoint and not settings.offline:
-        # The forward proxy counts its tunnels; the gauge reads the count.
-        proxy = top.getServiceNamed("proxy-endpoint")
-        metrics.watchTunnels(lambda: getattr(proxy.factory, "tunnels", 0))
-    try:
-        site = makeAdminSite(reactor, settings, parts)
-    except ValueError as error:
-        raise usage.UsageError(str(error))
-    listener = strports.service(settings.adminEndpoint, site)
-    listener.setName("admin-endpoint")
-    listener.setServiceParent(top)
+#: C{(upstream, verdictObserver) -> RulesService}: what makes the rules
+#: once the upstream client exists.
+MakeRules = Callable[[Any, Callable[[str, Any], None]], Any]
 
 
-def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
-                       localResource: Any) -> None:
+def assembleStore(reactor: Any, settings: Settings, state: Any,
+                  makeRules: Optional[MakeRules] = None) -> Any:
     """
-    The forward proxy (C{--proxy-endpoint}), serving requests for the
-    store API itself from C{localResource}.
-    """
-    from snapstore.forward.factory import ForwardProxyFactory
+    Build every part of the store endpoint: the connection pool and the
+    outbound agent (the network's, or for C{--offline} the imported
+    content's, refusing everything else), the upstream client, the metrics,
+    the rules, and the proxy's own local resources; the store room
+    assembles its resources and sites from them.
 
-    if not settings.proxyEndpoint:
-        return
+    @param state: the L{snapstore.interfaces.IStateStore}.
+    @return: a L{snapstore.store.service.StoreParts}.
+    """
+    from snapstore.admin.clientconfig import ClientConfig
+    from snapstore.observe.metrics import Metrics
+    from snapstore.outbound import makeAgent, makePool
+    from snapstore.store.local import LocalV1
+    from snapstore.store.service import PoolService, makeStoreParts
+    from snapstore.store.upstream import StoreUpstream
+
+    pool = makePool(reactor)
     if settings.offline:
-        from twisted.logger import Logger
+        # Answer the store API from imported content (snapstore.offline);
+        # anything else is refused: nothing leaves the machine.
+        from snapstore.offline.agent import RefusingAgent
+        from snapstore.offline.store import LocalStoreAgent
 
-        Logger().info("offline: the forward proxy ({endpoint}) is not started",
-                      endpoint=settings.proxyEndpoint)
-        return
-    try:
-        factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
-    except ValueError as error:
-        raise usage.UsageError(str(error))
-    listener = strports.service(settings.proxyEndpoint, factory)
-    listener.setName("proxy-endpoint")
-    listener.setServiceParent(top)
+        agent: Any = LocalStoreAgent(state, settings.upstream, RefusingAgent())
+    else:
+        agent = makeAgent(reactor, settings, pool)
+    upstream = StoreUpstream(agent, settings.upstream, reactor, settings.upstreamTimeout)
+    metrics = Metrics()
+    rules = makeRules(upstream, metrics.ruleVerdict) if makeRules is not None else None
+    services: list[IService] = [PoolService(pool)]
+    if rules is not None:
+        services.append(rules)
+    local = {b"v1": LocalV1(ClientConfig.fromSettings(settings))}
+    return makeStoreParts(reactor, settings, state, upstream, metrics, local,
+                          rules=rules, services=tuple(services))
 
 
-def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -> Any:
+def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
+                     rulesDir: Optional[str]) -> Any:
+    """
+    The state store and the store endpoint (C{--store-endpoint}).
+    """
+    from snapstore.state import makeStateStore
+    from snapstore.state.resilient import ResilientState
+    from snapstore.state.service import StateService
+
+    database = makeStateStore(reactor, settings.state, settings.dataDir)
+    StateService(database).setServiceParent(top)
+    # The data path keeps serving while the database is away; admin
+    # changes still fail loudly (see snapstore.state.resilient).
+    state = ResilientState(database, reactor)
+    parts = assembleStore(reactor, settings, state,
+                          _rulesFactory(reactor, settings, state, rulesDir))
+    for service in parts.services:
+        service.setServiceParent(top)
+    if settings.storeEndpoint:
+        listener = strports.service(settings.storeEndpoint, parts.site)
+        listener.setName("store-endpoint")
+        listener.setServiceParent(top)
+    return parts
+
+
+def _rulesFactory(reactor: Any, settings: Settings, state: Any,
+                  rulesDir: Optional[str]) -> Optional[MakeRules]:
     """
     What makes the L{RulesService} once the upstream client exists, or
     C{None} to run without rules.
@@ -202,41 +227,91 @@ def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -
 
     if rulesDir is None:
         return None
+    directory = rulesDir
 
-    def makeRules(upstream: Any) -> Any:
+    def makeRules(upstream: Any, verdictObserver: Callable[[str, Any], None]) -> Any:
         env = RuleEnv(state=state, clock=reactor, settings=settings, upstream=upstream)
         try:
-            return RulesService(rulesDir, env)
+            return RulesService(directory, env, verdictObserver=verdictObserver)
         except RuleLoadError as error:
             raise usage.UsageError(f"rules: {error}")
 
     return makeRules
 
 
-def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
-                     rulesDir: Any = None) -> Any:
-    from snapstore.state import makeStateStore
-    from snapstore.state.service import StateService
-    from snapstore.store.service import makeStoreParts
+def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
+                       parts: Any) -> Any:
+    """
+    The forward proxy (C{--proxy-endpoint}), serving requests for the
+    store API itself through the store parts' C{proxySite}.
 
-    from snapstore.state.resilient import ResilientState
+    @return: the L{snapstore.forward.factory.ForwardProxyFactory}, or
+        C{None} when there is no forward proxy.
+    """
+    from twisted.logger import Logger
 
-    database = makeStateStore(reactor, settings.state, settings.dataDir)
-    StateService(database).setServiceParent(top)
-    # The data path keeps serving while the database is away; admin
-    # changes still fail loudly (see snapstore.state.resilient).
-    state = ResilientState(database, reactor)
-    parts = makeStoreParts(reactor, settings, state,
-                           _rulesFactory(reactor, settings, state, rulesDir))
+    from snapstore.forward.factory import ForwardProxyFactory
+
+    if not settings.proxyEndpoint:
+        return None
     if settings.offline:
-        # Answer the store API from imported content (snapstore.offline).
-        from snapstore.offline.store import goOffline
+        Logger().info("offline: the forward proxy ({endpoint}) is not started",
+                      endpoint=settings.proxyEndpoint)
+        return None
+    try:
+        factory = ForwardProxyFactory(reactor, settings, localSite=parts.proxySite)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    # The active-tunnel gauge reads the proxy's own count at each scrape.
+    parts.metrics.watchTunnels(lambda: factory.tunnels)
+    listener = strports.service(settings.proxyEndpoint, factory)
+    listener.setName("proxy-endpoint")
+    listener.setServiceParent(top)
+    return factory
 
-        goOffline(settings, parts)
-    for service in parts.services:
-        service.setServiceParent(top)
-    if settings.storeEndpoint:
-        listener = strports.service(settings.storeEndpoint, parts.site)
-        listener.setName("store-endpoint")
-        listener.setServiceParent(top)
-    return parts
+
+def _addAdminService(top: MultiService, reactor: IReactorTime, settings: Settings,
+                     parts: Any, forward: Any) -> None:
+    """
+    The admin API and C{/metrics} (C{--admin-endpoint}): each area's
+    routes over the store parts' state, upstream, cache, rules and metrics,
+    registered on one router.
+    """
+    import os
+
+    from snapstore.admin.audit import AuditRoutes
+    from snapstore.admin.cache import CacheRoutes
+    from snapstore.admin.clientconfig import ClientConfig
+    from snapstore.admin.devices import DeviceRoutes
+    from snapstore.admin.imports import ImportRoutes
+    from snapstore.admin.overrides import OverrideRoutes
+    from snapstore.admin.router import Router
+    from snapstore.admin.rulesaudit import RulesAuditService
+    from snapstore.admin.service import makeAdminSite
+    from snapstore.admin.status import StatusRoutes
+    from snapstore.offline.importer import Importer
+
+    if parts.rules is not None:
+        RulesAuditService(parts.rules, parts.state).setServiceParent(top)
+    if not settings.adminEndpoint:
+        return
+    router = Router()
+    devices = DeviceRoutes(reactor, parts.state, parts.metrics, parts.rules)
+    cache = CacheRoutes(parts.state, parts.cache, parts.metrics)
+    status = StatusRoutes(reactor, settings, parts.state, parts.upstream, parts.metrics,
+                          ClientConfig.fromSettings(settings), devices, cache)
+    # Bundle import and the list of imported snaps (snapstore.offline); an
+    # offline node keeps what it imports, a connected one may evict it.
+    importer = Importer(reactor, parts.state, parts.cache,
+                        os.path.join(settings.dataDir or ".", "import-staging"),
+                        evict=not settings.offline)
+    for area in (status, OverrideRoutes(parts.state, parts.upstream), devices, cache,
+                 AuditRoutes(parts.state), ImportRoutes(importer, parts.state, parts.cache)):
+        area.register(router)
+    try:
+        site = makeAdminSite(reactor, settings, router, status.scrape)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    listener = strports.service(settings.adminEndpoint, site)
+    listener.setName("admin-endpoint")
+    listener.setServiceParent(top)

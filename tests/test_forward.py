@@ -569,16 +569,21 @@ class RelayTests(TestCase):
         """
         from twisted.web.resource import Resource
 
+        from snapstore.http.guard import GuardedSite
+        from snapstore.observe.access import AccessObserver
+        from snapstore.store.service import ProxiedStoreRequest
         from tests.forwardhelpers import EchoResource
 
         local = Resource()
         localEcho = EchoResource()
         local.putChild(b"v2", localEcho)
-        factory, port = await startProxy(self, proxySettings(self), localResource=local)
+        factory, port = await startProxy(self, proxySettings(self),
+                                         localSite=GuardedSite(local, reactor=reactor, observer=AccessObserver(
+                                             None, reactor, ProxiedStoreRequest)))
         factory.localPorts.add(port)
         client = await connectClient(self, port)
         client.transport.write(b"GET http://localhost:%d/v2/snaps/info/x HTTP/1.1\r\n"
-                               b"Host: localhost\r\n\r\n" % port)
+                               b"Host: localhost:%d\r\n\r\n" % (port, port))
         await client.waitForText(b"echo:GET:")
         self.assertEqual(localEcho.seen[0]["uri"], b"/v2/snaps/info/x")
         self.assertEqual(self.echo.seen, [])
@@ -666,13 +671,14 @@ class WiringTests(TestCase):
 
     def test_addForwardService(self) -> None:
         from twisted.application.service import MultiService
-        from twisted.web.resource import Resource
 
-        from snapstore.tap import _addForwardService
+        from snapstore.tap import _addForwardService, assembleStore
+        from tests.helpers import MemoryBlobs
 
         top = MultiService()
         settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1")
-        _addForwardService(top, reactor, settings, Resource())
+        parts = assembleStore(reactor, settings, MemoryBlobs())
+        _addForwardService(top, reactor, settings, parts)
         listener = top.getServiceNamed("proxy-endpoint")
         self.assertEqual(listener.endpoint._interface, "127.0.0.1")
         self.assertIsNotNone(listener.factory.localSite)

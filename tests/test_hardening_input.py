@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from snapstore.httpguard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
+from snapstore.http.guard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
 from tests.hardeninghelpers import (
     blockingExchange, parseAnswer, rawConnect, rawExchange, statuses, storeErrorCode,
 )

@@ -19,14 +19,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from snapstore.store.service import makeStoreParts
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawExchange, startFront, storeErrorCode, rawRequest
-from tests.helpers import MemoryBlobs, listen, testSettings
+from tests.helpers import MemoryBlobs, listen, startStore, testSettings
 
 class UpstreamFaultTests(TestCase):
     """
-    The store endpoint (L{makeStoreParts}) relaying to a L{FaultyFront}
+    The store endpoint (L{startStore}) relaying to a L{FaultyFront}
     before a L{FakeStore}.
     """
 
@@ -41,13 +40,11 @@ class UpstreamFaultTests(TestCase):
         self.addCleanup(self.fake.stop)
         self.front = await startFront(self, self.fake.apiPort)
         self.settings = testSettings(self, upstream=self.front.url, upstream_timeout="1")
-        self.parts = makeStoreParts(reactor, self.settings, MemoryBlobs())
-        for service in self.parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
+        store = await startStore(self, self.settings)
+        self.parts = store.parts
         self.parts.root.download.headerTimeout = 1.0
         self.pool = self.parts.services[0].pool
-        self.port = await listen(self, self.parts.site)
+        self.port = store.port
         self.cache = self.parts.cache
         self.data = self.fake.blobBytes("hello", 1)
         self.digest = self.fake.blobDigest("hello", 1)

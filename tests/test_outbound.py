@@ -21,7 +21,7 @@ from snapstore.outbound import (
     DirectDialer, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent, makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
-from tests.helpers import MemoryBlobs, testSettings
+from tests.helpers import MemoryBlobs, startStore, testSettings
 from tests.test_forward_clients import CURL, CLEAN_ENV, untilTunnelsClosed
 from tests.tlshelpers import TestAuthority
 
@@ -144,16 +144,10 @@ class ChainTests(TestCase):
         snapstore's store endpoint, with C{--upstream-proxy} pointing at
         snapstore's own forward proxy, relays to the fake store through it.
         """
-        from snapstore.store.service import makeStoreParts
-
         settings = testSettings(
             self, upstream=f"https://fakestore.test:{self.tlsPort}/", upstream_ca=self.caFile,
             upstream_proxy=f"http://127.0.0.1:{self.parentPort}")
-        parts = makeStoreParts(reactor, settings, MemoryBlobs())
-        for service in parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
-        storePort = (await listen(self, parts.site)).getHost().port
+        storePort = (await startStore(self, settings)).port
         client = Agent(reactor, pool=self.pool)
         response, body = await self.get(client,
                                         f"http://127.0.0.1:{storePort}/v2/snaps/info/hello")

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{snapstore.tls}: self-signed certificates, the checks of
+Tests for L{snapstore.http.tls}: self-signed certificates, the checks of
 C{ssl:} endpoint files, and a store endpoint really serving HTTPS with a
 certificate made by C{snapstore certificate}.
 """
@@ -22,7 +22,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from snapstore.cli import main
 from snapstore.tap import Options
-from snapstore.tls import (
+from snapstore.http.tls import (
     TLSConfigError,
     checkServerEndpoint,
     endpointCertificate,

@@ -111,7 +111,7 @@ class RulesAuditService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.rules.reloadObserver = self.auditor.reloaded
+        self._stopObserving = self.rules.observeReloads(self.auditor.reloaded)
         ready = self.state.whenReady()
         ready.addCallback(lambda _: self.auditor.noteRuleSet(self.rules.ruleSet))
         ready.addErrback(lambda failure: None)  # the state service logs why
@@ -119,5 +119,4 @@ class RulesAuditService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self.rules.reloadObserver == self.auditor.reloaded:
-            self.rules.reloadObserver = None
+        self._stopObserving()

@@ -1,29 +1,29 @@
 # -*- test-case-name: tests.test_admin -*-
 """
-Assembling the admin endpoint from the parts of the store endpoint.
+The admin endpoint's checks and site.
 
 The composition root (C{snapstore.tap}) calls L{checkOperationSettings}
 while parsing options, so that an unsafe admin endpoint or a broken TLS
-file stops start-up with a clear message, and L{makeAdminSite} when it
-builds the service tree.
+file stops start-up with a clear message; it builds each area's routes,
+registers them on a L{snapstore.admin.router.Router} and calls
+L{makeAdminSite} when it builds the service tree.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable
 
-from twisted.web.server import Site
+from twisted.web.server import Request
 
-from snapstore.httpguard import GuardedSite
-
-from snapstore.admin.api import AdminAPI
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
-from snapstore.admin.clientconfig import ClientConfig
-from snapstore.admin.metrics import Metrics
-from snapstore.tls import TLSConfigError, checkServerEndpoint
+from snapstore.admin.resource import AdminResource
+from snapstore.admin.router import Router
+from snapstore.config import Settings
+from snapstore.http.guard import GuardedSite
+from snapstore.http.tls import TLSConfigError, checkServerEndpoint
 
 
-def checkOperationSettings(settings: Any) -> list[str]:
+def checkOperationSettings(settings: Settings) -> list[str]:
     """
     Refuse settings that would start an unsafe or broken service.
 
@@ -35,65 +35,26 @@ def checkOperationSettings(settings: Any) -> list[str]:
     return checkServerEndpoint(settings.storeEndpoint, "--store-endpoint")
 
 
-def cacheOf(parts: Any) -> Any:
-    """
-    The blob cache of the store parts: C{parts.cache} when the store
-    assembly exposes it, else the download resource's.
-    """
-    cache = getattr(parts, "cache", None)
-    if cache is None:
-        download = getattr(getattr(parts, "root", None), "download", None)
-        cache = getattr(download, "cache", None)
-    return cache
-
-
-def makeAdminAPI(reactor: Any, settings: Any, state: Any, upstream: Any,
-                 metrics: Optional[Metrics] = None, cache: Any = None, rules: Any = None,
-                 startedAt: Optional[float] = None) -> AdminAPI:
-    """
-    Build the admin API resource.
-
-    @raise AdminConfigError: when the token file is unreadable or the
-        endpoint is unsafe.
-    """
-    tokens = checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
-    return AdminAPI(
-        reactor, state, upstream,
-        metrics if metrics is not None else Metrics(),
-        Authoriser(tokens),
-        ClientConfig.fromSettings(settings),
-        cache=cache, rules=rules, settings=settings, startedAt=startedAt,
-    )
-
-
 #: The largest admin request body, bundle imports aside: admin calls send
 #: small JSON documents.
 ADMIN_MAX_BODY = 1 << 20
 
 
-def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
+def makeAdminSite(reactor: Any, settings: Settings, router: Router,
+                  scrape: Callable[[Request], Awaitable[None]]) -> GuardedSite:
     """
-    Build the admin endpoint's site around the store parts (a
-    L{snapstore.store.service.StoreParts}: its state, upstream, metrics,
-    and the cache and rules when it has them).
-    """
-    api = makeAdminAPI(
-        reactor, settings, parts.state, parts.upstream,
-        metrics=getattr(parts, "metrics", None),
-        cache=cacheOf(parts),
-        rules=getattr(parts, "rules", None),
-    )
-    # Bundle import and the list of imported snaps (snapstore.offline).
-    from snapstore.offline.adminapi import mountOffline
+    Build the admin endpoint's site around the routes of every area.
 
-    mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
+    @param scrape: answers C{GET /metrics}.
+    @raise AdminConfigError: when the token file is unreadable or the
+        endpoint is unsafe.
+    """
+    tokens = checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
+    resource = AdminResource(Authoriser(tokens), router, scrape)
     # Request deadlines, unambiguous heads, and bounded bodies except for
-    # bundle imports, which are large (see snapstore.httpguard).
-    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
+    # bundle imports, which are large (see snapstore.http.guard).
+    return GuardedSite(resource, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
                        unboundedPaths=(b"/v1/import",))
-    site.displayTracebacks = False
-    return site
 
 
-__all__ = ["checkOperationSettings", "makeAdminAPI", "makeAdminSite", "cacheOf",
-           "AdminConfigError", "TLSConfigError"]
+__all__ = ["checkOperationSettings", "makeAdminSite", "AdminConfigError", "TLSConfigError"]

@@ -10,7 +10,7 @@ byte belongs to the tunnel, including bytes the client pipelined behind
 the head, which C{HTTPChannel} keeps in a private buffer (C{_dataBuffer} in
 Twisted 26.10, the line buffer in 22.4); it buffers whole request bodies
 before a resource sees them; and it answers oversized heads with a bare
-400.  Parsing heads here (L{snapstore.forward.head}) keeps all of that in
+400.  Parsing heads here (L{snapstore.http.head}) keeps all of that in
 plain sight and lets bodies pass through unchanged with flow control.
 
 One request is handled at a time: while a response is relayed the client
@@ -30,11 +30,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from snapstore.forward.accesslog import AccessEntry
-from snapstore.forward.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
+from snapstore.observe.accesslog import AccessEntry
+from snapstore.http.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
 from snapstore.forward.splice import SpliceBody, SpliceTunnel, canSplice
 from snapstore.forward.tunnel import TargetProtocol, Tunnel
-from snapstore.httpheaders import HOP_BY_HOP, VIA_TOKEN
+from snapstore.http.headers import HOP_BY_HOP, VIA_TOKEN
 from snapstore.outbound import TunnelError
 from snapstore.rules.verdicts import Allow, ConnectTarget, Deny
 

@@ -16,11 +16,12 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.web.server import Site
 
-from snapstore.forward.accesslog import AccessLog
+from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
-from snapstore.forward.head import Head
-from snapstore.forward.request import localSite
+from snapstore.http.endpoints import endpointKind, endpointPort
+from snapstore.http.head import Head
 from snapstore.outbound import makeDialer
 from snapstore.rules.connect import builtinConnectRules, evaluateConnect
 from snapstore.rules.verdicts import ConnectTarget
@@ -54,16 +55,12 @@ def systemResolver(reactor: Any) -> Callable[[str, int], Deferred[tuple[str, ...
 
 
 def _storePort(endpoint: Optional[str]) -> Optional[int]:
-    if not endpoint:
+    """
+    The TCP port of a C{tcp:}, C{tcp6:} or C{ssl:} listener, when it has one.
+    """
+    if endpointKind(endpoint) not in ("tcp", "ssl", "tcp6"):
         return None
-    parts = endpoint.split(":")
-    if parts[0] in ("tcp", "ssl", "tcp6") and len(parts) > 1:
-        for part in parts[1:]:
-            if part.isdigit():
-                return int(part)
-            if part.startswith("port=") and part[5:].isdigit():
-                return int(part[5:])
-    return None
+    return endpointPort(endpoint)
 
 
 def _localAddresses() -> set[str]:
@@ -84,8 +81,9 @@ class ForwardProxyFactory(Factory):
     @param settings: L{snapstore.config.Settings}.
     @param clock: for timeouts (defaults to C{reactor}); tests pass a
         L{twisted.internet.task.Clock}.
-    @param localResource: the store's root resource, served for requests
-        that name this proxy's store endpoint; C{None} relays everything.
+    @param localSite: the store's site for requests that name this
+        proxy's store endpoint (the store parts' C{proxySite}: guarded and
+        observed like the store endpoint); C{None} relays everything.
     @param resolver: C{resolver(host, port)} firing with address texts.
     @param rules: connect rules; default L{builtinConnectRules}.
     @param dialer: default L{snapstore.outbound.makeDialer}.
@@ -97,7 +95,7 @@ class ForwardProxyFactory(Factory):
     log = Logger()
 
     def __init__(self, reactor: Any, settings: Any, clock: Any = None,
-                 localResource: Any = None, resolver: Any = None, rules: Any = None,
+                 localSite: Optional[Site] = None, resolver: Any = None, rules: Any = None,
                  dialer: Any = None, accessLog: Optional[AccessLog] = None,
                  localNames: Iterable[str] = (), splice: Optional[bool] = None) -> None:
         self.reactor = reactor
@@ -128,7 +126,7 @@ class ForwardProxyFactory(Factory):
             rules = builtinConnectRules(settings, check, lambda: self.selfAddresses)
         self.rules = rules
         self.accessLog = accessLog if accessLog is not None else AccessLog(settings.proxyAccessLog)
-        self.localSite = localSite(localResource, reactor) if localResource is not None else None
+        self.localSite = localSite
         self.localNames = {"localhost", socket.gethostname().lower(),
                            socket.getfqdn().lower()} | set(localNames)
         self.localPorts = {port for port in (_storePort(settings.storeEndpoint),

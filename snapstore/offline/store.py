@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
+from snapstore.http.storeerror import storeErrorDocument
 from snapstore.state.records import RISKS, deviceChannel
 
 #: The API level answered in C{Snap-Store-Version} (that of the fake store,
@@ -225,8 +226,7 @@ class LocalStoreAgent:
         try:
             return await self._route(method, path, query, headers, body)
         except _Answer as error:
-            document = {"error-list": [{"code": error.errorCode, "message": error.message}]}
-            return self._json(document, error.code, error.contentType)
+            return self._json(storeErrorDocument(error.errorCode, error.message), error.code, error.contentType)
 
     async def _route(self, method: bytes, path: str, query: dict[str, str],
                      headers: Headers, body: bytes) -> IResponse:
@@ -465,18 +465,4 @@ class LocalStoreAgent:
         return LocalResponse(200, b"OK", headers, body)
 
 
-def goOffline(settings: Any, parts: Any) -> LocalStoreAgent:
-    """
-    Make the store parts answer from imported content: the upstream client
-    (shared by the relay, the assertion and download resources and the
-    rules) gets a L{LocalStoreAgent}; anything it does not answer goes to
-    the agent L{snapstore.outbound.makeAgent} made, which refuses offline.
-
-    @return: the agent installed.
-    """
-    agent = LocalStoreAgent(parts.state, settings.upstream, parts.upstream.agent)
-    parts.upstream.agent = agent
-    return agent
-
-
-__all__ = ["LocalStoreAgent", "LocalResponse", "goOffline", "resolve", "fallbacks"]
+__all__ = ["LocalStoreAgent", "LocalResponse", "resolve", "fallbacks"]

@@ -24,6 +24,7 @@ from snapstore.rules.values import (
     NO_CACHE,
     CachePolicy,
     ResponseHead,
+    RuleFailed,
     StoreDeny,
     StoreRequest,
 )
@@ -35,25 +36,6 @@ ACTION_KINDS = ("install", "refresh", "download")
 
 #: The cache policy used when no rule decides.
 DEFAULT_ASSERTION_TTL = 3600.0
-
-
-class RuleFailed(Exception):
-    """
-    A rule raised or answered nonsense; the request must be refused.
-
-    @ivar ruleName: the rule's name.
-    """
-
-    def __init__(self, ruleName: str, why: str) -> None:
-        super().__init__(f"rule {ruleName!r} failed: {why}")
-        self.ruleName = ruleName
-
-    def verdict(self) -> StoreDeny:
-        """
-        The refusal the device gets.
-        """
-        return StoreDeny(403, f"request refused: the proxy's rule {self.ruleName!r} failed",
-                         errorCode="rule-failed")
 
 
 @attrs.define
@@ -94,7 +76,9 @@ class RuleSet:
     #: (C{"error"} when it raised), for metrics; C{None}: nobody listens.
     verdictObserver: Optional[Any] = None
 
-    def __init__(self, rules: Sequence[Any] = (), files: Sequence[str] = ()) -> None:
+    def __init__(self, rules: Sequence[Any] = (), files: Sequence[str] = (),
+                 verdictObserver: Optional[Any] = None) -> None:
+        self.verdictObserver = verdictObserver
         self.rules = tuple(rules)
         self.files = tuple(files)
         self.admissionRules = tuple(r for r in self.rules if IAdmissionRule.providedBy(r))

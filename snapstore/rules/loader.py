@@ -150,9 +150,12 @@ def checkRule(rule: Any, path: str, index: int) -> None:
         raise RuleLoadError(path, f"{where} has no name (a non-empty string)")
 
 
-def loadRules(directory: str, env: RuleEnv) -> RuleSet:
+def loadRules(directory: str, env: RuleEnv,
+              verdictObserver: Optional[Any] = None) -> RuleSet:
     """
     Load every rule file of C{directory} into a new L{RuleSet}.
+
+    @param verdictObserver: the set's C{verdictObserver} (metrics).
 
     @raise RuleLoadError: naming the first broken file; nothing of the
         directory is used then.
@@ -167,7 +170,7 @@ def loadRules(directory: str, env: RuleEnv) -> RuleSet:
                                           f"by {names[rule.name]}")
             names[rule.name] = path
             rules.append(rule)
-    return RuleSet(rules, [os.path.basename(path) for path in files])
+    return RuleSet(rules, [os.path.basename(path) for path in files], verdictObserver)
 
 
 def describeRuleSet(ruleSet: RuleSet) -> str:

@@ -161,3 +161,22 @@ class CachePolicy:
 
 #: The policy for answers that must never be cached.
 NO_CACHE = CachePolicy(cache=False, ttl=0, shared=False)
+
+
+class RuleFailed(Exception):
+    """
+    A rule raised or answered nonsense; the request must be refused.
+
+    @ivar ruleName: the rule's name.
+    """
+
+    def __init__(self, ruleName: str, why: str) -> None:
+        super().__init__(f"rule {ruleName!r} failed: {why}")
+        self.ruleName = ruleName
+
+    def verdict(self) -> StoreDeny:
+        """
+        The refusal the device gets.
+        """
+        return StoreDeny(403, f"request refused: the proxy's rule {self.ruleName!r} failed",
+                         errorCode="rule-failed")

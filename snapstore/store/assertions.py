@@ -23,7 +23,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore.cache.documents import Document, DocumentCache
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead, outboundHeaders
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 

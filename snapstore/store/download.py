@@ -34,9 +34,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore.cache.blobs import FillFailed
 from snapstore.cache.sender import BlobSender
-from snapstore.httpheaders import AUTHORIZATION_HEADERS, addVia, endToEnd
+from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
 from snapstore.interfaces import IBlobCache
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.streaming import relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError
@@ -219,7 +219,7 @@ class DownloadResource(Resource):
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
         @param offline: never contact upstream; misses are refused with 404.
         @param sendfile: C{False} disables the kernel copy for hits.
-        @param metrics: a L{snapstore.admin.metrics.Metrics} counting the
+        @param metrics: a L{snapstore.observe.metrics.Metrics} counting the
             blob bytes fetched upstream, or C{None}.
         @param sendfileThreads: L{snapstore.cache.sender.SendfileThreads}
             sending cache hits, or C{None} to send them from the reactor.

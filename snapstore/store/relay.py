@@ -23,11 +23,11 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from snapstore.httpheaders import addVia, endToEnd
-from snapstore.rules.engine import RuleFailed
+from snapstore.http.headers import addVia, endToEnd
+from snapstore.rules.values import RuleFailed
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError
@@ -97,7 +97,7 @@ class RelayResource(Resource):
     @ivar rules: the L{snapstore.rules.service.RulesService} asked before
         relaying (admission) and after (amending answers, learning device
         sessions); C{None} relays everything unchanged.
-    @ivar metrics: a L{snapstore.admin.metrics.Metrics} told how long
+    @ivar metrics: a L{snapstore.observe.metrics.Metrics} told how long
         upstream took and how it failed, or C{None}.
     """
 

@@ -14,8 +14,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from snapstore.httpheaders import addVia
-from snapstore.store.errors import writeStoreError
+from snapstore.http.headers import addVia
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.rewrite import REMOTE_PREFIX, RemoteURLs
 from snapstore.store.streaming import relayBody

@@ -15,13 +15,15 @@ adds those bounds; L{GuardedSite} is a L{Site} that uses it.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
+
+from snapstore.http.storeerror import storeErrorBody
+from snapstore.interfaces import ISiteObserver
 
 
 #: A request's head and body must arrive within this many seconds of its
@@ -92,7 +94,7 @@ class GuardedChannel(HTTPChannel):
         self._cancelDeadline()
         phrases = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
         # The store's error shape, which snapd shows to its user.
-        body = json.dumps({"error-list": [{"code": code, "message": message}]}).encode()
+        body = storeErrorBody(code, message)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -172,19 +174,36 @@ class GuardedSite(Site):
     """
 
     protocol = GuardedChannel
+    #: A failing resource's traceback is logged, never sent to the client.
+    displayTracebacks = False
 
     def __init__(self, resource: Any, *, maxBodySize: Optional[int] = None,
                  unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
-                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None) -> None:
+                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None,
+                 observer: Optional[ISiteObserver] = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies
             C{maxBodySize} does not bound.
+        @param observer: builds the site's requests and logs them (the
+            access log and request metrics of L{snapstore.observe.access});
+            C{None}: plain requests and the site's own log line.
         """
-        super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        if observer is None:
+            super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        else:
+            super().__init__(resource, requestFactory=observer.requestFactory,
+                             timeout=idleTimeout, reactor=reactor)
+        self.observer = observer
         self.maxBodySize = maxBodySize
         self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
+
+    def log(self, request: Any) -> None:
+        if self.observer is not None:
+            self.observer.logRequest(request)
+        else:
+            super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from snapstore.rules.verdicts import Deny
 from snapstore.state.records import BlobRecord
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 
 # <snap-id>_<revision>.snap, the store's download file name.
 _SNAP_FILE = re.compile(r"^([A-Za-z0-9]{32})_([0-9]+)\.snap$")

@@ -9,19 +9,27 @@ message, so a device admin sees why a call failed instead of a bare status.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from twisted.web.server import Request
 
-from snapstore.httpheaders import finishWith
+from snapstore.http.headers import finishWith
 
 ERROR_CONTENT_TYPE = b"application/json"
+
+
+def storeErrorDocument(code: str, message: str) -> dict[str, Any]:
+    """
+    One error in the store's format, as a JSON-ready value.
+    """
+    return {"error-list": [{"code": code, "message": message}]}
 
 
 def storeErrorBody(code: str, message: str) -> bytes:
     """
     Encode one error in the store's format.
     """
-    return json.dumps({"error-list": [{"code": code, "message": message}]}).encode("utf-8")
+    return json.dumps(storeErrorDocument(code, message)).encode("utf-8")
 
 
 def writeStoreError(request: Request, status: int, code: str, message: str) -> None:

@@ -9,7 +9,7 @@ C{makeService} ran.  So C{--log-format json} is honoured by
 L{withLogFormat}, which puts a root service over the service tree that sets
 that component on the application it is attached to.  The same observer is
 available to any twistd command line as C{--logger
-snapstore.admin.logs.jsonLogObserver}.
+snapstore.observe.logs.jsonLogObserver}.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def jsonLogObserver(output: Optional[IO[Any]] = None) -> ILogObserver:
     A log observer writing one JSON object per line (see L{eventAsJSON}).
 
     @param output: a file; standard output when C{None} (this is the
-        factory C{twistd --logger snapstore.admin.logs.jsonLogObserver}
+        factory C{twistd --logger snapstore.observe.logs.jsonLogObserver}
         calls without arguments).
     """
     return JSONLineObserver(output if output is not None else sys.stdout)

@@ -19,8 +19,12 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from snapstore.interfaces import ISiteObserver
 
 #: The log namespace of access events.
 ACCESS_NAMESPACE = "snapstore.access"
@@ -74,17 +78,24 @@ def _header(headers: Any, name: bytes) -> Optional[str]:
     return values[0].decode("latin-1")
 
 
+@implementer(ISiteObserver)
 class AccessObserver:
     """
     Counts and logs each store request when it ends.
 
-    @ivar metrics: a L{snapstore.admin.metrics.Metrics} or C{None}.
+    @ivar metrics: a L{snapstore.observe.metrics.Metrics} or C{None}.
     @ivar clock: gives the times the duration is measured with.
     """
 
-    def __init__(self, metrics: Any, clock: Any) -> None:
+    def __init__(self, metrics: Any, clock: IReactorTime,
+                 requestClass: Optional[type["ObservedRequest"]] = None) -> None:
+        """
+        @param requestClass: the L{ObservedRequest} subclass to build (the
+            forward proxy's local store site accepts absolute-form targets).
+        """
         self.metrics = metrics
         self.clock = clock
+        self.requestClass = requestClass or ObservedRequest
         # One namespace for every access line, to filter them by.
         self.log = Logger(namespace=ACCESS_NAMESPACE, source=self)
 
@@ -94,13 +105,19 @@ class AccessObserver:
         C{requestFactory} is set to.
         """
         if queued is None:
-            request = ObservedRequest(channel)
+            request = self.requestClass(channel)
         else:
-            request = ObservedRequest(channel, queued)
+            request = self.requestClass(channel, queued)
         request.observer = self
         request.startedAt = self.clock.seconds()
         setattr(request, NOTES, {})
         return request
+
+    def logRequest(self, request: Any) -> None:
+        """
+        Log nothing when the site would: L{ended}'s line replaces the
+        site's combined-format line, which would say the same with less.
+        """
 
     def ended(self, request: "ObservedRequest", status: int) -> None:
         """
@@ -178,23 +195,3 @@ class ObservedRequest(Request):
         super().connectionLost(reason)
         if not self.finished:
             self._observe(CLIENT_GONE)
-
-
-def observeSite(site: Site, metrics: Any, clock: Any) -> AccessObserver:
-    """
-    Make C{site} count and log each request it serves.
-
-    @return: the L{AccessObserver} installed.
-    """
-    observer = AccessObserver(metrics, clock)
-    site.requestFactory = observer.requestFactory
-    # The observer's line replaces the site's combined-format line, which
-    # would say the same with less.
-    site.log = _noSiteLog
-    return observer
-
-
-def _noSiteLog(request: Any) -> None:
-    """
-    Log nothing: stands in for L{Site.log} on an observed site.
-    """

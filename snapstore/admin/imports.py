@@ -7,44 +7,51 @@ The admin API's offline routes:
    the first bad member) with nothing changed.
  - C{GET /v1/imported}: what this node can serve from imported content.
 
-They are mounted on the admin developer's L{snapstore.admin.api.AdminAPI}
-by L{mountOffline}, so that they share its authorisation, error shape and
-access log.
+The composition root registers them on the admin router, so that they
+share the admin resource's authorisation, error shape and access log.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from snapstore.admin.auth import Caller
+from snapstore.admin.router import APIError, Router
+from snapstore.interfaces import IBlobCache, IStateStore
 from snapstore.offline.bundle import BundleError
 from snapstore.offline.importer import Importer
 
 log = Logger()
 
 
-class OfflineRoutes:
+class ImportRoutes:
     """
     The handlers, in the admin API's handler shape: C{(request, caller)}
     to C{(status, JSON value)}.
+
+    @ivar cache: the blob cache imports fill; without one imports are
+        refused.
     """
 
-    def __init__(self, importer: Importer, state: Any, cache: Any) -> None:
+    def __init__(self, importer: Importer, state: IStateStore,
+                 cache: Optional[IBlobCache]) -> None:
         self.importer = importer
         self.state = state
         self.cache = cache
 
-    async def importBundle(self, request: Any, caller: Any) -> tuple[int, Any]:
-        from snapstore.admin.api import APIError
+    def register(self, router: Router) -> None:
+        router.add(b"POST", ("v1", "import"), self.importBundle)
+        router.add(b"GET", ("v1", "imported"), self.listImported)
 
+    async def importBundle(self, request: Any, caller: Caller) -> tuple[int, Any]:
         if self.cache is None:
             raise APIError(503, "no-cache", "this snapstore has no blob cache to import into")
         if request.content is None:
             raise APIError(400, "bundle-refused", "the request has no bundle in its body")
         request.content.seek(0)
-        actor = getattr(caller, "actor", None) or "admin"
+        actor = caller.actor or "admin"
         try:
             summary = await self.importer.importBundle(request.content, actor)
         except BundleError as error:
@@ -52,7 +59,7 @@ class OfflineRoutes:
             raise APIError(400, "bundle-refused", f"bundle refused, nothing imported: {error}")
         return 200, {"imported": summary}
 
-    async def listImported(self, request: Any, caller: Any) -> tuple[int, Any]:
+    async def listImported(self, request: Any, caller: Caller) -> tuple[int, Any]:
         snaps = await self.state.listImportedSnaps()
         return 200, {"snaps": [describeSnap(snap, self.cache) for snap in snaps]}
 
@@ -77,21 +84,3 @@ def describeSnap(snap: Any, cache: Any) -> dict[str, Any]:
     return {"name": snap.snapName, "snap-id": snap.snapId,
             "summary": (snap.info.get("snap") or {}).get("summary", ""),
             "revisions": sorted(snap.revisions), "channels": channels}
-
-
-def mountOffline(api: Any, reactor: Any, settings: Any, state: Any, cache: Any) -> OfflineRoutes:
-    """
-    Add the offline routes to an admin API resource.
-
-    @param cache: the blob cache imports fill; without one (a store
-        assembly without a cache) imports are refused.
-    """
-    staging = os.path.join(getattr(settings, "dataDir", None) or ".", "import-staging")
-    importer = Importer(reactor, state, cache, staging,
-                        evict=not getattr(settings, "offline", False))
-    routes = OfflineRoutes(importer, state, cache)
-    api._routes.extend([
-        (b"POST", ("v1", "import"), routes.importBundle),
-        (b"GET", ("v1", "imported"), routes.listImported),
-    ])
-    return routes

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from snapstore.http.endpoints import splitEndpoint
+
 #: Validity of generated certificates: within the 825 days clients accept.
 DEFAULT_DAYS = 825
 
@@ -119,12 +121,6 @@ def writeSelfSigned(directory: str, domain: str, extraNames: Iterable[str] = (),
     return keyPath, certPath
 
 
-def _endpointArguments(description: str) -> tuple[list[str], dict[str, str]]:
-    from snapstore.admin.auth import splitEndpoint
-
-    return splitEndpoint(description)
-
-
 def _read(path: str, what: str, option: str) -> bytes:
     try:
         with open(path, "rb") as pemFile:
@@ -157,7 +153,7 @@ def checkServerEndpoint(description: Optional[str], option: str = "--store-endpo
     """
     if not description:
         return []
-    args, kwargs = _endpointArguments(description)
+    args, kwargs = splitEndpoint(description)
     if not args or args[0].lower() != "ssl":
         return []
     keyPath = kwargs.get("privateKey")
@@ -209,7 +205,7 @@ def endpointCertificate(description: Optional[str]) -> Optional[x509.Certificate
     """
     if not description:
         return None
-    args, kwargs = _endpointArguments(description)
+    args, kwargs = splitEndpoint(description)
     if not args or args[0].lower() != "ssl":
         return None
     path = kwargs.get("certKey", kwargs.get("privateKey"))

@@ -1,26 +1,26 @@
 # -*- test-case-name: tests.test_forward -*-
 """
-Serving the proxy's own store API on the forward-proxy port.
+Requests that may arrive in absolute form (C{GET http://proxy:8000/v2/...}).
 
 A device with C{proxy.http} set sends even requests for the store
-endpoint to the proxy, in absolute form (C{GET http://proxy:8000/v2/...}).
-Relaying those over the network back to ourselves would be refused by the
-internal-destination rule and would hide the device's address from the
-store, so the forward proxy hands such connections to the store's own
-site, whose requests are told to accept the absolute form.
+endpoint to the forward proxy, in absolute form.  Relaying those over the
+network back to ourselves would be refused by the internal-destination
+rule and would hide the device's address from the store, so the forward
+proxy hands such connections to the store's own guarded, observed site
+(see docs/architecture.md), whose requests accept the absolute form.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 
-class LocalRequest(Request):
+class AbsoluteFormRequest(Request):
     """
-    A store request that may arrive in absolute form: the scheme and
+    A request whose target may be in absolute form: the scheme and
     authority are moved into C{Host} so resources see an ordinary path.
+    (L{snapstore.http.guard.GuardedChannel} has already refused a target
+    whose authority disagrees with C{Host}, and a second C{Host}.)
     """
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -34,12 +34,3 @@ class LocalRequest(Request):
             if path.startswith(b"?"):
                 path = b"/" + path
         super().requestReceived(command, path, version)
-
-
-def localSite(resource: Any, reactor: Any) -> Site:
-    """
-    The site the forward proxy hands local connections to.
-    """
-    site = Site(resource, requestFactory=LocalRequest, reactor=reactor)
-    site.displayTracebacks = False
-    return site
