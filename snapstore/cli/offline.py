@@ -11,14 +11,15 @@ none of them opens a database.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import urllib.error
-import urllib.request
-from typing import IO, Any, Optional, TextIO
+from typing import IO, Any, TextIO
 
-from snapstore import __version__
+from snapstore.cli.client import (
+    EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AdminClient, CommandError)
+from snapstore.cli.format import dumpJSON, table
+from snapstore.offline.bundle import BundleError, readManifest
+from snapstore.offline.export import ExportError, Progress, StoreClient, export, parseSpec
 
 STORE_ENV = "SNAPSTORE_STORE"
 DEFAULT_STORE = "http://127.0.0.1:8000/"
@@ -50,10 +51,6 @@ def addVerbs(verb: Any) -> None:
 
 
 def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
-    from snapstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
-    from snapstore.offline.bundle import BundleError, readManifest
-    from snapstore.offline.export import ExportError, StoreClient, export, parseSpec
-
     try:
         specs = [pair for spec in options.snaps for pair in parseSpec(spec)]
         since = readManifest(options.since) if options.since else None
@@ -70,8 +67,7 @@ def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     except OSError as error:
         raise CommandError(f"cannot write {options.output}: {error.strerror}", EXIT_REFUSED)
     if options.json:
-        json.dump(manifest, out, indent=1, sort_keys=True)
-        out.write("\n")
+        dumpJSON(manifest, out)
         return EXIT_OK
     size = sum(blob["size"] for blob in manifest["blobs"])
     out.write(f"Wrote {options.output}: {len(manifest['snaps'])} snap(s), "
@@ -99,42 +95,22 @@ class _Reading:
         return data
 
 
-def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
-    from snapstore.cli import EXIT_AUTH, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, \
-        EXIT_USAGE, CommandError
-    from snapstore.offline.export import Progress
-
+def cmdImport(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     try:
         size = os.path.getsize(options.bundle)
         bundle = open(options.bundle, "rb")
     except OSError as error:
         raise CommandError(f"cannot read {options.bundle}: {error.strerror}", EXIT_USAGE)
     progress = Progress(sys.stderr, size, "uploading  ")
-    headers = {"Content-Type": "application/x-tar", "Content-Length": str(size),
-               "Accept": "application/json", "User-Agent": f"snapstore-cli/{__version__}"}
-    if client.token:
-        headers["Authorization"] = f"Bearer {client.token}"
-    request = urllib.request.Request(client.base + "/v1/import", data=_Reading(bundle, progress),
-                                     method="POST", headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         # Verifying a large bundle takes a while: wait at least an hour.
-        with bundle, opener.open(request, timeout=max(options.timeout, 3600.0)) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as error:
+        with bundle:
+            answer = client.upload("/v1/import", _Reading(bundle, progress), size,
+                                   "application/x-tar", max(options.timeout, 3600.0))
+    finally:
         progress.finish()
-        message = _errorMessage(error.read()) or f"HTTP {error.code} {error.reason}"
-        raise CommandError(message, EXIT_AUTH if error.code in (401, 403) else EXIT_REFUSED)
-    except (urllib.error.URLError, OSError) as error:
-        progress.finish()
-        raise CommandError(f"cannot reach the admin API at {client.base}: "
-                           f"{getattr(error, 'reason', error)}", EXIT_UNREACHABLE)
-    except ValueError:
-        raise CommandError(f"{client.base} did not answer with JSON", EXIT_UNREACHABLE)
-    progress.finish()
     if options.json:
-        json.dump(answer, out, indent=1, sort_keys=True)
-        out.write("\n")
+        dumpJSON(answer, out)
         return EXIT_OK
     summary = answer.get("imported") or {}
     names = ", ".join(summary.get("snapNames") or []) or "nothing"
@@ -151,20 +127,10 @@ def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _errorMessage(raw: bytes) -> Optional[str]:
-    try:
-        return json.loads(raw)["error"]["message"]
-    except Exception:
-        return None
-
-
-def cmdListImported(client: Any, options: argparse.Namespace, out: TextIO) -> int:
-    from snapstore.cli import EXIT_OK
-
+def cmdListImported(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/v1/imported")
     if options.json:
-        json.dump(answer, out, indent=1, sort_keys=True)
-        out.write("\n")
+        dumpJSON(answer, out)
         return EXIT_OK
     rows = [["Name", "Channel", "Arch", "Revision", "Version", "Size", "Cached"]]
     for snap in answer.get("snaps") or []:
@@ -176,8 +142,5 @@ def cmdListImported(client: Any, options: argparse.Namespace, out: TextIO) -> in
     if len(rows) == 1:
         out.write("No imported snaps.\n")
         return EXIT_OK
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                  + "\n")
+    table(rows, out)
     return EXIT_OK

@@ -1,0 +1,51 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{snapstore} verbs about devices: C{devices} and C{device-limit}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional, TextIO
+
+from snapstore.cli.client import AdminClient, CommandError, EXIT_OK
+from snapstore.cli.format import dumpJSON, formatTime, table
+
+
+def cmdDevices(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    answer = client.call("GET", "/v1/devices", query={"all": "1" if options.all else None})
+    if options.json:
+        dumpJSON(answer, out)
+        return EXIT_OK
+    limit = answer["limit"]
+    out.write(f"Connected devices (last 24 h): {answer['connected']}; "
+              f"device limit: {'none' if limit is None else limit}\n")
+    if answer["devices"]:
+        rows = [["Device", "Model", "Address", "First seen", "Last seen"]]
+        for d in answer["devices"]:
+            rows.append([d["identity"], d["model"] or "-", d["address"] or "-",
+                         formatTime(d["first-seen"]), formatTime(d["last-seen"])])
+        table(rows, out)
+    return EXIT_OK
+
+
+def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
+    value = options.limit.strip().lower()
+    if value == "reset":
+        answer = client.call("DELETE", "/v1/device-limit")
+        message = "device limit reset: the limit in rules.d/20-device-limit.py applies"
+    else:
+        limit = None if value == "none" else int(value)
+        answer = client.call("PUT", "/v1/device-limit", body={"limit": limit})
+        message = f"device limit set to {'none' if limit is None else limit} on every node"
+    if options.json:
+        dumpJSON(answer, out)
+    else:
+        out.write(message + "\n")
+    return EXIT_OK
+
+
+def limitArgument(text: str) -> str:
+    if text.strip().lower() in ("none", "reset") or text.strip().isdigit():
+        return text
+    raise argparse.ArgumentTypeError("give a whole number, 'none' (no limit) or 'reset'")
