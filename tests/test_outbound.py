@@ -147,7 +147,8 @@ class ChainTests(TestCase):
         settings = testSettings(
             self, upstream=f"https://fakestore.test:{self.tlsPort}/", upstream_ca=self.caFile,
             upstream_proxy=f"http://127.0.0.1:{self.parentPort}")
-        storePort = (await startStore(self, settings)).port
+        store = await startStore(self, settings)
+        parts, storePort = store.parts, store.port
         client = Agent(reactor, pool=self.pool)
         response, body = await self.get(client,
                                         f"http://127.0.0.1:{storePort}/v2/snaps/info/hello")
