@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_interfaces -*-
+# -*- test-case-name: tests.test_state,tests.test_cache,tests.test_rules -*-
 """
 Every zope interface of snapstore, declared once.
 
@@ -367,7 +367,7 @@ class IBlobFill(Interface):
 
 
 # ---------------------------------------------------------------------------
-# Rules (snapstore/rules/), design.md section 5
+# Rules (snapstore/rules/), docs/architecture.md "Rules in brief"
 # ---------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.test_admin_clientconfig -*-
+# -*- test-case-name: tests.test_admin,tests.test_tls -*-
 """
 What a device needs to use this proxy, ready to run.
 
-snapd has two ways in (store-api.md sections 1 and 8):
+snapd has two ways in (docs/architecture.md, "The store API in brief"):
 
   - store mode: C{SNAPPY_FORCE_API_URL} in a C{snapd.service} drop-in
     points snapd's store API (and assertions) at the store endpoint, which

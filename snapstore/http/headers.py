@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_httpheaders -*-
+# -*- test-case-name: tests.test_store,tests.test_forward -*-
 """
 Header hygiene shared by the store relay and the forward proxy.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offline_bundle -*-
+# -*- test-case-name: tests.test_offline_units,tests.test_offline -*-
 """
 The bundle format: one uncompressed tar file carrying snap blobs, their
 store metadata and their signed assertions from a connected node to an
@@ -61,7 +61,7 @@ PRIMARY_KEYS = {
     "validation-set": ("series", "account-id", "name", "sequence"),
     "model": ("series", "brand-id", "model"),
 }
-#: Compiled into stock snapd (store-api.md 7.4): a chain ends here, and a
+#: Compiled into stock snapd (docs/architecture.md, "The store API in brief": assertions): a chain ends here, and a
 #: bundle need not carry them.
 TRUSTED_KEYS = frozenset(["-CvQKAwRQ5h3Ffn10FILJoEZUXOv6km9FwA80-Rcj-f-6jadQ89VRswHNiEB9Lxk"])
 TRUSTED_ACCOUNTS = frozenset(["canonical"])
@@ -147,7 +147,7 @@ class Assertion:
 
 def parseAssertion(text: bytes) -> Assertion:
     """
-    Read the headers of one assertion (store-api.md 7.1).
+    Read the headers of one assertion (docs/architecture.md, "The store API in brief": assertions).
 
     @raise ValueError: when C{text} is not an assertion.
     """

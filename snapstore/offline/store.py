@@ -6,8 +6,8 @@ An offline node keeps its whole store endpoint (the relay, the URL rewrite,
 the rules, the assertion and download resources) and swaps only what sits
 behind it: the upstream client's agent becomes a L{LocalStoreAgent} that
 answers the store API from the state store's imported content, with the
-store's own JSON shapes, status codes and error codes (store-api.md 3 and
-6; the same as C{tests/fakestore}).  So everything the relay does online
+store's own JSON shapes, status codes and error codes (docs/architecture.md,
+"The store API in brief"; the same as C{tests/fakestore}).  So everything the relay does online
 happens offline too, the same way: download URLs are pointed at the proxy,
 blobs are recorded, admission rules (device limit, deny lists) run before
 an answer, and override pins amend it, resolving the pinned revision

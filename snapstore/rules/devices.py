@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_devices -*-
 """
 Knowing which device made a request, and limiting how many may use the
-proxy (design.md section 7, proxy-features.md 1.15).
+proxy (docs/architecture.md, "The store API in brief": devices).
 
 A device proves who it is to the store with a device session: it sends a
 C{device-session-request} assertion (brand, model, serial) to

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_rules -*-
 """
-Evaluating a loaded rule set (design.md section 5).
+Evaluating a loaded rule set (docs/architecture.md, "Rules in brief").
 
 Rules run in load order.  For verdicts (admission, connect) the first one
 that does not abstain wins; amendments (L{IActionRule}) form a pipeline in

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_overrides -*-
 """
 Revision overrides: pinning what a channel serves, with the vendor proxy's
-semantics (proxy-features.md 1.10).
+semantics.
 
 An override says "devices on C{channel} of C{snap} get C{revision}" for the
 architecture that revision was built for.  Whatever upstream's channel holds

@@ -38,7 +38,7 @@ class StoreDeny(Deny):
 @attrs.frozen
 class DeviceIdentity:
     """
-    Who made a request, as design.md section 7 counts devices.
+    Who made a request, as docs/architecture.md ("Devices") counts devices.
 
     @ivar identity: C{brand/model/serial}, or C{address:<ip>} when the
         device sent no known session.
