@@ -232,18 +232,50 @@ def _choice(text: str, choices: tuple[str, ...]) -> str:
     return text.strip()
 
 
-def _settingsClass() -> type:
-    fields = {option.attribute: attrs.field() for option in OPTIONS}
-    fields["configFile"] = attrs.field(default=None)
-    return attrs.make_class("Settings", fields, frozen=True)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-Settings = _settingsClass()
-Settings.__doc__ = """
-The service's settings after defaults, config file and command line were
-merged and parsed.  One attribute per L{OPTIONS} entry, in camelCase
-(C{store-endpoint} is C{storeEndpoint}).
-"""
+@attrs.frozen(kw_only=True)
+class Settings:
+    """
+    The service's settings after defaults, config file and command line
+    were merged and parsed.  One attribute per L{OPTIONS} entry, in
+    camelCase (C{store-endpoint} is C{storeEndpoint}); a test keeps the
+    two lists equal.  Settings that default from others (C{state},
+    C{cache-dir}, C{rules-dir}) are always filled in.
+    """
+
+    storeEndpoint: Optional[str]
+    proxyEndpoint: Optional[str]
+    adminEndpoint: Optional[str]
+    upstream: str
+    upstreamProxy: Optional[str]
+    upstreamCa: Optional[str]
+    upstreamTimeout: float
+    publicUrl: Optional[str]
+    dataDir: str
+    state: str
+    cacheDir: str
+    cacheSize: int
+    rulesDir: str
+    offline: bool
+    proxyClients: tuple[Network, ...]
+    proxyConnectPorts: tuple[int, ...]
+    proxyAllowInternal: tuple[str, ...]
+    adminTokenFile: Optional[str]
+    logFormat: str
+    proxyAuthFile: Optional[str]
+    proxyMaxTunnels: int
+    proxyMaxPerClient: int
+    proxyIdleTimeout: float
+    proxyHeaderTimeout: float
+    proxyConnectTimeout: float
+    proxyMaxHeaderSize: int
+    proxyMaxRequestLine: int
+    proxyAccessLog: Optional[str]
+    proxyHosts: tuple[tuple[str, str], ...]
+    #: The config file the settings were read from, if any.
+    configFile: Optional[str] = None
 
 
 def readConfigFile(path: str) -> dict[str, str]:
@@ -280,7 +312,7 @@ def buildSettings(given: dict[str, Any], configFile: Optional[str] = None) -> Se
         line (C{None} values are ignored).
     """
     fromFile = readConfigFile(configFile) if configFile else {}
-    values = {}
+    values: dict[str, Any] = {}
     for option in OPTIONS:
         if given.get(option.name) is not None:
             text, source = given[option.name], f"--{option.name}"
@@ -297,17 +329,18 @@ def buildSettings(given: dict[str, Any], configFile: Optional[str] = None) -> Se
             values[option.attribute] = option.parse(text)
         except ValueError as error:
             raise ConfigError(source, str(error))
-    return _deriveDefaults(Settings(configFile=configFile, **values))
+    _deriveDefaults(values)
+    return Settings(configFile=configFile, **values)
 
 
-def _deriveDefaults(settings: Settings) -> Settings:
+def _deriveDefaults(values: dict[str, Any]) -> None:
     """
     Fill the defaults that depend on other settings.
     """
-    dataDir = settings.dataDir
-    state = settings.state or "sqlite:" + os.path.abspath(os.path.join(dataDir, "state.sqlite"))
-    cacheDir = os.path.abspath(settings.cacheDir or os.path.join(dataDir, "cache"))
-    rulesDir = settings.rulesDir
-    if rulesDir is None:
-        rulesDir = "/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d") else "./rules.d"
-    return attrs.evolve(settings, state=state, cacheDir=cacheDir, rulesDir=rulesDir)
+    dataDir = values["dataDir"]
+    values["state"] = values["state"] or "sqlite:" + os.path.abspath(
+        os.path.join(dataDir, "state.sqlite"))
+    values["cacheDir"] = os.path.abspath(values["cacheDir"] or os.path.join(dataDir, "cache"))
+    if values["rulesDir"] is None:
+        values["rulesDir"] = ("/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d")
+                              else "./rules.d")

@@ -131,7 +131,7 @@ class ForwardProxyFactory(Factory):
                            socket.getfqdn().lower()} | set(localNames)
         self.localPorts = {port for port in (_storePort(settings.storeEndpoint),
                                              _storePort(settings.proxyEndpoint)) if port}
-        publicUrl = getattr(settings, "publicUrl", None)
+        publicUrl = settings.publicUrl
         if publicUrl:
             from hyperlink import URL
 
