@@ -1,0 +1,92 @@
+"""
+Store requests that reach the forward proxy (absolute form, naming this
+proxy's store endpoint) are served by the store's guarded, observed site:
+the same limits, the same refusal of an ambiguous head, the same access
+log line and request metrics as on the store endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from snapstore.observe.access import ACCESS_NAMESPACE
+from snapstore.tap import assembleStore
+from tests.forwardhelpers import connectClient, proxySettings, startProxy
+from tests.hardeninghelpers import parseAnswer
+from tests.helpers import MemoryBlobs
+
+
+class LocalStoreThroughProxyTests(TestCase):
+    async def setUp(self) -> None:
+        settings = proxySettings(self)
+        self.parts = assembleStore(reactor, settings, MemoryBlobs())
+        for service in self.parts.services:
+            service.startService()
+            self.addCleanup(service.stopService)
+        self.factory, self.port = await startProxy(self, settings,
+                                                   localSite=self.parts.proxySite)
+        self.factory.localPorts.add(self.port)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    async def exchange(self, head: bytes) -> bytes:
+        client = await connectClient(self, self.port)
+        client.transport.write(head)
+        await client.closed
+        return bytes(client.received)
+
+    def accessEvents(self) -> list[dict[str, Any]]:
+        return [event for event in self.events
+                if event.get("log_namespace") == ACCESS_NAMESPACE]
+
+    async def test_servedObservedAndCounted(self) -> None:
+        """
+        An absolute-form request for the proxy's own store API is answered
+        by the store site, logged by the access observer (one line, its
+        status) and counted in the store's request metrics.
+        """
+        answer = await self.exchange(
+            b"GET http://localhost:%d/v1/client-config?format=json HTTP/1.1\r\n"
+            b"Host: localhost:%d\r\nConnection: close\r\n\r\n" % (self.port, self.port))
+        status, _, body = parseAnswer(answer)
+        self.assertEqual(status, 200, answer[:300])
+        self.assertIn("store-url", json.loads(body))
+        [event] = self.accessEvents()
+        self.assertEqual((event["status"], event["path"]),
+                         (200, "/v1/client-config?format=json"))
+        rendered, _ = self.parts.metrics.render()
+        self.assertIn(b'snapstore_requests_total{endpoint="client-config",status="200"} 1.0', rendered)
+
+    async def test_duplicateHostRefused(self) -> None:
+        """
+        A second C{Host} header is refused with a store-format 400, as on
+        the store endpoint, instead of being served.
+        """
+        answer = await self.exchange(
+            b"GET http://localhost:%d/v1/client-config HTTP/1.1\r\n"
+            b"Host: localhost:%d\r\nHost: evil.example\r\n\r\n" % (self.port, self.port))
+        status, _, body = parseAnswer(answer)
+        self.assertEqual(status, 400, answer[:300])
+        self.assertEqual(json.loads(body)["error-list"][0]["code"], "bad-request")
+        self.assertNotIn(200, [event["status"] for event in self.accessEvents()])
+
+    async def test_bodyBounded(self) -> None:
+        """
+        The store site's body bound applies: an announced body larger than
+        it is refused with 413 before it is read.
+        """
+        from snapstore.store.relay import MAX_REQUEST_BODY
+
+        answer = await self.exchange(
+            b"POST http://localhost:%d/v2/snaps/refresh HTTP/1.1\r\n"
+            b"Host: localhost:%d\r\nContent-Length: %d\r\n\r\n"
+            % (self.port, self.port, MAX_REQUEST_BODY + 1))
+        status, _, body = parseAnswer(answer)
+        self.assertEqual(status, 413, answer[:300])
+        self.assertEqual(json.loads(body)["error-list"][0]["code"], "request-too-large")
