@@ -18,7 +18,7 @@ import os
 from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 #: The actor of rule changes: they arrive through the file system.
@@ -72,7 +72,7 @@ class RulesAuditor:
             when nothing changed; failures are logged, not raised (a rule
             reload must not fail because the audit log is unavailable).
         """
-        d = self._lock.run(lambda: ensureDeferred(self._note(ruleSet)))
+        d = self._lock.run(lambda: Deferred.fromCoroutine(self._note(ruleSet)))
 
         def failed(failure: Any) -> None:
             self.log.failure("cannot audit the rules loaded from {directory}", failure,

@@ -25,7 +25,7 @@ import secrets
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -210,7 +210,7 @@ class LocalStoreAgent:
         text = uri.decode("ascii", "replace")
         if not text.startswith(self.base):
             return self.outside.request(method, uri, headers, bodyProducer)
-        return ensureDeferred(self._answer(method, text[len(self.base) - 1:],
+        return Deferred.fromCoroutine(self._answer(method, text[len(self.base) - 1:],
                                            headers or Headers(), bodyProducer))
 
     async def _answer(self, method: bytes, relative: str, headers: Headers,

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -213,7 +213,7 @@ class DeviceLimitRule:
         self._loadedAt: Optional[float] = None
 
     def admit(self, request: StoreRequest) -> Deferred[Any]:
-        return ensureDeferred(self._admit(request))
+        return Deferred.fromCoroutine(self._admit(request))
 
     async def _admit(self, request: StoreRequest) -> Any:
         if request.path == NONCE_PATH:
@@ -293,7 +293,7 @@ class DeviceLimitRule:
         @return: a Deferred firing with the L{DeviceStatus} (the count read
             from the state store).
         """
-        d = ensureDeferred(self._loadLimitSetting(self.clock.seconds()))
+        d = Deferred.fromCoroutine(self._loadLimitSetting(self.clock.seconds()))
         d.addCallback(lambda _: connectedDevices(self.state, self.clock, self.window))
         return d.addCallback(lambda devices: DeviceStatus(len(devices), self.limit, self.window))
 

@@ -16,7 +16,7 @@ import copy
 from typing import Any, Optional, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
@@ -122,7 +122,7 @@ class RuleSet:
             L{Abstain}, or L{Allow} when every rule abstains; a failing rule
             gives a L{StoreDeny} (never an errback).
         """
-        return ensureDeferred(self._firstVerdict(
+        return Deferred.fromCoroutine(self._firstVerdict(
             self.admissionRules, lambda rule: rule.admit(request), request.path))
 
     def checkConnect(self, target: Any, default: Any = None) -> Deferred[Any]:
@@ -135,7 +135,7 @@ class RuleSet:
         """
         if default is None:
             default = Deny(403, "no rule allows this destination")
-        return ensureDeferred(self._firstVerdict(
+        return Deferred.fromCoroutine(self._firstVerdict(
             self.connectRules, lambda rule: rule.checkConnect(target),
             f"{getattr(target, 'host', '?')}:{getattr(target, 'port', '?')}", default))
 
@@ -206,7 +206,7 @@ class RuleSet:
             upstream's bytes unchanged); failing with L{RuleFailed} when a
             rule failed.
         """
-        return ensureDeferred(self._amendRefresh(request, answer))
+        return Deferred.fromCoroutine(self._amendRefresh(request, answer))
 
     async def _amendRefresh(self, request: StoreRequest, answer: Any) -> Any:
         if not self.actionRules or not isinstance(answer, dict):
@@ -240,7 +240,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return ensureDeferred(self._amendList(request, answer, "channel-map", "info"))
+        return Deferred.fromCoroutine(self._amendList(request, answer, "channel-map", "info"))
 
     def amendFind(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -249,7 +249,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return ensureDeferred(self._amendList(request, answer, "results", "find"))
+        return Deferred.fromCoroutine(self._amendList(request, answer, "results", "find"))
 
     async def _amendList(self, request: StoreRequest, answer: Any, key: str,
                          kind: str) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -141,7 +141,7 @@ def resolveOverrides(upstream: Any, snapName: str, channel: str, revision: int,
         or the revision, or the channel is not one; other failures are the
         upstream client's (unreachable, timeout).
     """
-    return ensureDeferred(_resolve(upstream, snapName, channel, revision, architecture))
+    return Deferred.fromCoroutine(_resolve(upstream, snapName, channel, revision, architecture))
 
 
 def resolveOverride(upstream: Any, snapName: str, channel: str, revision: int,
@@ -230,7 +230,7 @@ class OverrideRule:
 
     def amend(self, request: StoreRequest, action: dict[str, Any],
               result: dict[str, Any]) -> Deferred[Any]:
-        return ensureDeferred(self._amend(request, action, result))
+        return Deferred.fromCoroutine(self._amend(request, action, result))
 
     async def _amend(self, request: StoreRequest, action: dict[str, Any],
                      result: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
@@ -77,7 +77,7 @@ class AssertionsResource(Resource):
     def render(self, request: Request) -> Any:
         if request.method != b"GET":
             return self.fallback.render(request)
-        self._answer(request).addErrback(self._failed, request)
+        Deferred.fromCoroutine(self._answer(request)).addErrback(self._failed, request)
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
@@ -101,8 +101,7 @@ class AssertionsResource(Resource):
             return True
         return self.clock.seconds() - document.storedAt < self.ttl
 
-    @inlineCallbacks
-    def _answer(self, request: Request) -> Any:
+    async def _answer(self, request: Request) -> None:
         key = self.cacheKey(request)
         kind = assertionType(request)
         cached = self.documents.get(key)
@@ -111,9 +110,9 @@ class AssertionsResource(Resource):
             return
         what = f"GET {request.path.decode('ascii', 'replace')}"
         try:
-            response = yield self.upstream.request(
+            response = await self.upstream.request(
                 b"GET", self.upstream.url(request.uri), outboundHeaders(request))
-            body = yield self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
+            body = await self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
         except UpstreamError as error:
             if cached is not None:
                 self.log.warn("upstream failed ({message}); serving stale {uri}",

@@ -21,7 +21,7 @@ import re
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urljoin
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -366,18 +366,20 @@ class DownloadResource(Resource):
 
     # -- upstream --------------------------------------------------------------
 
-    @inlineCallbacks
-    def fetch(self, method: bytes, url: bytes, headers: Headers) -> Any:
+    def fetch(self, method: bytes, url: bytes, headers: Headers) -> Deferred[IResponse]:
         """
         Request C{url}, following redirects (credentials dropped past the
         first hop), within the header timeout overall.
 
         @return: a Deferred firing with the final L{IResponse}.
         """
+        return Deferred.fromCoroutine(self._fetch(method, url, headers))
+
+    async def _fetch(self, method: bytes, url: bytes, headers: Headers) -> IResponse:
         deadline = self.clock.seconds() + self.headerTimeout
         for _ in range(MAX_REDIRECTS + 1):
             remaining = max(0.5, deadline - self.clock.seconds())
-            response = yield self.upstream.request(method, url, headers, timeout=remaining)
+            response = await self.upstream.request(method, url, headers, timeout=remaining)
             location = response.headers.getRawHeaders(b"location")
             if response.code not in _REDIRECT_CODES or not location:
                 return response

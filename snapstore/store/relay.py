@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -118,7 +118,7 @@ class RelayResource(Resource):
         self.publicURL = publicURL
 
     def render(self, request: Request) -> Any:
-        self._relay(request).addErrback(self._failed, request)
+        Deferred.fromCoroutine(self._relay(request)).addErrback(self._failed, request)
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
@@ -137,8 +137,7 @@ class RelayResource(Resource):
         self.log.failure("relaying {uri} failed", failure, uri=request.uri)
         writeStoreError(request, 500, "internal-error", "the proxy failed to relay this call")
 
-    @inlineCallbacks
-    def _relay(self, request: Request) -> Any:
+    async def _relay(self, request: Request) -> None:
         body = request.content.read(MAX_REQUEST_BODY + 1) if request.content else b""
         if len(body) > MAX_REQUEST_BODY:
             writeStoreError(request, 413, "request-too-large",
@@ -150,24 +149,24 @@ class RelayResource(Resource):
         described = None
         if self.rules is not None:
             described = self.rules.describe(request, body, headers)
-            verdict = yield self.rules.admit(described)
+            verdict = await maybeDeferred(self.rules.admit, described)
             if isinstance(verdict, Deny):
                 writeStoreError(request, verdict.code,
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
         asked = self.clock.seconds()
-        response = yield self.upstream.request(
+        response = await self.upstream.request(
             request.method, url, headers, body if hasBody else None
         )
         if self.metrics is not None:
             self.metrics.upstreamAnswered(request.path, self.clock.seconds() - asked)
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
-            raw = yield self.upstream.readBody(response, what)
+            raw = await self.upstream.readBody(response, what)
             document = None
             if described is not None:
                 try:
-                    raw, document = yield self._amend(described, raw)
+                    raw, document = await self._amend(described, raw)
                 except RuleFailed as failed:
                     verdict = failed.verdict()
                     writeStoreError(request, verdict.code, verdict.errorCode, verdict.reason)
@@ -182,7 +181,7 @@ class RelayResource(Resource):
             self.remoteURLs.update(rewritten.remotes)
             for blob in rewritten.blobs:
                 try:
-                    yield self.recordBlob(blob)
+                    await maybeDeferred(self.recordBlob, blob)
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
             copyResponseHead(response, request, keepLength=False)
@@ -194,12 +193,11 @@ class RelayResource(Resource):
             return
         copyResponseHead(response, request, keepLength=True)
         try:
-            yield relayBody(response, request)
+            await relayBody(response, request)
         except Exception:
             pass  # BodyRelay logged why and cut the client off; nothing to answer.
 
-    @inlineCallbacks
-    def _amend(self, described: Any, raw: bytes) -> Any:
+    async def _amend(self, described: Any, raw: bytes) -> tuple[bytes, Any]:
         """
         Let the rules amend a refresh, info or find answer; fire with the
         bytes to relay (upstream's own when nothing changed) and their
@@ -215,7 +213,7 @@ class RelayResource(Resource):
             answer = json.loads(raw)
         except ValueError:
             return raw, None  # the rewrite reports it
-        amended = yield getattr(self.rules, method)(described, answer)
+        amended = await maybeDeferred(getattr(self.rules, method), described, answer)
         if amended is None:
             return raw, answer
         return json.dumps(amended).encode("utf-8"), amended
