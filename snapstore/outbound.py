@@ -25,7 +25,7 @@ from hyperlink import URL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, TimeoutError
+from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -126,6 +126,11 @@ class _ConnectClient(Protocol):
     connection to the real protocol and passes every later event on.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     def __init__(self, clock: Any, target: bytes, authorization: Optional[bytes],
                  factory: IProtocolFactory, established: Deferred[Any], timeout: float) -> None:
         self.clock = clock
@@ -204,7 +209,7 @@ class _ConnectClient(Protocol):
         if self.inner is not None and IHalfCloseableProtocol.providedBy(self.inner):
             self.inner.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -243,7 +248,7 @@ class ConnectTunnelEndpoint:
         factory.noisy = False
         connecting = self.parent.endpoint(self.reactor, self.timeout).connect(factory)
 
-        def connected(protocol: _ConnectClient) -> Deferred[Any]:
+        def connected(protocol: Any) -> Deferred[Any]:
             return protocol.established
 
         return connecting.addCallback(connected)

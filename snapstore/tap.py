@@ -43,7 +43,7 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     #: twistd's own options when run as its subcommand (C{logfile}).
-    parent: Optional[dict[str, Any]] = None
+    parent: Any = None
     #: Set by L{postOptions}: the rules directory to load, or C{None}.
     rulesDir: Optional[str] = None
     longdesc = (

@@ -63,9 +63,8 @@ class ClientConfig:
     def _requestHost(self, request: Optional[Request]) -> Optional[str]:
         if request is None:
             return None
-        host = request.getHeader(b"host")
-        if isinstance(host, bytes):
-            host = host.decode("latin-1")
+        raw = request.getHeader(b"host")
+        host = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         if host and set(host) <= _HOST_HEADER_OK:
             return host
         return None

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from snapstore.admin.auth import Caller
 from snapstore.admin.router import APIError, Router
-from snapstore.interfaces import IBlobCache, IStateStore
+from snapstore.interfaces import IBlobCache, IImportedContent
 from snapstore.offline.bundle import BundleError
 from snapstore.offline.importer import Importer
 
@@ -35,7 +35,7 @@ class ImportRoutes:
         refused.
     """
 
-    def __init__(self, importer: Importer, state: IStateStore,
+    def __init__(self, importer: Importer, state: IImportedContent,
                  cache: Optional[IBlobCache]) -> None:
         self.importer = importer
         self.state = state

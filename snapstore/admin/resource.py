@@ -32,7 +32,7 @@ Routes (see each area's module)::
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -61,7 +61,7 @@ class AdminResource(Resource):
     log = Logger()
 
     def __init__(self, authoriser: Authoriser, router: Router,
-                 scrape: Callable[[Request], Awaitable[None]]) -> None:
+                 scrape: Callable[[Request], Coroutine[Any, Any, None]]) -> None:
         super().__init__()
         self.authoriser = authoriser
         self.router = router
@@ -79,7 +79,7 @@ class AdminResource(Resource):
             writeJSON(request, 403, errorJSON(
                 "forbidden", "the admin API answers only local clients when it has no token file"))
             return NOT_DONE_YET
-        segments = tuple(segment.decode("utf-8", "replace") for segment in request.postpath)
+        segments = tuple(segment.decode("utf-8", "replace") for segment in request.postpath or [])
         segments = tuple(s for s in segments if s != "") or ("",)
         if segments == ("metrics",) and request.method in (b"GET", b"HEAD"):
             Deferred.fromCoroutine(self.scrape(request)).addErrback(
@@ -95,14 +95,15 @@ class AdminResource(Resource):
                 writeJSON(request, 404, errorJSON(
                     "not-found", f"no admin API path {request.path.decode('utf-8', 'replace')}"))
             return NOT_DONE_YET
-        d = Deferred.fromCoroutine(handler(request, caller, *arguments))
+        d: Deferred[tuple[int, Any]] = Deferred.fromCoroutine(
+            handler(request, caller, *arguments))
         d.addCallbacks(lambda result: writeJSON(request, *result),
                        lambda failure: self._failed(failure, request))
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
-        if failure.check(APIError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, APIError):
             writeJSON(request, error.status, errorJSON(error.code, error.message))
         elif failure.check(StateUnavailable):
             writeJSON(request, 503, errorJSON("state-unavailable", failure.getErrorMessage()))

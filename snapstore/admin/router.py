@@ -19,12 +19,12 @@ dependency to the Debian package) and its own error pages to override.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 from twisted.web.server import Request
 
 #: C{(request, caller, *arguments) -> (status, JSON value)}.
-Handler = Callable[..., Awaitable[tuple[int, Any]]]
+Handler = Callable[..., Coroutine[Any, Any, tuple[int, Any]]]
 
 
 class APIError(Exception):

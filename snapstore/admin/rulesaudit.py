@@ -30,7 +30,7 @@ def summarise(ruleSet: Any, directory: str) -> dict[str, Any]:
     What an admin changes in C{rules.d}: each file's SHA-256 (first 16 hex
     digits) and the device limit of the loaded device-limit rule.
     """
-    files = {}
+    files: dict[str, Optional[str]] = {}
     for name in getattr(ruleSet, "files", ()):
         try:
             with open(os.path.join(directory, name), "rb") as ruleFile:

@@ -11,7 +11,7 @@ L{makeAdminSite} when it builds the service tree.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from twisted.web.server import Request
 
@@ -41,7 +41,7 @@ ADMIN_MAX_BODY = 1 << 20
 
 
 def makeAdminSite(reactor: Any, settings: Settings, router: Router,
-                  scrape: Callable[[Request], Awaitable[None]]) -> GuardedSite:
+                  scrape: Callable[[Request], Coroutine[Any, Any, None]]) -> GuardedSite:
     """
     Build the admin endpoint's site around the routes of every area.
 

@@ -252,10 +252,12 @@ class Fill:
             self.abort(Failure(VerificationFailed(
                 f"blob {self.digest[:16]}... is longer than the {self.size} bytes promised")))
             return
+        fd = self._fd
+        assert fd is not None, "written after the fill was committed"
         try:
             view = memoryview(data)
             while view:
-                count = os.write(self._fd, view)
+                count = os.write(fd, view)
                 view = view[count:]
         except OSError as error:
             self._cache.diskFailed(error)
@@ -286,7 +288,7 @@ class Fill:
             self.abort(Failure(VerificationFailed(
                 f"blob {self.digest[:16]}... ended after {self.written} of {self.size} bytes")))
             return succeed(False)
-        if self._hasher is not None:
+        if self._hasher is not None and self._hashed is not None:
             self._hasher.end()
             hashed = self._hashed
         else:
@@ -305,6 +307,7 @@ class Fill:
                 f"sha3-384 mismatch: got {actual} but expected {self.digest}")))
             return succeed(False)
         fd, self._fd = self._fd, None
+        assert fd is not None, "committed twice"
         target = self._cache._blobPath(self.digest, self.size)
 
         def commit() -> None:
@@ -324,7 +327,7 @@ class Fill:
             return True
 
         def failed(reason: Failure) -> bool:
-            if reason.check(OSError):
+            if isinstance(reason.value, OSError):
                 self._cache.diskFailed(reason.value)
             self.abort(Failure(FillFailed(f"cannot commit blob to the cache: {reason.getErrorMessage()}")))
             return False

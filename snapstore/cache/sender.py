@@ -284,14 +284,15 @@ class BlobSender:
         Once the headers left, give a complete blob to a sending thread.
         """
         threads = self._threads
-        if (threads is None or self.usedThread or not threads.available()
+        if (threads is None or self._socket is None or self.usedThread
+                or not threads.available()
                 or self.source.failure is not None
                 or self.source.available() < self.end
                 or self.end - self.position < threads.minimum):
             return False
         self.usedThread = True
-        sending, self._threaded = threads.send(self._socket, self.source.fd,
-                                               self.position, self.end)
+        sending, threaded = threads.send(self._socket, self.source.fd, self.position, self.end)
+        self._threaded = threaded
 
         def sent(count: int) -> None:
             self.position += count
@@ -303,9 +304,9 @@ class BlobSender:
 
         def failed(reason: Failure) -> None:
             # Count what left before the cut, for the access log.
-            self.sent += self._threaded.sent
+            self.sent += threaded.sent
             if hasattr(self.consumer, "sentLength"):
-                self.consumer.sentLength += self._threaded.sent
+                self.consumer.sentLength += threaded.sent
             if not self._finished:
                 self._fail(reason)
 
@@ -339,7 +340,7 @@ class BlobSender:
                 if self.clock is not None:
                     self.clock.callLater(0, self._pump)
                     return
-            if self.usedSendfile:
+            if self.usedSendfile and self._socket is not None:
                 try:
                     count = os.sendfile(self._socket, source.fd, self.position,
                                         min(limit - self.position, SENDFILE_CHUNK))

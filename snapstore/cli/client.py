@@ -23,7 +23,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from snapstore import __version__
 
@@ -90,11 +90,12 @@ class AdminClient:
         return self._send(urllib.request.Request(url, data=data, method=method, headers=headers),
                           self.timeout)
 
-    def upload(self, path: str, body: IO[bytes], size: int, contentType: str,
+    def upload(self, path: str, body: Any, size: int, contentType: str,
                timeout: float) -> Any:
         """
-        POST C{size} bytes read from C{body} to C{path} (a bundle import),
-        streamed rather than held in memory.
+        POST C{size} bytes read from C{body} (a file-like object with
+        C{read}) to C{path} (a bundle import), streamed rather than held in
+        memory.
 
         @return: the decoded JSON answer.
         @raise CommandError: as L{call}.

@@ -109,6 +109,11 @@ class ForwardProxyProtocol(Protocol):
         holding settings, rules, counters and the access log.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     log = Logger()
 
     def __init__(self, factory: Any) -> None:
@@ -122,7 +127,7 @@ class ForwardProxyProtocol(Protocol):
         self._paused = False
         self.clientEOF = False
         self.relay = OriginRelay(self)
-        self._tunnel: Optional[Tunnel] = None
+        self._tunnel: Optional[Tunnel | SpliceTunnel] = None
         self._tunnelEntry: Optional[AccessEntry] = None
         self._local: Any = None
         self._pending: Any = None
@@ -164,7 +169,7 @@ class ForwardProxyProtocol(Protocol):
 
     def readConnectionLost(self) -> None:
         self.clientEOF = True
-        if self.state == "tunnel":
+        if self.state == "tunnel" and self._tunnel is not None:
             self._tunnel.clientEndedSending()
         elif self.state in ("idle", "head", "local"):
             self.transport.loseConnection()
@@ -234,7 +239,7 @@ class ForwardProxyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         state = self.state
-        if state == "tunnel":
+        if state == "tunnel" and self._tunnel is not None:
             self._tunnel.fromClient(data)
         elif state == "local":
             self._local.dataReceived(data)
@@ -443,14 +448,17 @@ class ForwardProxyProtocol(Protocol):
                 self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
 
         resolving.addCallbacks(resolved, notResolved).addCallback(decided)
-        resolving.addErrback(lambda failure: self.log.failure("admission failed", failure)
-                             or self.refuse(entry, 500, "internal error"))
+        def broken(failure: Failure) -> None:
+            self.log.failure("admission failed", failure)
+            self.refuse(entry, 500, "internal error")
+
+        resolving.addErrback(broken)
 
     def dialFailed(self, entry: AccessEntry, host: str, port: int, failure: Failure) -> None:
         if failure.check(TimeoutError):
             self.refuse(entry, 504, f"{host}:{port} did not accept within "
                                      f"{self.factory.connectTimeout:g}s")
-        elif failure.check(TunnelError):
+        elif isinstance(failure.value, TunnelError):
             self.refuse(entry, 502, failure.value.reason)
         else:
             self.refuse(entry, 502, f"cannot connect to {host}:{port}: "
@@ -484,13 +492,15 @@ class ForwardProxyProtocol(Protocol):
                                                  target.transport):
                 # The splice reads the sockets itself; the transport must
                 # stay paused (it is, since admission).
-                self._tunnel = SpliceTunnel(self.factory.reactor, self.transport, target,
-                                            self.touch, self._tunnelClosed)
+                splice = SpliceTunnel(self.factory.reactor, self.transport, target,
+                                      self.touch, self._tunnelClosed)
+                self._tunnel = splice
                 self._paused = False
-                self._tunnel.start(early)
+                splice.start(early)
                 return
-            self._tunnel = Tunnel(self.transport, target, self.touch, self._tunnelClosed)
-            self._tunnel.start(early)
+            tunnel = Tunnel(self.transport, target, self.touch, self._tunnelClosed)
+            self._tunnel = tunnel
+            tunnel.start(early)
             self.resume()
             if self.clientEOF:
                 self._tunnel.clientEndedSending()

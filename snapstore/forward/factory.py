@@ -45,8 +45,8 @@ def systemResolver(reactor: Any) -> Callable[[str, int], Deferred[tuple[str, ...
                 raise DNSLookupError(f"{host}: {error.strerror}")
             seen: list[str] = []
             for family, _, _, _, address in infos:
-                if family in (socket.AF_INET, socket.AF_INET6) and address[0] not in seen:
-                    seen.append(address[0])
+                if family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in seen:
+                    seen.append(str(address[0]))
             return tuple(seen)
 
         return deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
@@ -67,7 +67,7 @@ def _localAddresses() -> set[str]:
     found = {"127.0.0.1", "::1"}
     try:
         for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(info[4][0])
+            found.add(str(info[4][0]))
     except OSError:
         pass
     return found

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol as TypingProtocol
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -87,6 +88,11 @@ class OriginProtocol(Protocol):
     that client's next request to the same destination.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     relay: Optional["OriginRelay"] = None
     key: Any = None
 
@@ -96,7 +102,7 @@ class OriginProtocol(Protocol):
         else:
             self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         relay, self.relay = self.relay, None
         if relay is not None:
             relay.originLost(self, reason)
@@ -124,6 +130,22 @@ class _Exchange:
         self.dialing: Any = None
         self.splice: Any = None
 
+    def connectedOrigin(self) -> OriginProtocol:
+        """
+        The origin connection, once the request was sent to it.
+        """
+        if self.origin is None:
+            raise RuntimeError("the exchange has no origin connection yet")
+        return self.origin
+
+    def framing(self) -> BodyFraming:
+        """
+        How the response body ends, once its head was read.
+        """
+        if self.responseFraming is None:
+            raise RuntimeError("the exchange has no response head yet")
+        return self.responseFraming
+
 
 class OriginRelay:
     """
@@ -139,6 +161,11 @@ class OriginRelay:
         self.channel = channel
         self.exchange: Optional[_Exchange] = None
         self.idleOrigin: Optional[OriginProtocol] = None
+
+    def _current(self) -> _Exchange:
+        if self.exchange is None:
+            raise RuntimeError("no request is being relayed")
+        return self.exchange
 
     def clientLost(self) -> None:
         """
@@ -165,7 +192,7 @@ class OriginRelay:
         """
         The client stopped sending in the middle of a request body.
         """
-        self.exchange.origin.transport.unregisterProducer()
+        self._current().connectedOrigin().transport.unregisterProducer()
         self.abort(400, "client closed before sending the whole body")
 
     def idleTimeout(self) -> None:
@@ -245,7 +272,7 @@ class OriginRelay:
         dialing.addCallbacks(connected, failed)
 
     def _originReady(self, origin: OriginProtocol) -> None:
-        exchange = self.exchange
+        exchange = self._current()
         exchange.origin = origin
         origin.relay = self
         self.channel.startWatchdog()
@@ -261,7 +288,7 @@ class OriginRelay:
             self.channel.resume()
 
     def requestBody(self, data: bytes) -> None:
-        exchange = self.exchange
+        exchange = self._current()
         framing = exchange.requestFraming
         try:
             used = framing.feed(data)
@@ -271,16 +298,16 @@ class OriginRelay:
         if used:
             self.channel.touch()
             exchange.entry.up += used
-            exchange.origin.transport.write(data if used == len(data) else data[:used])
+            exchange.connectedOrigin().transport.write(data if used == len(data) else data[:used])
         if framing.done:
             if used < len(data):
                 self.channel.buffer += data[used:]
-            exchange.origin.transport.unregisterProducer()
+            exchange.connectedOrigin().transport.unregisterProducer()
             self.channel.state = "awaiting-response"
             self.channel.pause()
 
     def abort(self, code: int, reason: str) -> None:
-        exchange, self.exchange = self.exchange, None
+        exchange, self.exchange = self._current(), None
         if exchange.origin is not None:
             exchange.origin.relay = None
             exchange.origin.transport.abortConnection()
@@ -340,7 +367,7 @@ class OriginRelay:
             rest, exchange.responseBuffer = exchange.responseBuffer, b""
             if self._spliceBody(exchange, rest):
                 return
-            self.channel.transport.registerProducer(exchange.origin.transport, True)
+            self.channel.transport.registerProducer(exchange.connectedOrigin().transport, True)
             if rest or framing.done:
                 self._responseBody(exchange, rest)
 
@@ -351,18 +378,19 @@ class OriginRelay:
 
         @return: whether the body is being spliced.
         """
-        framing = exchange.responseFraming
+        framing = exchange.framing()
+        origin = exchange.connectedOrigin()
         if (not self.channel.factory.splice or framing.chunked or framing.untilClose
                 or framing.remaining - len(rest) < SPLICE_BODY_MINIMUM
                 or self.channel.state != "awaiting-response"
-                or not SpliceBody.possible(self.channel.factory.reactor, exchange.origin.transport,
+                or not SpliceBody.possible(self.channel.factory.reactor, origin.transport,
                                            self.channel.transport)):
             return False
         used = framing.feed(rest)
         exchange.entry.down += used
         if used:
             self.channel.transport.write(rest[:used])
-        splice = SpliceBody(self.channel.factory.reactor, exchange.origin.transport, self.channel.transport,
+        splice = SpliceBody(self.channel.factory.reactor, origin.transport, self.channel.transport,
                             framing.remaining, self.channel.touch,
                             lambda problem: self._splicedBodyDone(exchange, splice, problem))
         exchange.splice = splice
@@ -378,8 +406,8 @@ class OriginRelay:
             return
         self.channel.state = "awaiting-response"
         if problem is None:
-            exchange.responseFraming.remaining = 0
-            exchange.responseFraming.done = True
+            exchange.framing().remaining = 0
+            exchange.framing().done = True
             self._exchangeDone(exchange)
         else:
             self.abort(502, problem)
@@ -401,7 +429,7 @@ class OriginRelay:
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def _responseBody(self, exchange: _Exchange, data: bytes) -> None:
-        framing = exchange.responseFraming
+        framing = exchange.framing()
         try:
             used = framing.feed(data) if data else 0
         except HeadError as error:
@@ -420,7 +448,7 @@ class OriginRelay:
     def _exchangeDone(self, exchange: _Exchange) -> None:
         self.exchange = None
         self.channel.transport.unregisterProducer()
-        origin = exchange.origin
+        origin = exchange.connectedOrigin()
         requestComplete = self.channel.state == "awaiting-response"
         if requestComplete is False and self.channel.state == "request-body":
             origin.transport.unregisterProducer()

@@ -181,7 +181,7 @@ class _End:
     The reactor's view of one tunnel socket while the tunnel owns it.
     """
 
-    def __init__(self, tunnel: "SpliceTunnel", fd: int, name: str) -> None:
+    def __init__(self, tunnel: "SpliceTunnel | SpliceBody", fd: int, name: str) -> None:
         self.tunnel = tunnel
         self.fd = fd
         self.name = name

@@ -50,6 +50,9 @@ class GuardedChannel(HTTPChannel):
     unboundedPaths: tuple[bytes, ...] = ()
     requestTimeout: float = REQUEST_TIMEOUT
 
+    #: The TCP transport once connected (Twisted types it optional).
+    transport: Any
+
     def __init__(self) -> None:
         super().__init__()
         self._deadline: Any = None
@@ -77,7 +80,7 @@ class GuardedChannel(HTTPChannel):
         self._refuse(408, "request-timeout",
                      f"the request did not arrive within {self.requestTimeout:g}s")
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self._cancelDeadline()
         super().connectionLost(reason)
 
@@ -109,7 +112,8 @@ class GuardedChannel(HTTPChannel):
             return
         self._bodyReceived = 0
         self._bounded = self.maxBodySize is not None and not self._unbounded()
-        if self._bounded and self.length is not None and self.length > self.maxBodySize:
+        if (self._bounded and self.maxBodySize is not None and self.length is not None
+                and self.length > self.maxBodySize):
             self._refuse(413, "request-too-large",
                          f"request body is larger than {self.maxBodySize} bytes")
             return
@@ -152,7 +156,7 @@ class GuardedChannel(HTTPChannel):
             # A chunked body: count what arrives (framing included, which
             # the small slack allows for).
             self._bodyReceived += len(data)
-            if self._bodyReceived > self.maxBodySize + 65536:
+            if self._bodyReceived > (self.maxBodySize or 0) + 65536:
                 self._refuse(413, "request-too-large",
                              f"request body is larger than {self.maxBodySize} bytes")
                 return
@@ -173,7 +177,8 @@ class GuardedSite(Site):
     @ivar requestTimeout: seconds a request may take to arrive.
     """
 
-    protocol = GuardedChannel
+    # Twisted types HTTPFactory.protocol as its generic-channel factory.
+    protocol = GuardedChannel  # type: ignore[assignment]
     #: A failing resource's traceback is logged, never sent to the client.
     displayTracebacks = False
 

@@ -136,7 +136,9 @@ class BodyFraming:
 
     def __init__(self, length: Optional[int] = None, chunked: bool = False) -> None:
         self.chunked = chunked
-        self.remaining = length
+        #: Bytes left of a sized body or of the current chunk (0 when
+        #: neither is known: read until close, or before a chunk size).
+        self.remaining = length if length is not None else 0
         self.untilClose = length is None and not chunked
         self.done = not chunked and length == 0
         # chunked state: "size", "data", "crlf", "trailer"

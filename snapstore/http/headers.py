@@ -62,7 +62,7 @@ def addVia(headers: Headers) -> None:
     """
     Append this proxy to C{Via}, keeping earlier hops.
     """
-    previous = headers.getRawHeaders(b"via", [])
+    previous = list(headers.getRawHeaders(b"via", []))
     headers.setRawHeaders(b"via", [b", ".join(previous + [VIA_TOKEN])])
 
 

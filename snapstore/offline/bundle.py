@@ -260,10 +260,11 @@ def readManifest(path: str) -> dict[str, Any]:
         if tarfile.is_tarfile(path):
             with tarfile.open(path, mode="r|") as archive:
                 member = archive.next()
-                _check(member is not None and member.name == MANIFEST, path,
-                       "the first member is not manifest.json")
+                if member is None or member.name != MANIFEST:
+                    raise BundleError(path, "the first member is not manifest.json")
                 extracted = archive.extractfile(member)
-                _check(extracted is not None, path, "manifest.json is not a file")
+                if extracted is None:
+                    raise BundleError(path, "manifest.json is not a file")
                 raw = extracted.read(MAX_MANIFEST + 1)
         else:
             with open(path, "rb") as manifestFile:
@@ -325,8 +326,8 @@ def stageBundle(stream: IO[bytes], stagingDir: str) -> StagedBundle:
     assertions: dict[str, Assertion] = {}
     try:
         first = archive.next()
-        _check(first is not None and first.name == MANIFEST and first.isfile(), MANIFEST,
-               "missing: a bundle starts with manifest.json")
+        if first is None or first.name != MANIFEST or not first.isfile():
+            raise BundleError(MANIFEST, "missing: a bundle starts with manifest.json")
         _check(first.size <= MAX_MANIFEST, MANIFEST, "too large")
         extracted = archive.extractfile(first)
         assert extracted is not None

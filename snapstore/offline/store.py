@@ -436,11 +436,12 @@ class LocalStoreAgent:
                         and c.revision in snap.revisions]
                 if not ours:
                     continue
-                found = (snap.revisions[ours[0].revision], ours[0].channel)
+                found: Optional[tuple[Any, str]] = (snap.revisions[ours[0].revision],
+                                                    ours[0].channel)
             else:
                 found = resolve(snap, channel, architecture)
-                if found is None:
-                    continue
+            if found is None:
+                continue
             revision, effective = found
             if allowed is not None and revision.snap.get("confinement") not in allowed:
                 continue

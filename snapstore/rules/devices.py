@@ -295,7 +295,10 @@ class DeviceLimitRule:
         """
         d = Deferred.fromCoroutine(self._loadLimitSetting(self.clock.seconds()))
         d.addCallback(lambda _: connectedDevices(self.state, self.clock, self.window))
-        return d.addCallback(lambda devices: DeviceStatus(len(devices), self.limit, self.window))
+        return d.addCallback(self._status)
+
+    def _status(self, devices: Any) -> DeviceStatus:
+        return DeviceStatus(len(devices), self.limit, self.window)
 
 
 def _hours(seconds: float) -> str:

@@ -58,6 +58,10 @@ class RuleEnv:
     upstream: Any = None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _describe(rule: Any) -> str:
     return str(getattr(rule, "name", type(rule).__name__))
 
@@ -260,7 +264,7 @@ class RuleSet:
             return None
         action: dict[str, Any] = {"action": kind}
         if kind == "info":
-            snap = answer.get("snap") if isinstance(answer.get("snap"), dict) else {}
+            snap = _dict(answer.get("snap"))
             action.update({"name": answer.get("name"), "snap-id": answer.get("snap-id"),
                            "publisher": snap.get("publisher")})
         changed = False
@@ -280,7 +284,7 @@ class RuleSet:
 
     # -- caching ---------------------------------------------------------------
 
-    def cachePolicy(self, request: StoreRequest, response: ResponseHead) -> CachePolicy:
+    def cachePolicy(self, request: Optional[StoreRequest], response: ResponseHead) -> CachePolicy:
         """
         How to cache C{response}: the first cache rule's answer that is not
         C{None}; when all abstain, blobs forever, assertions for an hour,

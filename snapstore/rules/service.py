@@ -147,7 +147,7 @@ class RulesService(Service):
         notes = getattr(request, "snapstoreAccess", None)
         if isinstance(notes, dict):  # the access log's columns
             notes["device"] = device.identity
-            if blob is not None and getattr(blob, "snapName", ""):
+            if blob is not None and getattr(blob, "snapName", None):
                 notes["snap"] = blob.snapName
         return StoreRequest(method=request.method, path=path, query=query, headers=headers,
                             body=body, device=device, upstreamHeaders=upstreamHeaders,

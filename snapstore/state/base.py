@@ -405,9 +405,7 @@ class StateStoreBase:
         """
         @see: L{snapstore.interfaces.IStateStore.verifyAudit}
         """
-        d = self.listAudit()
-        d.addCallback(audit.verifyChain)
-        return d
+        return self.listAudit().addCallback(audit.verifyChain)
 
     def getSetting(self, key: str) -> Deferred[Any]:
         """

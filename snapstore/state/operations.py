@@ -95,7 +95,7 @@ def postgresParameters(sql: str) -> str:
 
 def runSynchronously(
     operation: Operation, execute: Callable[[Query], Any]
-) -> tuple[Any, list[dict[str, Any]]]:
+) -> tuple[Any, list[Announcement]]:
     """
     Drive C{operation} with a blocking C{execute}.
 

@@ -38,7 +38,7 @@ from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
 from snapstore.interfaces import IBlobCache
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
-from snapstore.store.streaming import relayBody
+from snapstore.store.streaming import abortClient, relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 
 DOWNLOAD_PATH = b"api/v1/snaps/download/"
@@ -128,8 +128,11 @@ class _Discard(Protocol):
     Drops a body nobody needs (a redirect's), closing its connection.
     """
 
+    transport: Any
+
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        if self.transport is not None:
+            self.transport.stopProducing()
 
 
 class _FillWriter(Protocol):
@@ -137,6 +140,11 @@ class _FillWriter(Protocol):
     Writes an upstream body into a cache fill, and ends the fill the way
     the body ended.
     """
+
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
 
     log = Logger()
 
@@ -175,7 +183,7 @@ class _FillWriter(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
@@ -185,9 +193,9 @@ class _FillWriter(Protocol):
             self.fill.finish().addCallback(self._finished)
         else:
             message = reason.getErrorMessage() if reason is not None else "connection lost"
-            if hasattr(reason.value, "reasons"):
-                message = "; ".join(r.getErrorMessage() or r.type.__name__
-                                    for r in reason.value.reasons)
+            reasons = getattr(reason.value, "reasons", None) if reason is not None else None
+            if reasons is not None:
+                message = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
             self.fill.abort(Failure(FillFailed(
                 f"upstream transfer of {self.what} broke off after "
                 f"{self.fill.written} of {self.fill.size} bytes: {message}")))
@@ -243,7 +251,8 @@ class DownloadResource(Resource):
             request.responseHeaders.setRawHeaders(b"allow", [b"GET, HEAD"])
             writeStoreError(request, 405, "method-not-allowed", "downloads take GET and HEAD")
             return NOT_DONE_YET
-        name = request.postpath[0].decode("ascii", "replace") if len(request.postpath) == 1 else ""
+        postpath = request.postpath or []
+        name = postpath[0].decode("ascii", "replace") if len(postpath) == 1 else ""
         if not _NAME.match(name):
             writeStoreError(request, 404, "not-found", "no such download")
             return NOT_DONE_YET
@@ -254,8 +263,8 @@ class DownloadResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request, name: str) -> None:
-        if failure.check(UpstreamError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, UpstreamError):
             self.log.warn("download {name} failed: {message}", name=name, message=error.message)
             writeStoreError(request, error.status, error.code, error.message)
             return
@@ -359,8 +368,7 @@ class DownloadResource(Resource):
             if reason.check(FillFailed):
                 self.log.warn("cutting off {uri} after {sent} bytes: {why}",
                               uri=request.uri, sent=sender.sent, why=reason.getErrorMessage())
-                if request.transport is not None:
-                    request.transport.abortConnection()
+                abortClient(request)
 
         sender.start().addCallbacks(sent, cut)
 
@@ -416,7 +424,7 @@ class DownloadResource(Resource):
                                                 f"fetching {what} failed: {failure.getErrorMessage()}"))
             else:
                 self.log.warn("cannot fetch {what}: {message}", what=what,
-                              message=failure.value.message)
+                              message=getattr(failure.value, "message", ""))
             fill.abort(failure)
 
         fetching.addCallback(answered).addErrback(failed)

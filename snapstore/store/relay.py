@@ -53,12 +53,12 @@ def publicBaseFor(request: Request, configured: Optional[str]) -> str:
     """
     if configured:
         return configured
-    host = request.getHeader(b"host") or b""
-    if not _HOST.match(host.encode() if isinstance(host, str) else host):
+    raw = request.getHeader(b"host") or b""
+    if _HOST.match(raw.encode() if isinstance(raw, str) else raw):
+        host = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    else:
         address = request.getHost()
         host = f"{address.host}:{address.port}"
-    if isinstance(host, bytes):
-        host = host.decode("ascii")
     scheme = "https" if request.isSecure() else "http"
     return f"{scheme}://{host}/"
 
@@ -122,8 +122,8 @@ class RelayResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
-        if failure.check(UpstreamError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, UpstreamError):
             if self.metrics is not None:
                 self.metrics.upstreamFailed(error.code)
             writeStoreError(request, error.status, error.code, error.message)

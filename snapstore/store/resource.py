@@ -62,7 +62,7 @@ class RemoteResource(Resource):
         headers = Headers()
         for name in (b"user-agent", b"if-none-match"):
             if request.requestHeaders.hasHeader(name):
-                headers.setRawHeaders(name, request.requestHeaders.getRawHeaders(name))
+                headers.setRawHeaders(name, request.requestHeaders.getRawHeaders(name, []))
         addVia(headers)
         requested = self.upstream.request(request.method, url.encode("ascii"), headers)
 
@@ -71,8 +71,8 @@ class RemoteResource(Resource):
             return relayBody(response, request)
 
         def failed(failure: Failure) -> None:
-            if failure.check(UpstreamError):
-                error = failure.value
+            error = failure.value
+            if isinstance(error, UpstreamError):
                 writeStoreError(request, error.status, error.code, error.message)
 
         requested.addCallback(relay).addErrback(failed)
@@ -102,7 +102,7 @@ class StoreRoot(Resource):
         self.local = dict(local or {})
         self.notFound = NotFoundResource()
 
-    def getChild(self, path: bytes, request: Request) -> IResource:
+    def getChild(self, path: bytes, request: Any) -> IResource:
         segments = [path] + request.postpath
         if segments[:4] == [b"api", b"v1", b"snaps", b"download"]:
             request.prepath.extend(request.postpath[:3])

@@ -31,6 +31,11 @@ class BodyRelay(Protocol):
         and the request finished, or errbacks with the reason it was cut.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     log = Logger()
 
     def __init__(self, request: Request, expectedLength: int | None = None) -> None:
@@ -78,9 +83,18 @@ class BodyRelay(Protocol):
                 relayed=self.relayed,
                 reason=reason.getErrorMessage(),
             )
-            if request.transport is not None:
-                request.transport.abortConnection()
+            abortClient(request)
             self.done.errback(reason)
+
+
+def abortClient(request: Request) -> None:
+    """
+    Cut C{request}'s client off at once (no orderly close): the answer it
+    was getting is incomplete, and only an abort tells the client so.
+    """
+    transport: Any = request.transport
+    if transport is not None:
+        transport.abortConnection()
 
 
 def relayBody(response: IResponse, request: Request) -> Deferred[int]:

@@ -42,7 +42,7 @@ def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamErro
     """
     Turn a failed upstream request into the error the client should see.
     """
-    if failure.check(UpstreamError):
+    if isinstance(failure.value, UpstreamError):
         return failure.value
     if failure.check(TimeoutError, CancelledError, netError.TimeoutError):
         return UpstreamError(504, "upstream-timeout",
@@ -53,7 +53,7 @@ def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamErro
     if failure.check(netError.ConnectError, netError.ConnectionRefusedError):
         return UpstreamError(502, "upstream-unreachable",
                              f"cannot connect to the upstream store for {what}: {failure.getErrorMessage()}")
-    if failure.check(ResponseFailed):
+    if isinstance(failure.value, ResponseFailed):
         reasons = "; ".join(reason.getErrorMessage() or reason.type.__name__
                             for reason in failure.value.reasons)
         return UpstreamError(502, "upstream-bad-response",
@@ -133,5 +133,8 @@ class _Discard(Protocol):
     Drops a body the proxy will not use, closing its connection.
     """
 
+    transport: Any
+
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        if self.transport is not None:
+            self.transport.stopProducing()
