@@ -11,6 +11,14 @@ Sections: state, blob cache, rules, upstream.  Each section is owned by the
 module that implements it; extend a section, never redefine a name.
 """
 
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+)
 from zope.interface import Attribute, Interface
 
 # ---------------------------------------------------------------------------
@@ -491,4 +499,16 @@ class ISiteObserver(Interface):
         """
         Stand in for L{twisted.web.server.Site.log} for a finished request.
         """
+
+
+class IServiceReactor(
+    IReactorCore, IReactorTime, IReactorTCP, IReactorThreads, IReactorFDSet,
+    IReactorPluggableNameResolver,
+):
+    """
+    What the service asks of its reactor: time, TCP, threads, file
+    descriptors (splice, sendfile), name resolution and start-up and
+    shut-down triggers.  Parts that only keep time take an
+    L{IReactorTime} (a L{twisted.internet.task.Clock} in tests).
+    """
 

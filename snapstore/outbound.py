@@ -32,10 +32,13 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 CONNECT_TIMEOUT = 10
 MAX_CONNECT_RESPONSE = 16384
+
+from snapstore.interfaces import IServiceReactor
 
 
 def tlsPolicy(caFile: str | None) -> BrowserLikePolicyForHTTPS:
@@ -61,7 +64,7 @@ def tlsPolicy(caFile: str | None) -> BrowserLikePolicyForHTTPS:
     return BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(certificates))
 
 
-def makePool(reactor: Any) -> HTTPConnectionPool:
+def makePool(reactor: IServiceReactor) -> HTTPConnectionPool:
     """
     A persistent connection pool, so that relayed API calls reuse upstream
     connections instead of paying a TCP and TLS handshake each.
@@ -96,7 +99,7 @@ class ParentProxy:
             credentials = unquote(parsed.userinfo).encode("utf-8")
             self.authorization = b"Basic " + b64encode(credentials)
 
-    def endpoint(self, reactor: Any, timeout: float) -> HostnameEndpoint:
+    def endpoint(self, reactor: IServiceReactor, timeout: float) -> HostnameEndpoint:
         """
         An endpoint reaching the parent itself.
         """
@@ -131,7 +134,7 @@ class _ConnectClient(Protocol):
     #: abort methods used here.
     transport: Any
 
-    def __init__(self, clock: Any, target: bytes, authorization: Optional[bytes],
+    def __init__(self, clock: IReactorTime, target: bytes, authorization: Optional[bytes],
                  factory: IProtocolFactory, established: Deferred[Any], timeout: float) -> None:
         self.clock = clock
         self.target = target
@@ -228,7 +231,7 @@ class ConnectTunnelEndpoint:
     L{wrapClientTLS} for HTTPS origins, so TLS runs end to end.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, host: str, port: int,
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, host: str, port: int,
                  timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.parent = parent
@@ -260,7 +263,7 @@ class _TunnelEndpointFactory:
     Endpoints for C{https://} URLs through the parent: TLS inside CONNECT.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any, timeout: float) -> None:
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, policy: Any, timeout: float) -> None:
         self.reactor = reactor
         self.parent = parent
         self.policy = policy
@@ -281,7 +284,7 @@ class ParentProxyAgent:
     in absolute form (L{ProxyAgent}), C{https://} through C{CONNECT}.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any,
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, policy: Any,
                  pool: HTTPConnectionPool, timeout: float = CONNECT_TIMEOUT) -> None:
         self.parent = parent
         self._plain = ProxyAgent(parent.endpoint(reactor, timeout), reactor, pool)
@@ -300,7 +303,7 @@ class ParentProxyAgent:
         return self._plain.request(method, uri, headers, bodyProducer)
 
 
-def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
+def makeAgent(reactor: IServiceReactor, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
     """
     Build the outbound agent for C{settings} (C{upstreamCa},
     C{upstreamProxy}).  An offline node is given no such agent: the
@@ -330,7 +333,7 @@ class DirectDialer:
 
     viaParent = False
 
-    def __init__(self, reactor: Any, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, reactor: IServiceReactor, timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.timeout = timeout
 
@@ -374,7 +377,7 @@ class ParentDialer:
 
     viaParent = True
 
-    def __init__(self, reactor: Any, parent: ParentProxy, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.parent = parent
         self.timeout = timeout
@@ -389,7 +392,7 @@ class ParentDialer:
                                      self.timeout).connect(factory)
 
 
-def makeDialer(reactor: Any, settings: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
+def makeDialer(reactor: IServiceReactor, settings: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
     """
     What the forward proxy dials with, for C{settings.upstreamProxy}.
     """

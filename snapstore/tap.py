@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
+from snapstore.interfaces import IServiceReactor
 from snapstore import __version__
 from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
 
@@ -116,9 +116,13 @@ def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd snapstore}.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
 
     from snapstore.observe.logs import withLogFormat
+
+    # Twisted types the installed reactor by its common interfaces; the
+    # reactors twistd installs also run threads and resolve names.
+    reactor = cast(IServiceReactor, installed)
 
     settings = options.settings
     top = MultiService()
@@ -150,7 +154,7 @@ def _checkOperationSettings(settings: Settings) -> None:
 MakeRules = Callable[[Any, Callable[[str, Any], None]], Any]
 
 
-def assembleStore(reactor: Any, settings: Settings, state: Any,
+def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
                   makeRules: Optional[MakeRules] = None) -> Any:
     """
     Build every part of the store endpoint: the connection pool and the
@@ -190,7 +194,7 @@ def assembleStore(reactor: Any, settings: Settings, state: Any,
                           rules=rules, services=tuple(services))
 
 
-def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
+def _addStoreService(top: MultiService, reactor: IServiceReactor, settings: Settings,
                      rulesDir: Optional[str]) -> Any:
     """
     The state store and the store endpoint (C{--store-endpoint}).
@@ -215,7 +219,7 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     return parts
 
 
-def _rulesFactory(reactor: Any, settings: Settings, state: Any,
+def _rulesFactory(reactor: IServiceReactor, settings: Settings, state: Any,
                   rulesDir: Optional[str]) -> Optional[MakeRules]:
     """
     What makes the L{RulesService} once the upstream client exists, or
@@ -239,7 +243,7 @@ def _rulesFactory(reactor: Any, settings: Settings, state: Any,
     return makeRules
 
 
-def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
+def _addForwardService(top: MultiService, reactor: IServiceReactor, settings: Settings,
                        parts: Any) -> Any:
     """
     The forward proxy (C{--proxy-endpoint}), serving requests for the
@@ -270,7 +274,7 @@ def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
     return factory
 
 
-def _addAdminService(top: MultiService, reactor: IReactorTime, settings: Settings,
+def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Settings,
                      parts: Any, forward: Any) -> None:
     """
     The admin API and C{/metrics} (C{--admin-endpoint}): each area's

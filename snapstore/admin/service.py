@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Coroutine
 
 from twisted.web.server import Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
 from snapstore.admin.resource import AdminResource
@@ -40,7 +41,7 @@ def checkOperationSettings(settings: Settings) -> list[str]:
 ADMIN_MAX_BODY = 1 << 20
 
 
-def makeAdminSite(reactor: Any, settings: Settings, router: Router,
+def makeAdminSite(reactor: IReactorTime, settings: Settings, router: Router,
                   scrape: Callable[[Request], Coroutine[Any, Any, None]]) -> GuardedSite:
     """
     Build the admin endpoint's site around the routes of every area.

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource
+from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource, IServiceReactor
 
 _DIGEST = re.compile(r"^[0-9a-f]{96}$")
 _BLOB_NAME = re.compile(r"^([0-9a-f]{96})-([0-9]+)$")
@@ -449,7 +449,7 @@ class BlobCache:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, directory: str | FilePath, maxSize: int,
+    def __init__(self, reactor: IServiceReactor, directory: str | FilePath, maxSize: int,
                  inThread: Optional[Callable[..., Deferred[Any]]] = None,
                  hashInThread: Optional[bool] = None) -> None:
         """

@@ -40,8 +40,10 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from snapstore.interfaces import IServiceReactor
 from snapstore.cache.blobs import FillFailed
 
 #: Most bytes one C{sendfile} call may move; the loop goes on until the
@@ -100,7 +102,7 @@ class SendfileThreads:
     @ivar minimum: ranges shorter than this stay with the reactor.
     """
 
-    def __init__(self, reactor: Any, maxThreads: int = 16,
+    def __init__(self, reactor: IServiceReactor, maxThreads: int = 16,
                  minimum: int = THREAD_THRESHOLD) -> None:
         self.reactor = reactor
         self.maxThreads = maxThreads
@@ -203,7 +205,7 @@ class BlobSender:
 
     def __init__(self, source: Any, start: int, end: int, consumer: Any,
                  transport: Any = None, sendfile: bool = True,
-                 clock: Any = None, threads: Optional[SendfileThreads] = None) -> None:
+                 clock: Optional[IReactorTime] = None, threads: Optional[SendfileThreads] = None) -> None:
         """
         @param consumer: an C{IConsumer} that has already written anything
             that must precede the bytes (the response headers).

@@ -17,7 +17,9 @@ from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.server import Site
+from twisted.internet.interfaces import IReactorTime
 
+from snapstore.interfaces import IServiceReactor
 from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
 from snapstore.http.endpoints import endpointKind, endpointPort
@@ -31,7 +33,7 @@ from snapstore.rules.verdicts import ConnectTarget
 _NEVER_RESOLVED = (".test", ".invalid", ".example")
 
 
-def systemResolver(reactor: Any) -> Callable[[str, int], Deferred[tuple[str, ...]]]:
+def systemResolver(reactor: IServiceReactor) -> Callable[[str, int], Deferred[tuple[str, ...]]]:
     """
     Resolve with C{getaddrinfo} in the reactor's thread pool (the system
     resolver, honouring C{/etc/hosts} and nsswitch like other programs).
@@ -94,7 +96,7 @@ class ForwardProxyFactory(Factory):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: Any, clock: Any = None,
+    def __init__(self, reactor: IServiceReactor, settings: Any, clock: Optional[IReactorTime] = None,
                  localSite: Optional[Site] = None, resolver: Any = None, rules: Any = None,
                  dialer: Any = None, accessLog: Optional[AccessLog] = None,
                  localNames: Iterable[str] = (), splice: Optional[bool] = None) -> None:

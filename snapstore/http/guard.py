@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.storeerror import storeErrorBody
 from snapstore.interfaces import ISiteObserver
@@ -185,7 +186,7 @@ class GuardedSite(Site):
     def __init__(self, resource: Any, *, maxBodySize: Optional[int] = None,
                  unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
-                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None,
+                 idleTimeout: float = IDLE_TIMEOUT, reactor: Optional[IReactorTime] = None,
                  observer: Optional[ISiteObserver] = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies

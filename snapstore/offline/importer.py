@@ -36,6 +36,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from snapstore.interfaces import IServiceReactor
 from snapstore.offline.bundle import (
     BLOB_DIR,
     TRUSTED_ACCOUNTS,
@@ -74,7 +75,7 @@ class Importer:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, state: Any, cache: Any, stagingRoot: str,
+    def __init__(self, reactor: IServiceReactor, state: Any, cache: Any, stagingRoot: str,
                  evict: bool = True) -> None:
         """
         @param evict: whether an import may evict cached blobs to make

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from snapstore.interfaces import IAdmissionRule
@@ -157,7 +158,7 @@ class DeviceStatus:
     window: float
 
 
-def connectedDevices(state: Any, clock: Any, window: float = DAY) -> Deferred[list[Device]]:
+def connectedDevices(state: Any, clock: IReactorTime, window: float = DAY) -> Deferred[list[Device]]:
     """
     The devices seen within C{window} seconds, from the state store (so,
     with a shared PostgreSQL database, those of every node).
@@ -189,7 +190,7 @@ class DeviceLimitRule:
 
     log = Logger()
 
-    def __init__(self, state: Any, clock: Any, limit: Optional[int] = None,
+    def __init__(self, state: Any, clock: IReactorTime, limit: Optional[int] = None,
                  window: float = DAY, name: str = "device-limit",
                  recordEvery: float = 60.0, reloadEvery: float = 60.0,
                  settingEvery: float = 0.5) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
@@ -53,7 +54,7 @@ class RuleEnv:
     """
 
     state: Any
-    clock: Any
+    clock: IReactorTime
     settings: Any = None
     upstream: Any = None
 

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -184,7 +185,7 @@ def describeRuleSet(ruleSet: RuleSet) -> str:
     return "\n".join(lines)
 
 
-def checkDirectory(directory: str, clock: Any = None, settings: Any = None) -> RuleSet:
+def checkDirectory(directory: str, clock: Optional[IReactorTime] = None, settings: Any = None) -> RuleSet:
     """
     Load C{directory} the way the service would, with a state store that
     refuses every call, to validate it (the rule objects are not used).
@@ -192,7 +193,9 @@ def checkDirectory(directory: str, clock: Any = None, settings: Any = None) -> R
     @raise RuleLoadError: as L{loadRules}.
     """
     if clock is None:
-        from twisted.internet import reactor as clock
+        from twisted.internet import reactor
+
+        clock = reactor
     env = RuleEnv(state=_NoState(), clock=clock, settings=settings, upstream=None)
     return loadRules(directory, env)
 

@@ -14,6 +14,7 @@ import enum
 from typing import Any, Awaitable, Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -67,7 +68,7 @@ class StateStoreBase:
 
     log = Logger()
 
-    def __init__(self, clock: Any, migrations: Sequence[Migration]) -> None:
+    def __init__(self, clock: IReactorTime, migrations: Sequence[Migration]) -> None:
         """
         @param clock: see L{clock}.
         @param migrations: see L{migrations}.

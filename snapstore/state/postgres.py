@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Optional
 
 import psycopg2
 import psycopg2.extensions
@@ -39,10 +39,11 @@ from twisted.internet.defer import (
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Cooperator, deferLater
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from txpostgres.txpostgres import Connection, ConnectionPool, RollbackFailed
 from zope.interface import implementer
 
-from snapstore.interfaces import IStateStore
+from snapstore.interfaces import IServiceReactor, IStateStore
 from snapstore.state.base import Phase, StateStoreBase
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
@@ -174,7 +175,7 @@ class _Pool(ConnectionPool):
     A txpostgres pool whose connections belong to one L{_Link}.
     """
 
-    def __init__(self, reactor: Any, cooperator: Cooperator, link: "_Link",
+    def __init__(self, reactor: IServiceReactor, cooperator: Cooperator, link: "_Link",
                  size: int) -> None:
         """
         @param size: how many connections the pool holds.
@@ -184,7 +185,7 @@ class _Pool(ConnectionPool):
         self._link = link
         ConnectionPool.__init__(self, None, min=size)
 
-    def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:
+    def connectionFactory(self, reactor: IServiceReactor, cooperator: Any) -> _Connection:
         """
         @return: a connection reporting to this pool's link.
         """
@@ -300,9 +301,9 @@ class PostgresStateStore(StateStoreBase):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServiceReactor,
         dsn: str,
-        clock: Any = None,
+        clock: Optional[IReactorTime] = None,
         poolSize: int = 3,
         connectTimeout: float = 10.0,
         retryDelays: Callable[[], Iterator[float]] = defaultRetryDelays,

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.documents import Document, DocumentCache
 from snapstore.http.storeerror import writeStoreError
@@ -63,7 +64,7 @@ class AssertionsResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, reactor: Any, upstream: StoreUpstream, documents: DocumentCache,
+    def __init__(self, reactor: IReactorTime, upstream: StoreUpstream, documents: DocumentCache,
                  fallback: IResource, ttl: float = MUTABLE_TTL,
                  policy: Optional[Callable[[str, int], Any]] = None) -> None:
         super().__init__()

@@ -31,11 +31,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.blobs import FillFailed
 from snapstore.cache.sender import BlobSender
 from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
-from snapstore.interfaces import IBlobCache
+from snapstore.interfaces import IBlobCache, IServiceReactor
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.streaming import abortClient, relayBody
@@ -148,7 +149,7 @@ class _FillWriter(Protocol):
 
     log = Logger()
 
-    def __init__(self, fill: Any, clock: Any, idleTimeout: float, what: str,
+    def __init__(self, fill: Any, clock: IReactorTime, idleTimeout: float, what: str,
                  metrics: Any = None) -> None:
         self.fill = fill
         self.metrics = metrics
@@ -218,7 +219,7 @@ class DownloadResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, reactor: Any, upstream: StoreUpstream, state: Any,
+    def __init__(self, reactor: IServiceReactor, upstream: StoreUpstream, state: Any,
                  cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
                  sendfile: bool = True, metrics: Any = None,

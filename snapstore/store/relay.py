@@ -22,6 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.headers import addVia, endToEnd
 from snapstore.rules.values import RuleFailed
@@ -105,7 +106,7 @@ class RelayResource(Resource):
     log = Logger()
 
     def __init__(self, upstream: StoreUpstream, remoteURLs: RemoteURLs,
-                 recordBlob: Callable[[Any], Any], clock: Any,
+                 recordBlob: Callable[[Any], Any], clock: IReactorTime,
                  publicURL: Optional[str] = None, rules: Any = None,
                  metrics: Any = None) -> None:
         super().__init__()

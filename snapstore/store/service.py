@@ -27,7 +27,7 @@ from snapstore.cache.sender import SendfileThreads
 from snapstore.config import Settings
 from snapstore.http.absolute import AbsoluteFormRequest
 from snapstore.http.guard import GuardedSite
-from snapstore.interfaces import IBlobCache, IStateStore
+from snapstore.interfaces import IBlobCache, IServiceReactor, IStateStore
 from snapstore.observe.access import AccessObserver, ObservedRequest
 from snapstore.observe.metrics import Metrics
 from snapstore.store.assertions import AssertionsResource
@@ -88,7 +88,7 @@ class StoreParts:
     rules: Any = None
 
 
-def makeStoreParts(reactor: Any, settings: Settings, state: IStateStore,
+def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateStore,
                    upstream: StoreUpstream, metrics: Metrics,
                    local: Mapping[bytes, IResource], rules: Any = None,
                    services: tuple[IService, ...] = ()) -> StoreParts:

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseFailed, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
+from twisted.internet.interfaces import IReactorTime
 
 
 class UpstreamError(Exception):
@@ -71,7 +72,7 @@ class StoreUpstream:
 
     log = Logger()
 
-    def __init__(self, agent: IAgent, base: str, clock: Any, timeout: float) -> None:
+    def __init__(self, agent: IAgent, base: str, clock: IReactorTime, timeout: float) -> None:
         self.agent = agent
         self.base = base.encode("ascii")
         self.clock = clock
