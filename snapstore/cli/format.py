@@ -91,7 +91,7 @@ def table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
-def check(check: dict[str, Any]) -> str:
+def describeCheck(check: dict[str, Any]) -> str:
     return f"{check.get('target')}: {'ok' if check.get('ok') else 'FAILED'} ({check.get('detail')})"
 
 

@@ -10,7 +10,7 @@ import argparse
 from typing import Any, Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM
-from snapstore.cli.format import check, dumpJSON, formatDuration, formatSize, plural
+from snapstore.cli.format import describeCheck, dumpJSON, formatDuration, formatSize, plural
 
 
 def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -30,8 +30,8 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
     if answer.get("offline"):
         lines.append("Mode: offline (upstream is never contacted)")
     lines += [
-        f"Upstream: {check(answer['upstream'])}",
-        f"Database: {check(answer['database'])}",
+        f"Upstream: {describeCheck(answer['upstream'])}",
+        f"Database: {describeCheck(answer['database'])}",
         f"Connected devices (last 24 h): {devices.get('connected', 'unknown')}",
         f"Device limit: {'none' if limit is None else limit}",
     ]
@@ -55,7 +55,7 @@ def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: T
         dumpJSON(answer, out)
     else:
         for check in answer["checks"]:
-            out.write(f"{check['name']}: {check(check)}\n")
+            out.write(f"{check['name']}: {describeCheck(check)}\n")
         out.write("All connections appear to be accessible\n" if answer["ok"]
                   else "Some connections failed\n")
     return EXIT_OK if answer["ok"] else EXIT_PROBLEM
