@@ -10,14 +10,9 @@ import socket
 import subprocess
 import time
 
+from tests.ports import freePort
 
-def freePort() -> int:
-    """
-    A loopback port nothing listens on right now.
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["freePort", "waitForPort", "stop"]
 
 
 def waitForPort(port: int, process: subprocess.Popen, what: str = "", timeout: float = 60) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -17,18 +16,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
 from twisted.internet.task import deferLater
 
+from tests.ports import freePort
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def freePort() -> int:
-    """
-    A loopback port nothing listens on right now.
-    """
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 class _Collector(ProcessProtocol):

@@ -187,7 +187,7 @@ class PartsMetricsTests(TestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
         from twisted.internet.protocol import Protocol
 
-        from tests.test_admin import freePort
+        from tests.ports import freePort
 
         fake = FakeStore(reactor)
         yield fake.start()

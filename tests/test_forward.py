@@ -282,7 +282,7 @@ class RefusalTests(TestCase):
         self.assertEqual((status, body), (403, "client 127.0.0.1 may not use this proxy\n"))
 
     async def test_unreachable(self) -> None:
-        from tests.processes import freePort
+        from tests.ports import freePort
 
         closed = freePort()
         settings = proxySettings(self, proxy_connect_ports=str(closed))
@@ -539,7 +539,7 @@ class RelayTests(TestCase):
         self.assertIn(b"Connection: close", bytes(client.received))
 
     async def test_unreachableOrigin(self) -> None:
-        from tests.processes import freePort
+        from tests.ports import freePort
 
         client = await connectClient(self, self.port)
         client.transport.write(b"GET http://fakestore.test:%d/ HTTP/1.1\r\n\r\n" % freePort())

@@ -23,7 +23,8 @@ from snapstore.http.guard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
 from tests.hardeninghelpers import (
     blockingExchange, parseAnswer, rawConnect, rawExchange, statuses, storeErrorCode,
 )
-from tests.processes import freePort, spawn, startTwistd, waitForPort
+from tests.ports import freePort
+from tests.processes import spawn, startTwistd, waitForPort
 from tests.test_admin import RunningService
 
 REFRESH = json.dumps({

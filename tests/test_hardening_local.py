@@ -27,7 +27,8 @@ from snapstore.cache.blobs import BlobCache
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawConnect, rawExchange, startFront, rawRequest
 from tests.helpers import MemoryBlobs, listen, startStore, testSettings
-from tests.processes import freePort, startTwistd
+from tests.ports import freePort
+from tests.processes import startTwistd
 
 class _FullDisk:
     """

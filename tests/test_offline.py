@@ -26,7 +26,8 @@ from twisted.web.http_headers import Headers
 
 from snapstore.offline.bundle import MANIFEST, digestBase64, readManifest
 from tests.fakestore import FakeStore
-from tests.processes import CHECKOUT, freePort, processEnvironment, startTwistd
+from tests.ports import freePort
+from tests.processes import CHECKOUT, processEnvironment, startTwistd
 
 SNAP = "/usr/bin/snap"
 

@@ -164,7 +164,7 @@ class HTTPSStoreTests(TestCase):
         directory = os.path.abspath(self.mktemp())
         key, cert = writeSelfSigned(directory, "localhost", ["127.0.0.1"])
         service = RunningService(self)
-        from tests.test_admin import freePort
+        from tests.ports import freePort
 
         port = freePort()
         yield service.start("--store-endpoint",
