@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from snapstore.cache.chunks import fileChunks
 from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource, IServiceReactor
 
 _DIGEST = re.compile(r"^[0-9a-f]{96}$")
@@ -749,10 +750,7 @@ def _hashFile(path: str) -> Optional[str]:
     digest = hashlib.sha3_384()
     try:
         with open(path, "rb") as blob:
-            while True:
-                chunk = blob.read(1 << 20)
-                if not chunk:
-                    break
+            for chunk in fileChunks(blob):
                 digest.update(chunk)
     except FileNotFoundError:
         return None

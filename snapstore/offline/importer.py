@@ -36,6 +36,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from snapstore.cache.chunks import fileChunks
 from snapstore.interfaces import IServiceReactor
 from snapstore.offline.bundle import (
     BLOB_DIR,
@@ -309,10 +310,7 @@ class Importer:
         fill.start()
         written = 0
         with open(stagedPath, "rb") as staged:
-            while True:
-                chunk = staged.read(1 << 20)
-                if not chunk:
-                    break
+            for chunk in fileChunks(staged):
                 fill.write(chunk)
                 if fill.failure is not None:
                     break

@@ -49,10 +49,11 @@ from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
 from snapstore.state.operations import (
     Announcement,
-    Audited,
+    Finished,
     Mode,
     Notify,
     Operation,
+    nextQuery,
     postgresParameters,
 )
 
@@ -545,27 +546,19 @@ class PostgresStateStore(StateStoreBase):
         announcements: list[Announcement] = []
         value: Any = None
         while True:
-            try:
-                instruction = operation.send(value)
-            except StopIteration as stop:
-                return stop.value, announcements
-            if isinstance(instruction, Audited):
-                announcements.append(instruction)
-                value = None
-            elif isinstance(instruction, Notify):
-                announcements.append(instruction)
-                payload = json.dumps(dict(instruction.event,
-                                          origin=self.origin))
+            step = nextQuery(operation, value, announcements)
+            if isinstance(step, Finished):
+                break
+            await cursor.execute(postgresParameters(step.sql), step.params)
+            value = cursor.fetchall() if cursor.description is not None else None
+        # NOTIFY is delivered at commit, in the order sent: sending them
+        # after the queries, still inside the transaction, is the same.
+        for announcement in announcements:
+            if isinstance(announcement, Notify):
+                payload = json.dumps(dict(announcement.event, origin=self.origin))
                 if len(payload.encode("utf-8")) > MAX_PAYLOAD:
                     # NOTIFY refuses payloads of 8000 bytes or more; a
                     # resync says the same thing less precisely.
-                    payload = json.dumps({"kind": "resync",
-                                          "origin": self.origin})
-                await cursor.execute("SELECT pg_notify(%s, %s)",
-                                     (CHANNEL, payload))
-                value = None
-            else:
-                await cursor.execute(postgresParameters(instruction.sql),
-                                     instruction.params)
-                value = (cursor.fetchall()
-                         if cursor.description is not None else None)
+                    payload = json.dumps({"kind": "resync", "origin": self.origin})
+                await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        return step.value, announcements
