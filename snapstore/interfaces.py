@@ -290,6 +290,11 @@ class IBlobCache(Interface):
         @return: a Deferred firing with the list of removed digests.
         """
 
+    def whenIdle():
+        """
+        @return: a Deferred firing once no fill is in progress.
+        """
+
     def close():
         """
         Abandon fills in progress (at shutdown); complete blobs stay.

@@ -103,8 +103,7 @@ class CacheFaultTests(CacheTestsMixin, TestCase):
         self.path = await self.downloadPath(self.port)
 
     async def fillsDone(self) -> None:
-        while self.cache._fills:
-            await deferLater(reactor, 0.01, lambda: None)
+        await self.cache.whenIdle()
 
     def blobFile(self) -> str:
         return os.path.join(self.settings.cacheDir, "blobs", f"{self.digest}-{self.size}")

@@ -16,7 +16,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.fakestore import FakeStore
@@ -86,8 +85,7 @@ class UpstreamFaultTests(TestCase):
         self.assertIn(storeErrorCode(body), codes)
 
     async def fillsDone(self) -> None:
-        while self.cache._fills:
-            await deferLater(reactor, 0.01, lambda: None)
+        await self.cache.whenIdle()
 
     def assertNoWrongBlob(self) -> None:
         """

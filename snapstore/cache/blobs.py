@@ -481,6 +481,7 @@ class BlobCache:
         self._tmp = self.directory.child("tmp")
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._fills: dict[str, Fill] = {}
+        self._idleWaiters: list[Deferred[None]] = []
         self._tmpCounter = 0
         self._open()
         if self.hashInThread and hasattr(reactor, "addSystemEventTrigger"):
@@ -726,12 +727,32 @@ class BlobCache:
             self.log.info("evicting {digest} ({size} bytes)", digest=entry.digest, size=entry.size)
             self._drop(entry)
 
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fire once no fill is in progress: at once when none is, else on the
+        reactor turn after the last one was committed or abandoned (a fill
+        may outlive the response of the client that started it).
+        """
+        if not self._fills:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._idleWaiters.append(waiting)
+        return waiting
+
+    def _fillEnded(self) -> None:
+        if self._fills:
+            return
+        waiters, self._idleWaiters = self._idleWaiters, []
+        for waiting in waiters:
+            self.clock.callLater(0, waiting.callback, None)
+
     def _committed(self, fill: Fill) -> None:
         self._fills.pop(fill.digest, None)
         entry = fill._entry
         entry.complete = True
         self._lru[entry.digest] = entry
         self._lru.move_to_end(entry.digest)
+        self._fillEnded()
 
     def _abandoned(self, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
@@ -741,6 +762,7 @@ class BlobCache:
             entry.removed = True
         else:
             self.usedSize -= entry.size
+        self._fillEnded()
 
 
 def _hashFile(path: str) -> Optional[str]:

@@ -142,6 +142,7 @@ class ForwardProxyFactory(Factory):
             if url.port:
                 self.localPorts.add(url.port)
         self.tunnels = 0
+        self._tunnelWaiters: list[Deferred[None]] = []
         self.perClient: dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> ForwardProxyProtocol:
@@ -175,6 +176,22 @@ class ForwardProxyFactory(Factory):
 
     def closeTunnel(self) -> None:
         self.tunnels -= 1
+        if not self.tunnels:
+            waiters, self._tunnelWaiters = self._tunnelWaiters, []
+            for waiting in waiters:
+                # The next turn: the closing tunnel's access-log line is
+                # written right after this call.
+                self.clock.callLater(0, waiting.callback, None)
+
+    def whenNoTunnels(self) -> Deferred[None]:
+        """
+        Fire once no tunnel is open (at once when none is).
+        """
+        if not self.tunnels:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._tunnelWaiters.append(waiting)
+        return waiting
 
     # -- admission --------------------------------------------------------------
 
