@@ -149,9 +149,11 @@ class RelayResource(Resource):
         headers = outboundHeaders(request)
         described = None
         if self.rules is not None:
-            described = self.rules.describe(request, body, headers)
+            described = yield self.rules.describe(request, body, headers)
             verdict = yield self.rules.admit(described)
             if isinstance(verdict, Deny):
+                for name, value in verdict.headers:
+                    request.responseHeaders.setRawHeaders(name, [value])
                 writeStoreError(request, verdict.code,
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
