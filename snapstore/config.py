@@ -129,6 +129,13 @@ class Option:
         return head + "".join(part.capitalize() for part in rest)
 
 
+def _nonNegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
 PRIVATE_AND_LOOPBACK = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 OPTIONS: tuple[Option, ...] = (
@@ -202,7 +209,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-hosts", "",
            "Static NAME=ADDRESS pairs (comma-separated) the forward proxy uses "
            "instead of DNS for those names.", lambda text: _hostMap(text)),
+    Option("device-session-rate", "600",
+           "Device-session requests one address may make per minute (at most that many "
+           "at once); more get 429. 0: no bound.", _nonNegative),
 )
+
 
 
 def _hostMap(text: str) -> tuple[tuple[str, str], ...]:

@@ -73,7 +73,9 @@ class RulesService(Service):
         self.env = env
         self.ruleSet = ruleSet if ruleSet is not None else loadRules(directory, env)
         self.sessions = SessionDirectory(env.state, env.clock)
-        self.challenges = SessionChallenges(env.clock)
+        perMinute = getattr(env.settings, "deviceSessionRate", 600)
+        self.challenges = SessionChallenges(
+            env.clock, attemptBurst=perMinute or None, attemptRate=perMinute / 60.0)
         self._pruning: Optional[LoopingCall] = None
         self._installSignal = installSignal
         self._previousHandler: Any = None

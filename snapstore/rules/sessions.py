@@ -174,7 +174,8 @@ class SessionChallenges:
     @ivar maxRefusals: refusals within C{window}, with no session opened
         through the proxy in between, after which the address's unknown
         sessions are counted by address instead of refused again.
-    @ivar attemptBurst: session requests an address may make at once.
+    @ivar attemptBurst: session requests an address may make at once;
+        C{None} for no bound.
     @ivar attemptRate: session requests per second an address may make
         after its burst.
     """
@@ -182,7 +183,7 @@ class SessionChallenges:
     log = Logger()
 
     def __init__(self, clock: Any, window: float = 600.0, maxRefusals: int = 2,
-                 attemptBurst: float = 60.0, attemptRate: float = 1.0,
+                 attemptBurst: Optional[float] = 600.0, attemptRate: float = 10.0,
                  maxAddresses: int = 100_000) -> None:
         self.clock = clock
         self.window = window
@@ -236,13 +237,16 @@ class SessionChallenges:
         @return: C{None} to let it through, or a C{429} refusal when the
             address has made more than its share.
         """
+        if self.attemptBurst is None:
+            return None
         now = self.clock.seconds()
         tokens, at = self._buckets.get(address, (self.attemptBurst, now))
         tokens = min(self.attemptBurst, tokens + (now - at) * self.attemptRate)
         if tokens < 1:
             self._buckets[address] = (tokens, now)
             self.log.warn("Refused a device session request from {address}: more than "
-                          "{burst:g} at once", address=address, burst=self.attemptBurst)
+                          "{burst:g} at once (--device-session-rate)", address=address,
+                          burst=self.attemptBurst)
             return StoreDeny(429, "too many device session requests from this address; "
                              "try again later", errorCode="too-many-requests")
         self._buckets[address] = (tokens - 1, now)

@@ -604,6 +604,9 @@ class APIResource(Resource):
         text = body.get("device-session-request") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text:
             raise StoreError(400, "bad-request", "device-session-request missing")
+        refusal = self._store.sessionRefusal(text)
+        if refusal is not None:
+            raise StoreError(400, "invalid-credentials", refusal)
         macaroon = self._store._newSession(text, body)
         return self._json(request, {"macaroon": macaroon})
 

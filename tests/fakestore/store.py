@@ -116,6 +116,10 @@ class FakeStore:
         self.cdnBytesSent = 0
         self.sessions: list[DeviceSession] = []
         self.nonces: list[str] = []
+        # Serials whose device key the fake knows (see registerDevice); None
+        # grants a session to any serial, as the fake cannot check keys.
+        self.registeredSerials: set[str] | None = None
+        self._usedNonces: set[str] = set()
         self._counter = itertools.count(1)
         self._secret = os.urandom(16)
         self._delayed: set = set()
@@ -374,6 +378,32 @@ class FakeStore:
         nonce = f"fakestore-nonce-{next(self._counter)}"
         self.nonces.append(nonce)
         return nonce
+
+    def registerDevice(self, serial: str) -> None:
+        """
+        Know the device key of C{serial}: from then on only registered
+        serials get sessions, as the real store grants one only to a
+        session request signed by the device's registered key (the fake
+        cannot check signatures, so any other serial counts as forged).
+        """
+        if self.registeredSerials is None:
+            self.registeredSerials = set()
+        self.registeredSerials.add(serial)
+
+    def sessionRefusal(self, text: str) -> str | None:
+        """
+        Why a device-session-request is refused, or C{None}: its nonce must
+        be one this store handed out and not used yet, and (with
+        registered devices) its serial registered.
+        """
+        headers = _parseHeaders(text)
+        nonce = headers.get("nonce")
+        if nonce not in self.nonces or nonce in self._usedNonces:
+            return "unknown or used nonce"
+        if self.registeredSerials is not None and headers.get("serial") not in self.registeredSerials:
+            return "invalid device-session-request signature"
+        self._usedNonces.add(nonce)
+        return None
 
     def _newSession(self, text: str, body: dict) -> str:
         macaroon = f"fakestore-session-{next(self._counter)}"
