@@ -36,6 +36,7 @@ class SnapdDevice:
     @ivar macaroon: its current session macaroon, or C{None}.
     @ivar sessionsOpened: how many sessions it opened.
     @ivar refusals: how many C{401 refresh_device_session} answers it got.
+    @ivar macaroons: every macaroon it was granted, in order.
     """
 
     def __init__(self, testCase: Any, url: str, serial: str,
@@ -47,6 +48,7 @@ class SnapdDevice:
         self.macaroon: Optional[str] = None
         self.sessionsOpened = 0
         self.refusals = 0
+        self.macaroons: list[str] = []
 
     @property
     def identity(self) -> str:
@@ -91,6 +93,7 @@ class SnapdDevice:
                                               "api/v1/snaps/auth/sessions", body, session=False)
         if code == 200:
             self.macaroon = answer["macaroon"]
+            self.macaroons.append(self.macaroon)
             self.sessionsOpened += 1
         return code, answer
 

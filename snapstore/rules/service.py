@@ -92,10 +92,25 @@ class RulesService(Service):
         except ValueError:
             # Not the main thread (some test runners): no reload by signal.
             self.log.warn("Cannot handle SIGHUP here; rules reload only on request")
+        whenReady = getattr(self.env.state, "whenReady", None)
+        if whenReady is not None:
+            whenReady().addCallback(lambda _: self._warm(self.ruleSet)).addErrback(lambda _: None)
         if hasattr(self.env.state, "pruneSessions"):
             self._pruning = LoopingCall(self._prune)
             self._pruning.clock = self.env.clock
             self._pruning.start(PRUNE_EVERY, now=False)
+
+    def _warm(self, ruleSet: RuleSet) -> None:
+        """
+        Let the rules that keep state in memory (C{warm()}) read it now,
+        rather than on the first request: what they read is what they
+        decide on while the database is away.
+        """
+        for rule in ruleSet.rules:
+            warm = getattr(rule, "warm", None)
+            if warm is not None:
+                warm().addErrback(lambda failure: self.log.warn(
+                    "Rule could not read its state yet: {why}", why=failure.getErrorMessage()))
 
     def _prune(self) -> Deferred[Any]:
         def pruned(count: int) -> None:
@@ -140,6 +155,7 @@ class RulesService(Service):
             return False
         new.verdictObserver = self.ruleSet.verdictObserver
         old, self.ruleSet = self.ruleSet, new
+        self._warm(new)
         old.close()
         if self.reloadObserver is not None:  # auditing (snapstore.admin.rulesaudit)
             self.reloadObserver(old, new)
