@@ -76,8 +76,8 @@ class OutageTests(RealServerMixin, TestCase):
     @deferred
     async def test_outageKeepsPolicy(self):
         """
-        With the server stopped, a running node still answers a pinned
-        refresh with the pin, admits the known device and a new one within
+        With the server stopped just after a pin was set, a running node
+        still answers a refresh with the pin (before, 503 state-unavailable), admits the known device and a new one within
         the limit, refuses one beyond it, and refuses admin changes (503).
         A node started meanwhile says so in its log and refuses (503) the
         refresh it cannot decide rather than offer the unpinned revision.
@@ -89,11 +89,12 @@ class OutageTests(RealServerMixin, TestCase):
         node = await self.startNode(state=self.stateURL)
         code, answer = await self.admin(node, b"PUT", "v1/device-limit", {"limit": 2})
         self.assertEqual(code, 200, answer)
+        known = SnapdDevice(self, node.url, "serial-1")
+        self.assertEqual(await known.refreshedRevision(self.snapId), 12)
         code, answer = await self.admin(node, b"POST", "v1/overrides/hello", PIN)
         self.assertEqual(code, 200, answer)
-        known = SnapdDevice(self, node.url, "serial-1")
-        self.assertEqual(await known.refreshedRevision(self.snapId), 10)
 
+        # No refresh in between: the pin must be known from the change alone.
         await self.cluster.stop()
         self.assertEqual(await known.refreshedRevision(self.snapId), 10)
         self.assertEqual((known.sessionsOpened, known.refusals), (1, 0))

@@ -177,6 +177,32 @@ class DeviceLimitRuleTests(SynchronousTestCase):
         self.assertIsInstance(self.admit(rule, "z"), StoreDeny)
         self.assertEqual(self.admit(rule, "x"), Abstain())
 
+    def test_concurrentFirstReads(self):
+        """
+        A request that comes while the first read of the limit is under way
+        waits for a read of its own instead of being refused for want of
+        one (two devices refreshing at once on a fresh node are served).
+        """
+        from twisted.internet.defer import Deferred
+
+        pending = []
+        getSetting = self.state.getSetting
+
+        def slowSetting(key):
+            d = Deferred()
+            pending.append(d)
+            return d.addCallback(lambda _: getSetting(key))
+
+        self.state.getSetting = slowSetting
+        rule = DeviceLimitRule(self.state, self.clock, limit=5)
+        first = rule.admit(deviceRequest("a"))
+        second = rule.admit(deviceRequest("b"))
+        self.assertEqual(len(pending), 2)
+        for d in pending:
+            d.callback(None)
+        self.assertEqual(self.successResultOf(first), Abstain())
+        self.assertEqual(self.successResultOf(second), Abstain())
+
     def test_writesThrottled(self):
         """
         A busy device's last-seen time is written at most every

@@ -209,9 +209,13 @@ class DeviceLimitRule:
             # session, on the call that carries it.
             return Abstain()
         now = self.clock.seconds()
-        if self._settingAt is None or now - self._settingAt >= self.settingEvery:
+        # Until a first read succeeded, every request reads (one made while
+        # another's first read is under way must not decide on nothing).
+        if (not self._settingRead or self._settingAt is None
+                or now - self._settingAt >= self.settingEvery):
             await self._loadLimitSetting(now)
-        if self._loadedAt is None or now - self._loadedAt >= self.reloadEvery:
+        if (not self._devicesRead or self._loadedAt is None
+                or now - self._loadedAt >= self.reloadEvery):
             await self._load(now)
         if not self._settingRead or (self.limit is not None and not self._devicesRead):
             raise StateUnavailable("the device-limit rule has not read the device limit "
@@ -273,8 +277,7 @@ class DeviceLimitRule:
             devices = await self.state.listDevices(seenSince=now - self.window)
         except Exception:
             self.log.failure("Cannot read connected devices; using what this node saw")
-            # Try again within a second while nothing was ever read.
-            self._loadedAt = now if self._devicesRead else now - self.reloadEvery + 1
+            self._loadedAt = now
             return
         self._devicesRead = True
         for device in devices:

@@ -181,6 +181,9 @@ class OverrideTable:
         if not isinstance(event, dict) or event.get("kind") in ("override", "resync"):
             self._generation += 1
             self._stale = True
+            # Read the new pins now rather than on the next refresh, so that
+            # a database lost in between does not leave the old ones.
+            ensureDeferred(self.overrides()).addErrback(lambda _: None)
 
     async def overrides(self) -> list[Override]:
         if self._stopObserving is None and hasattr(self.state, "observeChanges"):
