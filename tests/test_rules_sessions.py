@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from snapstore.rules.sessions import (
     REFRESH_DEVICE_SESSION,
@@ -20,7 +21,8 @@ from snapstore.rules.sessions import (
 )
 from snapstore.rules.values import DAY, DeviceIdentity, StoreDeny
 from snapstore.state.errors import StateUnavailable
-from tests.test_rules_support import MemoryState
+from tests.fakestore import FakeStore
+from tests.test_rules_support import MemoryState, Proxy, copyShipped
 
 DEVICE = DeviceIdentity("acme/gizmo/S1", "acme/gizmo", "10.0.0.2")
 
@@ -194,3 +196,37 @@ class SessionChallengesTests(SynchronousTestCase):
         """
         challenges = SessionChallenges(self.clock, attemptBurst=None)
         self.assertEqual({challenges.attempt("a") for _ in range(1000)}, {None})
+
+
+class PruningThroughProxyTests(TestCase):
+    """
+    The running rules service prunes the device sessions every hour.
+    """
+
+    timeout = 60
+
+    def test_hourlyPruning(self):
+        """
+        A session opened through the proxy and not used for 30 days is gone
+        from the state store after the next hourly pruning; a session used
+        meanwhile stays.
+        """
+
+        async def check():
+            store = FakeStore(reactor)
+            await store.start()
+            self.addCleanup(store.stop)
+            clock = Clock()
+            clock.advance(1_000_000)
+            proxy = await Proxy(self, store.apiURL, copyShipped(self), clock=clock).start()
+            idle = await proxy.openSession("IDLE")
+            busy = await proxy.openSession("BUSY")
+            self.assertEqual(len(proxy.state.sessions), 2)
+            for _ in range(31):
+                clock.advance(DAY)
+                code, answer = await proxy.call(b"GET", "v2/snaps/info/nothing", session=busy)
+                self.assertEqual(code, 404, answer)
+            self.assertEqual(list(proxy.state.sessions), [sessionDigest(busy.encode())])
+            self.assertNotEqual(idle, busy)
+
+        return Deferred.fromCoroutine(check())
