@@ -23,6 +23,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from snapstore.store.compression import EncodingError, Inflater
+from snapstore.store.errors import writeStoreError
 
 
 class BodyRelay(Protocol):
@@ -69,14 +70,18 @@ class BodyRelay(Protocol):
 
     def _undecodable(self, error: EncodingError) -> None:
         """
-        The body cannot be decoded (corrupt, or a bomb): cut the client
-        off, as for a cut transfer, and stop reading upstream.
+        The body cannot be decoded (corrupt, or a bomb): stop reading
+        upstream, and answer 502 if nothing was sent yet, else cut the
+        client off as for a cut transfer.
         """
-        self.log.warn("upstream body {error}; cutting the client off", error=str(error))
+        self.log.warn("upstream body {error}; not relayed further", error=str(error))
+        request = self.request
         self.inflater = None
         self._clientGone = True
-        if self.request.transport is not None:
-            self.request.transport.abortConnection()
+        request.unregisterProducer()
+        writeStoreError(request, 502, "upstream-bad-response", f"upstream answer {error}")
+        if not request.finished and request.transport is not None:
+            request.transport.abortConnection()
         if self.transport is not None:
             self.transport.stopProducing()
 

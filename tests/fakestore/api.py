@@ -185,17 +185,20 @@ class APIResource(Resource):
         client that accepts the coding (or for any client, with
         C{compressUnasked}), as a store front end does.
         """
+        if not isinstance(body, bytes):
+            return body
         coding = self._store.compress
-        if coding is None or not isinstance(body, bytes) or not body:
-            return body
         contentType = (request.responseHeaders.getRawHeaders(b"content-type") or [b""])[0]
-        if contentType.split(b";")[0].strip().lower() not in COMPRESSIBLE:
-            return body
-        request.setHeader(b"vary", b"Accept-Encoding")
-        if not (self._store.compressUnasked or accepts(request, coding)):
-            return body
-        request.setHeader(b"content-encoding", coding.encode("ascii"))
-        return encode(coding, body)
+        if (coding is not None and body
+                and contentType.split(b";")[0].strip().lower() in COMPRESSIBLE):
+            request.setHeader(b"vary", b"Accept-Encoding")
+            if self._store.compressUnasked or accepts(request, coding):
+                request.setHeader(b"content-encoding", coding.encode("ascii"))
+                body = encode(coding, body)
+        record = getattr(request, "fakeStoreRecord", None)
+        if record is not None:
+            record.bodyBytesSent = len(body)
+        return body
 
     def _dispatch(self, request, method: str, path: str):
         try:
