@@ -486,6 +486,15 @@ class CompressedUpstreamTests(TestCase):
         self.assertEqual(self.header(response, b"content-encoding"), [b"br"])
 
 
+def compressEverything(store: FakeStore) -> None:
+    """
+    Make C{store} gzip every text answer, whoever asks: the paths under
+    test then see compressed answers whatever the proxy sends upstream.
+    """
+    store.compress = "gzip"
+    store.compressUnasked = True
+
+
 class CompressedAccessThroughProxyTests(test_rules.AccessThroughProxyTests):
     """
     The snap-access rule's checks (find, install, info, download) with the
@@ -493,7 +502,7 @@ class CompressedAccessThroughProxyTests(test_rules.AccessThroughProxyTests):
     """
 
     def setUp(self):
-        return super().setUp().addCallback(lambda _: setattr(self.store, "compress", "gzip"))
+        return super().setUp().addCallback(lambda _: compressEverything(self.store))
 
 
 class CompressedDeviceLimitTests(test_rules_devices.DeviceLimitThroughProxyTests):
@@ -503,4 +512,4 @@ class CompressedDeviceLimitTests(test_rules_devices.DeviceLimitThroughProxyTests
     """
 
     def setUp(self):
-        return super().setUp().addCallback(lambda _: setattr(self.store, "compress", "gzip"))
+        return super().setUp().addCallback(lambda _: compressEverything(self.store))
