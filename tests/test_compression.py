@@ -486,6 +486,83 @@ class CompressedUpstreamTests(TestCase):
         self.assertEqual(self.header(response, b"content-encoding"), [b"br"])
 
 
+class FakeStoreCompressionTests(TestCase):
+    """
+    The fake store's compression switch behaves as a store front end: text
+    answers coded for clients that accept the coding, nothing else.
+    """
+
+    timeout = 30
+
+    def setUp(self):
+        async def setUp():
+            self.store = FakeStore(reactor, compress="gzip")
+            self.snapId = self.store.addSnap("hello")
+            self.store.addRevision("hello", 1, 10_000)
+            await self.store.start()
+            self.addCleanup(self.store.stop)
+            self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+        return ensureDeferred(setUp())
+
+    @inlineCallbacks
+    def get(self, url: str, accept: Any = None) -> Any:
+        headers = Headers({b"accept-encoding": [accept]} if accept else {})
+        response = yield Agent(reactor, pool=self.pool).request(b"GET", url.encode(), headers)
+        collector = _Raw()
+        response.deliverBody(collector)
+        raw, _ = yield collector.done
+        return response, raw
+
+    @inlineCallbacks
+    def test_jsonAndAssertions(self):
+        """
+        JSON and assertions are gzipped for a client that accepts gzip, and
+        sent plain to others (C{q=0} included), with C{Vary} either way.
+        """
+        info = self.store.apiURL + "v2/snaps/info/hello"
+        response, raw = yield self.get(info, b"gzip")
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Accept-Encoding"])
+        self.assertEqual(json.loads(gzip.decompress(raw))["name"], "hello")
+        self.assertEqual(self.store.requests[-1].bodyBytesSent, len(raw))
+        for accept in (None, b"gzip;q=0", b"deflate"):
+            response, raw = yield self.get(info, accept)
+            self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+            self.assertEqual(json.loads(raw)["name"], "hello")
+        text = self.store.assertions.lookup("account", ["canonical"])
+        response, raw = yield self.get(self.store.apiURL + "v2/assertions/account/canonical",
+                                       b"gzip")
+        self.assertEqual(gzip.decompress(raw), text)
+
+    @inlineCallbacks
+    def test_unaskedAndDeflate(self):
+        """
+        C{compressUnasked} codes for every client; C{deflate} is zlib.
+        """
+        self.store.compress = "deflate"
+        self.store.compressUnasked = True
+        response, raw = yield self.get(self.store.apiURL + "v2/snaps/info/hello")
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"deflate"])
+        self.assertEqual(json.loads(zlib.decompress(raw))["name"], "hello")
+
+    @inlineCallbacks
+    def test_blobsAndIconsNot(self):
+        """
+        Blobs (from the CDN) and icons are never compressed.
+        """
+        self.store.compressUnasked = True
+        response, raw = yield self.get(self.store.apiURL + f"media/icon/{self.snapId}.png", b"gzip")
+        self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+        self.assertTrue(raw.startswith(b"\x89PNG"))
+        response, _ = yield self.get(self.store.downloadURL("hello", 1), b"gzip")
+        [location] = response.headers.getRawHeaders(b"location")
+        response, raw = yield self.get(location.decode(), b"gzip")
+        self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+        self.assertEqual(raw, self.store.blobBytes("hello", 1))
+        self.assertRaises(ValueError, FakeStore, reactor, compress="br")
+
+
 def compressEverything(store: FakeStore) -> None:
     """
     Make C{store} gzip every text answer, whoever asks: the paths under
