@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 
 import tests.test_rules as test_rules
 import tests.test_rules_devices as test_rules_devices
+import tests.test_rules_overrides as test_rules_overrides
 from snapstore.store.compression import (
     MAX_INFLATED,
     MIN_COMPRESSED,
@@ -586,6 +587,26 @@ class CompressedDeviceLimitTests(test_rules_devices.DeviceLimitThroughProxyTests
     """
     The device limit (which learns devices from the session answers it
     reads) with the fake store compressing its answers.
+    """
+
+    def setUp(self):
+        return super().setUp().addCallback(lambda _: compressEverything(self.store))
+
+
+class CompressedOverrideTests(test_rules_overrides.OverrideTests):
+    """
+    Revision pins (whose lookups read upstream refresh answers) with the
+    fake store compressing its answers.
+    """
+
+    def setUp(self):
+        return super().setUp().addCallback(lambda _: compressEverything(self.store))
+
+
+class CompressedResolveOverrideTests(test_rules_overrides.ResolveOverrideTests):
+    """
+    Resolving an override (the admin's C{override} verb) with the fake
+    store compressing its answers.
     """
 
     def setUp(self):
