@@ -218,6 +218,30 @@ async def openLoop(port: int, rate: float, seconds: float, connections: int = 16
     return latencies, errors[0]
 
 
+def codecMicroseconds(port: int, repeat: int = 2000) -> tuple[float, float]:
+    """
+    In this process, the microseconds snapstore's own code spends per
+    refresh on the fixed answer: decoding upstream's gzip, and gzipping
+    the rewritten answer for a device.
+    """
+    import gzip as gzipModule
+    import timeit
+
+    from snapstore.store.compression import Inflater, gzipped
+
+    answer = fixedAnswer(port).encode()
+    coded = gzipModule.compress(answer)
+
+    def decode() -> None:
+        inflater = Inflater([b"gzip"])
+        inflater.feed(coded)
+        inflater.finish()
+
+    best = [min(timeit.repeat(f, number=repeat, repeat=5)) / repeat * 1e6
+            for f in (decode, lambda: gzipped(answer))]
+    return best[0], best[1]
+
+
 def cpuSeconds(pid: int) -> float:
     """
     CPU time (user and system) a process has used so far, from /proc: on
@@ -517,6 +541,7 @@ def main() -> None:
                 + ", ".join(f"{r:.0f}" for r in rates[name]))
 
     snaps = options.uplink_snaps
+    decodeCost, encodeCost = codecMicroseconds(upstreamPort)
     rows = [
         ("relay rate, nginx proxy_pass (req/s)", f"{nginxRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["nginx"])),
         ("relay rate, snapstore (req/s)", f"{snapRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["snapstore"])),
@@ -531,6 +556,8 @@ def main() -> None:
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip upstream"])),
         ("  ... gzip upstream, device accepting gzip", f"{min(costs['gzip both']):.3f}",
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip both"])),
+        ("codec per refresh (us): decode upstream / gzip for device",
+         f"{decodeCost:.1f}", f"/ {encodeCost:.1f}  (in-process, timeit)"),
         ("relay errors nginx / snapstore / gzip / gzip both",
          " / ".join(str(errors[name]) for name, _, _ in loads), ""),
         (f"refresh p50 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.5) * 1000:.2f}", ""),
