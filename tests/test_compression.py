@@ -425,6 +425,19 @@ class CompressedUpstreamTests(TestCase):
             self.assertFalse(record.hasHeader("accept-encoding"))
 
     @inlineCallbacks
+    def test_headKeepsDeviceAcceptEncoding(self):
+        """
+        A C{HEAD} goes upstream with the device's own C{Accept-Encoding}
+        (here none), so the headers it gets back describe what it would
+        get: no coding.
+        """
+        response, raw, _ = yield self.fetch(b"HEAD", "v2/snaps/info/hello")
+        self.assertEqual((response.code, raw), (200, b""))
+        self.assertIsNone(self.header(response, b"content-encoding"))
+        [upstream] = self.store.requestsTo("HEAD", "/v2/snaps/info/hello")
+        self.assertFalse(upstream.hasHeader("accept-encoding"))
+
+    @inlineCallbacks
     def test_bombRefused(self):
         """
         A refresh answer that inflates beyond the limit is a 502 saying so;
