@@ -70,6 +70,8 @@ class OfflineEndToEndTests(TestCase):
     """
 
     timeout = 120
+    #: The fake store's compression switch (see L{FakeStore}).
+    compress = None
 
     def setUp(self) -> Deferred[None]:
         return ensureDeferred(self._setUp())
@@ -77,7 +79,7 @@ class OfflineEndToEndTests(TestCase):
     async def _setUp(self) -> None:
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=self.pool)
-        self.store = FakeStore(reactor)
+        self.store = FakeStore(reactor, compress=self.compress)
         self.helloId = self.store.addSnap("hello", summary="Says hello to the world")
         self.store.addRevision("hello", 10, 40_000)
         self.store.addRevision("hello", 12, 50_000, channels=("edge",))
@@ -478,3 +480,26 @@ class OfflineEndToEndTests(TestCase):
                                       "--json")
         self.assertEqual([(s["name"], [c["cached"] for c in s["channels"]])
                           for s in json.loads(out)["snaps"]], [("hello", [True, True])])
+
+
+class CompressedUpstreamOfflineTests(OfflineEndToEndTests):
+    """
+    The same, with the upstream store gzipping its JSON and assertions for
+    clients that accept it (snapstore always asks): the connected node's
+    relay, rules and blob cache, and the export through them, read
+    compressed answers.
+    """
+
+    compress = "gzip"
+
+    async def test_upstreamCompressed(self) -> None:
+        """
+        The export's refresh and info calls reached upstream asking for
+        gzip, and what upstream sent was gzip.
+        """
+        await self.export(os.path.abspath(self.mktemp()))
+        for path in ("/v2/snaps/refresh", "/v2/snaps/info/"):
+            records = self.store.requestsTo(None, path)
+            self.assertTrue(records, path)
+            for record in records:
+                self.assertEqual(record.header("accept-encoding"), "gzip", path)

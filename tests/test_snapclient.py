@@ -32,10 +32,12 @@ class SnapDownloadThroughProxyTests(TestCase):
         skip = f"{SNAP} is not installed (Debian package snapd; ./run-tests installs it)"
 
     timeout = 180
+    #: The fake store's compression switch (see L{FakeStore}).
+    compress = None
 
     @inlineCallbacks
     def setUp(self):
-        self.store = FakeStore(reactor)
+        self.store = FakeStore(reactor, compress=self.compress)
         yield self.store.start()
         self.addCleanup(self.store.stop)
         self.snapId = self.store.addSnap("hello", summary="Hello")
@@ -103,3 +105,28 @@ class SnapDownloadThroughProxyTests(TestCase):
         for record in self.store.requests:
             self.assertIsNone(record.header("snap-device-authorization"), record.path)
             self.assertIsNone(record.header("x-device-authorization"), record.path)
+
+
+class SnapDownloadCompressedUpstreamTests(SnapDownloadThroughProxyTests):
+    """
+    The same, with the upstream store gzipping its JSON and assertions for
+    clients that accept gzip, as a store front end does.  snap itself sends
+    C{Accept-Encoding: gzip}; before snapstore decoded upstream's answers
+    this failed with "got unexpected HTTP status code 502 via POST to
+    .../v2/snaps/refresh".
+    """
+
+    compress = "gzip"
+
+    @inlineCallbacks
+    def test_snapDownload(self):
+        """
+        As without compression; and the refresh and assertions reached
+        upstream asking for gzip, so upstream's answers were compressed.
+        """
+        yield SnapDownloadThroughProxyTests.test_snapDownload(self)
+        for path in ("/v2/snaps/refresh", "/v2/assertions/"):
+            records = self.store.requestsTo(None, path)
+            self.assertTrue(records, path)
+            for record in records:
+                self.assertEqual(record.header("accept-encoding"), "gzip", path)

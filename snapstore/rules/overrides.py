@@ -55,6 +55,8 @@ def _headers(base: Any = None) -> Headers:
             headers.setRawHeaders(name, list(values))
     headers.setRawHeaders(b"content-type", [b"application/json"])
     headers.setRawHeaders(b"accept", [b"application/json"])
+    # The upstream client decodes what it reads; gzip saves uplink.
+    headers.setRawHeaders(b"accept-encoding", [b"gzip"])
     return headers
 
 

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
-from tests.fakestore.api import APIResource
+from tests.fakestore.api import CODINGS, APIResource
 from tests.fakestore.assertions import Assertions
 from tests.fakestore.catalogue import Catalogue, UnknownSnap
 from tests.fakestore.cdn import CDNResource
@@ -93,6 +93,8 @@ class FakeStore:
         hostname: str | None = None,
         storeVersion: int = STORE_VERSION,
         tokenLifetime: float = 3600.0,
+        compress: str | None = None,
+        compressUnasked: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen and schedule on; the global one
@@ -100,7 +102,18 @@ class FakeStore:
         @param hostname: if given, absolute URLs handed out use
             C{http://<hostname>:<port>/} instead of the request's C{Host}.
         @param tokenLifetime: seconds a CDN redirect token stays valid.
+        @param compress: C{"gzip"} or C{"deflate"}: API answers that are
+            text (JSON, assertions) are sent with that C{Content-Encoding}
+            to clients whose C{Accept-Encoding} names it, as a store front
+            end does; L{None} (the default) never compresses.  Blobs and
+            icons are never compressed.  May be changed while running.
+        @param compressUnasked: with C{compress}, code text answers for
+            every client, asked or not (a misbehaving front end).
         """
+        if compress not in (None,) + CODINGS:
+            raise ValueError(f"compress must be None or one of {CODINGS}, not {compress!r}")
+        self.compress = compress
+        self.compressUnasked = compressUnasked
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
