@@ -93,6 +93,7 @@ class FakeStore:
         hostname: str | None = None,
         storeVersion: int = STORE_VERSION,
         tokenLifetime: float = 3600.0,
+        signed: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen and schedule on; the global one
@@ -100,6 +101,8 @@ class FakeStore:
         @param hostname: if given, absolute URLs handed out use
             C{http://<hostname>:<port>/} instead of the request's C{Host}.
         @param tokenLifetime: seconds a CDN redirect token stays valid.
+        @param signed: sign assertions for real, up to a test root key
+            (see L{tests.fakestore.assertions}).
         """
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -110,7 +113,7 @@ class FakeStore:
         self.storeVersion = storeVersion
         self.tokenLifetime = tokenLifetime
         self.catalogue = Catalogue()
-        self.assertions = Assertions(self.catalogue)
+        self.assertions = Assertions(self.catalogue, signed=signed)
         self.faults = Faults(self.snapId)
         self.requests: list = []
         self.cdnBytesSent = 0
