@@ -32,6 +32,9 @@ def checkOperationSettings(settings: Any) -> list[str]:
         which option is wrong and what to do.
     """
     checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
+    from snapstore.offline.adminapi import importRoots
+
+    importRoots(settings)
     return checkServerEndpoint(settings.storeEndpoint, "--store-endpoint")
 
 
