@@ -13,7 +13,11 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from snapstore.interfaces import IBodyGate
+from snapstore.offline.importgate import ImportGate
 
 from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, statuses
 from tests.processes import freePort, startTwistd
@@ -121,3 +125,20 @@ class ImportGateTests(TestCase):
         status, error = await self.answerTo(
             b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         self.assertEqual(status, 401)
+
+
+class ImportGateUnitTests(SynchronousTestCase):
+    def test_interface(self) -> None:
+        verifyObject(IBodyGate, ImportGate(None, LIMIT, self.mktemp()))
+
+    def test_governs(self) -> None:
+        """
+        The gate sees the import route as the admin API routes it: empty
+        segments and percent-encoding do not slip past it.
+        """
+        gate = ImportGate(None, LIMIT, self.mktemp())
+        for path in (b"/v1/import", b"/v1//import/", b"/v1/%69mport", b"//v1/import"):
+            self.assertTrue(gate.governs(b"POST", path), path)
+        for method, path in ((b"GET", b"/v1/import"), (b"POST", b"/v1/imported"),
+                             (b"POST", b"/v1/import/x")):
+            self.assertFalse(gate.governs(method, path), (method, path))
