@@ -21,6 +21,7 @@ from snapstore.offline.importgate import ImportGate
 
 from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, statuses
 from tests.processes import freePort, startTwistd
+from tests.test_offline import runCLI
 
 TOKEN = "import-gate-test-token-0123456789"
 LIMIT = 1 << 20
@@ -116,6 +117,26 @@ class ImportGateTests(TestCase):
         status, _, body = parseAnswer(await client.closed)
         self.assertEqual(status, 400, body)
         self.assertEqual(json.loads(body)["error"]["code"], "bundle-refused")
+
+    async def test_command(self) -> None:
+        """
+        C{snapstore import} says why the node refused an upload from its
+        head: the missing token (exit 4), or the size bound (exit 5), not
+        "cannot reach" after a broken pipe.
+        """
+        bundle = os.path.abspath(self.mktemp())
+        with open(bundle, "wb") as bundleFile:
+            bundleFile.write(b"x" * (3 * LIMIT))
+        admin = f"http://127.0.0.1:{self.adminPort}"
+        _, err, code = await runCLI("--admin", admin, "import", bundle)
+        self.assertEqual(code, 4, err)
+        self.assertIn(b"wants a token", err)
+        tokenFile = os.path.abspath(self.mktemp())
+        with open(tokenFile, "w") as tokens:
+            tokens.write(TOKEN + "\n")
+        _, err, code = await runCLI("--admin", admin, "--token-file", tokenFile, "import", bundle)
+        self.assertEqual(code, 5, err)
+        self.assertIn(b"larger than the node's --import-max-size", err)
 
     async def test_otherAdminCallsUngated(self) -> None:
         """

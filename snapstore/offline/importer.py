@@ -299,10 +299,10 @@ class Importer:
         snap = ImportedSnap(snapId, name, described["info"], tuple(channels), revisions)
         return snap, records
 
-    @staticmethod
-    async def _checkChain(path: str, assertion: Assertion, find: Any) -> None:
+    async def _checkChain(self, path: str, assertion: Assertion, find: Any) -> None:
         key = assertion.signKey
-        if key not in TRUSTED_KEYS and await find("account-key", (key,)) is None:
+        if key not in self.roots and key not in TRUSTED_KEYS \
+                and await find("account-key", (key,)) is None:
             raise BundleError(path, f"signed by key {key}, whose account-key assertion "
                                     f"({assertionPath('account-key', [key])}) is neither in "
                                     f"the bundle nor on this node")
