@@ -175,3 +175,24 @@ class TrustedKeysFileTests(SynchronousTestCase):
         open(path, "w").close()
         self.assertIn("holds no account-key", str(self.assertRaises(
             SignatureError, trustedRoots, path)))
+
+
+class TrustedKeysOptionTests(SynchronousTestCase):
+    def test_unusableFileStopsStartUp(self) -> None:
+        """
+        C{--trusted-keys} naming a missing or damaged file is a usage error
+        naming the option and the file, before anything starts.
+        """
+        from twisted.python import usage
+
+        from snapstore.tap import Options
+
+        damaged = self.mktemp()
+        with open(damaged, "wb") as keys:
+            keys.write(_flip(testRootAssertion(), b"name: test-root", b"name: test-rooT"))
+        for path, problem in (("/nonexistent/keys", "cannot read it"),
+                              (damaged, "an account-key cannot be trusted")):
+            error = self.assertRaises(usage.UsageError, Options().parseOptions,
+                                      ["--trusted-keys", path, "--config", "/dev/null",
+                                       "--data-dir", self.mktemp()])
+            self.assertIn(f"--trusted-keys: {path}: {problem}", str(error))
