@@ -30,7 +30,7 @@ import base64
 import binascii
 import hashlib
 import struct
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from typing import Awaitable, Callable, Iterable, Optional
 
 import attrs
 from cryptography.exceptions import InvalidSignature
