@@ -170,6 +170,12 @@ OPTIONS: tuple[Option, ...] = (
            _optionalText),
     Option("offline", "no", "Never contact upstream; serve imported and cached content.",
            _boolean, flag=True),
+    Option("trusted-keys", None,
+           "File of account-key assertions trusted as root keys for bundle imports, "
+           "besides Canonical's built-in root (brand stores, tests).", _optionalText),
+    Option("import-max-size", "64G",
+           "Largest bundle POST /v1/import accepts (e.g. 500M, 64G); a larger one gets 413 "
+           "before any of it is stored.", parseSize),
     Option("proxy-clients", PRIVATE_AND_LOOPBACK,
            "CIDRs allowed to use the forward proxy.", parseNetworks),
     Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),

@@ -41,12 +41,16 @@ class GuardedChannel(HTTPChannel):
     @ivar unboundedPaths: request paths (and paths under them) whose
         bodies are not bounded.
     @ivar requestTimeout: seconds from a request's first byte to its last.
+    @ivar bodyGate: an L{snapstore.interfaces.IBodyGate} deciding on the
+        requests it governs from their heads (authorisation, their own
+        body bound, where the body goes), or C{None}.
     """
 
     log = Logger()
     maxBodySize: Optional[int] = None
     unboundedPaths: tuple[bytes, ...] = ()
     requestTimeout: float = REQUEST_TIMEOUT
+    bodyGate: Any = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,13 +90,17 @@ class GuardedChannel(HTTPChannel):
         Answer with a store-format error and close, ignoring whatever else
         the client sends.
         """
+        # The store's error shape, which snapd shows to its user.
+        body = json.dumps({"error-list": [{"code": code, "message": message}]}).encode()
+        self._refuseWith(status, body)
+
+    def _refuseWith(self, status: int, body: bytes) -> None:
         if self._refused:
             return
         self._refused = True
         self._cancelDeadline()
-        phrases = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
-        # The store's error shape, which snapd shows to its user.
-        body = json.dumps({"error-list": [{"code": code, "message": message}]}).encode()
+        phrases = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+                   408: b"Request Timeout", 413: b"Content Too Large"}
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -106,12 +114,26 @@ class GuardedChannel(HTTPChannel):
             self._refuse(400, "bad-request", problem)
             return
         self._bodyReceived = 0
-        self._bounded = self.maxBodySize is not None and not self._unbounded()
-        if self._bounded and self.length is not None and self.length > self.maxBodySize:
+        self._limit = None if self._unbounded() else self.maxBodySize
+        gated = self.bodyGate is not None and self.bodyGate.governs(
+            getattr(self, "_command", b""), getattr(self, "_path", b"").split(b"?", 1)[0])
+        if gated:
+            refusal = self.bodyGate.admit(request, self.length)
+            if refusal is not None:
+                self._refuseWith(*refusal)
+                return
+            self._limit = self.bodyGate.maxBodySize
+            # An admitted caller's large upload may take longer than the
+            # request deadline; the idle timeout still closes a stalled one.
+            self._cancelDeadline()
+        self._bounded = self._limit is not None
+        if self._bounded and self.length is not None and self.length > self._limit:
             self._refuse(413, "request-too-large",
-                         f"request body is larger than {self.maxBodySize} bytes")
+                         f"request body is larger than {self._limit} bytes")
             return
         super().allHeadersReceived()
+        if gated:
+            self.bodyGate.spool(request)
 
     def _unbounded(self) -> bool:
         """
@@ -150,9 +172,9 @@ class GuardedChannel(HTTPChannel):
             # A chunked body: count what arrives (framing included, which
             # the small slack allows for).
             self._bodyReceived += len(data)
-            if self._bodyReceived > self.maxBodySize + 65536:
+            if self._bodyReceived > self._limit + 65536:
                 self._refuse(413, "request-too-large",
-                             f"request body is larger than {self.maxBodySize} bytes")
+                             f"request body is larger than {self._limit} bytes")
                 return
         super().rawDataReceived(data)
 
@@ -176,19 +198,23 @@ class GuardedSite(Site):
     def __init__(self, resource: Any, *, maxBodySize: Optional[int] = None,
                  unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
-                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None) -> None:
+                 idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None,
+                 bodyGate: Any = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies
             C{maxBodySize} does not bound.
+        @param bodyGate: see L{GuardedChannel.bodyGate}.
         """
         super().__init__(resource, timeout=idleTimeout, reactor=reactor)
         self.maxBodySize = maxBodySize
         self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
+        self.bodyGate = bodyGate
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.maxBodySize = self.maxBodySize
         channel.unboundedPaths = self.unboundedPaths
         channel.requestTimeout = self.requestTimeout
+        channel.bodyGate = self.bodyGate
         return channel

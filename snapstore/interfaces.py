@@ -478,3 +478,33 @@ class IConnectRule(IRule):
         @param target: a L{snapstore.rules.verdicts.ConnectTarget}.
         @return: a Verdict (or a Deferred firing with one).
         """
+
+
+class IBodyGate(Interface):
+    """
+    Decides on a request from its head, before any byte of its body is
+    read (L{snapstore.httpguard.GuardedChannel}): who may send a large body,
+    how large, and where it is stored while it arrives.
+    """
+
+    maxBodySize = Attribute("The largest body accepted for governed requests, in bytes.")
+
+    def governs(method, path):
+        """
+        @param method: the request method.
+        @param path: the request target's path, as sent (no query).
+        @return: whether this gate decides on the request.
+        """
+
+    def admit(request, length):
+        """
+        @param request: the request, with its headers and peer, no body yet.
+        @param length: the announced C{Content-Length}, or C{None} (chunked).
+        @return: C{None} to let the body come, or C{(status, JSON body)}
+            to refuse it unread.
+        """
+
+    def spool(request):
+        """
+        Give an admitted request the file its body is written to.
+        """

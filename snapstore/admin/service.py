@@ -32,6 +32,9 @@ def checkOperationSettings(settings: Any) -> list[str]:
         which option is wrong and what to do.
     """
     checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
+    from snapstore.offline.adminapi import importRoots
+
+    importRoots(settings)
     return checkServerEndpoint(settings.storeEndpoint, "--store-endpoint")
 
 
@@ -84,13 +87,17 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
         rules=getattr(parts, "rules", None),
     )
     # Bundle import and the list of imported snaps (snapstore.offline).
-    from snapstore.offline.adminapi import mountOffline
+    from snapstore.offline.adminapi import mountOffline, stagingDirectory
+    from snapstore.offline.importgate import ImportGate
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
-    # Request deadlines, unambiguous heads, and bounded bodies except for
-    # bundle imports, which are large (see snapstore.httpguard).
-    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
-                       unboundedPaths=(b"/v1/import",))
+    # Request deadlines, unambiguous heads, and small bounded bodies, except
+    # for bundle imports: large, so admitted from their heads, bounded by
+    # --import-max-size and spooled to the data directory (see
+    # snapstore.httpguard and snapstore.offline.importgate).
+    gate = ImportGate(api.authoriser, getattr(settings, "importMaxSize", 64 << 30),
+                      stagingDirectory(settings))
+    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
     site.displayTracebacks = False
     return site
 

@@ -21,6 +21,8 @@ from twisted.logger import Logger
 
 from snapstore.offline.bundle import BundleError
 from snapstore.offline.importer import Importer
+from snapstore.offline.roots import trustedRoots
+from snapstore.offline.signatures import SignatureError
 
 log = Logger()
 
@@ -79,6 +81,26 @@ def describeSnap(snap: Any, cache: Any) -> dict[str, Any]:
             "revisions": sorted(snap.revisions), "channels": channels}
 
 
+def stagingDirectory(settings: Any) -> str:
+    """
+    Where bundles are received and staged: in the data directory, on disk
+    (never C{/tmp}, which may be memory).
+    """
+    return os.path.join(getattr(settings, "dataDir", None) or ".", "import-staging")
+
+
+def importRoots(settings: Any) -> dict[str, Any]:
+    """
+    The root keys imports trust: the built-in one and C{--trusted-keys}.
+
+    @raise ValueError: naming the option, when the file is unusable.
+    """
+    try:
+        return trustedRoots(getattr(settings, "trustedKeys", None))
+    except SignatureError as error:
+        raise ValueError(f"--trusted-keys: {error}")
+
+
 def mountOffline(api: Any, reactor: Any, settings: Any, state: Any, cache: Any) -> OfflineRoutes:
     """
     Add the offline routes to an admin API resource.
@@ -86,9 +108,10 @@ def mountOffline(api: Any, reactor: Any, settings: Any, state: Any, cache: Any) 
     @param cache: the blob cache imports fill; without one (a store
         assembly without a cache) imports are refused.
     """
-    staging = os.path.join(getattr(settings, "dataDir", None) or ".", "import-staging")
+    staging = stagingDirectory(settings)
     importer = Importer(reactor, state, cache, staging,
-                        evict=not getattr(settings, "offline", False))
+                        evict=not getattr(settings, "offline", False),
+                        roots=importRoots(settings))
     routes = OfflineRoutes(importer, state, cache)
     api._routes.extend([
         (b"POST", ("v1", "import"), routes.importBundle),

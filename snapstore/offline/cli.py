@@ -109,6 +109,11 @@ def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         bundle = open(options.bundle, "rb")
     except OSError as error:
         raise CommandError(f"cannot read {options.bundle}: {error.strerror}", EXIT_USAGE)
+    # The node refuses an upload from its head (token, --import-max-size)
+    # and closes the connection, which urllib reports as a broken pipe
+    # halfway through the body: ask first, so a token problem is told as
+    # one.
+    client.call("GET", "/v1/imported")
     progress = Progress(sys.stderr, size, "uploading  ")
     headers = {"Content-Type": "application/x-tar", "Content-Length": str(size),
                "Accept": "application/json", "User-Agent": f"snapstore-cli/{__version__}"}
@@ -127,6 +132,10 @@ def cmdImport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         raise CommandError(message, EXIT_AUTH if error.code in (401, 403) else EXIT_REFUSED)
     except (urllib.error.URLError, OSError) as error:
         progress.finish()
+        if isinstance(getattr(error, "reason", error), (BrokenPipeError, ConnectionResetError)):
+            raise CommandError(f"the admin API at {client.base} closed the connection during "
+                               f"the upload: is the bundle ({size} bytes) larger than the "
+                               f"node's --import-max-size?", EXIT_REFUSED)
         raise CommandError(f"cannot reach the admin API at {client.base}: "
                            f"{getattr(error, 'reason', error)}", EXIT_UNREACHABLE)
     except ValueError:

@@ -95,6 +95,7 @@ class FakeStore:
         tokenLifetime: float = 3600.0,
         compress: str | None = None,
         compressUnasked: bool = False,
+        signed: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen and schedule on; the global one
@@ -109,6 +110,8 @@ class FakeStore:
             icons are never compressed.  May be changed while running.
         @param compressUnasked: with C{compress}, code text answers for
             every client, asked or not (a misbehaving front end).
+        @param signed: sign assertions for real, up to a test root key
+            (see L{tests.fakestore.assertions}).
         """
         if compress not in (None,) + CODINGS:
             raise ValueError(f"compress must be None or one of {CODINGS}, not {compress!r}")
@@ -123,7 +126,7 @@ class FakeStore:
         self.storeVersion = storeVersion
         self.tokenLifetime = tokenLifetime
         self.catalogue = Catalogue()
-        self.assertions = Assertions(self.catalogue)
+        self.assertions = Assertions(self.catalogue, signed=signed)
         self.faults = Faults(self.snapId)
         self.requests: list = []
         self.cdnBytesSent = 0
