@@ -5,17 +5,26 @@ Refresh relay benchmark: snapstore against nginx C{proxy_pass}, on loopback.
 
     flock /tmp/snapstore-bench.lock python3 bench/relay.py [--seconds 10] [--connections 100]
 
-Two measurements:
+Three measurements:
 
   1. Relay rate.  A fast upstream (nginx answering every C{POST
      /v2/snaps/refresh} with one fixed ~2 KB refresh JSON) behind (a) nginx
      C{proxy_pass} (one worker, keep-alive to the upstream, access log on)
      and (b) C{twistd -n snapstore} (one process, per-request log on), each
      loaded by C{wrk} with 100 connections posting a refresh body.  The
-     target is snapstore >= 0.25x nginx.
+     target is snapstore >= 0.25x nginx.  snapstore is also loaded in
+     front of the same upstream gzipping its answers (nginx C{gzip on}),
+     once for devices that do not accept gzip (decode, rewrite) and once
+     for devices that do (decode, rewrite, gzip again), as snapd does.
   2. Added latency.  The fake store (C{python -m tests.fakestore}) called
      directly and through snapstore at a fixed 200 requests/s (open loop,
      from this process); the target is snapstore adding <= 5 ms at p99.
+  3. Uplink bytes per refresh.  A device with C{--uplink-snaps} snaps
+     installed (one newer revision each) refreshes through snapstore in
+     front of the fake store, plain and compressing (C{--compress gzip});
+     a counting TCP relay between snapstore and the fake store measures
+     what upstream sent (headers and body), and the client what the device
+     got, with and without C{Accept-Encoding: gzip}.
 
 For scale it also loads a bare Twisted L{Site} answering the same JSON
 itself (no relay, no log): the ceiling for one Twisted process here.
@@ -73,7 +82,7 @@ def fixedAnswer(port: int) -> str:
     return json.dumps(answer)
 
 
-def nginxConfig(work: str, upstreamPort: int, proxyPort: int) -> str:
+def nginxConfig(work: str, upstreamPort: int, proxyPort: int, gzipPort: int) -> str:
     answer = fixedAnswer(upstreamPort).replace("\\", "\\\\").replace("'", "\\'")
     return f"""
 worker_processes 1;
@@ -100,6 +109,20 @@ http {{
         }}
     }}
     server {{
+        listen 127.0.0.1:{gzipPort};
+        access_log off;
+        gzip on;
+        gzip_types application/json;
+        gzip_min_length 0;
+        # snapstore adds Via, which makes the request "proxied" to nginx.
+        gzip_proxied any;
+        location / {{
+            default_type application/json;
+            add_header Snap-Store-Version 60;
+            return 200 '{answer}';
+        }}
+    }}
+    server {{
         listen 127.0.0.1:{proxyPort};
         location / {{
             proxy_pass http://origin;
@@ -117,17 +140,21 @@ wrk.body = [[%s]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Snap-Device-Series"] = "16"
 wrk.headers["Snap-Device-Architecture"] = "amd64"
+%s
 """
 
 
-def runWrk(work: str, port: int, seconds: float, connections: int) -> tuple[float, int]:
+def runWrk(work: str, port: int, seconds: float, connections: int,
+           gzip: bool = False) -> tuple[float, int]:
     """
-    Load C{POST /v2/snaps/refresh} on C{port}; the requests/s and the
-    error count (socket errors and non-2xx answers).
+    Load C{POST /v2/snaps/refresh} on C{port} (from a client that accepts
+    gzip if C{gzip}); the requests/s and the error count (socket errors
+    and non-2xx answers).
     """
-    script = os.path.join(work, "post.lua")
+    script = os.path.join(work, "post-gzip.lua" if gzip else "post.lua")
+    accept = 'wrk.headers["Accept-Encoding"] = "gzip"' if gzip else ""
     with open(script, "w") as lua:
-        lua.write(WRK_SCRIPT % REFRESH_BODY)
+        lua.write(WRK_SCRIPT % (REFRESH_BODY, accept))
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script,
          f"http://127.0.0.1:{port}/v2/snaps/refresh"],
@@ -191,6 +218,40 @@ async def openLoop(port: int, rate: float, seconds: float, connections: int = 16
     return latencies, errors[0]
 
 
+def codecMicroseconds(port: int, repeat: int = 2000) -> tuple[float, float]:
+    """
+    In this process, the microseconds snapstore's own code spends per
+    refresh on the fixed answer: decoding upstream's gzip, and gzipping
+    the rewritten answer for a device.
+    """
+    import gzip as gzipModule
+    import timeit
+
+    from snapstore.store.compression import Inflater, gzipped
+
+    answer = fixedAnswer(port).encode()
+    coded = gzipModule.compress(answer)
+
+    def decode() -> None:
+        inflater = Inflater([b"gzip"])
+        inflater.feed(coded)
+        inflater.finish()
+
+    best = [min(timeit.repeat(f, number=repeat, repeat=5)) / repeat * 1e6
+            for f in (decode, lambda: gzipped(answer))]
+    return best[0], best[1]
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    CPU time (user and system) a process has used so far, from /proc: on
+    a shared machine, CPU per request varies far less than requests/s.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     port = freePort()
     os.makedirs(os.path.join(work, name, "rules.d"), exist_ok=True)
@@ -205,6 +266,132 @@ def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (
         cwd=work, env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=subprocess.STDOUT)
     waitForPort(port, process, f"snapstore ({name})")
     return process, port
+
+
+#: The fields snapd asks for in a refresh (tests/fakestore/README.md).
+SNAPD_FIELDS = [
+    "architectures", "base", "confinement", "contact", "created-at", "description", "download",
+    "epoch", "license", "name", "prices", "private", "publisher", "revision", "snap-id",
+    "snap-yaml", "summary", "title", "type", "version", "website", "store-url", "media",
+    "common-ids",
+]
+
+
+def startFakeStore(snaps: int, compress: bool) -> tuple[subprocess.Popen, int, list[str]]:
+    """
+    The fake store with C{snaps} snaps at revision 2 on stable (revision 1
+    installed on the device), compressing when asked to; its API port and
+    the snap-ids.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    arguments = [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort),
+                 "--cdn-port", str(cdnPort)]
+    for index in range(snaps):
+        arguments += ["--snap", f"snap-{index}:1:4096", "--snap", f"snap-{index}:2:4096"]
+    if compress:
+        arguments += ["--compress", "gzip"]
+    fake = subprocess.Popen(arguments, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ids: list[str] = []
+    while len(ids) < 2 * snaps:
+        line = fake.stdout.readline()
+        if not line:
+            raise SystemExit("the fake store exited; run it by hand to see why")
+        if line.startswith("snap "):
+            ids.append(line.split()[2])
+    waitForPort(apiPort, fake, "fake store")
+    return fake, apiPort, sorted(set(ids))
+
+
+class Counted:
+    """
+    A TCP relay on loopback that counts the bytes each way (upstream to
+    snapstore: C{down}).
+    """
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port = port
+        self.target = target
+        self.up = 0
+        self.down = 0
+
+    async def start(self) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        targetReader, targetWriter = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, down: bool) -> None:
+            try:
+                while True:
+                    data = await source.read(65536)
+                    if not data:
+                        break
+                    if down:
+                        self.down += len(data)
+                    else:
+                        self.up += len(data)
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        try:
+            await asyncio.gather(pipe(reader, targetWriter, False),
+                                 pipe(targetReader, writer, True), return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # the measurement is over; snapstore's idle connection goes with it
+
+
+async def refreshOnce(port: int, body: bytes, gzip: bool) -> tuple[int, int]:
+    """
+    One refresh on a new connection; the status and the bytes the device
+    received (head and body).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    accept = "Accept-Encoding: gzip\r\n" if gzip else ""
+    writer.write((f"POST /v2/snaps/refresh HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  f"Content-Type: application/json\r\nSnap-Device-Series: 16\r\n"
+                  f"Snap-Device-Architecture: amd64\r\n{accept}"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    await reader.readexactly(length)
+    writer.close()
+    return int(head.split()[1]), len(head) + length
+
+
+async def measureUplink(snapstorePort: int, relay: Counted, snapIds: list[str],
+                        count: int) -> dict[str, float]:
+    """
+    Upstream bytes per refresh through C{relay}, and device bytes per
+    refresh without and with C{Accept-Encoding: gzip}.
+    """
+    body = json.dumps({
+        "context": [{"snap-id": snapId, "instance-key": snapId, "revision": 1,
+                     "tracking-channel": "latest/stable", "epoch": {"read": [0], "write": [0]},
+                     "refreshed-date": "2026-01-01T00:00:00Z"} for snapId in snapIds],
+        "actions": [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}
+                    for snapId in snapIds],
+        "fields": SNAPD_FIELDS,
+    }).encode()
+    server = await relay.start()
+    figures: dict[str, float] = {}
+    try:
+        await refreshOnce(snapstorePort, body, False)  # warm-up: connection, blob records
+        for gzip in (False, True):
+            before = relay.down
+            received = 0
+            for _ in range(count):
+                status, size = await refreshOnce(snapstorePort, body, gzip)
+                if status != 200:
+                    raise SystemExit(f"uplink refresh answered {status}")
+                received += size
+            figures["upstream"] = (relay.down - before) / count
+            figures["device gzip" if gzip else "device"] = received / count
+    finally:
+        server.close()
+    return figures
 
 
 PLAIN_TWISTED = """
@@ -251,6 +438,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s of the latency runs")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=2, help="alternating rate runs per server")
+    parser.add_argument("--uplink-snaps", type=int, default=10,
+                        help="snaps installed on the device of the uplink measurement")
+    parser.add_argument("--uplink-refreshes", type=int, default=20,
+                        help="refreshes averaged per uplink figure")
     parser.add_argument("--profile", action="store_true",
                         help="also run snapstore under cProfile and print its top functions")
     parser.add_argument("--keep", action="store_true")
@@ -261,9 +452,9 @@ def main() -> None:
     work = os.path.join(ROOT, "bench", "_work", "relay")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    upstreamPort, nginxPort = freePort(), freePort()
+    upstreamPort, nginxPort, gzipPort = freePort(), freePort(), freePort()
     with open(os.path.join(work, "nginx.conf"), "w") as config:
-        config.write(nginxConfig(work, upstreamPort, nginxPort))
+        config.write(nginxConfig(work, upstreamPort, nginxPort, gzipPort))
     processes: list[subprocess.Popen] = []
     try:
         nginx = subprocess.Popen([NGINX, "-c", os.path.join(work, "nginx.conf"), "-p", work],
@@ -272,17 +463,30 @@ def main() -> None:
         waitForPort(nginxPort, nginx, "nginx")
         snapstore, snapstorePort = startSnapstore(work, "relay", upstreamPort)
         processes.append(snapstore)
-        # Warm both (connections to upstream, code paths).
-        runWrk(work, nginxPort, 1, options.connections)
-        runWrk(work, snapstorePort, 1, options.connections)
-        rates: dict[str, list[float]] = {"nginx": [], "snapstore": []}
-        errors = {"nginx": 0, "snapstore": 0}
+        gzipped, gzippedPort = startSnapstore(work, "relay-gzip", gzipPort)
+        processes.append(gzipped)
+        # (name, port, client accepts gzip), run in turn.
+        loads = [("nginx", nginxPort, False), ("snapstore", snapstorePort, False),
+                 ("gzip upstream", gzippedPort, False), ("gzip both", gzippedPort, True)]
+        # Warm them all (connections to upstream, code paths).
+        for _, port, gzip in loads:
+            runWrk(work, port, 1, options.connections, gzip)
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in loads}
+        errors = {name: 0 for name, _, _ in loads}
+        # snapstore's CPU milliseconds per relayed refresh, per run.
+        costs: dict[str, list[float]] = {name: [] for name, _, _ in loads}
+        pids = {snapstorePort: snapstore.pid, gzippedPort: gzipped.pid}
         for _ in range(options.runs):
-            for name, port in (("nginx", nginxPort), ("snapstore", snapstorePort)):
-                rate, failed = runWrk(work, port, options.seconds, options.connections)
+            for name, port, gzip in loads:
+                before = cpuSeconds(pids[port]) if port in pids else 0.0
+                rate, failed = runWrk(work, port, options.seconds, options.connections, gzip)
+                if port in pids:
+                    used = cpuSeconds(pids[port]) - before
+                    costs[name].append(1000 * used / max(1.0, rate * options.seconds))
                 rates[name].append(rate)
                 errors[name] += failed
         stop(snapstore)
+        stop(gzipped)
         plain, plainPort = startPlainTwisted(work, upstreamPort)
         processes.append(plain)
         runWrk(work, plainPort, 1, options.connections)
@@ -301,6 +505,20 @@ def main() -> None:
         asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
         direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
         through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
+        stop(proxied)
+        stop(fake)
+
+        uplink: dict[bool, dict[str, float]] = {}
+        for compress in (False, True):
+            fake, fakePort, snapIds = startFakeStore(options.uplink_snaps, compress)
+            processes.append(fake)
+            relay = Counted(freePort(), fakePort)
+            counted, countedPort = startSnapstore(work, f"uplink-{compress}", relay.port)
+            processes.append(counted)
+            uplink[compress] = asyncio.run(measureUplink(countedPort, relay, snapIds,
+                                                         options.uplink_refreshes))
+            stop(counted)
+            stop(fake)
 
         profile = None
         if options.profile:
@@ -316,13 +534,32 @@ def main() -> None:
 
     nginxRate = max(rates["nginx"])
     snapRate = max(rates["snapstore"])
+
+    def rateRow(label: str, name: str) -> tuple[str, str, str]:
+        best = max(rates[name])
+        return (label, f"{best:.0f}", f"{best / snapRate:.2f}x plain; runs: "
+                + ", ".join(f"{r:.0f}" for r in rates[name]))
+
+    snaps = options.uplink_snaps
+    decodeCost, encodeCost = codecMicroseconds(upstreamPort)
     rows = [
         ("relay rate, nginx proxy_pass (req/s)", f"{nginxRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["nginx"])),
         ("relay rate, snapstore (req/s)", f"{snapRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["snapstore"])),
         ("snapstore / nginx (target >= 0.25)", f"{snapRate / nginxRate:.3f}", ""),
         ("plain Twisted answering the JSON itself (req/s)", f"{plainRate:.0f}",
          f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling"),
-        ("relay errors nginx / snapstore", f"{errors['nginx']} / {errors['snapstore']}", ""),
+        rateRow("relay rate, snapstore, gzip upstream (req/s)", "gzip upstream"),
+        rateRow("  ... and device accepting gzip (req/s)", "gzip both"),
+        ("snapstore CPU per refresh (ms): plain upstream", f"{min(costs['snapstore']):.3f}",
+         "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["snapstore"])),
+        ("  ... gzip upstream", f"{min(costs['gzip upstream']):.3f}",
+         "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip upstream"])),
+        ("  ... gzip upstream, device accepting gzip", f"{min(costs['gzip both']):.3f}",
+         "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip both"])),
+        ("codec per refresh (us): decode upstream / gzip for device",
+         f"{decodeCost:.1f}", f"/ {encodeCost:.1f}  (in-process, timeit)"),
+        ("relay errors nginx / snapstore / gzip / gzip both",
+         " / ".join(str(errors[name]) for name, _, _ in loads), ""),
         (f"refresh p50 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.5) * 1000:.2f}", ""),
         (f"refresh p50 at {options.rate:g}/s, via snapstore (ms)", f"{percentile(through, 0.5) * 1000:.2f}", ""),
         (f"refresh p99 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.99) * 1000:.2f}", ""),
@@ -330,6 +567,12 @@ def main() -> None:
         ("p99 added by snapstore (target <= 5 ms)",
          f"{(percentile(through, 0.99) - percentile(direct, 0.99)) * 1000:.2f}", ""),
         ("latency-run errors direct / snapstore", f"{directErrors} / {throughErrors}", ""),
+        (f"uplink bytes per refresh, {snaps} snaps, plain upstream", f"{uplink[False]['upstream']:.0f}",
+         "headers and body, fake store"),
+        (f"uplink bytes per refresh, {snaps} snaps, gzip upstream", f"{uplink[True]['upstream']:.0f}",
+         f"{uplink[False]['upstream'] / uplink[True]['upstream']:.1f}x fewer"),
+        ("device bytes per refresh, plain / gzip-accepting device",
+         f"{uplink[True]['device']:.0f}", f"/ {uplink[True]['device gzip']:.0f}"),
     ]
     width = max(len(row[0]) for row in rows)
     print(f"\nrefresh relay ({os.cpu_count()} CPUs, loopback, wrk -t1 -c{options.connections}, "

@@ -318,6 +318,8 @@ def main() -> None:
          "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1:backlog=4096",
          "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
          "--proxy-endpoint", "none", "--data-dir", os.path.join(work, "data"),
+         # Every simulated device comes from 127.0.0.1.
+         "--device-session-rate", "0",
          "--rules-dir", os.path.join(work, "rules.d")],
         cwd=work, env=environment, stdout=storeLog, stderr=subprocess.STDOUT)
     try:

@@ -129,6 +129,13 @@ class Option:
         return head + "".join(part.capitalize() for part in rest)
 
 
+def _nonNegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
 PRIVATE_AND_LOOPBACK = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 OPTIONS: tuple[Option, ...] = (
@@ -163,6 +170,12 @@ OPTIONS: tuple[Option, ...] = (
            _optionalText),
     Option("offline", "no", "Never contact upstream; serve imported and cached content.",
            _boolean, flag=True),
+    Option("trusted-keys", None,
+           "File of account-key assertions trusted as root keys for bundle imports, "
+           "besides Canonical's built-in root (brand stores, tests).", _optionalText),
+    Option("import-max-size", "64G",
+           "Largest bundle POST /v1/import accepts (e.g. 500M, 64G); a larger one gets 413 "
+           "before any of it is stored.", parseSize),
     Option("proxy-clients", PRIVATE_AND_LOOPBACK,
            "CIDRs allowed to use the forward proxy.", parseNetworks),
     Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),
@@ -202,7 +215,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-hosts", "",
            "Static NAME=ADDRESS pairs (comma-separated) the forward proxy uses "
            "instead of DNS for those names.", lambda text: _hostMap(text)),
+    Option("device-session-rate", "600",
+           "Device-session requests one address may make per minute (at most that many "
+           "at once); more get 429. 0: no bound.", _nonNegative),
 )
+
 
 
 def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
@@ -259,6 +276,8 @@ class Settings:
     cacheSize: int
     rulesDir: str
     offline: bool
+    trustedKeys: Optional[str]
+    importMaxSize: int
     proxyClients: tuple[Network, ...]
     proxyConnectPorts: tuple[int, ...]
     proxyAllowInternal: tuple[str, ...]
@@ -274,6 +293,7 @@ class Settings:
     proxyMaxRequestLine: int
     proxyAccessLog: Optional[str]
     proxyHosts: tuple[tuple[str, str], ...]
+    deviceSessionRate: int
     #: The config file the settings were read from, if any.
     configFile: Optional[str] = None
 

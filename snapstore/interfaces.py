@@ -116,6 +116,39 @@ class IStateStore(Interface):
         @return: a Deferred firing with a list of L{Device}s.
         """
 
+    def recordSession(session):
+        """
+        Note which device upstream gave a session macaroon to: inserts the
+        record, or moves its last-used time forward (and takes an expiry
+        when the new record has one).  The identity of a digest never
+        changes once recorded.
+
+        @param session: a L{snapstore.state.records.DeviceSession}, keyed by
+            a digest of the macaroon (the macaroon is never stored);
+            C{createdAt} and C{lastUsed} 0 mean now.
+        @return: a Deferred firing with the stored L{DeviceSession}.
+        """
+
+    def getSession(digest):
+        """
+        @return: a Deferred firing with the L{DeviceSession} recorded under
+            C{digest}, or C{None}.
+        """
+
+    def listSessions(usedSince=None):
+        """
+        @param usedSince: POSIX time; only sessions used at or after it.
+        @return: a Deferred firing with a list of L{DeviceSession}s.
+        """
+
+    def pruneSessions(unusedFor):
+        """
+        Remove the sessions whose expiry has passed and those not used for
+        C{unusedFor} seconds.
+
+        @return: a Deferred firing with how many were removed.
+        """
+
     def appendAudit(actor, action, target, before, after):
         """
         Append a row to the hash-chained audit log.  Concurrent appends,
@@ -517,3 +550,32 @@ class IServiceReactor(
     L{IReactorTime} (a L{twisted.internet.task.Clock} in tests).
     """
 
+
+class IBodyGate(Interface):
+    """
+    Decides on a request from its head, before any byte of its body is
+    read (L{snapstore.http.guard.GuardedChannel}): who may send a large body,
+    how large, and where it is stored while it arrives.
+    """
+
+    maxBodySize = Attribute("The largest body accepted for governed requests, in bytes.")
+
+    def governs(method, path):
+        """
+        @param method: the request method.
+        @param path: the request target's path, as sent (no query).
+        @return: whether this gate decides on the request.
+        """
+
+    def admit(request, length):
+        """
+        @param request: the request, with its headers and peer, no body yet.
+        @param length: the announced C{Content-Length}, or C{None} (chunked).
+        @return: C{None} to let the body come, or C{(status, JSON body)}
+            to refuse it unread.
+        """
+
+    def spool(request):
+        """
+        Give an admitted request the file its body is written to.
+        """

@@ -281,8 +281,6 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     routes over the store parts' state, upstream, cache, rules and metrics,
     registered on one router.
     """
-    import os
-
     from snapstore.admin.audit import AuditRoutes
     from snapstore.admin.cache import CacheRoutes
     from snapstore.admin.clientconfig import ClientConfig
@@ -293,7 +291,7 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     from snapstore.admin.rulesaudit import RulesAuditService
     from snapstore.admin.service import makeAdminSite
     from snapstore.admin.status import StatusRoutes
-    from snapstore.offline.importer import Importer
+    from snapstore.offline.importer import Importer, importRoots, stagingDirectory
 
     if parts.rules is not None:
         RulesAuditService(parts.rules, parts.state).setServiceParent(top)
@@ -306,9 +304,8 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
                           ClientConfig.fromSettings(settings), devices, cache)
     # Bundle import and the list of imported snaps (snapstore.offline); an
     # offline node keeps what it imports, a connected one may evict it.
-    importer = Importer(reactor, parts.state, parts.cache,
-                        os.path.join(settings.dataDir or ".", "import-staging"),
-                        evict=not settings.offline)
+    importer = Importer(reactor, parts.state, parts.cache, stagingDirectory(settings),
+                        evict=not settings.offline, roots=importRoots(settings))
     for area in (status, OverrideRoutes(parts.state, parts.upstream), devices, cache,
                  AuditRoutes(parts.state), ImportRoutes(importer, parts.state, parts.cache)):
         area.register(router)

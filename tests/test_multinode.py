@@ -12,7 +12,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
@@ -24,7 +24,15 @@ from tests.fakestore import FakeStore
 from tests.helpers import testAgent
 from tests.ports import freePort
 from tests.processes import startTwistd, waitForPort
+from tests.sessionclient import SnapdDevice
 from tests.test_rules_support import Proxy, copyShipped
+
+
+def wait(coroutine):
+    """
+    A Deferred for a coroutine, for C{yield} in an C{inlineCallbacks} test.
+    """
+    return Deferred.fromCoroutine(coroutine)
 
 
 def databaseURL(database):
@@ -136,35 +144,61 @@ class TwoNodeTests(NodesMixin, TestCase):
         A device limit set through node A applies on node B: with one device
         connected and the limit at 1, a new device is refused by B.
         """
-        yield self.nodeB.openSession("serial-1")
+        known = SnapdDevice(self, self.nodeB.url, "serial-1")
+        yield wait(known.refreshedRevision(self.snapId))
         code, answer = yield self.admin(self.nodeA, b"PUT", "v1/device-limit", {"limit": 1})
         self.assertEqual(code, 200, answer)
         started = time.monotonic()
         for attempt in range(1000):
             # A new serial each time: one admitted before the limit applied
             # is a known device from then on.
-            answer = yield self.nodeB.openSession(f"serial-new-{attempt}")
-            if isinstance(answer, tuple):
+            device = SnapdDevice(self, self.nodeB.url, f"serial-new-{attempt}")
+            code, error = yield wait(device.refresh(self.snapId, 9))
+            if code == 403:
                 break
             self.assertLess(time.monotonic() - started, 10, "limit never applied on node B")
             yield deferLater(reactor, 0.05, lambda: None)
-        code, error = answer
         self.assertEqual(code, 403, error)
         self.assertEqual(error["error-list"][0]["code"], "device-limit-exceeded")
-        self.assertIsInstance((yield self.nodeB.openSession("serial-1")), str)
+        self.assertEqual((yield wait(known.refreshedRevision(self.snapId))), 12)
+
+    @inlineCallbacks
+    def test_knownDevicesServedByEveryNode(self):
+        """
+        With a limit of two, two devices that opened their sessions and
+        refreshed through node A are served by node B too, with the same
+        sessions and without being asked to renew them (before, B refused
+        both with 403 device-limit-exceeded); a third device is refused by
+        either node.
+        """
+        code, answer = yield self.admin(self.nodeA, b"PUT", "v1/device-limit", {"limit": 2})
+        self.assertEqual(code, 200, answer)
+        devices = [SnapdDevice(self, self.nodeA.url, f"serial-{n}") for n in (1, 2)]
+        for device in devices:
+            self.assertEqual((yield wait(device.refreshedRevision(self.snapId))), 12)
+        for device in devices:
+            device.url = device.sessionURL = self.nodeB.url
+            self.assertEqual((yield wait(device.refreshedRevision(self.snapId))), 12)
+            self.assertEqual((device.sessionsOpened, device.refusals), (1, 0))
+        for node in (self.nodeA, self.nodeB):
+            third = SnapdDevice(self, node.url, "serial-3")
+            code, error = yield wait(third.refresh(self.snapId, 9))
+            self.assertEqual((code, error["error-list"][0]["code"]),
+                             (403, "device-limit-exceeded"))
 
     @inlineCallbacks
     def test_devicesCountedOnce(self):
         """
         A device seen through both nodes is one device.
         """
-        yield self.nodeA.openSession("serial-1")
-        yield self.nodeB.openSession("serial-1")
-        yield self.nodeB.openSession("serial-2")
+        one = SnapdDevice(self, self.nodeA.url, "serial-1")
+        yield wait(one.refreshedRevision(self.snapId))
+        one.url = one.sessionURL = self.nodeB.url
+        yield wait(one.refreshedRevision(self.snapId))
+        yield wait(SnapdDevice(self, self.nodeB.url, "serial-2").refreshedRevision(self.snapId))
         code, answer = yield self.admin(self.nodeA, b"GET", "v1/devices")
         self.assertEqual(code, 200, answer)
-        identities = sorted(device["identity"] for device in answer["devices"]
-                            if "serial" in device["identity"])
+        identities = sorted(device["identity"] for device in answer["devices"])
         self.assertEqual(identities, ["acme/gizmo/serial-1", "acme/gizmo/serial-2"])
 
     @inlineCallbacks
@@ -176,7 +210,7 @@ class TwoNodeTests(NodesMixin, TestCase):
         code, answer = yield self.admin(self.nodeA, b"POST", "v1/overrides/hello",
                                         {"channel-map": [{"channel": "stable", "revision": 10}]})
         self.assertEqual(code, 200, answer)
-        yield self.nodeA.openSession("serial-9")
+        yield wait(SnapdDevice(self, self.nodeA.url, "serial-9").refreshedRevision(self.snapId))
         yield self.nodeA.process.kill(signal.SIGKILL)
         result = yield self.nodeB.refresh(self.snapId, 9, "latest/stable")
         self.assertEqual(result["snap"]["revision"], 10)
@@ -226,8 +260,8 @@ class DatabaseOutageTests(NodesMixin, TestCase):
         response = yield testAgent(self).request(b"GET", url)
         self.assertEqual((yield readBody(response)), self.store.blobBytes("hello", 12))
         self.assertEqual(response.headers.getRawHeaders(b"x-cache"), [b"HIT"])
-        macaroon = yield self.node.openSession("serial-offline")
-        self.assertIsInstance(macaroon, str)
+        offline = SnapdDevice(self, self.node.url, "serial-offline")
+        self.assertEqual((yield wait(offline.refreshedRevision(self.snapId))), 12)
         code, answer = yield self.admin(self.node, b"POST", "v1/overrides/hello",
                                         {"channel-map": [{"channel": "stable", "revision": 10}]})
         self.assertEqual(code, 503, answer)

@@ -8,6 +8,7 @@ as a process), an offline snapstore that has no upstream at all imports it
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,8 @@ from twisted.web.http_headers import Headers
 
 from snapstore.offline.bundle import MANIFEST, digestBase64, readManifest
 from tests.fakestore import FakeStore
+from tests.fakestore.assertions import _encodedKey as encodedKey, formatAssertion, \
+    signingKey, testRootAssertion, testRootKey
 from tests.ports import freePort
 from tests.processes import CHECKOUT, processEnvironment, startTwistd
 
@@ -65,12 +68,79 @@ def rewriteBundle(source: str, target: str, change: Any) -> None:
             copy.addfile(info, io.BytesIO(data))
 
 
+def forgeRevision(source: str, target: str, blobPath: str, blob: bytes,
+                  signer: Any) -> str:
+    """
+    Copy a bundle with the blob at C{blobPath} replaced by C{blob}, and
+    everything the manifest and the revision's C{snap-revision} assertion
+    say of it changed to match, as someone planting bytes would.
+
+    @param signer: who signs the new C{snap-revision}: C{None} keeps the
+        original signature (the edited headers no longer match it); a
+        fake-store key role signs for real (C{"store"}: the trusted store
+        key; any other: an attacker's own key, whose self-signed
+        C{account-key} is added to the bundle).
+    @return: the bundle path of the new C{snap-revision} assertion.
+    """
+    with tarfile.open(source, "r") as original:
+        members = {m.name: original.extractfile(m).read() for m in original.getmembers()}
+    manifest = json.loads(members.pop(MANIFEST))
+    digest = hashlib.sha3_384(blob).hexdigest()
+    entry = next(b for b in manifest["blobs"] if b["path"] == blobPath)
+    oldPath = f"assertions/snap-revision/{digestBase64(entry['sha3-384'])}"
+    old = members.pop(oldPath)
+    headers = dict(line.split(": ", 1) for line in old.split(b"\n\n")[0].decode().splitlines())
+    newPath = f"assertions/snap-revision/{digestBase64(digest)}"
+    if signer is None:
+        text = old.replace(digestBase64(entry["sha3-384"]).encode(), digestBase64(digest).encode())
+        text = text.replace(b"snap-size: " + headers["snap-size"].encode(),
+                            b"snap-size: %d" % len(blob))
+    else:
+        fields = {k: v for k, v in headers.items()
+                  if k not in ("type", "authority-id", "sign-key-sha3-384")}
+        fields.update({"snap-sha3-384": digestBase64(digest), "snap-size": str(len(blob))})
+        text = formatAssertion("snap-revision", fields, signer=signer)
+    members[newPath] = text
+    assertions = [a for a in manifest["assertions"] if a["path"] != oldPath]
+    assertions.append({"path": newPath, "type": "snap-revision",
+                       "primary-key": [digestBase64(digest)]})
+    if signer not in (None, "store"):
+        key, keyId = encodedKey(signer)
+        path = f"assertions/account-key/{keyId}"
+        members[path] = formatAssertion("account-key", {
+            "public-key-sha3-384": keyId, "account-id": "canonical", "name": "mine",
+            "since": "2016-01-01T00:00:00Z"}, body=key.encode(), signer=signer)
+        assertions.append({"path": path, "type": "account-key", "primary-key": [keyId]})
+    for item in assertions:
+        data = members[item["path"]]
+        item.update({"size": len(data), "sha3-384": hashlib.sha3_384(data).hexdigest()})
+    manifest["assertions"] = assertions
+    members[blobPath] = blob
+    entry.update({"sha3-384": digest, "size": len(blob)})
+    for snap in manifest["snaps"]:
+        for revision in snap["revisions"]:
+            if revision["snap"]["download"]["sha3-384"] == digest or \
+                    f"{snap['snap-id']}_{revision['revision']}.snap" == entry["name"]:
+                revision.update({"sha3-384": digest, "size": len(blob)})
+                revision["snap"]["download"].update({"sha3-384": digest, "size": len(blob)})
+    with tarfile.open(target, "w") as copy:
+        for name, data in [(MANIFEST, json.dumps(manifest).encode())] + [
+                (b["path"], members[b["path"]]) for b in manifest["blobs"]] + [
+                (a["path"], members[a["path"]]) for a in manifest["assertions"]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            copy.addfile(info, io.BytesIO(data))
+    return newPath
+
+
 class OfflineEndToEndTests(TestCase):
     """
     Export on a connected node, import on an offline one, serve from it.
     """
 
     timeout = 120
+    #: The fake store's compression switch (see L{FakeStore}).
+    compress = None
 
     def setUp(self) -> Deferred[None]:
         return ensureDeferred(self._setUp())
@@ -78,7 +148,9 @@ class OfflineEndToEndTests(TestCase):
     async def _setUp(self) -> None:
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=self.pool)
-        self.store = FakeStore(reactor)
+        # Assertions really signed, up to a test root key the nodes are
+        # told to trust (--trusted-keys), as a brand store's would be.
+        self.store = FakeStore(reactor, compress=self.compress, signed=True)
         self.helloId = self.store.addSnap("hello", summary="Says hello to the world")
         self.store.addRevision("hello", 10, 40_000)
         self.store.addRevision("hello", 12, 50_000, channels=("edge",))
@@ -102,7 +174,10 @@ class OfflineEndToEndTests(TestCase):
         with open(config, "w") as configFile:
             configFile.write("[snapstore]\n")
         rules = os.path.join(CHECKOUT, "rules.d")
-        isolated = ("--config", config, "--rules-dir", rules)
+        self.trustedKeys = os.path.abspath(self.mktemp())
+        with open(self.trustedKeys, "wb") as keysFile:
+            keysFile.write(testRootAssertion())
+        isolated = ("--config", config, "--rules-dir", rules, "--trusted-keys", self.trustedKeys)
         self.isolated = isolated
         _, self.onlinePort = await startTwistd(
             self, *isolated, "--upstream", self.store.apiURL, "--data-dir", os.path.abspath(self.mktemp()),
@@ -297,8 +372,9 @@ class OfflineEndToEndTests(TestCase):
     async def test_snapDownload(self) -> None:
         """
         Stock C{snap download} against the offline node gets the exact bytes
-        and the whole assertion chain, failing only at the signature check
-        (the fake store's keys are not Canonical's).
+        and the whole assertion chain, failing only at the trust check: the
+        chain ends in the fake store's test root key, which signs itself and
+        is not one of snapd's compiled-in roots.
         """
         if not os.access(SNAP, os.X_OK):
             raise self.skipTest(f"{SNAP} is not installed")
@@ -316,8 +392,8 @@ class OfflineEndToEndTests(TestCase):
             reactor=reactor)
         self.assertEqual(code, 1, err)
         self.assertEqual(out, b'Fetching snap "hello"\nFetching assertions for "hello"\n')
-        self.assertIn(b"cannot add assertion account-key", err)
-        self.assertIn(b"failed signature verification", err)
+        self.assertIn(b"circular assertions are not expected: account-key ("
+                      + testRootKey()[1].encode() + b")", err)
         with open(os.path.join(target, "hello_12.snap"), "rb") as downloaded:
             self.assertEqual(downloaded.read(), self.store.blobBytes("hello", 12))
         self.assertEqual(self.trap.connections, 0)
@@ -479,3 +555,104 @@ class OfflineEndToEndTests(TestCase):
                                       "--json")
         self.assertEqual([(s["name"], [c["cached"] for c in s["channels"]])
                           for s in json.loads(out)["snaps"]], [("hello", [True, True])])
+
+    async def test_forgedAssertionsRefused(self) -> None:
+        """
+        A bundle planting other bytes for a revision, with its snap-revision
+        edited (old signature), or signed by a key that does not chain to a
+        trusted root, is refused before anything is imported, naming the
+        assertion (issue 22 item 2b).  So is a genuine bundle on a node that
+        does not trust the test root.
+        """
+        bundle = os.path.abspath(self.mktemp())
+        manifest = await self.export(bundle)
+        blobPath = next(b["path"] for b in manifest["blobs"] if b["revision"] == 10)
+        planted = b"planted " * 612
+        attackerKey = f"assertions/account-key/{encodedKey('attacker')[1]}"
+        cases = [(None, b"does not verify with key " + signingKey()[1].encode(), None),
+                 ("attacker", b"signs itself and is not a trusted root", attackerKey)]
+        for signer, problem, named in cases:
+            forged = os.path.abspath(self.mktemp())
+            path = forgeRevision(bundle, forged, blobPath, planted, signer)
+            out, err, code = await self.importBundle(forged)
+            self.assertEqual(code, 5, (signer, out, err))
+            self.assertIn(b"bundle refused", err)
+            self.assertIn((named or path).encode() + b": its signature cannot be trusted", err)
+            self.assertIn(problem, err)
+            self.assertEqual(await self.listImported(), {"snaps": []})
+        out, err, code = await runCLI("--admin", self.admin, "cache", "--json")
+        self.assertEqual(json.loads(out)["blobs"], 0, out)
+
+        # A node that trusts only Canonical's root refuses the genuine bundle.
+        admin = freePort()
+        await startTwistd(
+            self, "--config", self.isolated[1], "--rules-dir", self.isolated[3], "--offline",
+            "--upstream", f"http://127.0.0.1:{self.trapPort}/",
+            "--data-dir", os.path.abspath(self.mktemp()), "--proxy-endpoint", "none",
+            "--admin-endpoint", f"tcp:{admin}:interface=127.0.0.1")
+        _, err, code = await runCLI("--admin", f"http://127.0.0.1:{admin}", "import", bundle)
+        self.assertEqual(code, 5, err)
+        self.assertIn(b"signs itself and is not a trusted root", err)
+
+    async def test_recordedDigestNeverChanges(self) -> None:
+        """
+        Once this node has recorded a revision's digest, a bundle giving it
+        other bytes is refused naming the revision, even when the store key
+        signed it; downloads keep being served under the recorded digest
+        (issue 22 item 2a).
+        """
+        bundle = os.path.abspath(self.mktemp())
+        manifest = await self.export(bundle)
+        _, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        before = await self.listImported()
+        blobPath = next(b["path"] for b in manifest["blobs"] if b["revision"] == 10)
+        forged = os.path.abspath(self.mktemp())
+        forgeRevision(bundle, forged, blobPath, b"planted " * 612, "store")
+        out, err, code = await self.importBundle(forged)
+        self.assertEqual(code, 5, (out, err))
+        self.assertIn(b"hello revision 10 is recorded on this node with sha3-384 "
+                      + self.store.blobDigest("hello", 10).encode(), err)
+        self.assertEqual(await self.listImported(), before)
+        code, headers, body = await self.request(
+            b"GET", self.offline + f"api/v1/snaps/download/{self.helloId}_10.snap")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers.getRawHeaders(b"x-cache"), [b"HIT"])
+        self.assertEqual(body, self.store.blobBytes("hello", 10))
+
+    async def test_hostileManifestRefused(self) -> None:
+        """
+        A manifest nested deeper than Python's recursion limit gets
+        C{bundle-refused}, not a 500 (issue 22 item 10).
+        """
+        hostile = os.path.abspath(self.mktemp())
+        nested = b'{"format": 1, "snaps": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        with tarfile.open(hostile, "w") as archive:
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(nested)
+            archive.addfile(info, io.BytesIO(nested))
+        out, err, code = await self.importBundle(hostile)
+        self.assertEqual(code, 5, (out, err))
+        self.assertIn(b"bundle refused, nothing imported: manifest.json: nested deeper", err)
+
+class CompressedUpstreamOfflineTests(OfflineEndToEndTests):
+    """
+    The same, with the upstream store gzipping its JSON and assertions for
+    clients that accept it (snapstore always asks): the connected node's
+    relay, rules and blob cache, and the export through them, read
+    compressed answers.
+    """
+
+    compress = "gzip"
+
+    async def test_upstreamCompressed(self) -> None:
+        """
+        The export's refresh and info calls reached upstream asking for
+        gzip, and what upstream sent was gzip.
+        """
+        await self.export(os.path.abspath(self.mktemp()))
+        for path in ("/v2/snaps/refresh", "/v2/snaps/info/"):
+            records = self.store.requestsTo(None, path)
+            self.assertTrue(records, path)
+            for record in records:
+                self.assertEqual(record.header("accept-encoding"), "gzip", path)

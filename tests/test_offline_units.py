@@ -120,6 +120,75 @@ class StageBundleTests(SynchronousTestCase):
         self.assertRaises(BundleError, stageBundle, io.BytesIO(data[:3000]), staging)
 
 
+class _Lazy(io.RawIOBase):
+    """
+    A stream of C{head} and then C{size} zero bytes, made as they are read,
+    counting what was read.
+    """
+
+    def __init__(self, head: bytes, size: int) -> None:
+        self.head = head
+        self.left = size
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = len(self.head) + self.left
+        data, self.head = self.head[:n], self.head[n:]
+        extra = min(n - len(data), self.left)
+        self.left -= extra
+        data += bytes(extra)
+        self.consumed += len(data)
+        return data
+
+
+class BundleBoundTests(SynchronousTestCase):
+    """
+    Bounds are checked before a member is read, and hostile manifests are
+    refused like any damage (issue 22 item 10).
+    """
+
+    def staging(self) -> str:
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def test_oversizedAssertionNotRead(self) -> None:
+        """
+        A manifest listing a 64 MiB "assertion" is refused, naming it,
+        having read only the manifest: the member's bytes are never read
+        (before, all of them were read into memory and then refused).
+        """
+        size = 64 << 20
+        manifest = manifestFor(b"x")
+        manifest["blobs"] = []
+        manifest["assertions"][0]["size"] = size
+        head = tarOf([(MANIFEST, json.dumps(manifest).encode())]).getvalue()[:-1024]
+        info = tarfile.TarInfo("assertions/account/dev")
+        info.size = size
+        stream = _Lazy(head + info.tobuf(tarfile.DEFAULT_FORMAT), size)
+        error = self.assertRaises(BundleError, stageBundle, stream, self.staging())
+        self.assertEqual(error.member, "assertions/account/dev")
+        self.assertIn("larger than an assertion can be", error.problem)
+        self.assertLess(stream.consumed, 1 << 20)
+
+    def test_deeplyNestedManifest(self) -> None:
+        """
+        A manifest nested past Python's recursion limit, or merely deeper
+        than any real manifest, is refused naming C{manifest.json}, not a
+        C{RecursionError}.
+        """
+        for depth in (100_000, 500):
+            nested = b'{"format": 1, "snaps": ' + b"[" * depth + b"]" * depth + b"}"
+            error = self.assertRaises(BundleError, stageBundle,
+                                      tarOf([(MANIFEST, nested)]), self.staging())
+            self.assertEqual(error.member, MANIFEST)
+            self.assertIn("nested deeper than a manifest can be", error.problem)
+
+
 class AssertionTests(SynchronousTestCase):
     def test_parse(self) -> None:
         parsed = parseAssertion(ASSERTION)

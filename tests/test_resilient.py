@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 
 from snapstore.interfaces import IStateStore
 from snapstore.state.errors import StateUnavailable
-from snapstore.state.records import BlobRecord, Device
+from snapstore.state.records import BlobRecord, Device, DeviceSession
 from snapstore.state.resilient import RETRY_DELAY, ResilientState
 from tests.fakestore import FakeStore
 from tests.test_rules_support import MemoryState, Proxy, writeRules
@@ -36,6 +36,9 @@ class FlakyState(MemoryState):
 
     def recordDevice(self, device):
         return self._guard(super().recordDevice, device)
+
+    def recordSession(self, session):
+        return self._guard(super().recordSession, session)
 
 
 BLOB = BlobRecord(name="s_1.snap", sha3_384="a" * 96, size=5, url="http://up/s_1.snap")
@@ -124,6 +127,24 @@ class ResilientStateTests(SynchronousTestCase):
         self.assertEqual(sorted(devices), ["acme/g/1", "acme/g/3"])
         self.assertEqual((devices["acme/g/1"].firstSeen, devices["acme/g/1"].lastSeen), (1.0, 3.0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+    def test_sessionsQueuedAndWrittenLater(self):
+        """
+        Device sessions granted while the database is down are queued,
+        bounded, and written once it answers again (after the queued
+        device sightings), or at once when the store announces a resync.
+        """
+        self.store.down = True
+        for digest in ("d1", "d2", "d3"):
+            self.successResultOf(self.state.recordSession(DeviceSession(digest, "a/b/" + digest)))
+        self.successResultOf(self.state.recordDevice(Device(identity="a/b/d3", lastSeen=1.0)))
+        self.assertEqual(list(self.state.queuedSessions), ["d2", "d3"])
+        self.store.down = False
+        self.store._tell({"kind": "resync"})
+        self.assertEqual((self.state.queuedSessions, self.state.queuedDevices), ({}, {}))
+        self.assertEqual(sorted(self.store.sessions), ["d2", "d3"])
+        self.assertEqual(list(self.store.devices), ["a/b/d3"])
 
 
 class StateOutageAnswerTests(TestCase):

@@ -14,8 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from snapstore.rules.devices import (
     DeviceLimitRule,
-    DeviceSessions,
     DeviceStatus,
+    grantedSession,
     sessionRequestIdentity,
 )
 from snapstore.rules.values import DAY, DeviceIdentity, StoreDeny, StoreRequest
@@ -33,8 +33,8 @@ def deviceRequest(identity: str, path: str = "/v2/snaps/refresh") -> StoreReques
 
 class IdentityTests(SynchronousTestCase):
     """
-    L{DeviceSessions} tells devices apart by the session they got through
-    the proxy.
+    What a device-session request claims, and what upstream's answer to it
+    proves.
     """
 
     def test_sessionRequestBody(self):
@@ -47,48 +47,22 @@ class IdentityTests(SynchronousTestCase):
         self.assertIsNone(sessionRequestIdentity(b'{"device-session-request": "x: y"}', "a"))
         self.assertIsNone(sessionRequestIdentity(b"not json", "a"))
 
-    def test_macaroonMapsToSerial(self):
+    def test_grantedSession(self):
         """
-        After the proxy relayed a session answer, requests carrying its
-        macaroon in either header are that device; others are counted by
-        address.
+        A 2xx answer with a macaroon to a session request grants that
+        macaroon to the device the request names; an error answer, an
+        answer without a macaroon, or another call grants nothing.
         """
-        sessions = DeviceSessions()
         body = ('{"device-session-request": %s}' % _json(sessionRequest("S1"))).encode()
         asking = StoreRequest(b"POST", "/api/v1/snaps/auth/sessions", body=body,
                               device=DeviceIdentity("address:10.0.0.2", "", "10.0.0.2"))
-        sessions.noteAnswer(asking, 200, b'{"macaroon": "M1"}')
-        for header in (b"snap-device-authorization", b"x-device-authorization"):
-            identity = sessions.identify(b"GET", "/v2/snaps/info/x",
-                                         [(header, b'Macaroon root="M1"')], b"", "10.0.0.3")
-            self.assertEqual(identity, DeviceIdentity("acme/gizmo/S1", "acme/gizmo", "10.0.0.3"))
-        unknown = sessions.identify(b"GET", "/v2/snaps/info/x",
-                                    [(b"snap-device-authorization", b'Macaroon root="M2"')],
-                                    b"", "10.0.0.3")
-        self.assertEqual(unknown.identity, "address:10.0.0.3")
-        self.assertFalse(unknown.hasSerial)
-
-    def test_failedSessionNotLearnt(self):
-        """
-        An error answer to a session request teaches nothing.
-        """
-        sessions = DeviceSessions()
-        body = ('{"device-session-request": %s}' % _json(sessionRequest("S1"))).encode()
-        asking = StoreRequest(b"POST", "/api/v1/snaps/auth/sessions", body=body)
-        sessions.noteAnswer(asking, 400, b'{"macaroon": "M1"}')
-        self.assertEqual(len(sessions), 0)
-
-    def test_bounded(self):
-        """
-        The memory of sessions is bounded, dropping the least recently used.
-        """
-        sessions = DeviceSessions(limit=2)
-        for n in range(3):
-            sessions.remember(b"M%d" % n, DeviceIdentity(f"b/m/{n}"))
-        self.assertEqual(len(sessions), 2)
-        identity = sessions.identify(b"GET", "/", [(b"x-device-authorization",
-                                                    b'Macaroon root="M0"')], b"", "a")
-        self.assertEqual(identity.identity, "address:a")
+        self.assertEqual(grantedSession(asking, 200, b'{"macaroon": "M1"}'),
+                         (b"M1", DeviceIdentity("acme/gizmo/S1", "acme/gizmo", "10.0.0.2")))
+        self.assertIsNone(grantedSession(asking, 400, b'{"macaroon": "M1"}'))
+        self.assertIsNone(grantedSession(asking, 200, b'{"nonce": "x"}'))
+        self.assertIsNone(grantedSession(asking, 200, b'not json'))
+        other = StoreRequest(b"POST", "/v2/snaps/refresh", body=body)
+        self.assertIsNone(grantedSession(other, 200, b'{"macaroon": "M1"}'))
 
 
 def _json(text: str) -> str:
@@ -154,14 +128,42 @@ class DeviceLimitRuleTests(SynchronousTestCase):
         rule = DeviceLimitRule(self.state, self.clock, limit=0)
         self.assertIsInstance(self.admit(rule, "a"), StoreDeny)
 
-    def test_noncesExempt(self):
+    def test_noncesAndSessionsExempt(self):
         """
-        Asking for a nonce identifies nobody and is never refused, so a
-        known device can always renew its session.
+        Asking for a nonce identifies nobody, and a session request only
+        claims a serial: neither is counted nor refused, so a known device
+        can always renew its session.
         """
         rule = DeviceLimitRule(self.state, self.clock, limit=0)
         self.assertEqual(self.admit(rule, "a", "/api/v1/snaps/auth/nonces"), Abstain())
+        self.assertEqual(self.admit(rule, "a", "/api/v1/snaps/auth/sessions"), Abstain())
         self.assertEqual(self.state.devices, {})
+
+    def test_neverReadRefuses(self):
+        """
+        A rule that could never read the limit setting (a node started
+        while its database is down) refuses with L{StateUnavailable}
+        rather than guess; once it has read it, a later outage leaves it
+        deciding on what it read.
+        """
+        from twisted.internet.defer import fail
+
+        from snapstore.state.errors import StateUnavailable
+
+        getSetting, listDevices = self.state.getSetting, self.state.listDevices
+        self.state.getSetting = lambda key: fail(StateUnavailable("down"))
+        self.state.listDevices = lambda seenSince=None: fail(StateUnavailable("down"))
+        rule = DeviceLimitRule(self.state, self.clock, limit=1, settingEvery=0)
+        self.failureResultOf(rule.admit(deviceRequest("a")), StateUnavailable)
+        self.state.getSetting, self.state.listDevices = getSetting, listDevices
+        self.clock.advance(1)
+        self.assertEqual(self.admit(rule, "a"), Abstain())
+        self.state.getSetting = lambda key: fail(StateUnavailable("down"))
+        self.state.listDevices = lambda seenSince=None: fail(StateUnavailable("down"))
+        self.clock.advance(3600)
+        self.assertEqual(self.admit(rule, "a"), Abstain())
+        self.assertIsInstance(self.admit(rule, "b"), StoreDeny)
+        self.flushLoggedErrors(StateUnavailable)
 
     def test_devicesOfOtherNodes(self):
         """
@@ -174,6 +176,32 @@ class DeviceLimitRuleTests(SynchronousTestCase):
         rule = DeviceLimitRule(self.state, self.clock, limit=2)
         self.assertIsInstance(self.admit(rule, "z"), StoreDeny)
         self.assertEqual(self.admit(rule, "x"), Abstain())
+
+    def test_concurrentFirstReads(self):
+        """
+        A request that comes while the first read of the limit is under way
+        waits for a read of its own instead of being refused for want of
+        one (two devices refreshing at once on a fresh node are served).
+        """
+        from twisted.internet.defer import Deferred
+
+        pending = []
+        getSetting = self.state.getSetting
+
+        def slowSetting(key):
+            d = Deferred()
+            pending.append(d)
+            return d.addCallback(lambda _: getSetting(key))
+
+        self.state.getSetting = slowSetting
+        rule = DeviceLimitRule(self.state, self.clock, limit=5)
+        first = rule.admit(deviceRequest("a"))
+        second = rule.admit(deviceRequest("b"))
+        self.assertEqual(len(pending), 2)
+        for d in pending:
+            d.callback(None)
+        self.assertEqual(self.successResultOf(first), Abstain())
+        self.assertEqual(self.successResultOf(second), Abstain())
 
     def test_writesThrottled(self):
         """
@@ -247,28 +275,33 @@ class DeviceLimitThroughProxyTests(TestCase):
 
     def test_thirdDeviceRefused(self):
         """
-        Two devices are served; a third is refused with a store-format
-        C{device-limit-exceeded} 403 (its session request and its calls)
-        while the first two carry on; after the window passes the third is
-        admitted.  C{status} counts two connected devices of two.
+        Two devices are served; a third, whose session upstream grants, is
+        refused on its calls with a store-format C{device-limit-exceeded}
+        403 while the first two carry on; after the window passes the third
+        is admitted.  C{status} counts two connected devices of two.
         """
 
         async def check():
             first = await self.proxy.openSession("SERIAL-1")
             second = await self.proxy.openSession("SERIAL-2")
-            code, answer = await self.proxy.openSession("SERIAL-3")
+            for macaroon in (first, second):
+                code, answer = await self.proxy.call(b"GET", "v2/snaps/info/hello",
+                                                     session=macaroon)
+                self.assertEqual(code, 200, answer)
+            third = await self.proxy.openSession("SERIAL-3")
+            self.assertIsInstance(third, str)
+            code, answer = await self.proxy.call(b"GET", "v2/snaps/info/hello", session=third)
             self.assertEqual(code, 403)
             [error] = answer["error-list"]
             self.assertEqual(error["code"], LIMIT_ERROR)
             self.assertIn("at most 2 devices", error["message"])
             self.assertEqual(list(answer), ["error-list"])
-            self.assertEqual([s.serial for s in self.store.sessions], ["SERIAL-1", "SERIAL-2"])
 
             for macaroon in (first, second):
                 code, answer = await self.proxy.call(b"GET", "v2/snaps/info/hello",
                                                      session=macaroon)
                 self.assertEqual(code, 200, answer)
-            # Without a session the third device is counted by address: new.
+            # Without a session a device is counted by address: new.
             code, answer = await self.proxy.call(b"GET", "v2/snaps/info/hello")
             self.assertEqual((code, answer["error-list"][0]["code"]), (403, LIMIT_ERROR))
 
@@ -280,8 +313,6 @@ class DeviceLimitThroughProxyTests(TestCase):
             self.assertEqual((status.connected, status.limit), (2, 2))
 
             self.clock.advance(DAY + 1)
-            third = await self.proxy.openSession("SERIAL-3")
-            self.assertIsInstance(third, str)
             code, answer = await self.proxy.call(b"GET", "v2/snaps/info/hello", session=third)
             self.assertEqual(code, 200, answer)
 
@@ -293,8 +324,9 @@ class DeviceLimitThroughProxyTests(TestCase):
         """
 
         async def check():
-            await self.proxy.openSession("SERIAL-1")
-            await self.proxy.openSession("SERIAL-2")
+            for serial in ("SERIAL-1", "SERIAL-2"):
+                macaroon = await self.proxy.openSession(serial)
+                await self.proxy.call(b"GET", "v2/snaps/info/hello", session=macaroon)
             self.store.resetTraffic()
             code, _ = await self.proxy.call(b"POST", "v2/snaps/refresh",
                                             self.proxy.refreshBody(self.store.snapId("hello"), 1))

@@ -233,14 +233,15 @@ class OverrideTests(OverrideTestsMixin, TestCase):
         """
         await self.pin("stable", 10)
         self.store.release("hello", "stable", 12)
+        macaroon = await self.proxy.openSession("S1")
         self.store.resetTraffic()
-        await self.proxy.refresh(self.snapId, 11, "stable", session="device-macaroon")
+        await self.proxy.refresh(self.snapId, 11, "stable", session=macaroon)
         asks = self.store.requestsTo("POST", "/v2/snaps/refresh")
         self.assertEqual(len(asks), 2)
         pinned = json.loads(asks[1].body)
         self.assertEqual(pinned["actions"][0]["revision"], 10)
         self.assertEqual(asks[1].header("snap-device-authorization"),
-                         'Macaroon root="device-macaroon"')
+                         f'Macaroon root="{macaroon}"')
         self.assertEqual(asks[1].header("snap-device-architecture"), "amd64")
 
     @deferred

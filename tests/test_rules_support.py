@@ -23,7 +23,7 @@ from zope.interface import implementer
 from snapstore.interfaces import IStateStore
 from snapstore.rules.engine import RuleEnv
 from snapstore.rules.service import RulesService
-from snapstore.state.records import Device, normaliseChannel
+from snapstore.state.records import Device, DeviceSession, normaliseChannel
 from tests.helpers import listen, startStore, testAgent, testSettings
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +41,7 @@ class MemoryState:
         self.clock = clock
         self.overrides: dict[tuple[str, str, str], Any] = {}
         self.devices: dict[str, Device] = {}
+        self.sessions: dict[str, DeviceSession] = {}
         self.audit: list[tuple[str, str, str, Any, Any]] = []
         self.settings: dict[str, Any] = {}
         self.blobs: dict[str, Any] = {}
@@ -112,6 +113,33 @@ class MemoryState:
     def listDevices(self, seenSince: Any = None) -> Any:
         return succeed([d for d in self.devices.values()
                         if seenSince is None or d.lastSeen >= seenSince])
+
+    def recordSession(self, session: DeviceSession) -> Any:
+        now = self.clock.seconds()
+        known = self.sessions.get(session.digest)
+        if known is None:
+            session = attrs.evolve(session, createdAt=session.createdAt or now,
+                                   lastUsed=session.lastUsed or now)
+        else:
+            session = attrs.evolve(known, expiresAt=session.expiresAt or known.expiresAt,
+                                   lastUsed=max(known.lastUsed, session.lastUsed or now))
+        self.sessions[session.digest] = session
+        return succeed(session)
+
+    def getSession(self, digest: str) -> Any:
+        return succeed(self.sessions.get(digest))
+
+    def listSessions(self, usedSince: Any = None) -> Any:
+        return succeed([s for _, s in sorted(self.sessions.items())
+                        if usedSince is None or s.lastUsed >= usedSince])
+
+    def pruneSessions(self, unusedFor: float) -> Any:
+        now = self.clock.seconds()
+        gone = [d for d, s in self.sessions.items()
+                if (s.expiresAt and s.expiresAt <= now) or s.lastUsed < now - unusedFor]
+        for digest in gone:
+            del self.sessions[digest]
+        return succeed(len(gone))
 
     def appendAudit(self, actor: str, action: str, target: str, before: Any,
                     after: Any) -> Any:

@@ -32,10 +32,12 @@ class SnapDownloadThroughProxyTests(TestCase):
         skip = f"{SNAP} is not installed (Debian package snapd; ./run-tests installs it)"
 
     timeout = 180
+    #: The fake store's compression switch (see L{FakeStore}).
+    compress = None
 
     @inlineCallbacks
     def setUp(self):
-        self.store = FakeStore(reactor)
+        self.store = FakeStore(reactor, compress=self.compress)
         yield self.store.start()
         self.addCleanup(self.store.stop)
         self.snapId = self.store.addSnap("hello", summary="Hello")
@@ -79,3 +81,52 @@ class SnapDownloadThroughProxyTests(TestCase):
             if record.listener == "api":
                 self.assertIn("snapstore", record.header("via") or "", record.path)
         self.assertEqual(len(self.store.cdnDownloads("hello", 10)), 1)
+
+    @inlineCallbacks
+    def test_noDeviceSessionFromSnapDownload(self):
+        """
+        What the stock client can show of the device-session path: C{snap
+        download} runs without snapd's device context, so it never sends
+        C{Snap-Device-Authorization} (the proxy then counts it by address
+        and never asks it to identify itself) and, told C{401} with
+        C{WWW-Authenticate: Macaroon refresh_device_session=1}, it retries
+        without opening a session.  The renewal itself is exercised by
+        L{tests.sessionclient.SnapdDevice}, which follows store-api.md.
+        """
+        self.store.faults.failAPI("status", count=1, pathPrefix="/v2/snaps/refresh", code=401,
+                                  headers={"WWW-Authenticate": "Macaroon refresh_device_session=1"},
+                                  errorCode="device-authorization-needed")
+        out, err, code, target = yield self.snapDownload()
+        with open(os.path.join(target, "hello_10.snap"), "rb") as snapFile:
+            self.assertEqual(snapFile.read(), self.store.blobBytes("hello", 10))
+        refreshes = self.store.requestsTo("POST", "/v2/snaps/refresh")
+        self.assertEqual(len(refreshes), 2)
+        self.assertEqual((self.store.nonces, self.store.sessions), ([], []))
+        for record in self.store.requests:
+            self.assertIsNone(record.header("snap-device-authorization"), record.path)
+            self.assertIsNone(record.header("x-device-authorization"), record.path)
+
+
+class SnapDownloadCompressedUpstreamTests(SnapDownloadThroughProxyTests):
+    """
+    The same, with the upstream store gzipping its JSON and assertions for
+    clients that accept gzip, as a store front end does.  snap itself sends
+    C{Accept-Encoding: gzip}; before snapstore decoded upstream's answers
+    this failed with "got unexpected HTTP status code 502 via POST to
+    .../v2/snaps/refresh".
+    """
+
+    compress = "gzip"
+
+    @inlineCallbacks
+    def test_snapDownload(self):
+        """
+        As without compression; and the refresh and assertions reached
+        upstream asking for gzip, so upstream's answers were compressed.
+        """
+        yield SnapDownloadThroughProxyTests.test_snapDownload(self)
+        for path in ("/v2/snaps/refresh", "/v2/assertions/"):
+            records = self.store.requestsTo(None, path)
+            self.assertTrue(records, path)
+            for record in records:
+                self.assertEqual(record.header("accept-encoding"), "gzip", path)

@@ -38,6 +38,7 @@ from snapstore.state.postgres import PostgresStateStore
 from snapstore.state.records import (
     BlobRecord,
     Device,
+    DeviceSession,
     Override,
     normaliseChannel,
 )
@@ -365,6 +366,61 @@ class StateStoreContractMixin:
             ["address:10.0.0.9"],
         )
 
+    # -- device sessions ---------------------------------------------------
+
+    @asyncTest
+    async def test_sessions(self) -> None:
+        """
+        C{recordSession} inserts a session under its digest, then only moves
+        its last-used time forward and takes a new expiry; the identity of a
+        digest never changes.  C{getSession} finds it, C{listSessions}
+        filters by last use.
+        """
+        store = await self.started()
+        self.assertIsNone(await store.getSession("d1"))
+        one = await store.recordSession(
+            DeviceSession("d1", "acme/gizmo/1", model="acme/gizmo"))
+        self.assertEqual(
+            one, DeviceSession("d1", "acme/gizmo/1", "acme/gizmo", T0, 0.0, T0))
+        self.clock.advance(100)
+        again = await store.recordSession(
+            DeviceSession("d1", "forged/other/9", expiresAt=T0 + 5000))
+        self.assertEqual(
+            again,
+            DeviceSession("d1", "acme/gizmo/1", "acme/gizmo", T0, T0 + 5000,
+                          T0 + 100))
+        late = await store.recordSession(
+            DeviceSession("d1", "acme/gizmo/1", lastUsed=T0 + 1))
+        self.assertEqual((late.lastUsed, late.expiresAt), (T0 + 100, T0 + 5000))
+        await store.recordSession(DeviceSession("d2", "acme/gizmo/2",
+                                                lastUsed=T0 + 10))
+        self.assertEqual(await store.getSession("d1"), again)
+        self.assertEqual([s.digest for s in await store.listSessions()],
+                         ["d1", "d2"])
+        self.assertEqual(
+            [s.digest for s in await store.listSessions(usedSince=T0 + 50)],
+            ["d1"])
+
+    @asyncTest
+    async def test_pruneSessions(self) -> None:
+        """
+        C{pruneSessions} removes the sessions past their expiry and those
+        unused for the given time, keeps the rest, and says how many went.
+        """
+        store = await self.started()
+        await store.recordSession(DeviceSession("expired", "a/b/1",
+                                                expiresAt=T0 + 10))
+        await store.recordSession(DeviceSession("valid", "a/b/2",
+                                                expiresAt=T0 + 10_000))
+        await store.recordSession(DeviceSession("idle", "a/b/3",
+                                                lastUsed=T0 - 1000))
+        await store.recordSession(DeviceSession("recent", "a/b/4"))
+        self.clock.advance(20)
+        self.assertEqual(await store.pruneSessions(500), 2)
+        self.assertEqual([s.digest for s in await store.listSessions()],
+                         ["recent", "valid"])
+        self.assertEqual(await store.pruneSessions(500), 0)
+
     # -- settings ----------------------------------------------------------
 
     @asyncTest
@@ -597,6 +653,8 @@ class StateStoreContractMixin:
             if version >= 1:
                 self.assertEqual(await new.getBlob(blob().name),
                                  blob(seenAt=T0))
+            await new.recordSession(DeviceSession("d", "a/b/c"))
+            self.assertEqual((await new.getSession("d")).identity, "a/b/c")
             await new.setSetting("device-limit", 5, "admin")
             self.assertEqual(await new.getSetting("device-limit"), 5)
             self.assertIsNone(await new.verifyAudit())

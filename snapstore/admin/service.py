@@ -17,11 +17,13 @@ from twisted.web.server import Request
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
+from snapstore.admin.importgate import ImportGate
 from snapstore.admin.resource import AdminResource
 from snapstore.admin.router import Router
 from snapstore.config import Settings
 from snapstore.http.guard import GuardedSite
 from snapstore.http.tls import TLSConfigError, checkServerEndpoint
+from snapstore.offline.importer import importRoots, stagingDirectory
 
 
 def checkOperationSettings(settings: Settings) -> list[str]:
@@ -33,6 +35,7 @@ def checkOperationSettings(settings: Settings) -> list[str]:
         which option is wrong and what to do.
     """
     checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
+    importRoots(settings)
     return checkServerEndpoint(settings.storeEndpoint, "--store-endpoint")
 
 
@@ -51,11 +54,14 @@ def makeAdminSite(reactor: IReactorTime, settings: Settings, router: Router,
         endpoint is unsafe.
     """
     tokens = checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
-    resource = AdminResource(Authoriser(tokens), router, scrape)
-    # Request deadlines, unambiguous heads, and bounded bodies except for
-    # bundle imports, which are large (see snapstore.http.guard).
-    return GuardedSite(resource, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
-                       unboundedPaths=(b"/v1/import",))
+    authoriser = Authoriser(tokens)
+    resource = AdminResource(authoriser, router, scrape)
+    # Request deadlines, unambiguous heads, and small bounded bodies, except
+    # for bundle imports: large, so admitted from their heads, bounded by
+    # --import-max-size and spooled to the data directory (see
+    # snapstore.http.guard and snapstore.admin.importgate).
+    gate = ImportGate(authoriser, settings.importMaxSize, stagingDirectory(settings))
+    return GuardedSite(resource, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
 
 
 __all__ = ["checkOperationSettings", "makeAdminSite", "AdminConfigError", "TLSConfigError"]

@@ -91,12 +91,15 @@ class AdminClient:
                           self.timeout)
 
     def upload(self, path: str, body: Any, size: int, contentType: str,
-               timeout: float) -> Any:
+               timeout: float, cutOff: Optional[str] = None) -> Any:
         """
         POST C{size} bytes read from C{body} (a file-like object with
         C{read}) to C{path} (a bundle import), streamed rather than held in
         memory.
 
+        @param cutOff: the message when the API closes the connection
+            before it has the whole body (it refused the upload from its
+            head).
         @return: the decoded JSON answer.
         @raise CommandError: as L{call}.
         """
@@ -105,7 +108,7 @@ class AdminClient:
         headers["Content-Length"] = str(size)
         request = urllib.request.Request(self.base + path, data=body, method="POST",
                                          headers=headers)
-        return self._send(request, timeout)
+        return self._send(request, timeout, cutOff)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": f"snapstore-cli/{__version__}"}
@@ -117,7 +120,8 @@ class AdminClient:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _send(self, request: urllib.request.Request, timeout: float) -> Any:
+    def _send(self, request: urllib.request.Request, timeout: float,
+              cutOff: Optional[str] = None) -> Any:
         try:
             with self._opener(request, timeout=timeout) as response:
                 raw = response.read()
@@ -134,6 +138,8 @@ class AdminClient:
             raise CommandError(message, EXIT_REFUSED)
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
+            if cutOff is not None and isinstance(reason, (BrokenPipeError, ConnectionResetError)):
+                raise CommandError(cutOff, EXIT_REFUSED)
             raise CommandError(
                 f"cannot reach the admin API at {self.base}: {reason}: is snapstore "
                 f"running, and is --admin (or ${ADMIN_ENV}) its --admin-endpoint?",

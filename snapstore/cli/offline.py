@@ -101,14 +101,23 @@ def cmdImport(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
         bundle = open(options.bundle, "rb")
     except OSError as error:
         raise CommandError(f"cannot read {options.bundle}: {error.strerror}", EXIT_USAGE)
-    progress = Progress(sys.stderr, size, "uploading  ")
-    try:
-        # Verifying a large bundle takes a while: wait at least an hour.
-        with bundle:
-            answer = client.upload("/v1/import", _Reading(bundle, progress), size,
-                                   "application/x-tar", max(options.timeout, 3600.0))
-    finally:
-        progress.finish()
+    # The node refuses an upload from its head (token, --import-max-size)
+    # and closes the connection, which urllib reports as a broken pipe
+    # halfway through the body: ask first, so a token problem is told as
+    # one.
+    with bundle:
+        client.call("GET", "/v1/imported")
+        progress = Progress(sys.stderr, size, "uploading  ")
+        try:
+            # Verifying a large bundle takes a while: wait at least an hour.
+            answer = client.upload(
+                "/v1/import", _Reading(bundle, progress), size, "application/x-tar",
+                max(options.timeout, 3600.0),
+                cutOff=f"the admin API at {client.base} closed the connection during the "
+                       f"upload: is the bundle ({size} bytes) larger than the node's "
+                       f"--import-max-size?")
+        finally:
+            progress.finish()
     if options.json:
         dumpJSON(answer, out)
         return EXIT_OK

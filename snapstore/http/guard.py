@@ -24,7 +24,7 @@ from twisted.web.server import Site
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.storeerror import storeErrorBody
-from snapstore.interfaces import ISiteObserver
+from snapstore.interfaces import IBodyGate, ISiteObserver
 
 
 #: A request's head and body must arrive within this many seconds of its
@@ -44,12 +44,16 @@ class GuardedChannel(HTTPChannel):
     @ivar unboundedPaths: request paths (and paths under them) whose
         bodies are not bounded.
     @ivar requestTimeout: seconds from a request's first byte to its last.
+    @ivar bodyGate: an L{snapstore.interfaces.IBodyGate} deciding on the
+        requests it governs from their heads (authorisation, their own
+        body bound, where the body goes), or C{None}.
     """
 
     log = Logger()
     maxBodySize: Optional[int] = None
     unboundedPaths: tuple[bytes, ...] = ()
     requestTimeout: float = REQUEST_TIMEOUT
+    bodyGate: Optional[IBodyGate] = None
 
     #: The TCP transport once connected (Twisted types it optional).
     transport: Any
@@ -92,13 +96,16 @@ class GuardedChannel(HTTPChannel):
         Answer with a store-format error and close, ignoring whatever else
         the client sends.
         """
+        # The store's error shape, which snapd shows to its user.
+        self._refuseWith(status, storeErrorBody(code, message))
+
+    def _refuseWith(self, status: int, body: bytes) -> None:
         if self._refused:
             return
         self._refused = True
         self._cancelDeadline()
-        phrases = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
-        # The store's error shape, which snapd shows to its user.
-        body = storeErrorBody(code, message)
+        phrases = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+                   408: b"Request Timeout", 413: b"Content Too Large"}
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -112,13 +119,27 @@ class GuardedChannel(HTTPChannel):
             self._refuse(400, "bad-request", problem)
             return
         self._bodyReceived = 0
-        self._bounded = self.maxBodySize is not None and not self._unbounded()
-        if (self._bounded and self.maxBodySize is not None and self.length is not None
-                and self.length > self.maxBodySize):
+        self._limit: Optional[int] = None if self._unbounded() else self.maxBodySize
+        gate = self.bodyGate
+        gated = gate is not None and gate.governs(
+            getattr(self, "_command", b""), getattr(self, "_path", b"").split(b"?", 1)[0])
+        if gate is not None and gated:
+            refusal = gate.admit(request, self.length)
+            if refusal is not None:
+                self._refuseWith(*refusal)
+                return
+            self._limit = gate.maxBodySize
+            # An admitted caller's large upload may take longer than the
+            # request deadline; the idle timeout still closes a stalled one.
+            self._cancelDeadline()
+        self._bounded = self._limit is not None
+        if self._limit is not None and self.length is not None and self.length > self._limit:
             self._refuse(413, "request-too-large",
-                         f"request body is larger than {self.maxBodySize} bytes")
+                         f"request body is larger than {self._limit} bytes")
             return
         super().allHeadersReceived()
+        if gate is not None and gated:
+            gate.spool(request)
 
     def _unbounded(self) -> bool:
         """
@@ -157,9 +178,9 @@ class GuardedChannel(HTTPChannel):
             # A chunked body: count what arrives (framing included, which
             # the small slack allows for).
             self._bodyReceived += len(data)
-            if self._bodyReceived > (self.maxBodySize or 0) + 65536:
+            if self._bodyReceived > (self._limit or 0) + 65536:
                 self._refuse(413, "request-too-large",
-                             f"request body is larger than {self.maxBodySize} bytes")
+                             f"request body is larger than {self._limit} bytes")
                 return
         super().rawDataReceived(data)
 
@@ -187,13 +208,15 @@ class GuardedSite(Site):
                  unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, reactor: Optional[IReactorTime] = None,
-                 observer: Optional[ISiteObserver] = None) -> None:
+                 observer: Optional[ISiteObserver] = None,
+                 bodyGate: Optional[IBodyGate] = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies
             C{maxBodySize} does not bound.
         @param observer: builds the site's requests and logs them (the
             access log and request metrics of L{snapstore.observe.access});
             C{None}: plain requests and the site's own log line.
+        @param bodyGate: see L{GuardedChannel.bodyGate}.
         """
         if observer is None:
             super().__init__(resource, timeout=idleTimeout, reactor=reactor)
@@ -204,6 +227,7 @@ class GuardedSite(Site):
         self.maxBodySize = maxBodySize
         self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
+        self.bodyGate = bodyGate
 
     def log(self, request: Any) -> None:
         if self.observer is not None:
@@ -216,4 +240,5 @@ class GuardedSite(Site):
         channel.maxBodySize = self.maxBodySize
         channel.unboundedPaths = self.unboundedPaths
         channel.requestTimeout = self.requestTimeout
+        channel.bodyGate = self.bodyGate
         return channel

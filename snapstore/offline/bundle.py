@@ -49,6 +49,10 @@ ASSERTION_DIR = "assertions/"
 MAX_MANIFEST = 64 << 20
 #: snapd's own limits: headers 128 KiB, body 2 MiB, signature 128 KiB.
 MAX_ASSERTION = 4 << 20
+#: Deeper JSON than this is not a manifest (a real one nests about 8
+#: levels: snap metadata included); checked before Python's recursion
+#: limit could be reached anywhere.
+MAX_MANIFEST_DEPTH = 64
 CHUNK = 1 << 20
 
 #: Primary-key headers by assertion type, in type order (asserts/*.go).
@@ -227,6 +231,9 @@ def checkManifest(manifest: Any) -> dict[str, Any]:
         _check(path == assertionPath(entry["type"], key), where, f"bad assertion path {path!r}")
         _check(isinstance(entry.get("sha3-384"), str) and isinstance(entry.get("size"), int),
                path, "no sha3-384 and size in the manifest")
+        _check(0 <= entry["size"] <= MAX_ASSERTION, path,
+               f"listed as {entry['size']} bytes, larger than an assertion can be "
+               f"({MAX_ASSERTION})")
         _check(path not in paths, path, "listed twice in the manifest")
         paths.add(path)
     for snap in manifest["snaps"]:
@@ -247,6 +254,41 @@ def checkManifest(manifest: Any) -> dict[str, Any]:
                    and isinstance(channel.get("revision"), int),
                    where, f"bad channel entry of {snap['name']}")
     return manifest
+
+
+def _depth(value: Any) -> int:
+    """
+    How deeply C{value} nests lists and objects, without recursing.
+    """
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parseManifest(raw: bytes, where: str) -> dict[str, Any]:
+    """
+    Decode and check a manifest.  Hostile nesting is refused like any
+    other damage, never left to raise C{RecursionError} somewhere later.
+
+    @raise BundleError: naming C{where}.
+    """
+    try:
+        manifest = json.loads(raw)
+    except RecursionError:
+        raise BundleError(where, f"nested deeper than a manifest can be "
+                                 f"({MAX_MANIFEST_DEPTH} levels)")
+    except ValueError:
+        raise BundleError(where, "not a manifest (not JSON)")
+    _check(_depth(manifest) <= MAX_MANIFEST_DEPTH, where,
+           f"nested deeper than a manifest can be ({MAX_MANIFEST_DEPTH} levels)")
+    return checkManifest(manifest)
 
 
 def readManifest(path: str) -> dict[str, Any]:
@@ -272,10 +314,7 @@ def readManifest(path: str) -> dict[str, Any]:
     except (OSError, tarfile.TarError) as error:
         raise BundleError(path, f"cannot read it: {error}")
     _check(len(raw) <= MAX_MANIFEST, path, "too large to be a manifest")
-    try:
-        return checkManifest(json.loads(raw))
-    except ValueError:
-        raise BundleError(path, "not a manifest (not JSON)")
+    return parseManifest(raw, path)
 
 
 # -- reading a bundle ------------------------------------------------------------
@@ -331,10 +370,7 @@ def stageBundle(stream: IO[bytes], stagingDir: str) -> StagedBundle:
         _check(first.size <= MAX_MANIFEST, MANIFEST, "too large")
         extracted = archive.extractfile(first)
         assert extracted is not None
-        try:
-            manifest = checkManifest(json.loads(extracted.read()))
-        except ValueError:
-            raise BundleError(MANIFEST, "not JSON")
+        manifest = parseManifest(extracted.read(MAX_MANIFEST + 1), MANIFEST)
         expected = {entry["path"]: entry for entry in manifest["blobs"]}
         expected.update({entry["path"]: entry for entry in manifest["assertions"]})
         seen: set[str] = set()
@@ -358,7 +394,8 @@ def stageBundle(stream: IO[bytes], stagingDir: str) -> StagedBundle:
                     size, digest = _copyHashed(source, staged, entry["size"])
                 blobFiles[name] = target
             else:
-                text = source.read(entry["size"] + 1)
+                # checkManifest bounded the size: at most MAX_ASSERTION.
+                text = source.read(min(entry["size"], MAX_ASSERTION) + 1)
                 size, digest = len(text), hashlib.sha3_384(text).hexdigest()
                 try:
                     assertions[name] = parseAssertion(text)

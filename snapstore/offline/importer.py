@@ -13,8 +13,12 @@ An import runs in three steps, and only the last one changes anything:
     C{snap-revision}); every snap needs its C{snap-declaration}; every
     signing key and account a chain names must be in the bundle or already
     on this node (the compiled-in Canonical root excepted); revisions a
-    channel names must have their blob here or in the bundle.  Signatures
-    are not checked here: devices check them against their own roots.
+    channel names must have their blob here or in the bundle.  Every
+    assertion's signature is verified up to a trusted root key (Canonical's
+    built-in one and those of C{--trusted-keys}, see
+    L{snapstore.offline.signatures}), so a bundle cannot plant metadata no
+    store signed; and a revision this node has already recorded with one
+    digest is never given another (the bundle is refused, naming it).
  3. I{Commit}: blobs go into the blob cache through its verifying fill
     (which hashes them once more), then metadata, assertions and blob
     records go into the state store in one transaction with an audit row.
@@ -51,7 +55,10 @@ from snapstore.offline.bundle import (
     parseAssertion,
     stageBundle,
 )
+from snapstore.offline.roots import trustedRoots
+from snapstore.offline.signatures import ChainVerifier, SignatureError
 from snapstore.state.imported import (
+    ImportConflict,
     ImportedAssertion,
     ImportedChannel,
     ImportedContent,
@@ -77,12 +84,16 @@ class Importer:
     log = Logger()
 
     def __init__(self, reactor: IServiceReactor, state: Any, cache: Any, stagingRoot: str,
-                 evict: bool = True) -> None:
+                 evict: bool = True, roots: Optional[dict[str, Any]] = None) -> None:
         """
         @param evict: whether an import may evict cached blobs to make
             room.  An offline node passes C{False}: what it would evict is
             earlier imports, which it cannot fetch again.
+        @param roots: the root keys assertions must chain up to
+            (L{snapstore.offline.roots.trustedRoots}); default the built-in
+            Canonical root only.
         """
+        self.roots = trustedRoots() if roots is None else roots
         self.reactor = reactor
         self.state = state
         self.cache = cache
@@ -110,6 +121,10 @@ class Importer:
                 added = await self._commitBlobs(staged)
                 try:
                     summary = await self.state.importContent(content, actor)
+                except ImportConflict as conflict:
+                    for digest in added:
+                        self.cache.remove(digest)
+                    raise BundleError(BLOB_DIR + conflict.name, str(conflict))
                 except BaseException:
                     for digest in added:
                         self.cache.remove(digest)
@@ -151,6 +166,7 @@ class Importer:
             known = await self.state.getImportedAssertion(kind, key)
             return None if known is None else parseAssertion(known.body.encode("utf-8"))
 
+        await self._checkSignatures(staged, find)
         blobs = {entry["name"]: entry for entry in manifest["blobs"]}
         for entry in manifest["blobs"]:
             await self._checkBlob(entry, find)
@@ -167,6 +183,40 @@ class Importer:
         bundle = {"created": manifest.get("created"), "generator": manifest.get("generator"),
                   "blobs": len(manifest["blobs"]), "assertions": len(manifest["assertions"])}
         return ImportedContent(tuple(snaps), assertions, tuple(records), bundle)
+
+    async def _checkSignatures(self, staged: StagedBundle, find: Any) -> None:
+        """
+        Verify the signature of every assertion in the bundle up to a
+        trusted root key, before anything else is believed.
+        """
+        async def findText(kind: str, key: tuple[str, ...]) -> Optional[bytes]:
+            found = await find(kind, key)
+            return None if found is None else found.text
+
+        verifier = ChainVerifier(self.roots, findText)
+        for path in sorted(staged.assertions):
+            try:
+                await verifier.verify(staged.assertions[path].text)
+            except SignatureError as error:
+                raise BundleError(path, f"its signature cannot be trusted: {error}")
+
+    async def _checkRecorded(self, name: str, snapId: str, number: int, digest: str,
+                             where: str) -> None:
+        """
+        Refuse to give a revision this node knows another digest: what it
+        recorded (from a device's refresh or an earlier import) is what
+        devices were told, and downloads are served under it.
+        """
+        known = await self.state.getBlob(blobName(snapId, number))
+        recorded = None if known is None else known.sha3_384.lower()
+        if recorded is None:
+            snap = await self.state.getImportedSnap(snapId=snapId)
+            revision = None if snap is None else snap.revisions.get(number)
+            recorded = None if revision is None else revision.sha3_384.lower()
+        if recorded is not None and recorded != digest:
+            raise BundleError(where, f"{name} revision {number} is recorded on this node "
+                                     f"with sha3-384 {recorded}; the bundle gives it "
+                                     f"{digest}, and a recorded revision never changes")
 
     @staticmethod
     async def _checkBlob(entry: dict[str, Any], find: Any) -> None:
@@ -211,6 +261,7 @@ class Importer:
                     download.get("size")) != (snapId, number, digest, size):
                 raise BundleError("manifest.json", f"the metadata of {name} revision {number} "
                                                    f"does not match its digest and size")
+            await self._checkRecorded(name, snapId, number, digest, where)
             if await find("snap-revision", (digestBase64(digest),)) is None:
                 raise BundleError(assertionPath("snap-revision", [digestBase64(digest)]),
                                   f"missing: {name} revision {number} has no snap-revision "
@@ -250,10 +301,10 @@ class Importer:
         snap = ImportedSnap(snapId, name, described["info"], tuple(channels), revisions)
         return snap, records
 
-    @staticmethod
-    async def _checkChain(path: str, assertion: Assertion, find: Any) -> None:
+    async def _checkChain(self, path: str, assertion: Assertion, find: Any) -> None:
         key = assertion.signKey
-        if key not in TRUSTED_KEYS and await find("account-key", (key,)) is None:
+        if key not in self.roots and key not in TRUSTED_KEYS \
+                and await find("account-key", (key,)) is None:
             raise BundleError(path, f"signed by key {key}, whose account-key assertion "
                                     f"({assertionPath('account-key', [key])}) is neither in "
                                     f"the bundle nor on this node")
@@ -320,3 +371,24 @@ class Importer:
         if not await fill.finish():
             reason = fill.failure.getErrorMessage() if fill.failure is not None else "?"
             raise BundleError(path, f"refused by the blob cache: {reason}")
+
+
+def stagingDirectory(settings: Any) -> str:
+    """
+    Where bundles are received and staged: in the data directory, on disk
+    (never C{/tmp}, which may be memory).
+    """
+    return os.path.join(settings.dataDir or ".", "import-staging")
+
+
+def importRoots(settings: Any) -> dict[str, Any]:
+    """
+    The root keys imports trust: the built-in one and C{--trusted-keys}.
+
+    @raise ValueError: naming the option, when the file is unusable.
+    """
+    try:
+        return trustedRoots(settings.trustedKeys)
+    except SignatureError as error:
+        raise ValueError(f"--trusted-keys: {error}")
+

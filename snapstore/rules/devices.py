@@ -8,15 +8,16 @@ C{device-session-request} assertion (brand, model, serial) to
 C{POST /api/v1/snaps/auth/sessions} and gets a session macaroon, which it
 then sends on every call as C{Snap-Device-Authorization} (or
 C{X-Device-Authorization}) C{Macaroon root="..."}.  The proxy relays that
-exchange, so L{DeviceSessions} remembers which serial each macaroon was
-given to.  A request with no session we know of is counted by its address.
+exchange, so the proxy records which serial each macaroon was given to
+(L{snapstore.rules.sessions}).  A request with no session is counted by its
+address; one with a session the proxy does not know is asked to open a new
+one, where rules need the device.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from typing import Any, Optional
 
 import attrs
@@ -28,6 +29,7 @@ from zope.interface import implementer
 from snapstore.interfaces import IAdmissionRule
 from snapstore.rules.values import DAY, DeviceIdentity, StoreDeny, StoreRequest
 from snapstore.rules.verdicts import Abstain
+from snapstore.state.errors import StateUnavailable
 from snapstore.state.records import Device
 
 SESSION_PATH = "/api/v1/snaps/auth/sessions"
@@ -85,62 +87,27 @@ def sessionMacaroon(headers: Any) -> Optional[bytes]:
     return None
 
 
-class DeviceSessions:
+def grantedSession(request: StoreRequest, code: int,
+                   answer: bytes) -> Optional[tuple[bytes, DeviceIdentity]]:
     """
-    Which device each session macaroon was handed to, for the sessions the
-    proxy relayed.  Kept in memory (bounded, least recently used dropped):
-    after a restart a device is known again from its next session request,
-    and counted by address until then.
+    The macaroon and device of a session upstream granted, from a relayed
+    C{POST /api/v1/snaps/auth/sessions} and upstream's answer; C{None} for
+    any other call or a refusal.  Only a granted session proves the serial:
+    upstream checked the request's signature against the device's key.
     """
-
-    def __init__(self, limit: int = 100000) -> None:
-        self._sessions: OrderedDict[bytes, DeviceIdentity] = OrderedDict()
-        self._limit = limit
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def remember(self, macaroon: bytes, identity: DeviceIdentity) -> None:
-        self._sessions[macaroon] = identity
-        self._sessions.move_to_end(macaroon)
-        while len(self._sessions) > self._limit:
-            self._sessions.popitem(last=False)
-
-    def identify(self, method: bytes, path: str, headers: Any, body: bytes,
-                 address: str) -> DeviceIdentity:
-        """
-        Who made a request: the device whose session macaroon it carries,
-        the device asking for a session, or its address.
-        """
-        if path == SESSION_PATH and method == b"POST":
-            asking = sessionRequestIdentity(body, address)
-            if asking is not None:
-                return asking
-        macaroon = sessionMacaroon(headers)
-        if macaroon is not None:
-            known = self._sessions.get(macaroon)
-            if known is not None:
-                self._sessions.move_to_end(macaroon)
-                return attrs.evolve(known, address=address)
-        return DeviceIdentity(f"address:{address}", "", address)
-
-    def noteAnswer(self, request: StoreRequest, code: int, answer: bytes) -> None:
-        """
-        Remember the macaroon upstream gave in answer to a relayed session
-        request.
-        """
-        if request.path != SESSION_PATH or not 200 <= code < 300:
-            return
-        identity = sessionRequestIdentity(request.body, request.device.address)
-        if identity is None:
-            return
-        try:
-            document = json.loads(answer)
-        except ValueError:
-            return
-        macaroon = document.get("macaroon") if isinstance(document, dict) else None
-        if isinstance(macaroon, str) and macaroon:
-            self.remember(macaroon.encode("utf-8"), identity)
+    if request.path != SESSION_PATH or request.method != b"POST" or not 200 <= code < 300:
+        return None
+    identity = sessionRequestIdentity(request.body, request.device.address)
+    if identity is None:
+        return None
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        return None
+    macaroon = document.get("macaroon") if isinstance(document, dict) else None
+    if isinstance(macaroon, str) and macaroon:
+        return macaroon.encode("utf-8"), identity
+    return None
 
 
 @attrs.frozen
@@ -178,6 +145,13 @@ class DeviceLimitRule:
     longer counts.
 
     The rule abstains for devices it admits, so later rules still decide.
+    Session requests are not counted: the serial a session request claims
+    is only proved by the session upstream grants, and the device is
+    counted on its next call, which carries that session.
+
+    While the database is away the rule decides on what it last read (the
+    devices seen and the limit); a node that never read them refuses with
+    503 rather than guess.
 
     @ivar limit: most devices connected at once, or C{None} for no limit.
     @ivar window: seconds a device counts as connected after its last call.
@@ -212,19 +186,41 @@ class DeviceLimitRule:
         self._seen: dict[str, float] = {}
         self._recorded: dict[str, float] = {}
         self._loadedAt: Optional[float] = None
+        self._devicesRead = False
+        self._settingRead = False
+        self._settingFailed = False
+
+    def needsDevice(self, request: StoreRequest) -> bool:
+        """
+        Whether this rule must know the device making C{request}: with a
+        limit, every call it counts, except downloads (snapd does not open a
+        new session on a download's answer, store-api.md 4.1; the refresh
+        before it identified the device).
+        """
+        return (self.limit is not None and request.blob is None
+                and request.path not in (NONCE_PATH, SESSION_PATH))
 
     def admit(self, request: StoreRequest) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._admit(request))
 
     async def _admit(self, request: StoreRequest) -> Any:
-        if request.path == NONCE_PATH:
-            # A nonce identifies nobody; the session request that follows does.
+        if request.path in (NONCE_PATH, SESSION_PATH):
+            # A nonce identifies nobody, and a session request only claims a
+            # serial: the device is counted once upstream granted the
+            # session, on the call that carries it.
             return Abstain()
         now = self.clock.seconds()
-        if self._settingAt is None or now - self._settingAt >= self.settingEvery:
+        # Until a first read succeeded, every request reads (one made while
+        # another's first read is under way must not decide on nothing).
+        if (not self._settingRead or self._settingAt is None
+                or now - self._settingAt >= self.settingEvery):
             await self._loadLimitSetting(now)
-        if self._loadedAt is None or now - self._loadedAt >= self.reloadEvery:
+        if (not self._devicesRead or self._loadedAt is None
+                or now - self._loadedAt >= self.reloadEvery):
             await self._load(now)
+        if not self._settingRead or (self.limit is not None and not self._devicesRead):
+            raise StateUnavailable("the device-limit rule has not read the device limit "
+                                   "and the connected devices yet")
         device = request.device
         since = now - self.window
         known = self._seen.get(device.identity, -1.0) >= since
@@ -265,9 +261,13 @@ class DeviceLimitRule:
         try:
             setting = await self.state.getSetting(LIMIT_SETTING)
         except Exception:
-            self.log.failure("Cannot read the device-limit setting; keeping limit {limit}",
-                             limit=self.limit)
+            if not self._settingFailed:
+                self._settingFailed = True
+                self.log.failure("Cannot read the device-limit setting; keeping limit {limit}",
+                                 limit=self.limit)
             return
+        self._settingFailed = False
+        self._settingRead = True
         if isinstance(setting, dict) and "limit" in setting:
             self.limit, self.limitSource = setting["limit"], "admin"
         else:
@@ -280,6 +280,7 @@ class DeviceLimitRule:
             self.log.failure("Cannot read connected devices; using what this node saw")
             self._loadedAt = now
             return
+        self._devicesRead = True
         for device in devices:
             if device.lastSeen > self._seen.get(device.identity, -1.0):
                 self._seen[device.identity] = device.lastSeen

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from snapstore.interfaces import IActionRule
 from snapstore.rules.values import StoreRequest
+from snapstore.state.errors import StateUnavailable
 from snapstore.state.records import Override, deviceChannel, normaliseChannel
 
 #: Architectures tried, in order, when learning which ones a revision was
@@ -54,6 +55,8 @@ def _headers(base: Any = None) -> Headers:
             headers.setRawHeaders(name, list(values))
     headers.setRawHeaders(b"content-type", [b"application/json"])
     headers.setRawHeaders(b"accept", [b"application/json"])
+    # The upstream client decodes what it reads; gzip saves uplink.
+    headers.setRawHeaders(b"accept-encoding", [b"gzip"])
     return headers
 
 
@@ -160,6 +163,10 @@ class OverrideTable:
     The pins of the state store, read once and read again when the store
     announces a change (made on this node or another), so that a refresh
     costs no database query.
+
+    While the database is away the last pins read stay in force (a pinned
+    device must not be offered what upstream has); only a table that was
+    never read cannot decide, and fails with L{StateUnavailable}.
     """
 
     log = Logger()
@@ -167,23 +174,39 @@ class OverrideTable:
     def __init__(self, state: Any) -> None:
         self.state = state
         self._overrides: Optional[list[Override]] = None
+        self._stale = True
         self._generation = 0
         self._stopObserving: Any = None
+        self._unavailableLogged = False
 
     def _changed(self, event: Any) -> None:
         if not isinstance(event, dict) or event.get("kind") in ("override", "resync"):
             self._generation += 1
-            self._overrides = None
+            self._stale = True
+            # Read the new pins now rather than on the next refresh, so that
+            # a database lost in between does not leave the old ones.
+            Deferred.fromCoroutine(self.overrides()).addErrback(lambda _: None)
 
     async def overrides(self) -> list[Override]:
         if self._stopObserving is None and hasattr(self.state, "observeChanges"):
             self._stopObserving = self.state.observeChanges(self._changed)
-        while self._overrides is None:
+        while self._stale:
             generation = self._generation
-            loaded = await self.state.listOverrides()
+            try:
+                loaded = await self.state.listOverrides()
+            except StateUnavailable:
+                if self._overrides is None:
+                    raise
+                if not self._unavailableLogged:
+                    self._unavailableLogged = True
+                    self.log.warn("Cannot read pins from the state store; serving the "
+                                  "{count} pins read last", count=len(self._overrides))
+                return self._overrides
+            self._unavailableLogged = False
             if generation == self._generation:
                 self._overrides = list(loaded)
-                return self._overrides
+                self._stale = False
+        assert self._overrides is not None
         return self._overrides
 
     async def find(self, snapName: Any, snapId: Any, channel: Any,
@@ -227,6 +250,14 @@ class OverrideRule:
 
     def close(self) -> None:
         self.table.close()
+
+    def warm(self) -> Deferred[Any]:
+        """
+        Read the pins now (the rules service calls this once the state
+        store answers), so that a database lost before the first refresh
+        still leaves them known.
+        """
+        return Deferred.fromCoroutine(self.table.overrides())
 
     def amend(self, request: StoreRequest, action: dict[str, Any],
               result: dict[str, Any]) -> Deferred[Any]:

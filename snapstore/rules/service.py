@@ -14,18 +14,27 @@ import signal
 from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from snapstore.rules.devices import (
+    SESSION_PATH,
     DeviceLimitRule,
-    DeviceSessions,
     DeviceStatus,
     connectedDevices,
+    grantedSession,
+    sessionMacaroon,
 )
 from snapstore.rules.engine import RuleEnv, RuleFailed, RuleSet
 from snapstore.rules.loader import RuleLoadError, loadRules
-from snapstore.rules.values import DAY, ResponseHead, StoreRequest
+from snapstore.rules.sessions import SessionChallenges, SessionDirectory
+from snapstore.rules.values import DAY, DeviceIdentity, ResponseHead, StoreRequest
+
+#: The call on which the proxy always needs to know the device.
+REFRESH_PATH = "/v2/snaps/refresh"
+#: Seconds between prunings of the device sessions.
+PRUNE_EVERY = 3600.0
 
 
 class RulesService(Service):
@@ -40,7 +49,8 @@ class RulesService(Service):
     @ivar directory: the rules directory.
     @ivar env: the L{RuleEnv} every load gets.
     @ivar ruleSet: the current L{RuleSet}.
-    @ivar sessions: the L{DeviceSessions} (kept across reloads).
+    @ivar sessions: the L{SessionDirectory} (kept across reloads).
+    @ivar challenges: the L{SessionChallenges} (kept across reloads).
     """
 
     log = Logger()
@@ -65,7 +75,11 @@ class RulesService(Service):
         self.ruleSet = ruleSet if ruleSet is not None else loadRules(
             directory, env, verdictObserver=verdictObserver)
         self._reloadObservers: list[Callable[[Any, Any], None]] = []
-        self.sessions = DeviceSessions()
+        self.sessions = SessionDirectory(env.state, env.clock)
+        perMinute = getattr(env.settings, "deviceSessionRate", 600)
+        self.challenges = SessionChallenges(
+            env.clock, attemptBurst=perMinute or None, attemptRate=perMinute / 60.0)
+        self._pruning: Optional[LoopingCall] = None
         self._installSignal = installSignal
         self._previousHandler: Any = None
 
@@ -90,9 +104,41 @@ class RulesService(Service):
         except ValueError:
             # Not the main thread (some test runners): no reload by signal.
             self.log.warn("Cannot handle SIGHUP here; rules reload only on request")
+        whenReady = getattr(self.env.state, "whenReady", None)
+        if whenReady is not None:
+            whenReady().addCallback(lambda _: self._warm(self.ruleSet)).addErrback(lambda _: None)
+        if hasattr(self.env.state, "pruneSessions"):
+            self._pruning = LoopingCall(self._prune)
+            self._pruning.clock = self.env.clock
+            self._pruning.start(PRUNE_EVERY, now=False)
+
+    def _warm(self, ruleSet: RuleSet) -> None:
+        """
+        Let the rules that keep state in memory (C{warm()}) read it now,
+        rather than on the first request: what they read is what they
+        decide on while the database is away.
+        """
+        for rule in ruleSet.rules:
+            warm = getattr(rule, "warm", None)
+            if warm is not None:
+                warm().addErrback(lambda failure: self.log.warn(
+                    "Rule could not read its state yet: {why}", why=failure.getErrorMessage()))
+
+    def _prune(self) -> Deferred[Any]:
+        def pruned(count: int) -> None:
+            if count:
+                self.log.info("Forgot {count} expired or unused device sessions", count=count)
+
+        def failed(failure: Any) -> None:
+            self.log.warn("Cannot prune device sessions: {why}", why=failure.getErrorMessage())
+
+        return self.sessions.prune().addCallbacks(pruned, failed)
 
     def stopService(self) -> Any:
         super().stopService()
+        if self._pruning is not None and self._pruning.running:
+            self._pruning.stop()
+        self._pruning = None
         if self._previousHandler is not None:
             self._installSignal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
@@ -120,6 +166,7 @@ class RulesService(Service):
                            "before: {error}", count=len(self.ruleSet.rules), error=str(error))
             return False
         old, self.ruleSet = self.ruleSet, new
+        self._warm(new)
         old.close()
         for observer in list(self._reloadObservers):  # auditing (admin.rulesaudit)
             observer(old, new)
@@ -131,10 +178,29 @@ class RulesService(Service):
     # -- what the store endpoint calls -------------------------------------
 
     def describe(self, request: Any, body: bytes = b"", upstreamHeaders: Any = None,
-                 blob: Any = None) -> StoreRequest:
+                 blob: Any = None) -> Deferred[StoreRequest]:
         """
         The L{StoreRequest} for a L{twisted.web.server.Request}.
+
+        @return: a Deferred firing with it once the device is identified
+            (which may ask the state store about its session).
         """
+        return Deferred.fromCoroutine(self._describe(request, body, upstreamHeaders, blob))
+
+    async def _identify(self, method: bytes, path: str, headers: Any,
+                        address: str) -> DeviceIdentity:
+        """
+        Who made a request: the device whose session it carries, else its
+        address.  A session request counts as its address: the serial it
+        claims is proved only by upstream's answer.
+        """
+        macaroon = sessionMacaroon(headers)
+        if macaroon is not None and not (method == b"POST" and path == SESSION_PATH):
+            return await self.sessions.identify(macaroon, address)
+        return DeviceIdentity(f"address:{address}", "", address)
+
+    async def _describe(self, request: Any, body: bytes, upstreamHeaders: Any,
+                        blob: Any) -> StoreRequest:
         address = request.getClientAddress()
         host = getattr(address, "host", None) or "unknown"
         headers = tuple((name.lower(), value)
@@ -143,7 +209,7 @@ class RulesService(Service):
         path = request.path.decode("utf-8", "replace")
         query = {key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
                  for key, values in (request.args or {}).items()}
-        device = self.sessions.identify(request.method, path, headers, body, host)
+        device = await self._identify(request.method, path, headers, host)
         notes = getattr(request, "snapstoreAccess", None)
         if isinstance(notes, dict):  # the access log's columns
             notes["device"] = device.identity
@@ -155,9 +221,33 @@ class RulesService(Service):
 
     def admit(self, request: StoreRequest) -> Deferred[Any]:
         """
-        @see: L{RuleSet.admit}
+        Bound session requests per address, ask a device with an unknown
+        session to open a new one where the device is needed (see
+        L{snapstore.rules.sessions}), then L{RuleSet.admit}.
         """
+        address = request.device.address
+        refusal = None
+        if request.path == SESSION_PATH and request.method == b"POST":
+            refusal = self.challenges.attempt(address)
+        elif request.device.unknownSession and self.needsDevice(request):
+            refusal = self.challenges.challenge(address)
+        if refusal is not None:
+            return succeed(refusal)
         return self.ruleSet.admit(request)
+
+    def needsDevice(self, request: StoreRequest) -> bool:
+        """
+        Whether deciding on C{request} needs to know the device: always for
+        a refresh, else when a loaded rule says so (the device limit, for
+        the calls it counts).
+        """
+        if request.path == REFRESH_PATH:
+            return True
+        for rule in self.ruleSet.rules:
+            asks = getattr(rule, "needsDevice", None)
+            if asks is not None and asks(request):
+                return True
+        return False
 
     def admitDownload(self, blob: Any, request: Any) -> Deferred[Any]:
         """
@@ -171,7 +261,7 @@ class RulesService(Service):
             store error (C{verdict.errorCode} when it has one, else
             C{forbidden}) and C{verdict.reason}.
         """
-        return self.ruleSet.admit(self.describe(request, blob=blob))
+        return self.describe(request, blob=blob).addCallback(self.admit)
 
     def amendRefresh(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -193,10 +283,15 @@ class RulesService(Service):
 
     def noteAnswer(self, request: StoreRequest, code: int, answer: bytes) -> None:
         """
-        Learn from an answer the device got (the session macaroon of a
-        device-session request).
+        Learn from an answer the device got: the session upstream granted
+        to a device-session request (recorded in the state store; on this
+        node at once).
         """
-        self.sessions.noteAnswer(request, code, answer)
+        granted = grantedSession(request, code, answer)
+        if granted is not None:
+            macaroon, identity = granted
+            self.challenges.identified(request.device.address)
+            self.sessions.learn(macaroon, identity)
 
     def cachePolicy(self, request: Optional[StoreRequest], response: ResponseHead) -> Any:
         """

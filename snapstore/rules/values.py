@@ -44,11 +44,15 @@ class DeviceIdentity:
         device sent no known session.
     @ivar model: C{brand/model} when known, else C{""}.
     @ivar address: the client's IP address.
+    @ivar unknownSession: the request carried a device session the proxy
+        does not know (so C{identity} is the address until the device
+        opens a session through the proxy).
     """
 
     identity: str
     model: str = ""
     address: str = ""
+    unknownSession: bool = False
 
     @property
     def hasSerial(self) -> bool:

@@ -29,7 +29,13 @@ from snapstore.state.migrations import (
     currentVersion,
 )
 from snapstore.state.operations import Announcement, Audited, Mode, Operation
-from snapstore.state.records import AuditEntry, BlobRecord, Device, Override
+from snapstore.state.records import (
+    AuditEntry,
+    BlobRecord,
+    Device,
+    DeviceSession,
+    Override,
+)
 
 ChangeObserver = Callable[[dict[str, Any]], object]
 
@@ -373,6 +379,36 @@ class StateStoreBase:
         @see: L{snapstore.interfaces.IStateStore.listDevices}
         """
         return self._do(operations.listDevices(seenSince))
+
+    def recordSession(self, session: DeviceSession) -> Deferred[DeviceSession]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.recordSession}
+        """
+        return self._do(
+            operations.recordSession(session, self.clock.seconds()), Mode.WRITE
+        )
+
+    def getSession(self, digest: str) -> Deferred[DeviceSession | None]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.getSession}
+        """
+        return self._do(operations.getSession(digest))
+
+    def listSessions(
+        self, usedSince: float | None = None
+    ) -> Deferred[list[DeviceSession]]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.listSessions}
+        """
+        return self._do(operations.listSessions(usedSince))
+
+    def pruneSessions(self, unusedFor: float) -> Deferred[int]:
+        """
+        @see: L{snapstore.interfaces.IStateStore.pruneSessions}
+        """
+        return self._do(
+            operations.pruneSessions(self.clock.seconds(), unusedFor), Mode.WRITE
+        )
 
     def appendAudit(
         self, actor: str, action: str, target: str, before: Any, after: Any

@@ -128,6 +128,19 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+class ImportConflict(ValueError):
+    """
+    An import would give a recorded download file another digest; the
+    transaction is rolled back.
+
+    @ivar name: the download file name.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def importContent(content: ImportedContent, actor: str, now: float) -> Operation:
     """
     Add or update everything in C{content}, in the caller's transaction
@@ -135,8 +148,9 @@ def importContent(content: ImportedContent, actor: str, now: float) -> Operation
     anything.
 
     Revisions, blob records and assertions of the same revision are
-    immutable: importing them again changes nothing.  Channel maps and
-    snap descriptions take the bundle's values.
+    immutable: importing them again changes nothing, and importing them
+    with another digest raises L{ImportConflict}.  Channel maps and snap
+    descriptions take the bundle's values.
 
     @return: a summary dict: counts of what was added or changed
         (C{snaps}, C{revisions}, C{channels}, C{assertions}, C{blobs}) and
@@ -156,8 +170,13 @@ def importContent(content: ImportedContent, actor: str, now: float) -> Operation
                         " WHERE snap_id = ?", (snap.snapName, info, now, snap.snapId))
             counts["snaps"] += 1
         for revision in snap.revisions.values():
-            rows = yield Query("SELECT 1 FROM imported_revisions WHERE snap_id = ?"
+            rows = yield Query("SELECT sha3_384 FROM imported_revisions WHERE snap_id = ?"
                                " AND revision = ?", (revision.snapId, revision.revision))
+            if rows and rows[0][0] != revision.sha3_384.lower():
+                raise ImportConflict(f"{revision.snapId}_{revision.revision}.snap",
+                                     f"{snap.snapName} revision {revision.revision} is "
+                                     f"recorded with sha3-384 {rows[0][0]}, not "
+                                     f"{revision.sha3_384.lower()}")
             if rows:
                 continue
             yield Query(
@@ -199,9 +218,12 @@ def importContent(content: ImportedContent, actor: str, now: float) -> Operation
         rows = yield Query("SELECT sha3_384, url FROM blobs WHERE name = ?", (blob.name,))
         if rows and rows[0][0] == blob.sha3_384.lower():
             continue
-        # A name recorded with another digest cannot be right for this
-        # content-addressed revision: the bundle's verified one wins.
-        yield Query("DELETE FROM blobs WHERE name = ?", (blob.name,))
+        if rows:
+            # What a device's refresh (or an earlier import) recorded is
+            # what downloads are served under: never replaced.
+            raise ImportConflict(blob.name, f"{blob.snapName} revision {blob.revision} is "
+                                            f"recorded with sha3-384 {rows[0][0]}, not "
+                                            f"{blob.sha3_384.lower()}")
         yield Query(
             f"INSERT INTO blobs ({BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (blob.name, blob.sha3_384.lower(), blob.size, blob.url, blob.snapId,

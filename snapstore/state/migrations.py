@@ -162,6 +162,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "device sessions",
+        (
+            # Which device each session macaroon upstream handed out belongs
+            # to, by a digest of the macaroon (never the macaroon itself),
+            # so that every node and every restart knows a device by serial
+            # (snapstore.rules.sessions).
+            """
+            CREATE TABLE device_sessions (
+                digest TEXT PRIMARY KEY,
+                identity TEXT NOT NULL,
+                model TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+                last_used DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX device_sessions_last_used ON device_sessions (last_used)",
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -26,6 +26,7 @@ from snapstore.state.records import (
     AuditEntry,
     BlobRecord,
     Device,
+    DeviceSession,
     Override,
     normaliseChannel,
 )
@@ -153,6 +154,7 @@ OVERRIDE_COLUMNS = (
     "snap_name, channel, architecture, revision, snap_id, created_at"
 )
 DEVICE_COLUMNS = "identity, model, address, first_seen, last_seen"
+SESSION_COLUMNS = "digest, identity, model, created_at, expires_at, last_used"
 AUDIT_COLUMNS = (
     'id, time, actor, action, target, "before", "after", previous_hash,'
     " row_hash"
@@ -502,6 +504,101 @@ def listDevices(seenSince: float | None) -> Operation:
             (float(seenSince),),
         )
     return [deviceFromRow(row) for row in rows]
+
+
+def sessionFromRow(row: Sequence[Any]) -> DeviceSession:
+    """
+    @return: the L{DeviceSession} of a C{device_sessions} row selected with
+        L{SESSION_COLUMNS}.
+    """
+    return DeviceSession(
+        digest=row[0],
+        identity=row[1],
+        model=row[2],
+        createdAt=float(row[3]),
+        expiresAt=float(row[4]),
+        lastUsed=float(row[5]),
+    )
+
+
+def recordSession(session: DeviceSession, now: float) -> Operation:
+    """
+    Insert C{session}, or bring its row up to date: a digest names one
+    macaroon, which upstream gave to one device, so the identity of the
+    first record stays; the last-used time only moves forward.
+
+    @return: the stored L{DeviceSession}.
+    """
+    lastUsed = session.lastUsed or now
+    yield Query(
+        f"INSERT INTO device_sessions ({SESSION_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (digest) DO UPDATE SET"
+        " expires_at = CASE WHEN excluded.expires_at > 0"
+        "  THEN excluded.expires_at ELSE device_sessions.expires_at END,"
+        " last_used = CASE WHEN excluded.last_used > device_sessions.last_used"
+        "  THEN excluded.last_used ELSE device_sessions.last_used END",
+        (
+            session.digest,
+            session.identity,
+            session.model,
+            session.createdAt or now,
+            session.expiresAt,
+            lastUsed,
+        ),
+    )
+    rows = yield Query(
+        f"SELECT {SESSION_COLUMNS} FROM device_sessions WHERE digest = ?",
+        (session.digest,),
+    )
+    return sessionFromRow(rows[0])
+
+
+def getSession(digest: str) -> Operation:
+    """
+    @return: the L{DeviceSession} with C{digest}, or C{None}.
+    """
+    rows = yield Query(
+        f"SELECT {SESSION_COLUMNS} FROM device_sessions WHERE digest = ?",
+        (digest,),
+    )
+    return sessionFromRow(rows[0]) if rows else None
+
+
+def listSessions(usedSince: float | None) -> Operation:
+    """
+    @return: the sessions (used at or after C{usedSince} when given),
+        ordered by digest.
+    """
+    if usedSince is None:
+        rows = yield Query(
+            f"SELECT {SESSION_COLUMNS} FROM device_sessions ORDER BY digest"
+        )
+    else:
+        rows = yield Query(
+            f"SELECT {SESSION_COLUMNS} FROM device_sessions"
+            " WHERE last_used >= ? ORDER BY digest",
+            (float(usedSince),),
+        )
+    return [sessionFromRow(row) for row in rows]
+
+
+def pruneSessions(now: float, unusedFor: float) -> Operation:
+    """
+    Remove the sessions that expired, and those no request carried for
+    C{unusedFor} seconds.
+
+    @return: how many were removed.
+    """
+    where = (
+        "(expires_at > 0 AND expires_at <= ?) OR last_used < ?"
+    )
+    params = (float(now), float(now - unusedFor))
+    rows = yield Query(
+        f"SELECT COUNT(*) FROM device_sessions WHERE {where}", params
+    )
+    yield Query(f"DELETE FROM device_sessions WHERE {where}", params)
+    return int(rows[0][0])
 
 
 def listAudit(

@@ -72,6 +72,30 @@ class Device:
 
 
 @attrs.frozen
+class DeviceSession:
+    """
+    A device session upstream granted through the proxy: which device a
+    session macaroon belongs to.
+
+    @ivar digest: hex sha256 of the macaroon; the macaroon itself is a
+        credential and is never stored.
+    @ivar identity: C{brand/model/serial} of the device it was given to.
+    @ivar model: C{brand/model}.
+    @ivar createdAt: POSIX time upstream granted it (0: now).
+    @ivar expiresAt: POSIX time it expires when upstream said, else 0.
+    @ivar lastUsed: POSIX time a request last carried it (0: now); only
+        moves forward, and is written at most about once a day.
+    """
+
+    digest: str
+    identity: str
+    model: str = ""
+    createdAt: float = 0.0
+    expiresAt: float = 0.0
+    lastUsed: float = 0.0
+
+
+@attrs.frozen
 class AuditEntry:
     """
     One row of the hash-chained audit log.

@@ -6,8 +6,8 @@ When PostgreSQL is down (or restarting) devices must still get their
 refreshes and their cached blobs.  The data path therefore reaches the state
 store through L{ResilientState}: blob records it has seen are remembered in
 memory, so a cached blob can be found without the database, and device
-sightings that cannot be written are queued (bounded) and written when the
-database answers again.  Admin changes are not wrapped: they fail with
+sightings and granted device sessions that cannot be written are queued
+(bounded) and written when the database answers again.  Admin changes are not wrapped: they fail with
 L{StateUnavailable}, which the admin API reports, never silently.
 """
 
@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.internet.interfaces import IReactorTime
@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from snapstore.interfaces import IStateStore
 from snapstore.state.errors import StateUnavailable
-from snapstore.state.records import BlobRecord, Device
+from snapstore.state.records import BlobRecord, Device, DeviceSession
 
 RETRY_DELAY = 5.0
 
@@ -39,6 +39,8 @@ class ResilientState:
 
     @ivar queuedDevices: device sightings waiting for the database, newest
         per identity, at most C{maxQueuedDevices}.
+    @ivar queuedSessions: granted device sessions waiting for the database,
+        by digest, at most C{maxQueuedDevices}.
     """
 
     log = Logger()
@@ -54,13 +56,14 @@ class ResilientState:
         self._maxBlobs = maxBlobs
         self.queuedDevices: OrderedDict[str, Device] = OrderedDict()
         self._maxQueuedDevices = maxQueuedDevices
+        self.queuedSessions: OrderedDict[str, DeviceSession] = OrderedDict()
         self._retry: Optional[Any] = None
         self._flushing = False
         store.observeChanges(self._changed)
 
     def _changed(self, event: dict[str, Any]) -> None:
         # A node that got its database back resyncs: write what waited.
-        if event.get("kind") == "resync" and self.queuedDevices:
+        if event.get("kind") == "resync" and (self.queuedDevices or self.queuedSessions):
             self.flush()
 
     def __getattr__(self, name: str) -> Any:
@@ -151,34 +154,59 @@ class ResilientState:
                           identity=dropped)
         self._scheduleFlush()
 
+    def recordSession(self, session: DeviceSession) -> Deferred[DeviceSession]:
+        """
+        Record a granted device session; when the database is away, queue
+        it (the caller keeps it in memory meanwhile) so that no session
+        learnt during an outage is lost.
+        """
+
+        def unavailable(failure: Failure) -> DeviceSession:
+            failure.trap(StateUnavailable)
+            self.queuedSessions.pop(session.digest, None)
+            self.queuedSessions[session.digest] = session
+            while len(self.queuedSessions) > self._maxQueuedDevices:
+                dropped, _ = self.queuedSessions.popitem(last=False)
+                self.log.warn("session queue full; dropped the oldest ({digest})",
+                              digest=dropped[:12])
+            self._scheduleFlush()
+            return session
+
+        return self._store.recordSession(session).addErrback(unavailable)
+
     def _scheduleFlush(self) -> None:
         if self._retry is None or not self._retry.active():
             self._retry = self._clock.callLater(RETRY_DELAY, self.flush)
 
     def flush(self) -> Deferred[int]:
         """
-        Write the queued device sightings; those that still cannot be
-        written stay queued and are tried again later.
+        Write the queued device sightings and sessions; those that still
+        cannot be written stay queued and are tried again later.
 
         @return: a Deferred firing with the number written.
         """
-        if self._flushing or not self.queuedDevices:
+        if self._flushing or not (self.queuedDevices or self.queuedSessions):
             return succeed(0)
         self._flushing = True
         written = [0]
 
         def writeNext(_: Any = None) -> Any:
-            if not self.queuedDevices:
+            queue: Any
+            if self.queuedDevices:
+                queue, write = self.queuedDevices, self._store.recordDevice
+            elif self.queuedSessions:
+                queue, write = self.queuedSessions, self._store.recordSession
+            else:
                 return None
-            identity, device = next(iter(self.queuedDevices.items()))
+            key, record = next(iter(queue.items()))
 
             def done(_: Any) -> Any:
-                if self.queuedDevices.get(identity) is device:
-                    del self.queuedDevices[identity]
+                if queue.get(key) is record:
+                    del queue[key]
                 written[0] += 1
                 return writeNext()
 
-            return self._store.recordDevice(device).addCallback(done)
+            return write(record).addCallback(done)
 
         def finished(result: Any) -> int:
             self._flushing = False
@@ -186,10 +214,11 @@ class ResilientState:
                 result.trap(StateUnavailable)
                 self._scheduleFlush()
             elif written[0]:
-                self.log.info("wrote {count} queued device sightings", count=written[0])
+                self.log.info("wrote {count} queued device sightings and sessions",
+                              count=written[0])
             return written[0]
 
-        return writeNext().addBoth(finished) if self.queuedDevices else succeed(0)
+        return maybeDeferred(writeNext).addBoth(finished)
 
     def stop(self) -> None:
         """

@@ -50,7 +50,9 @@ class StateService(Service):
         """
         failure.trap(StateUnavailable)
         # The back-end logged the cause; PostgreSQL keeps retrying.
-        self.log.warn("State store not ready: {error}",
+        self.log.warn("State store not ready: {error}. Until it answers, calls that "
+                      "need state this node never read (pins, the device limit, device "
+                      "sessions) are refused with 503; retrying.",
                       error=failure.getErrorMessage())
 
     def whenReady(self) -> Deferred[None]:

@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.documents import Document, DocumentCache
+from snapstore.store.compression import encodeFor
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead, outboundHeaders
 from snapstore.store.upstream import StoreUpstream, UpstreamError
@@ -132,9 +133,8 @@ class AssertionsResource(Resource):
             self._write(request, cached, b"STALE")
             return
         copyResponseHead(response, request, keepLength=False)
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
         request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
-        request.write(body)
+        request.write(encodeFor(request.requestHeaders, request.responseHeaders, body))
         request.finish()
 
     @staticmethod
@@ -148,9 +148,8 @@ class AssertionsResource(Resource):
         headers = request.responseHeaders
         if document.mediaType:
             headers.setRawHeaders(b"content-type", [document.mediaType])
-        headers.setRawHeaders(b"content-length", [b"%d" % len(document.body)])
         headers.setRawHeaders(b"x-cache", [cache])
         if cache == b"STALE":
             headers.setRawHeaders(b"warning", [b'110 snapstore "Response is Stale"'])
-        request.write(document.body)
+        request.write(encodeFor(request.requestHeaders, headers, document.body))
         request.finish()

@@ -71,6 +71,8 @@ class DownloadGate(Resource):
 
     def _decided(self, verdict: Any, request: Any) -> None:
         if isinstance(verdict, Deny):
+            for header, value in verdict.headers:
+                request.responseHeaders.setRawHeaders(header, [value])
             writeStoreError(request, verdict.code, getattr(verdict, "errorCode", "forbidden"),
                     verdict.reason)
             return

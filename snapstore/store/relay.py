@@ -28,10 +28,19 @@ from snapstore.http.headers import addVia, endToEnd
 from snapstore.rules.values import RuleFailed
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
+from snapstore.store.compression import (
+    UPSTREAM_ACCEPT,
+    EncodingError,
+    Inflater,
+    accepts,
+    addVary,
+    contentCodings,
+    encodeFor,
+)
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
-from snapstore.store.upstream import StoreUpstream, UpstreamError
+from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
 
 # Answers that describe snaps, and so carry URLs snapd fetches later.
 _REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
@@ -68,8 +77,16 @@ def outboundHeaders(request: Request) -> Headers:
     """
     The headers to send upstream for a client request: everything end to
     end, minus what the outbound connection sets itself, plus C{Via}.
+
+    Upstream is asked for gzip whatever the device accepts (the proxy
+    decodes what it reads, and what a device cannot take): JSON shrinks
+    several times on the uplink.  A C{HEAD} keeps the device's own
+    C{Accept-Encoding}, so that the headers it gets describe what a C{GET}
+    would give it.
     """
     headers = endToEnd(request.requestHeaders, drop=frozenset([b"host", b"content-length"]))
+    if request.method != b"HEAD":
+        headers.setRawHeaders(b"accept-encoding", [UPSTREAM_ACCEPT])
     addVia(headers)
     return headers
 
@@ -149,9 +166,11 @@ class RelayResource(Resource):
         headers = outboundHeaders(request)
         described = None
         if self.rules is not None:
-            described = self.rules.describe(request, body, headers)
+            described = await maybeDeferred(self.rules.describe, request, body, headers)
             verdict = await maybeDeferred(self.rules.admit, described)
             if isinstance(verdict, Deny):
+                for name, value in verdict.headers:
+                    request.responseHeaders.setRawHeaders(name, [value])
                 writeStoreError(request, verdict.code,
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
@@ -186,15 +205,19 @@ class RelayResource(Resource):
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
             copyResponseHead(response, request, keepLength=False)
-            request.responseHeaders.setRawHeaders(
-                b"content-length", [b"%d" % len(rewritten.body)])
+            body = encodeFor(request.requestHeaders, request.responseHeaders, rewritten.body)
             if request.method != b"HEAD":
-                request.write(rewritten.body)
+                request.write(body)
             request.finish()
             return
-        copyResponseHead(response, request, keepLength=True)
+        inflater = self._inflaterFor(request, response)
+        copyResponseHead(response, request, keepLength=inflater is None)
+        if request.method != b"HEAD":
+            addVary(request.responseHeaders)
+        if inflater is not None:
+            request.responseHeaders.removeHeader(b"content-encoding")
         try:
-            await relayBody(response, request)
+            await relayBody(response, request, inflater)
         except Exception:
             pass  # BodyRelay logged why and cut the client off; nothing to answer.
 
@@ -218,6 +241,25 @@ class RelayResource(Resource):
         if amended is None:
             return raw, answer
         return json.dumps(amended).encode("utf-8"), amended
+
+    @staticmethod
+    def _inflaterFor(request: Request, response: IResponse) -> Optional[Inflater]:
+        """
+        An answer the proxy only relays keeps its coding when the device
+        accepts it; otherwise it is decoded on the way.
+
+        @raise UpstreamError: the device does not accept the coding and the
+            proxy cannot decode it.
+        """
+        codings = contentCodings(response.headers)
+        if request.method == b"HEAD" or not codings or accepts(request.requestHeaders, codings):
+            return None
+        try:
+            return Inflater(codings)
+        except EncodingError as error:
+            discardBody(response)
+            what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
+            raise UpstreamError(502, "upstream-bad-response", f"upstream answered {what} with {error}")
 
     @staticmethod
     def _needsRewrite(request: Request, response: IResponse) -> bool:

@@ -22,6 +22,9 @@ from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
+from snapstore.store.compression import EncodingError, Inflater
+from snapstore.http.storeerror import writeStoreError
+
 
 class BodyRelay(Protocol):
     """
@@ -29,6 +32,8 @@ class BodyRelay(Protocol):
 
     @ivar done: fires with the byte count when the whole body was relayed
         and the request finished, or errbacks with the reason it was cut.
+    @ivar inflater: undoes the body's C{Content-Encoding} on the way, for a
+        client that does not accept it; C{None} relays the bytes as sent.
     """
 
     #: A TCP transport (or TLS over one) once connected; Twisted types
@@ -38,8 +43,10 @@ class BodyRelay(Protocol):
 
     log = Logger()
 
-    def __init__(self, request: Request, expectedLength: int | None = None) -> None:
+    def __init__(self, request: Request, expectedLength: int | None = None,
+                 inflater: Inflater | None = None) -> None:
         self.request = request
+        self.inflater = inflater
         self.expectedLength = expectedLength
         self.relayed = 0
         self.done: Deferred[int] = Deferred()
@@ -58,7 +65,30 @@ class BodyRelay(Protocol):
         if self._clientGone:
             return
         self.relayed += len(data)
+        if self.inflater is not None:
+            try:
+                data = self.inflater.feed(data)
+            except EncodingError as error:
+                self._undecodable(error)
+                return
         self.request.write(data)
+
+    def _undecodable(self, error: EncodingError) -> None:
+        """
+        The body cannot be decoded (corrupt, or a bomb): stop reading
+        upstream, and answer 502 if nothing was sent yet, else cut the
+        client off as for a cut transfer.
+        """
+        self.log.warn("upstream body {error}; not relayed further", error=str(error))
+        request = self.request
+        self.inflater = None
+        self._clientGone = True
+        request.unregisterProducer()
+        writeStoreError(request, 502, "upstream-bad-response", f"upstream answer {error}")
+        if not request.finished:
+            abortClient(request)
+        if self.transport is not None:
+            self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         request = self.request
@@ -70,6 +100,12 @@ class BodyRelay(Protocol):
         )
         if self.expectedLength is not None and self.relayed != self.expectedLength:
             complete = False
+        if complete and self.inflater is not None and not self._clientGone:
+            try:
+                self.inflater.finish()
+            except EncodingError as error:
+                complete = False
+                reason = Failure(error)
         if self._clientGone:
             self.done.errback(Failure(ConnectionDone("client went away")))
         elif complete:
@@ -97,11 +133,13 @@ def abortClient(request: Request) -> None:
         transport.abortConnection()
 
 
-def relayBody(response: IResponse, request: Request) -> Deferred[int]:
+def relayBody(response: IResponse, request: Request,
+              inflater: Inflater | None = None) -> Deferred[int]:
     """
-    Stream C{response}'s body into C{request} and finish it.
+    Stream C{response}'s body into C{request} and finish it, decoding it
+    with C{inflater} when given.
     """
     length = response.length if isinstance(response.length, int) else None
-    relay = BodyRelay(request, length)
+    relay = BodyRelay(request, length, inflater)
     response.deliverBody(relay)
     return relay.done

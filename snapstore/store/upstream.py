@@ -18,10 +18,12 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseFailed, readBody
+from twisted.web.client import FileBodyProducer, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from twisted.internet.interfaces import IReactorTime
+
+from snapstore.store.compression import DecodedBody, EncodingError, Inflater, contentCodings
 
 
 class UpstreamError(Exception):
@@ -119,14 +121,45 @@ class StoreUpstream:
     def readBody(self, response: IResponse, what: str, limit: int = 64 << 20,
                  timeout: Optional[float] = None) -> Deferred[bytes]:
         """
-        Read a whole (JSON) body that must be rewritten before relaying.
+        Read a whole (JSON) body that must be parsed or rewritten before
+        relaying, undoing its C{Content-Encoding} (gzip, deflate) as it
+        arrives.  Neither the body as sent nor as decoded may pass C{limit}
+        bytes: reading stops there, so a decompression bomb costs no more
+        memory than an honest answer of that size.
+
+        @return: a Deferred firing with the decoded bytes, or failing with
+            a 502 L{UpstreamError} naming the problem (too large, a coding
+            the proxy cannot decode, corrupt or cut data).
         """
         timeout = self.timeout if timeout is None else timeout
         if isinstance(response.length, int) and response.length > limit:
             response.deliverBody(_Discard())
             return fail(UpstreamError(502, "upstream-bad-response",
                                       f"upstream answer to {what} is larger than {limit} bytes"))
-        return self._bounded(readBody(response), what, timeout)
+        codings = contentCodings(response.headers)
+        try:
+            inflater = Inflater(codings, limit) if codings else None
+        except EncodingError as error:
+            response.deliverBody(_Discard())
+            return fail(UpstreamError(502, "upstream-bad-response",
+                                      f"upstream answered {what} with {error}"))
+        reader = DecodedBody(inflater, limit)
+        response.deliverBody(reader)
+
+        def unusable(failure: Failure) -> Failure:
+            failure.trap(EncodingError)
+            return Failure(UpstreamError(502, "upstream-bad-response",
+                                         f"upstream answer to {what} {failure.getErrorMessage()}"))
+
+        return self._bounded(reader.done.addErrback(unusable), what, timeout)
+
+
+def discardBody(response: IResponse) -> None:
+    """
+    Drop the body of an answer the proxy will not use, closing its
+    connection rather than reading it.
+    """
+    response.deliverBody(_Discard())
 
 
 class _Discard(Protocol):

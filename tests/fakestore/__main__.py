@@ -47,6 +47,8 @@ def makeParser() -> argparse.ArgumentParser:
     parser.add_argument("--snap", action="append", type=parseSnap, default=[],
                         metavar="NAME:REV:SIZE[:CHANNEL]")
     parser.add_argument("--arch", default="amd64", help="architecture of --snap revisions")
+    parser.add_argument("--compress", choices=("gzip", "deflate"), default=None,
+                        help="code JSON and assertion answers for clients that accept it")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -75,7 +77,7 @@ async def startFromArguments(reactor, argv) -> FakeStore:
     options = makeParser().parse_args(argv)
     store = _FixedPortStore(
         reactor, options.api_port, options.cdn_port, options.interface,
-        hostname=options.hostname,
+        hostname=options.hostname, compress=options.compress,
     )
     for name, revision, size, channel in options.snap:
         if name not in {s.name for s in store.catalogue}:

@@ -8,6 +8,7 @@ space (C{/v2/assertions/<type>/<key...>}, C{/api/v1/snaps/download/<file>})
 is easier to read as a route table than as a resource tree.
 """
 
+import gzip
 import json
 import re
 import struct
@@ -24,6 +25,10 @@ JSON = b"application/json"
 HAL_JSON = b"application/hal+json"
 PROBLEM_JSON = b"application/problem+json"
 ASSERTION = b"application/x.ubuntu.assertion"
+# What the compression switch compresses: what a store front end would
+# (text), never blobs or images.
+COMPRESSIBLE = (JSON, HAL_JSON, PROBLEM_JSON, ASSERTION)
+CODINGS = ("gzip", "deflate")
 
 # Fields of the snap object that belong to a revision rather than to the
 # snap as a whole; info and find put them in channel-map entries and in
@@ -42,6 +47,45 @@ REVISION_FIELDS = (
 
 _DOWNLOAD = re.compile(r"^/api/v1/snaps/download/([A-Za-z0-9]{32})_([0-9]+)\.snap$")
 _ICON = re.compile(r"^/media/icon/([A-Za-z0-9]{32})\.png$")
+
+
+def accepts(request, coding: str) -> bool:
+    """
+    Whether the request's C{Accept-Encoding} names C{coding} (or C{*})
+    with a q-value above 0.
+    """
+    for value in request.requestHeaders.getRawHeaders(b"accept-encoding", []):
+        for item in value.decode("latin-1").split(","):
+            name, _, parameters = item.partition(";")
+            if name.strip().lower() in (coding, "*"):
+                quality = parameters.strip().lower()
+                return not (quality.startswith("q=") and float(quality[2:] or 0) == 0)
+    return False
+
+
+def encode(coding: str, body: bytes) -> bytes:
+    """
+    C{body} coded as C{coding} (deflate is zlib-wrapped, as RFC 9110 says).
+    """
+    if coding == "gzip":
+        return gzip.compress(body)
+    return zlib.compress(body)
+
+
+def gzipBomb(inflated: int) -> bytes:
+    """
+    A gzip stream of C{inflated} zero bytes (about 1000 times smaller),
+    made a megabyte at a time.
+    """
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    parts = []
+    left = inflated
+    while left > 0:
+        parts.append(packer.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def _png() -> bytes:
@@ -109,19 +153,52 @@ class APIResource(Resource):
                 kind=fault.kind, method=method, path=path,
             )
             if fault.kind == "stall":
-                self._store._later(request, fault.seconds, self._dispatch, request, method, path)
+                self._store._later(request, fault.seconds, self._answer, request, method, path)
                 return NOT_DONE_YET
             if fault.kind == "status":
                 for name, value in (fault.headers or {}).items():
                     request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-                return self._error(
+                return self._encoded(request, self._error(
                     request,
                     StoreError(fault.code, fault.errorCode, "injected fault"),
-                )
+                ))
             if fault.kind == "invalid-json":
                 request.setHeader(b"content-type", JSON)
                 return b'{"results": [{"result": "ref'
-        return self._dispatch(request, method, path)
+            if fault.kind == "gzip-bomb":
+                request.setHeader(b"content-type", JSON)
+                request.setHeader(b"content-encoding", b"gzip")
+                return gzipBomb(fault.size)
+            if fault.kind == "encoding":
+                # The normal answer, labelled with a coding it does not have.
+                body = self._dispatch(request, method, path)
+                request.setHeader(b"content-encoding", fault.encoding.encode("latin-1"))
+                return body
+        return self._answer(request, method, path)
+
+    def _answer(self, request, method: str, path: str):
+        return self._encoded(request, self._dispatch(request, method, path))
+
+    def _encoded(self, request, body):
+        """
+        With the store's compression switch on, a text answer coded for a
+        client that accepts the coding (or for any client, with
+        C{compressUnasked}), as a store front end does.
+        """
+        if not isinstance(body, bytes):
+            return body
+        coding = self._store.compress
+        contentType = (request.responseHeaders.getRawHeaders(b"content-type") or [b""])[0]
+        if (coding is not None and body
+                and contentType.split(b";")[0].strip().lower() in COMPRESSIBLE):
+            request.setHeader(b"vary", b"Accept-Encoding")
+            if self._store.compressUnasked or accepts(request, coding):
+                request.setHeader(b"content-encoding", coding.encode("ascii"))
+                body = encode(coding, body)
+        record = getattr(request, "fakeStoreRecord", None)
+        if record is not None:
+            record.bodyBytesSent = len(body)
+        return body
 
     def _dispatch(self, request, method: str, path: str):
         try:
@@ -604,6 +681,9 @@ class APIResource(Resource):
         text = body.get("device-session-request") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text:
             raise StoreError(400, "bad-request", "device-session-request missing")
+        refusal = self._store.sessionRefusal(text)
+        if refusal is not None:
+            raise StoreError(400, "invalid-credentials", refusal)
         macaroon = self._store._newSession(text, body)
         return self._json(request, {"macaroon": macaroon})
 

@@ -1,14 +1,22 @@
 # -*- test-case-name: tests.test_fakestore -*-
 """
-Assertions in snapd's text format (store-api.md section 7), signed by
-nobody.
+Assertions in snapd's text format (store-api.md section 7), in two modes.
 
-Stock snapd trusts only Canonical's root key, so no fake can produce
-assertions it accepts; what matters for tests is that the text decodes
-(valid headers, a real OpenPGP public-key packet in the C{account-key}
-body) so that clients and proxies get as far as the trust check, and that
-the bytes are stable so a proxy's pass-through can be compared.  The
-signatures are deterministic filler bytes.
+By default they are signed by nobody.  Stock snapd trusts only Canonical's
+root key, so no fake can produce assertions it accepts; what matters for
+those tests is that the text decodes (valid headers, a real OpenPGP
+public-key packet in the C{account-key} body) so that clients and proxies
+get as far as the trust check, and that the bytes are stable so a proxy's
+pass-through can be compared.  The signatures are deterministic filler
+bytes.
+
+In the signing mode (C{Assertions(catalogue, signed=True)}, C{FakeStore(
+signed=True)}) every assertion carries a real RSA/SHA-512 OpenPGP signature
+by the store's key, whose C{account-key} is signed by a test root key
+(L{TEST_ROOT} gives its self-signed C{account-key}, what a snapstore is
+told to trust with C{--trusted-keys}); the store serves that root
+C{account-key} too, as the real store serves Canonical's.  Signatures are
+deterministic (PKCS#1 v1.5, fixed creation time), so bytes stay stable.
 """
 
 import base64
@@ -61,7 +69,34 @@ def _packet(tag: int, body: bytes) -> bytes:
     return bytes([0xC0 | tag]) + length + body
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def _privateKey(role: str):
+    """
+    An RSA key generated once per process for C{role} (C{"store"} or
+    C{"root"}).
+    """
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _publicKeyPacket(role: str) -> bytes:
+    numbers = _privateKey(role).public_key().public_numbers()
+    return (
+        b"\x04"
+        + struct.pack(">I", KEY_CREATION_TIME)
+        + b"\x01"
+        + _mpi(numbers.n)
+        + _mpi(numbers.e)
+    )
+
+
+def _encodedKey(role: str) -> tuple[str, str]:
+    encoded = b"\x01" + _packet(6, _publicKeyPacket(role))
+    keyId = base64.urlsafe_b64encode(hashlib.sha3_384(encoded).digest()).rstrip(b"=")
+    return base64.b64encode(encoded).decode("ascii"), keyId.decode("ascii")
+
+
 def signingKey() -> tuple[str, str]:
     """
     The fake store's signing key: a real RSA public key encoded as snapd
@@ -70,20 +105,36 @@ def signingKey() -> tuple[str, str]:
 
     @return: C{(encoded public key, key id)}.
     """
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    return _encodedKey("store")
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    numbers = key.public_key().public_numbers()
-    body = (
-        b"\x04"
-        + struct.pack(">I", KEY_CREATION_TIME)
-        + b"\x01"
-        + _mpi(numbers.n)
-        + _mpi(numbers.e)
-    )
-    encoded = b"\x01" + _packet(6, body)
-    keyId = base64.urlsafe_b64encode(hashlib.sha3_384(encoded).digest()).rstrip(b"=")
-    return base64.b64encode(encoded).decode("ascii"), keyId.decode("ascii")
+
+def testRootKey() -> tuple[str, str]:
+    """
+    The test root key of the signing mode, encoded like L{signingKey}.
+    """
+    return _encodedKey("root")
+
+
+def _realSignature(content: bytes, role: str) -> bytes:
+    """
+    C{0x01 || OpenPGP v4 RSA/SHA-512 signature packet} of C{content} by
+    the key of C{role} (RFC 4880 5.2.3, 5.2.4).
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    body = _publicKeyPacket(role)
+    fingerprint = hashlib.sha1(b"\x99" + struct.pack(">H", len(body)) + body).digest()
+    hashedSubpackets = b"\x05\x02" + struct.pack(">I", KEY_CREATION_TIME)
+    hashedPart = (b"\x04\x00\x01\x0a" + struct.pack(">H", len(hashedSubpackets))
+                  + hashedSubpackets)
+    signed = content + hashedPart + b"\x04\xff" + struct.pack(">I", len(hashedPart))
+    value = _privateKey(role).sign(signed, padding.PKCS1v15(), hashes.SHA512())
+    unhashed = b"\x09\x10" + fingerprint[-8:]
+    packet = (hashedPart + struct.pack(">H", len(unhashed)) + unhashed
+              + hashlib.sha512(signed).digest()[:2]
+              + _mpi(int.from_bytes(value, "big")))
+    return b"\x01" + _packet(2, packet)
 
 
 def _fillerSignature(content: bytes) -> bytes:
@@ -108,16 +159,21 @@ def _fillerSignature(content: bytes) -> bytes:
 
 
 def formatAssertion(
-    type: str, headers: dict[str, str], body: bytes = b"", signKeyId: str | None = None
+    type: str, headers: dict[str, str], body: bytes = b"", signKeyId: str | None = None,
+    signer: str | None = None,
 ) -> bytes:
     """
     Lay out one assertion: headers in canonical order, optional body, and a
-    filler signature.
+    filler signature, or a real one.
 
     @param headers: every header except C{type}, C{authority-id},
         C{body-length} and C{sign-key-sha3-384}, values already strings.
+    @param signer: C{"store"} or C{"root"} to sign for real with that key
+        (C{signKeyId} is then its id); L{None} for a filler signature.
     @return: the assertion text, ending in a newline.
     """
+    if signer is not None:
+        signKeyId = _encodedKey(signer)[1]
     if signKeyId is None:
         signKeyId = signingKey()[1]
     primary = PRIMARY_KEYS[type]
@@ -134,7 +190,8 @@ def formatAssertion(
     content = "\n".join(lines).encode("utf-8")
     if body:
         content += b"\n\n" + body
-    encoded = base64.b64encode(_fillerSignature(content))
+    raw = _realSignature(content, signer) if signer else _fillerSignature(content)
+    encoded = base64.b64encode(raw)
     signature = "\n".join(textwrap.wrap(encoded.decode("ascii"), 76))
     return content + b"\n\n" + signature.encode("ascii") + b"\n"
 
@@ -144,8 +201,16 @@ class Assertions:
     Answers C{/v2/assertions/<type>/<primary key...>} from the catalogue.
     """
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, signed: bool = False) -> None:
+        """
+        @param signed: sign for real (the store key, certified by the test
+            root key) instead of with filler bytes.
+        """
         self._catalogue = catalogue
+        self._signer = "store" if signed else None
+
+    def _format(self, type: str, headers: dict[str, str]) -> bytes:
+        return formatAssertion(type, headers, signer=self._signer)
 
     def lookup(self, type: str, key: list[str]) -> bytes | None:
         """
@@ -175,7 +240,7 @@ class Assertions:
         if found is None:
             return None
         username, displayName, validation = found
-        return formatAssertion(
+        return self._format(
             "account",
             {
                 "account-id": accountId,
@@ -188,8 +253,22 @@ class Assertions:
 
     def _account_key(self, keyId: str) -> bytes | None:
         publicKey, ownId = signingKey()
+        if self._signer is not None and keyId == testRootKey()[1]:
+            return testRootAssertion()
         if keyId != ownId:
             return None
+        if self._signer is not None:
+            return formatAssertion(
+                "account-key",
+                {
+                    "public-key-sha3-384": ownId,
+                    "account-id": AUTHORITY,
+                    "name": "fakestore",
+                    "since": "2016-01-01T00:00:00Z",
+                },
+                body=publicKey.encode("ascii"),
+                signer="root",
+            )
         return formatAssertion(
             "account-key",
             {
@@ -209,7 +288,7 @@ class Assertions:
             snap = self._catalogue.byId(snapId)
         except KeyError:
             return None
-        return formatAssertion(
+        return self._format(
             "snap-declaration",
             {
                 "series": "16",
@@ -224,7 +303,7 @@ class Assertions:
         revision = self._catalogue.revisionByDigest(digest)
         if revision is None:
             return None
-        return formatAssertion(
+        return self._format(
             "snap-revision",
             {
                 "snap-sha3-384": digest,
@@ -235,3 +314,23 @@ class Assertions:
                 "timestamp": ASSERTION_TIMESTAMP,
             },
         )
+
+
+def testRootAssertion() -> bytes:
+    """
+    The self-signed C{account-key} of the signing mode's root key: the
+    content of a C{--trusted-keys} file that makes a snapstore trust what
+    a signing fake store signs.
+    """
+    publicKey, rootId = testRootKey()
+    return formatAssertion(
+        "account-key",
+        {
+            "public-key-sha3-384": rootId,
+            "account-id": AUTHORITY,
+            "name": "test-root",
+            "since": "2016-01-01T00:00:00Z",
+        },
+        body=publicKey.encode("ascii"),
+        signer="root",
+    )

@@ -11,7 +11,7 @@ after 100 kB, the one after that succeeds" and check the proxy's retry.
 from dataclasses import dataclass
 
 CDN_KINDS = ("reset", "short", "corrupt", "stall")
-API_KINDS = ("status", "invalid-json", "stall")
+API_KINDS = ("status", "invalid-json", "stall", "gzip-bomb", "encoding")
 
 
 @dataclass
@@ -42,8 +42,11 @@ class APIFault:
     whose method is C{method}, if given).
 
     @ivar kind: C{"status"} (answer C{code} with a JSON error-list),
-        C{"invalid-json"} (200 C{application/json} with a truncated body) or
-        C{"stall"} (wait C{seconds}, then answer normally).
+        C{"invalid-json"} (200 C{application/json} with a truncated body),
+        C{"stall"} (wait C{seconds}, then answer normally),
+        C{"gzip-bomb"} (200 C{application/json}, C{Content-Encoding: gzip},
+        a body inflating to C{size} zero bytes) or C{"encoding"} (the normal
+        answer, labelled C{Content-Encoding: <encoding>}).
     @ivar remaining: how many more matching requests it affects.
     @ivar headers: extra response headers for C{"status"} faults, e.g.
         C{WWW-Authenticate} or C{X-Oops-Id}, which a proxy must preserve.
@@ -58,6 +61,8 @@ class APIFault:
     remaining: int = 1
     headers: dict | None = None
     errorCode: str = "internal-error"
+    size: int = 256 << 20
+    encoding: str = "br"
 
 
 class Faults:
@@ -101,6 +106,8 @@ class Faults:
         seconds: float = 0.0,
         headers: dict | None = None,
         errorCode: str = "internal-error",
+        size: int = 256 << 20,
+        encoding: str = "br",
     ) -> None:
         """
         Make the next C{count} API requests under C{pathPrefix} fail as
@@ -109,7 +116,8 @@ class Faults:
         if kind not in API_KINDS:
             raise ValueError(f"unknown API fault {kind!r}; one of {API_KINDS}")
         self._api.append(
-            APIFault(kind, pathPrefix, method, code, seconds, count, headers, errorCode)
+            APIFault(kind, pathPrefix, method, code, seconds, count, headers, errorCode,
+                     size, encoding)
         )
 
     def clear(self) -> None:

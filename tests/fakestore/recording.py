@@ -28,8 +28,8 @@ class RequestRecord:
         received order.
     @ivar body: the request body.
     @ivar client: C{(host, port)} of the peer.
-    @ivar bodyBytesSent: response body bytes written (CDN blobs only; stays
-        0 for API answers).
+    @ivar bodyBytesSent: response body bytes written: CDN blobs, and API
+        answers as sent (compressed, when the compression switch is on).
     """
 
     listener: str

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
-from tests.fakestore.api import APIResource
+from tests.fakestore.api import CODINGS, APIResource
 from tests.fakestore.assertions import Assertions
 from tests.fakestore.catalogue import Catalogue, UnknownSnap
 from tests.fakestore.cdn import CDNResource
@@ -93,6 +93,9 @@ class FakeStore:
         hostname: str | None = None,
         storeVersion: int = STORE_VERSION,
         tokenLifetime: float = 3600.0,
+        compress: str | None = None,
+        compressUnasked: bool = False,
+        signed: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen and schedule on; the global one
@@ -100,7 +103,20 @@ class FakeStore:
         @param hostname: if given, absolute URLs handed out use
             C{http://<hostname>:<port>/} instead of the request's C{Host}.
         @param tokenLifetime: seconds a CDN redirect token stays valid.
+        @param compress: C{"gzip"} or C{"deflate"}: API answers that are
+            text (JSON, assertions) are sent with that C{Content-Encoding}
+            to clients whose C{Accept-Encoding} names it, as a store front
+            end does; L{None} (the default) never compresses.  Blobs and
+            icons are never compressed.  May be changed while running.
+        @param compressUnasked: with C{compress}, code text answers for
+            every client, asked or not (a misbehaving front end).
+        @param signed: sign assertions for real, up to a test root key
+            (see L{tests.fakestore.assertions}).
         """
+        if compress not in (None,) + CODINGS:
+            raise ValueError(f"compress must be None or one of {CODINGS}, not {compress!r}")
+        self.compress = compress
+        self.compressUnasked = compressUnasked
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -110,12 +126,16 @@ class FakeStore:
         self.storeVersion = storeVersion
         self.tokenLifetime = tokenLifetime
         self.catalogue = Catalogue()
-        self.assertions = Assertions(self.catalogue)
+        self.assertions = Assertions(self.catalogue, signed=signed)
         self.faults = Faults(self.snapId)
         self.requests: list = []
         self.cdnBytesSent = 0
         self.sessions: list[DeviceSession] = []
         self.nonces: list[str] = []
+        # Serials whose device key the fake knows (see registerDevice); None
+        # grants a session to any serial, as the fake cannot check keys.
+        self.registeredSerials: set[str] | None = None
+        self._usedNonces: set[str] = set()
         self._counter = itertools.count(1)
         self._secret = os.urandom(16)
         self._delayed: set = set()
@@ -374,6 +394,32 @@ class FakeStore:
         nonce = f"fakestore-nonce-{next(self._counter)}"
         self.nonces.append(nonce)
         return nonce
+
+    def registerDevice(self, serial: str) -> None:
+        """
+        Know the device key of C{serial}: from then on only registered
+        serials get sessions, as the real store grants one only to a
+        session request signed by the device's registered key (the fake
+        cannot check signatures, so any other serial counts as forged).
+        """
+        if self.registeredSerials is None:
+            self.registeredSerials = set()
+        self.registeredSerials.add(serial)
+
+    def sessionRefusal(self, text: str) -> str | None:
+        """
+        Why a device-session-request is refused, or C{None}: its nonce must
+        be one this store handed out and not used yet, and (with
+        registered devices) its serial registered.
+        """
+        headers = _parseHeaders(text)
+        nonce = headers.get("nonce")
+        if nonce not in self.nonces or nonce in self._usedNonces:
+            return "unknown or used nonce"
+        if self.registeredSerials is not None and headers.get("serial") not in self.registeredSerials:
+            return "invalid device-session-request signature"
+        self._usedNonces.add(nonce)
+        return None
 
     def _newSession(self, text: str, body: dict) -> str:
         macaroon = f"fakestore-session-{next(self._counter)}"
