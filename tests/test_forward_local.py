@@ -21,9 +21,16 @@ from tests.hardeninghelpers import parseAnswer
 from tests.helpers import MemoryBlobs
 
 
-class LocalStoreThroughProxyTests(TestCase):
+class LocalStoreFixture(TestCase):
+    """
+    A forward proxy whose local store site is the store parts'
+    C{proxySite}, as C{twistd snapstore} wires it.
+    """
+
+    proxyOptions: dict[str, str] = {}
+
     async def setUp(self) -> None:
-        settings = proxySettings(self)
+        settings = proxySettings(self, **self.proxyOptions)
         self.parts = assembleStore(reactor, settings, MemoryBlobs())
         for service in self.parts.services:
             service.startService()
@@ -45,6 +52,8 @@ class LocalStoreThroughProxyTests(TestCase):
         return [event for event in self.events
                 if event.get("log_namespace") == ACCESS_NAMESPACE]
 
+
+class LocalStoreThroughProxyTests(LocalStoreFixture):
     async def test_servedObservedAndCounted(self) -> None:
         """
         An absolute-form request for the proxy's own store API is answered
@@ -90,3 +99,65 @@ class LocalStoreThroughProxyTests(TestCase):
         status, _, body = parseAnswer(answer)
         self.assertEqual(status, 413, answer[:300])
         self.assertEqual(json.loads(body)["error-list"][0]["code"], "request-too-large")
+
+
+class LocalStoreClientRulesTests(LocalStoreFixture):
+    """
+    The client ACL and proxy authentication hold for requests to the
+    proxy's own store on the proxy port, as for relays and tunnels.
+    """
+
+    def setUp(self) -> Any:
+        from snapstore.forward.auth import hashPassword
+
+        passwords = self.mktemp()
+        with open(passwords, "w") as passwordFile:
+            passwordFile.write(f"ann:{hashPassword('s3cret')}\n")
+        self.proxyOptions = {"proxy_auth_file": passwords}
+        return super().setUp()
+
+    def request(self, *headers: bytes) -> bytes:
+        return (b"GET http://localhost:%d/v1/client-config?format=json HTTP/1.1\r\n"
+                b"Host: localhost:%d\r\nConnection: close\r\n" % (self.port, self.port)
+                + b"".join(header + b"\r\n" for header in headers) + b"\r\n")
+
+    async def test_credentialsRequired(self) -> None:
+        """
+        Without credentials the local store answers 407 with a challenge,
+        and the forward proxy's access log has the refusal.
+        """
+        answer = await self.exchange(self.request())
+        status, headers, _ = parseAnswer(answer)
+        self.assertEqual(status, 407, answer[:300])
+        self.assertIn(b"proxy-authenticate", headers)
+        self.assertEqual(self.factory.accessLog.entries[-1].status, 407)
+        self.assertEqual(self.accessEvents(), [])
+
+    async def test_originFormNeedsCredentialsToo(self) -> None:
+        answer = await self.exchange(b"GET /v1/client-config HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parseAnswer(answer)[0], 407, answer[:300])
+
+    async def test_rightCredentials(self) -> None:
+        from base64 import b64encode
+
+        answer = await self.exchange(self.request(
+            b"Proxy-Authorization: Basic " + b64encode(b"ann:s3cret")))
+        status, _, body = parseAnswer(answer)
+        self.assertEqual(status, 200, answer[:300])
+        self.assertIn("store-url", json.loads(body))
+
+
+class LocalStoreClientNetworkTests(LocalStoreFixture):
+    """
+    A client outside C{--proxy-clients} gets no answer from the local store
+    through the proxy port either.
+    """
+
+    proxyOptions = {"proxy_clients": "10.0.0.0/8"}
+
+    async def test_clientRefused(self) -> None:
+        answer = await self.exchange(
+            b"GET http://localhost:%d/v1/client-config HTTP/1.1\r\n"
+            b"Host: localhost:%d\r\n\r\n" % (self.port, self.port))
+        self.assertEqual(parseAnswer(answer)[0], 403, answer[:300])
+        self.assertEqual(self.accessEvents(), [])

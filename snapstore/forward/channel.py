@@ -345,7 +345,10 @@ class ForwardProxyProtocol(Protocol):
             lowered = target[:8].lower()
             if target.startswith(b"/") or target == b"*":
                 if self.factory.localSite is not None:
-                    self._goLocal(head)
+                    hostHeader = (head.get(b"host") or [b""])[0]
+                    self._admitLocal(head, entry,
+                                     hostHeader.decode("latin-1").rpartition(":")[0] or "-",
+                                     getattr(self.transport.getHost(), "port", 0))
                     return
                 raise _Refusal(400, "this is a proxy: send absolute URIs or CONNECT")
             if lowered.startswith(b"https://"):
@@ -361,7 +364,7 @@ class ForwardProxyProtocol(Protocol):
             host, port = splitAuthority(authority, 80)
             if self.factory.localSite is not None and self.factory.isLocal(
                     host, port, getattr(self.transport.getHost(), "host", None)):
-                self._goLocal(head)
+                self._admitLocal(head, entry, host, port)
                 return
             self._admit(head, entry, host, port, self.relay.start)
         except _Refusal as refusal:
@@ -370,6 +373,36 @@ class ForwardProxyProtocol(Protocol):
             self.finishEntry(entry, refusal.code)
             self.state = "closed"
             self.transport.loseConnection()
+
+    def _admitLocal(self, head: Head, entry: AccessEntry, host: str, port: int) -> None:
+        """
+        Ask the rules about the client (its network, its proxy credentials)
+        before handing a request for this proxy's own store to the store
+        site: those hold for every request on the proxy port.
+        """
+        self.state = "admitting"
+        self.pause()
+        target = ConnectTarget(host, port, (), self.clientAddress,
+                               tuple((name.lower(), value) for name, value in head.headers),
+                               head.first[0])
+        checking = self.factory.checkClient(target)
+        self._pending = checking
+
+        def decided(result: Any) -> None:
+            if self.state == "closed":
+                return
+            self._pending = None
+            verdict, ruleName = result
+            if isinstance(verdict, Deny):
+                self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
+                return
+            self._goLocal(head)
+
+        def broken(failure: Failure) -> None:
+            self.log.failure("admission failed", failure)
+            self.refuse(entry, 500, "internal error")
+
+        checking.addCallback(decided).addErrback(broken)
 
     def _goLocal(self, head: Head) -> None:
         """
@@ -384,6 +417,9 @@ class ForwardProxyProtocol(Protocol):
         channel = self.factory.localSite.buildProtocol(self.transport.getPeer())
         self._local = channel
         channel.makeConnection(self.transport)
+        # Admission paused the client; the store channel pauses it again
+        # itself while it is busy.
+        self.resume()
         channel.dataReceived(raw + rest)
 
     def refuse(self, entry: AccessEntry, code: int, reason: str,
@@ -448,6 +484,7 @@ class ForwardProxyProtocol(Protocol):
                 self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
 
         resolving.addCallbacks(resolved, notResolved).addCallback(decided)
+
         def broken(failure: Failure) -> None:
             self.log.failure("admission failed", failure)
             self.refuse(entry, 500, "internal error")

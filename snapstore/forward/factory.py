@@ -25,7 +25,13 @@ from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
 from snapstore.http.endpoints import endpointKind, endpointPort
 from snapstore.http.head import Head
 from snapstore.outbound import makeDialer
-from snapstore.rules.connect import builtinConnectRules, evaluateConnect
+from snapstore.rules.connect import (
+    AllowRemaining,
+    ClientNetworkRule,
+    ProxyAuthRule,
+    builtinConnectRules,
+    evaluateConnect,
+)
 from snapstore.rules.verdicts import ConnectTarget
 
 # RFC 6761 names that must never be sent to real DNS: tests map them with
@@ -127,6 +133,12 @@ class ForwardProxyFactory(Factory):
                 check = self.passwords.check
             rules = builtinConnectRules(settings, check, lambda: self.selfAddresses)
         self.rules = rules
+        # What holds for requests to this proxy's own store: the rules
+        # about the client, not about a destination.
+        self.clientRules: list[Any] = [ClientNetworkRule(settings.proxyClients)]
+        if self.passwords is not None:
+            self.clientRules.append(ProxyAuthRule(self.passwords.check))
+        self.clientRules.append(AllowRemaining())
         self.accessLog = accessLog if accessLog is not None else AccessLog(settings.proxyAccessLog)
         self.localSite = localSite
         self.localNames = {"localhost", socket.gethostname().lower(),
@@ -223,6 +235,16 @@ class ForwardProxyFactory(Factory):
 
     def checkConnect(self, target: ConnectTarget) -> Deferred[Any]:
         return evaluateConnect(self.rules, target)
+
+    def checkClient(self, target: ConnectTarget) -> Deferred[Any]:
+        """
+        Ask only the rules about the client (C{--proxy-clients} and, with
+        C{--proxy-auth-file}, its credentials), for a request to this
+        proxy's own store.
+
+        @return: as L{checkConnect}.
+        """
+        return evaluateConnect(self.clientRules, target)
 
     @staticmethod
     def userOf(head: Head) -> str:
