@@ -268,6 +268,9 @@ def _addForwardService(top: MultiService, reactor: IServiceReactor, settings: Se
         raise usage.UsageError(str(error))
     # The active-tunnel gauge reads the proxy's own count at each scrape.
     parts.metrics.watchTunnels(lambda: factory.tunnels)
+    # The access-log file is closed once the connections are gone (their
+    # last lines are written as they close).
+    reactor.addSystemEventTrigger("after", "shutdown", factory.accessLog.close)
     listener = strports.service(settings.proxyEndpoint, factory)
     listener.setName("proxy-endpoint")
     listener.setServiceParent(top)

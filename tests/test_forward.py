@@ -683,6 +683,27 @@ class WiringTests(TestCase):
         self.assertEqual(listener.endpoint._interface, "127.0.0.1")
         self.assertIsNotNone(listener.factory.localSite)
 
+    def test_accessLogClosedAtShutdown(self) -> None:
+        """
+        The access-log file is closed after the reactor's shutdown, once
+        the last connections have written their lines.
+        """
+        from twisted.application.service import MultiService
+        from twisted.internet.testing import MemoryReactorClock
+
+        from snapstore.tap import _addForwardService, assembleStore
+        from tests.helpers import MemoryBlobs
+
+        memory = MemoryReactorClock()
+        settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1",
+                                 proxy_access_log=self.mktemp())
+        parts = assembleStore(memory, settings, MemoryBlobs())
+        factory = _addForwardService(MultiService(), memory, settings, parts)
+        self.assertFalse(factory.accessLog._file.closed)
+        for call, args, kwargs in memory.triggers["after"]["shutdown"]:
+            call(*args, **kwargs)
+        self.assertIsNone(factory.accessLog._file)
+
     def test_disabled(self) -> None:
         from twisted.application.service import MultiService
 

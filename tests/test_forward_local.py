@@ -101,6 +101,42 @@ class LocalStoreThroughProxyTests(LocalStoreFixture):
         self.assertEqual(json.loads(body)["error-list"][0]["code"], "request-too-large")
 
 
+class PerRequestRoutingTests(LocalStoreFixture):
+    timeout = 10
+    """
+    Each request on a forward-proxy connection is routed by its own target:
+    one for the local store does not capture the connection.
+    """
+
+    async def test_localThenRelayed(self) -> None:
+        """
+        On one keep-alive connection, a request for the local store, then
+        one for another origin: the first is the store's, the second
+        reaches the origin; then the local store again.
+        """
+        from tests.helpers import RecordingOrigin, listen, originSite
+
+        origin = RecordingOrigin()
+        originPort = await listen(self, originSite(origin))
+        client = await connectClient(self, self.port)
+        local = (b"GET http://localhost:%d/v1/client-config?format=json HTTP/1.1\r\n"
+                 b"Host: localhost:%d\r\n\r\n" % (self.port, self.port))
+        client.transport.write(local)
+        first = await client.waitFor(lambda received: b"store-url" in received)
+        client.received.clear()
+        client.transport.write(b"GET http://other.test:%d/elsewhere HTTP/1.1\r\n"
+                               b"Host: other.test:%d\r\n\r\n" % (originPort, originPort))
+        await client.waitFor(lambda received: b"\r\n\r\n" in received)
+        self.assertEqual([request["uri"] for request in origin.requests], [b"/elsewhere"])
+        self.assertNotIn(b"store-url", bytes(client.received))
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 "), first[:200])
+        client.received.clear()
+        client.transport.write(local)
+        again = await client.waitFor(lambda received: b"store-url" in received)
+        self.assertTrue(again.startswith(b"HTTP/1.1 200 "), again[:200])
+        client.transport.loseConnection()
+
+
 class LocalStoreClientRulesTests(LocalStoreFixture):
     """
     The client ACL and proxy authentication hold for requests to the

@@ -34,7 +34,7 @@ from zope.interface import implementer
 from snapstore.forward.relay import OriginRelay, quietFactory
 from snapstore.forward.splice import SpliceTunnel, canSplice
 from snapstore.forward.tunnel import TargetProtocol, Tunnel
-from snapstore.http.head import Head, HeadError, findHeadEnd, parseHead
+from snapstore.http.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
 from snapstore.http.headers import VIA_TOKEN
 from snapstore.observe.accesslog import AccessEntry
 from snapstore.outbound import TunnelError
@@ -130,6 +130,7 @@ class ForwardProxyProtocol(Protocol):
         self._tunnel: Optional[Tunnel | SpliceTunnel] = None
         self._tunnelEntry: Optional[AccessEntry] = None
         self._local: Any = None
+        self._localFraming: Optional[BodyFraming] = None
         self._pending: Any = None
         self.clientAddress = ""
         self.counted = False
@@ -242,7 +243,7 @@ class ForwardProxyProtocol(Protocol):
         if state == "tunnel" and self._tunnel is not None:
             self._tunnel.fromClient(data)
         elif state == "local":
-            self._local.dataReceived(data)
+            self._localBody(data)
         elif state == "request-body":
             self.relay.requestBody(data)
         elif state == "closed":
@@ -406,21 +407,75 @@ class ForwardProxyProtocol(Protocol):
 
     def _goLocal(self, head: Head) -> None:
         """
-        Give the connection to the store site for good: the request names
-        this proxy's own store API.
+        Give this one request (head and body) to the store site: it names
+        this proxy's own store API.  Once it is answered the connection
+        comes back here, so that the next request on it is routed by its
+        own target.
         """
+        try:
+            framing = bodyFraming(head, request=True)
+        except HeadError as error:
+            self._refuseHead(error.code, error.reason)
+            return
         raw = b"%s %s %s\r\n" % head.first + b"".join(
             name + b": " + value + b"\r\n" for name, value in head.headers) + b"\r\n"
         rest, self.buffer = self.buffer, b""
+        try:
+            used = framing.feed(rest)
+        except HeadError:
+            used = len(rest)  # the store channel refuses a broken body itself
+        # What follows the body is the next request: it waits here.
+        body, self.buffer = rest[:used], rest[used:]
         self.state = "local"
         self._cancelTimer()
         channel = self.factory.localSite.buildProtocol(self.transport.getPeer())
         self._local = channel
+        self._localFraming = framing
         channel.makeConnection(self.transport)
+        channel.whenRequestDone().addCallback(self._localAnswered, channel)
         # Admission paused the client; the store channel pauses it again
         # itself while it is busy.
         self.resume()
-        channel.dataReceived(raw + rest)
+        channel.dataReceived(raw + body)
+
+    def _localBody(self, data: bytes) -> None:
+        """
+        Pass the local request's body on; what follows it waits here for
+        the next dispatch.
+        """
+        local, framing = self._local, self._localFraming
+        if local is None or framing is None:
+            return
+        try:
+            used = framing.feed(data) if not framing.done else 0
+        except HeadError:
+            used = len(data)  # the store channel refuses a broken body itself
+        if used:
+            local.dataReceived(data if used == len(data) else data[:used])
+        if used < len(data):
+            self.buffer += data[used:]
+            if len(self.buffer) > self.factory.maxHeaderSize + 65536:
+                self.pause()
+
+    def _localAnswered(self, request: Any, channel: Any) -> None:
+        """
+        The store site answered the local request: unless the connection
+        is closing, take it back and read the next request.
+        """
+        if self._local is not channel or self.state != "local":
+            return
+        if self.transport.disconnecting:
+            return
+        self._local = None
+        self._localFraming = None
+        # The store channel made itself the transport's producer when it
+        # was connected; it gives that up only when it closes.
+        self.transport.unregisterProducer()
+        channel.connectionLost(Failure(ConnectionDone("the request was answered")))
+        self.waitForHead()
+        self.resume()
+        if self.buffer:
+            self.dataReceived(b"")
 
     def refuse(self, entry: AccessEntry, code: int, reason: str,
                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:

@@ -13,16 +13,16 @@ from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.web.server import Site
-from twisted.internet.interfaces import IReactorTime
 
 from snapstore.interfaces import IServiceReactor
 from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
 from snapstore.http.endpoints import endpointKind, endpointPort
+from snapstore.http.guard import GuardedSite
 from snapstore.http.head import Head
 from snapstore.outbound import makeDialer
 from snapstore.rules.connect import (
@@ -103,7 +103,7 @@ class ForwardProxyFactory(Factory):
     log = Logger()
 
     def __init__(self, reactor: IServiceReactor, settings: Any, clock: Optional[IReactorTime] = None,
-                 localSite: Optional[Site] = None, resolver: Any = None, rules: Any = None,
+                 localSite: Optional[GuardedSite] = None, resolver: Any = None, rules: Any = None,
                  dialer: Any = None, accessLog: Optional[AccessLog] = None,
                  localNames: Iterable[str] = (), splice: Optional[bool] = None) -> None:
         self.reactor = reactor

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
@@ -63,6 +64,23 @@ class GuardedChannel(HTTPChannel):
         self._deadline: Any = None
         self._refused = False
         self._bodyReceived = 0
+        self._doneWaiters: list[Deferred[Any]] = []
+
+    def whenRequestDone(self) -> Deferred[Any]:
+        """
+        @return: a Deferred firing with the next request this channel is
+            done with (its answer written), before the channel reads
+            another; the forward proxy takes its connection back then.
+        """
+        waiting: Deferred[Any] = Deferred()
+        self._doneWaiters.append(waiting)
+        return waiting
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        waiters, self._doneWaiters = self._doneWaiters, []
+        for waiting in waiters:
+            waiting.callback(request)
 
     # -- the request deadline ----------------------------------------------
 
