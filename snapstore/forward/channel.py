@@ -412,18 +412,17 @@ class ForwardProxyProtocol(Protocol):
         comes back here, so that the next request on it is routed by its
         own target.
         """
-        try:
-            framing = bodyFraming(head, request=True)
-        except HeadError as error:
-            self._refuseHead(error.code, error.reason)
-            return
         raw = b"%s %s %s\r\n" % head.first + b"".join(
             name + b": " + value + b"\r\n" for name, value in head.headers) + b"\r\n"
         rest, self.buffer = self.buffer, b""
+        framing: Optional[BodyFraming]
         try:
+            framing = bodyFraming(head, request=True)
             used = framing.feed(rest)
         except HeadError:
-            used = len(rest)  # the store channel refuses a broken body itself
+            # Framing the store channel refuses (400) itself: it gets
+            # everything, and the connection ends with its refusal.
+            framing, used = None, len(rest)
         # What follows the body is the next request: it waits here.
         body, self.buffer = rest[:used], rest[used:]
         self.state = "local"
@@ -432,7 +431,8 @@ class ForwardProxyProtocol(Protocol):
         self._local = channel
         self._localFraming = framing
         channel.makeConnection(self.transport)
-        channel.whenRequestDone().addCallback(self._localAnswered, channel)
+        if framing is not None:
+            channel.whenRequestDone().addCallback(self._localAnswered, channel)
         # Admission paused the client; the store channel pauses it again
         # itself while it is busy.
         self.resume()
@@ -444,7 +444,10 @@ class ForwardProxyProtocol(Protocol):
         the next dispatch.
         """
         local, framing = self._local, self._localFraming
-        if local is None or framing is None:
+        if local is None:
+            return
+        if framing is None:
+            local.dataReceived(data)
             return
         try:
             used = framing.feed(data) if not framing.done else 0
