@@ -97,6 +97,10 @@ class AdminClient:
             headers["X-Snapstore-User"] = getpass.getuser()
         except Exception:
             pass
+        if body is None and method not in ("GET", "HEAD"):
+            # The API wants JSON on every state-changing call (a web page
+            # cannot send that type cross-site): an empty object here.
+            body = {}
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"

@@ -172,6 +172,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin-token-file", None,
            "Bearer token file; required when the admin endpoint is not on loopback.",
            _optionalText),
+    Option("admin-hosts", "",
+           "More names the admin API answers to in Host (besides loopback names, its own "
+           "address, this machine's name and --public-url's host).",
+           lambda text: tuple(_splitList(text))),
     Option("log-format", "text", "Log output format: text or json.",
            lambda text: _choice(text, ("text", "json"))),
     # --- forward proxy (snapstore/forward) ---

@@ -19,6 +19,7 @@ from snapstore.httpguard import GuardedSite
 from snapstore.admin.api import AdminAPI
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
 from snapstore.admin.clientconfig import ClientConfig
+from snapstore.admin.crosssite import CrossSiteGuard
 from snapstore.admin.metrics import Metrics
 from snapstore.tls import TLSConfigError, checkServerEndpoint
 
@@ -89,7 +90,9 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
     # Request deadlines, unambiguous heads, and bounded bodies except for
     # bundle imports, which are large (see snapstore.httpguard).
-    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
+    # Web pages on the host must not drive the API (snapstore.admin.crosssite).
+    guarded = CrossSiteGuard.fromSettings(api, settings)
+    site = GuardedSite(guarded, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
                        unboundedPaths=(b"/v1/import",))
     site.displayTracebacks = False
     return site
