@@ -97,7 +97,7 @@ class AdminClient:
             headers["X-Snapstore-User"] = getpass.getuser()
         except Exception:
             pass
-        if body is None and method not in ("GET", "HEAD"):
+        if body is None and method in ("POST", "PUT", "PATCH"):
             # The API wants JSON on every state-changing call (a web page
             # cannot send that type cross-site): an empty object here.
             body = {}

@@ -166,6 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-clients", PRIVATE_AND_LOOPBACK,
            "CIDRs allowed to use the forward proxy.", parseNetworks),
     Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),
+    Option("proxy-relay-ports", "80,443",
+           "Ports absolute-URI (plain http://) requests may be relayed to.", parsePorts),
     Option("proxy-allow-internal", "",
            "Hosts or CIDRs in loopback/private/link-local space the forward proxy may reach anyway.",
            lambda text: tuple(_splitList(text))),

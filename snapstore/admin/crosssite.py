@@ -16,10 +16,10 @@ checks, made before the API sees a request, close both doors:
  - a request carrying C{Origin} must come from the endpoint's own origin
    (same scheme, host and port as its C{Host}); C{Origin: null} is
    foreign too.
- - a state-changing request (anything but C{GET}/C{HEAD}/C{OPTIONS}) must
-   say C{Content-Type: application/json}, or C{application/x-tar} for a
-   bundle import: types a page cannot send cross-site without a preflight,
-   which this API never grants.
+ - a state-changing call (anything but C{GET}/C{HEAD}/C{OPTIONS}; a
+   bodiless C{DELETE} aside) must say C{Content-Type: application/json},
+   or C{application/x-tar} for a bundle import: types a page cannot send
+   cross-site without a preflight, which this API never grants.
 
 Refusals use the admin API's JSON error shape.
 """
@@ -158,7 +158,7 @@ class CrossSiteGuard(Resource):
                 return (403, "cross-origin",
                         f"the admin API refuses requests from another origin "
                         f"({origin.decode('latin-1')!r})")
-        if request.method not in SAFE_METHODS:
+        if self._needsType(request):
             wanted = BUNDLE_TYPE if request.path in BUNDLE_PATHS else JSON_TYPE
             types = request.requestHeaders.getRawHeaders(b"content-type") or []
             given = types[0].decode("latin-1") if len(types) == 1 else ""
@@ -167,6 +167,19 @@ class CrossSiteGuard(Resource):
                         f"{request.method.decode('latin-1')} {request.path.decode('latin-1')} "
                         f"needs Content-Type: {wanted}")
         return None
+
+    def _needsType(self, request: Any) -> bool:
+        """
+        Whether C{request} must say its body's type: every state-changing
+        call of the API, except a C{DELETE} without a body (a method no
+        page can send cross-site without a preflight, and nothing to type).
+        """
+        if request.method in SAFE_METHODS:
+            return False
+        if request.method == b"DELETE" and not _hasBody(request):
+            return False
+        handles = getattr(self.wrapped, "handles", None)
+        return handles is None or handles(request)
 
     def hostAllowed(self, value: str, request: Any) -> bool:
         try:
@@ -204,3 +217,16 @@ def _sameAddress(host: str, arrived: str) -> bool:
         return ipaddress.ip_address(host) == ipaddress.ip_address(arrived)
     except ValueError:
         return False
+
+
+def _hasBody(request: Any) -> bool:
+    if request.requestHeaders.getRawHeaders(b"content-type"):
+        return True
+    content = getattr(request, "content", None)
+    if content is None:
+        return False
+    position = content.tell()
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(position)
+    return size > 0
