@@ -94,6 +94,19 @@ class EscapingTests(SynchronousTestCase):
         self.assertEqual(escapeControls("snap ünïcode"), "snap ünïcode")
         self.assertIsNone(requestControls(b"/a?b=%0d", [(b"User-Agent", b"x\ty")]))
 
+    def test_upstreamResponseHead(self) -> None:
+        """
+        The forward proxy refuses an origin's response head with control
+        characters (C{502}) rather than relay it.
+        """
+        from snapstore.forward.head import HeadError, parseHead
+
+        error = self.assertRaises(HeadError, parseHead,
+                                  b"HTTP/1.1 200 OK\r\nX-Note: a\x1bb\r\n\r\n", False)
+        self.assertEqual(error.code, 502)
+        self.assertEqual(parseHead(b"HTTP/1.1 200 OK\r\nX-Note: a\tb\r\n\r\n", False).get(b"x-note"),
+                         [b"a\tb"])
+
     def test_forwardAccessLine(self) -> None:
         entry = AccessEntry(0.0, "10.0.0.1", "GET", "http://x/\r\n2026 forged line", )
         entry.note = "bad\nnote"

@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore.cache.documents import Document, DocumentCache
 from snapstore.rules.verdicts import Deny
+from snapstore.state.errors import StateUnavailable
 from snapstore.store.errors import writeStoreError
 from snapstore.store.relay import copyResponseHead, outboundHeaders
 from snapstore.store.upstream import StoreUpstream, UpstreamError
@@ -114,6 +115,11 @@ class AssertionsResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(StateUnavailable):
+            # The admission rules need the state store.
+            writeStoreError(request, 503, "state-unavailable",
+                            "the proxy's database is unavailable; try again shortly")
+            return
         self.log.failure("serving assertion {uri} failed", failure, uri=request.uri)
         writeStoreError(request, 500, "internal-error", "the proxy failed to serve this assertion")
 
