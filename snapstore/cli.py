@@ -35,6 +35,7 @@ import urllib.request
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from snapstore import __version__
+from snapstore.controlchars import escapeControls
 
 DEFAULT_ADMIN = "http://127.0.0.1:8001"
 TOKEN_ENV = "SNAPSTORE_ADMIN_TOKEN"
@@ -97,6 +98,10 @@ class AdminClient:
             headers["X-Snapstore-User"] = getpass.getuser()
         except Exception:
             pass
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            # The API wants JSON on every state-changing call (a web page
+            # cannot send that type cross-site): an empty object here.
+            body = {}
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -230,6 +235,8 @@ def parseHead(text: str) -> tuple[int, str]:
 def _table(rows: list[list[str]], out: TextIO) -> None:
     if not rows:
         return
+    # Values come from devices and upstream: one cell stays one cell.
+    rows = [[escapeControls(str(cell)) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
@@ -610,6 +617,22 @@ def makeParser() -> argparse.ArgumentParser:
     return parser
 
 
+class _EscapingOutput:
+    """
+    Writes to C{output} with control characters other than newline and tab
+    escaped (see L{escapeControls}).
+    """
+
+    def __init__(self, output: TextIO) -> None:
+        self.output = output
+
+    def write(self, text: str) -> int:
+        return self.output.write(escapeControls(text, keepLines=True))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.output, name)
+
+
 def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
          err: Optional[TextIO] = None) -> int:
     """
@@ -619,7 +642,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
         when C{None}.
     @return: the exit code (the console script exits with it).
     """
-    out = out if out is not None else sys.stdout
+    # Nothing the admin API relays (a device's serial, a snap's name) may
+    # move the terminal's cursor or forge a line.
+    out = _EscapingOutput(out if out is not None else sys.stdout)
     err = err if err is not None else sys.stderr
     parser = makeParser()
     try:

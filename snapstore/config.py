@@ -64,13 +64,16 @@ def parseNetworks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 def parsePorts(text: str) -> tuple[int, ...]:
     """
-    Parse a comma-separated list of TCP ports.
+    Parse a comma-separated list of TCP ports and C{FIRST-LAST} ranges.
     """
     ports = []
     for item in _splitList(text):
-        if not item.isdigit() or not 0 < int(item) < 65536:
-            raise ValueError(f"not a TCP port: {item!r}")
-        ports.append(int(item))
+        first, _, last = item.partition("-")
+        bounds = [first, last or first]
+        if not all(b.isdigit() and 0 < int(b) < 65536 for b in bounds) \
+                or int(bounds[0]) > int(bounds[1]):
+            raise ValueError(f"not a TCP port or range: {item!r}")
+        ports.extend(range(int(bounds[0]), int(bounds[1]) + 1))
     return tuple(ports)
 
 
@@ -179,12 +182,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-clients", PRIVATE_AND_LOOPBACK,
            "CIDRs allowed to use the forward proxy.", parseNetworks),
     Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),
+    Option("proxy-relay-ports", "80,443",
+           "Ports absolute-URI (plain http://) requests may be relayed to (ranges: 8000-8099).",
+           parsePorts),
     Option("proxy-allow-internal", "",
            "Hosts or CIDRs in loopback/private/link-local space the forward proxy may reach anyway.",
            lambda text: tuple(_splitList(text))),
     Option("admin-token-file", None,
            "Bearer token file; required when the admin endpoint is not on loopback.",
            _optionalText),
+    Option("admin-hosts", "",
+           "More names the admin API answers to in Host (besides loopback names, its own "
+           "address, this machine's name and --public-url's host).",
+           lambda text: tuple(_splitList(text))),
     Option("log-format", "text", "Log output format: text or json.",
            lambda text: _choice(text, ("text", "json"))),
     # --- forward proxy (snapstore/forward) ---

@@ -23,6 +23,8 @@ from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
+from snapstore.controlchars import requestControls
+
 
 #: A request's head and body must arrive within this many seconds of its
 #: first byte.  snapd sends a whole refresh in milliseconds.
@@ -147,14 +149,19 @@ class GuardedChannel(HTTPChannel):
     def _ambiguous(self, request: Any) -> Optional[str]:
         """
         Why a request head cannot be acted on safely, or C{None}: more than
-        one C{Host}, or an absolute-form target naming another host than
+        one C{Host}, an absolute-form target naming another host than
         C{Host} (a front proxy and this service would disagree about what
-        was asked).
+        was asked), or control characters in the target or a header.
         """
         hosts = request.requestHeaders.getRawHeaders(b"host") or []
         if len(hosts) > 1:
             return "more than one Host header"
         target = getattr(self, "_path", b"")
+        controls = requestControls(target, [
+            (name, value) for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values])
+        if controls is not None:
+            return controls
         if b"://" in target[:16] and hosts:
             try:
                 authority = urlsplit(target.decode("latin-1")).netloc

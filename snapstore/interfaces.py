@@ -445,7 +445,9 @@ class IActionRule(IRule):
             C{"context-revision"} from the context filled in for refreshes,
             and the request's C{"fields"}); for C{info} entries
             C{{"action": "info", "name", "snap-id", "publisher"}}, for
-            C{find} results C{{"action": "find"}}.
+            C{find} results C{{"action": "find"}}, for entries of the v1
+            C{names} and C{search} answers C{{"action": "catalogue"}} (which
+            can only be kept or dropped).
         @param result: upstream's result dict for it (a refresh result, a
             channel-map entry, a find result); never mutate it.
         @return: the result to hand the device (C{result} itself when

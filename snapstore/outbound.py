@@ -311,12 +311,11 @@ def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = Non
     upstreamProxy = getattr(settings, "upstreamProxy", None)
     if upstreamProxy:
         return ParentProxyAgent(reactor, ParentProxy(upstreamProxy), policy, pool)
-    return Agent(
-        reactor,
-        contextFactory=policy,
-        connectTimeout=CONNECT_TIMEOUT,
-        pool=pool,
-    )
+    # Redirects and remote URLs come from upstream: checked like forward
+    # proxy destinations (snapstore.fetchguard).
+    from snapstore.fetchguard import checkedAgent
+
+    return checkedAgent(reactor, settings, policy, pool, CONNECT_TIMEOUT)
 
 
 class DirectDialer:

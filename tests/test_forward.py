@@ -492,6 +492,26 @@ class RelayTests(TestCase):
             self.assertNotIn(gone, seen["headers"])
         self.assertEqual(seen["headers"][b"host"], [b"fakestore.test:%d" % self.originPort])
 
+    async def test_relayPortNotAllowed(self) -> None:
+        """
+        Absolute-URI relays reach only C{--proxy-relay-ports} (80 and 443
+        by default): a request line to another port is refused before the
+        origin hears a byte.
+        """
+        settings = proxySettings(self, proxy_relay_ports="80,443")
+        factory, port = await startProxy(self, settings)
+        client = await connectClient(self, port)
+        client.transport.write(self.request(b"GET", b"/echo"))
+        answer = await client.waitFor(lambda data: b"\n" in data.split(b"\r\n\r\n", 1)[-1])
+        self.assertEqual(statusOf(answer), 403)
+        self.assertIn(b"relaying to port %d is not allowed" % self.originPort, answer)
+        self.assertEqual(self.echo.seen, [])
+        settings = proxySettings(self, proxy_relay_ports=f"80,{self.originPort - 1}-{self.originPort}")
+        factory, port = await startProxy(self, settings)
+        client = await connectClient(self, port)
+        client.transport.write(self.request(b"GET", b"/echo"))
+        await client.waitForText(b"echo:GET:")
+
     async def test_keepAliveAndBodies(self) -> None:
         """
         Several requests on one client connection, with bodies both ways

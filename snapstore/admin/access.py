@@ -22,6 +22,8 @@ from typing import Any, Optional
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
 
+from snapstore.controlchars import escapeControls
+
 #: The log namespace of access events.
 ACCESS_NAMESPACE = "snapstore.access"
 
@@ -125,11 +127,16 @@ class AccessObserver:
         fields.update(getattr(request, NOTES, None) or {})
         if fields["device"] is None:
             fields["device"] = "address:" + fields["client"]
+        # A device's serial or a snap name from a body may carry controls:
+        # one request stays one log line.
+        for key, value in fields.items():
+            if isinstance(value, str):
+                fields[key] = escapeControls(value)
         self.log.info(
             "{client} {device} \"{method} {path}\" {status} {bytes} {duration:.3f}s"
             " cache={cache} snap={snap} revision={revision}",
             method=(request.method or b"-").decode("latin-1"),
-            path=(request.uri or b"-").decode("latin-1"),
+            path=escapeControls((request.uri or b"-").decode("latin-1")),
             status=status,
             bytes=request.sentLength,
             duration=max(self.clock.seconds() - request.startedAt, 0.0),

@@ -224,6 +224,15 @@ class AdminAPI(Resource):
                        lambda failure: self._failed(failure, request))
         return NOT_DONE_YET
 
+    def handles(self, request: Request) -> bool:
+        """
+        Whether a route answers C{request}'s method and path (so that
+        L{snapstore.admin.crosssite} checks the body type of real calls
+        only, and a wrong method still gets its 405).
+        """
+        segments = tuple(s.decode("utf-8", "replace") for s in request.postpath if s != b"") or ("",)
+        return self._route(request.method, segments)[0] is not None
+
     def _route(self, method: bytes, segments: tuple[str, ...]) -> tuple[Any, list[str], set[bytes]]:
         allowed: set[bytes] = set()
         for routeMethod, pattern, handler in self._routes:

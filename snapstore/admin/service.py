@@ -19,6 +19,7 @@ from snapstore.httpguard import GuardedSite
 from snapstore.admin.api import AdminAPI
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
 from snapstore.admin.clientconfig import ClientConfig
+from snapstore.admin.crosssite import CrossSiteGuard
 from snapstore.admin.metrics import Metrics
 from snapstore.tls import TLSConfigError, checkServerEndpoint
 
@@ -95,9 +96,12 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see
     # snapstore.httpguard and snapstore.offline.importgate).
+    # Web pages on the host must not drive the API (snapstore.admin.crosssite):
+    # its checks run on every request, and on an import before the body.
+    guarded = CrossSiteGuard.fromSettings(api, settings)
     gate = ImportGate(api.authoriser, getattr(settings, "importMaxSize", 64 << 30),
-                      stagingDirectory(settings))
-    site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
+                      stagingDirectory(settings), precheck=guarded.refusal)
+    site = GuardedSite(guarded, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
     site.displayTracebacks = False
     return site
 

@@ -270,6 +270,12 @@ class RulesService(Service):
         """
         return self.ruleSet.amendFind(request, answer)
 
+    def amendCatalogue(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
+        """
+        @see: L{RuleSet.amendCatalogue}
+        """
+        return self.ruleSet.amendCatalogue(request, answer)
+
     def noteAnswer(self, request: StoreRequest, code: int, answer: bytes) -> None:
         """
         Learn from an answer the device got: the session upstream granted

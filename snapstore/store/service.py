@@ -105,6 +105,9 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     if rules is not None and getattr(root, "assertions", None) is not None:
         # How long each assertion type is kept comes from the cache rule.
         root.assertions.policy = rules.assertionPolicy
+        # Assertions are admitted like any other call (a device over the
+        # limit gets none).
+        root.assertions.admit = lambda request: rules.admit(rules.describe(request))
     # Bounded bodies and request deadlines (see snapstore.httpguard).
     site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor)
     site.displayTracebacks = False
