@@ -20,7 +20,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Site
 
 from snapstore.controlchars import requestControls
@@ -32,6 +32,11 @@ REQUEST_TIMEOUT = 30.0
 #: A keep-alive connection with no request in progress is closed after
 #: this long (Twisted's default is twelve hours).
 IDLE_TIMEOUT = 120.0
+
+
+# Reason phrases of the refusals written before a request exists; the rest
+# come from Twisted's table.
+_PHRASES = {413: b"Content Too Large"}
 
 
 class GuardedChannel(HTTPChannel):
@@ -101,12 +106,11 @@ class GuardedChannel(HTTPChannel):
             return
         self._refused = True
         self._cancelDeadline()
-        phrases = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-                   408: b"Request Timeout", 413: b"Content Too Large"}
+        phrase = _PHRASES.get(status) or RESPONSES.get(status, b"Refused")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, phrases[status], len(body), body))
+            % (status, phrase, len(body), body))
         self.loseConnection()
 
     def allHeadersReceived(self) -> None:

@@ -144,6 +144,38 @@ class CrossSiteGuard(Resource):
         Why C{request} is refused, as C{(status, code, message)}, or
         C{None} when it may go on.
         """
+        refused = self.originRefusal(request)
+        if refused is not None:
+            return refused
+        if self._needsType(request):
+            wanted = BUNDLE_TYPE if request.path in BUNDLE_PATHS else JSON_TYPE
+            return self._typeRefusal(request, request.method, request.path, wanted)
+        return None
+
+    def importRefusal(self, request: Any) -> Optional[tuple[int, str, str]]:
+        """
+        L{refusal} for a bundle upload, asked from the request's head (by
+        L{snapstore.offline.importgate}) before any body byte is spooled,
+        when Twisted has not yet set the request's method and path.
+        """
+        return (self.originRefusal(request)
+                or self._typeRefusal(request, b"POST", b"/v1/import", BUNDLE_TYPE))
+
+    def _typeRefusal(self, request: Any, method: bytes, path: bytes,
+                     wanted: str) -> Optional[tuple[int, str, str]]:
+        types = request.requestHeaders.getRawHeaders(b"content-type") or []
+        given = types[0].decode("latin-1") if len(types) == 1 else ""
+        if given.split(";", 1)[0].strip().lower() != wanted:
+            return (415, "unsupported-media-type",
+                    f"{method.decode('latin-1')} {path.decode('latin-1')} "
+                    f"needs Content-Type: {wanted}")
+        return None
+
+    def originRefusal(self, request: Any) -> Optional[tuple[int, str, str]]:
+        """
+        The Host and Origin part of L{refusal}: what a page in a browser or
+        a rebound name would send.
+        """
         hostHeader = request.requestHeaders.getRawHeaders(b"host") or []
         if len(hostHeader) > 1:
             return 400, "bad-host", "the request has more than one Host header"
@@ -158,14 +190,6 @@ class CrossSiteGuard(Resource):
                 return (403, "cross-origin",
                         f"the admin API refuses requests from another origin "
                         f"({origin.decode('latin-1')!r})")
-        if self._needsType(request):
-            wanted = BUNDLE_TYPE if request.path in BUNDLE_PATHS else JSON_TYPE
-            types = request.requestHeaders.getRawHeaders(b"content-type") or []
-            given = types[0].decode("latin-1") if len(types) == 1 else ""
-            if given.split(";", 1)[0].strip().lower() != wanted:
-                return (415, "unsupported-media-type",
-                        f"{request.method.decode('latin-1')} {request.path.decode('latin-1')} "
-                        f"needs Content-Type: {wanted}")
         return None
 
     def _needsType(self, request: Any) -> bool:

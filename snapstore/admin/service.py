@@ -100,7 +100,7 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     # its checks run on every request, and on an import before the body.
     guarded = CrossSiteGuard.fromSettings(api, settings)
     gate = ImportGate(api.authoriser, getattr(settings, "importMaxSize", 64 << 30),
-                      stagingDirectory(settings), precheck=guarded.refusal)
+                      stagingDirectory(settings), precheck=guarded.importRefusal)
     site = GuardedSite(guarded, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
     site.displayTracebacks = False
     return site

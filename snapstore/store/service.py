@@ -107,7 +107,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         root.assertions.policy = rules.assertionPolicy
         # Assertions are admitted like any other call (a device over the
         # limit gets none).
-        root.assertions.admit = lambda request: rules.admit(rules.describe(request))
+        root.assertions.admit = lambda request: rules.describe(request).addCallback(rules.admit)
     # Bounded bodies and request deadlines (see snapstore.httpguard).
     site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor)
     site.displayTracebacks = False
