@@ -13,12 +13,12 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from snapstore import __version__
 from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
+from snapstore.listeners import checkEndpoint, listen
 
 
 def _optionTables() -> tuple[list[list[Any]], list[list[Any]]]:
@@ -58,6 +58,21 @@ class Options(usage.Options):
          "without starting the service (status 1 when a file is broken)."]
     )
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse, and under twistd (which sets C{parent} before parsing) report
+        a usage error as its reason first: twistd itself prints the whole
+        C{--help} and the reason last, where it scrolls out of sight.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd snapstore: {error}\n"
+                             f"(twistd snapstore --help lists the options)\n")
+            sys.exit(1)
+
     def opt_version(self) -> None:
         """
         Print the snapstore version and exit.
@@ -79,6 +94,7 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
+        _checkEndpoints(self.settings)
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Any) -> Any:
@@ -140,6 +156,23 @@ def _checkOperationSettings(settings: Settings) -> None:
         Logger().warn("{warning}", warning=warning)
 
 
+def _checkEndpoints(settings: Settings) -> None:
+    """
+    Refuse an endpoint string Twisted cannot listen with (C{tcp:notaport})
+    as a usage error naming its option, instead of a traceback later.
+    """
+    from twisted.internet import reactor
+
+    for option, description in (("store-endpoint", settings.storeEndpoint),
+                                ("proxy-endpoint", settings.proxyEndpoint),
+                                ("admin-endpoint", settings.adminEndpoint)):
+        if description:
+            try:
+                checkEndpoint(reactor, option, description)
+            except ValueError as error:
+                raise usage.UsageError(str(error))
+
+
 def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts: Any) -> None:
     """
     The admin API and C{/metrics} (C{--admin-endpoint}), over the store
@@ -161,9 +194,7 @@ def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts:
         site = makeAdminSite(reactor, settings, parts)
     except ValueError as error:
         raise usage.UsageError(str(error))
-    listener = strports.service(settings.adminEndpoint, site)
-    listener.setName("admin-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "admin-endpoint", settings.adminEndpoint, site).setServiceParent(top)
 
 
 def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
@@ -186,9 +217,7 @@ def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
         factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
     except ValueError as error:
         raise usage.UsageError(str(error))
-    listener = strports.service(settings.proxyEndpoint, factory)
-    listener.setName("proxy-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "proxy-endpoint", settings.proxyEndpoint, factory).setServiceParent(top)
 
 
 def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -> Any:
@@ -236,7 +265,5 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:
-        listener = strports.service(settings.storeEndpoint, parts.site)
-        listener.setName("store-endpoint")
-        listener.setServiceParent(top)
+        listen(reactor, "store-endpoint", settings.storeEndpoint, parts.site).setServiceParent(top)
     return parts
