@@ -159,7 +159,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-dir", None, "Blob cache directory; default <data-dir>/cache.", _optionalText),
     Option("cache-size", "20G", "Bound of the blob cache (e.g. 500M, 20G).", parseSize),
     Option("rules-dir", None,
-           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d.",
+           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d when "
+           "it exists, else the rules shipped with snapstore.",
            _optionalText),
     Option("offline", "no", "Never contact upstream; serve imported and cached content.",
            _boolean, flag=True),
@@ -309,5 +310,7 @@ def _deriveDefaults(settings: Settings) -> Settings:
     cacheDir = os.path.abspath(settings.cacheDir or os.path.join(dataDir, "cache"))
     rulesDir = settings.rulesDir
     if rulesDir is None:
-        rulesDir = "/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d") else "./rules.d"
+        from snapstore.rules.shipped import defaultRulesDirectory
+
+        rulesDir = defaultRulesDirectory()
     return attrs.evolve(settings, state=state, cacheDir=cacheDir, rulesDir=rulesDir)

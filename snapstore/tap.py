@@ -112,6 +112,11 @@ class Options(usage.Options):
         explicit = self["rules-dir"] is not None or (
             configFile is not None and "rules-dir" in readConfigFile(configFile))
         if not explicit and not os.path.isdir(directory) and not self["check-rules"]:
+            from twisted.logger import Logger
+
+            Logger().warn("No rules directory ({directory} does not exist and the shipped "
+                          "rules are not installed): running WITHOUT rules, so no device "
+                          "limit and no pins apply; give --rules-dir", directory=directory)
             return None
         try:
             ruleSet = checkDirectory(directory, settings=self.settings)

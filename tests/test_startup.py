@@ -7,13 +7,19 @@ how devices are served (active rule files, the public URL).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from snapstore.rules.shipped import shippedRulesDirectory
+from snapstore.tap import Options, makeService
+from tests.fakestore import FakeStore
 from tests.processes import CHECKOUT, freePort, processEnvironment, spawn
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -102,3 +108,90 @@ class PortInUseTests(TestCase):
         self.assertIn("--store-endpoint", line)
         self.assertIn(str(port), line)
         self.assertIn("in use", line)
+
+
+class DefaultRulesTests(TestCase):
+    """
+    Without C{--rules-dir}, and with neither C{/etc/snapstore/rules.d} nor
+    C{./rules.d}, the shipped rules apply, and start-up and C{snapstore
+    status} name their files.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        from snapstore.rules import shipped
+
+        # Neither default directory exists: the system one is pointed
+        # away (the machine may have the package installed), and the
+        # working directory is an empty temporary one.
+        self.patch(shipped, "SYSTEM_RULES", os.path.abspath(self.mktemp()))
+        cwd = os.getcwd()
+        empty = os.path.abspath(self.mktemp())
+        os.mkdir(empty)
+        os.chdir(empty)
+        self.addCleanup(os.chdir, cwd)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def options(self, *extra):
+        options = Options()
+        options.parseOptions(["--config", os.devnull, "--data-dir", self.mktemp(),
+                              "--proxy-endpoint", "none"] + list(extra))
+        return options
+
+    def logged(self):
+        return [formatEvent(event) for event in self.events]
+
+    def test_shippedRulesByDefault(self):
+        """
+        The rules directory is the shipped one, whose files all load.
+        """
+        options = self.options("--store-endpoint", "tcp:0", "--admin-endpoint", "none")
+        self.assertIsNotNone(options.rulesDir)
+        self.assertEqual(options.rulesDir, shippedRulesDirectory())
+        self.assertEqual(os.path.realpath(options.rulesDir),
+                         os.path.realpath(os.path.join(CHECKOUT, "rules.d")))
+
+    def test_noRulesAtAllWarns(self):
+        """
+        When even the shipped rules are missing, start-up says loudly that
+        no rules apply.
+        """
+        from snapstore.rules import shipped
+
+        self.patch(shipped, "shippedRulesDirectory", lambda: None)
+        options = self.options("--store-endpoint", "tcp:0", "--admin-endpoint", "none")
+        self.assertIsNone(options.rulesDir)
+        [warning] = [line for line in self.logged() if "WITHOUT rules" in line]
+        self.assertIn("--rules-dir", warning)
+
+    @inlineCallbacks
+    def test_logAndStatusNameFiles(self):
+        """
+        The start-up log line and C{snapstore status} name the rule files
+        in force.
+        """
+        from tests.test_admin import runCLI
+
+        fake = FakeStore(reactor)
+        yield fake.start()
+        self.addCleanup(fake.stop)
+        adminPort = freePort()
+        options = self.options("--upstream", fake.apiURL,
+                               "--store-endpoint", f"tcp:{freePort()}:interface=127.0.0.1",
+                               "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1")
+        top = makeService(options)
+        top.startService()
+        self.addCleanup(top.stopService)
+        files = sorted(name for name in os.listdir(shippedRulesDirectory())
+                       if name.endswith(".py"))
+        [loaded] = [line for line in self.logged() if line.startswith("Loaded ")]
+        self.assertIn("(the shipped rules)", loaded)
+        self.assertIn(", ".join(files), loaded)
+        code, out, err = yield runCLI(["--admin", f"http://127.0.0.1:{adminPort}", "status"])
+        [line] = [line for line in out.splitlines() if line.startswith("Rules: ")]
+        self.assertIn(shippedRulesDirectory(), line)
+        self.assertIn("(shipped defaults)", line)
+        self.assertTrue(line.endswith(", ".join(files)), line)

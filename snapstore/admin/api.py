@@ -380,6 +380,9 @@ class AdminAPI(Resource):
             answer["devices"] = None
             answer["overrides"] = None
         answer["cache"] = await self._cacheStats()
+        # Which rule files are in force (None: no rules at all).
+        describeFiles = getattr(self.rules, "describeFiles", None)
+        answer["rules"] = describeFiles() if describeFiles is not None else None
         return 200, answer
 
     async def checkConnections(self, request: Request, caller: Caller) -> tuple[int, Any]:
