@@ -136,12 +136,29 @@ def makeService(options: Options) -> MultiService:
 
     settings: Settings = options.settings
     top = MultiService()
+    _warnLoopbackPublicURL(settings)
     parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
     _addForwardService(top, reactor, settings, parts.root)
     _addAdminService(top, reactor, settings, parts)
     from snapstore.admin.logs import withLogFormat
 
     return withLogFormat(top, settings.logFormat, (getattr(options, "parent", None) or {}).get("logfile"))
+
+
+def _warnLoopbackPublicURL(settings: Settings) -> None:
+    """
+    Warn when the store URL devices would be told (C{--public-url}, or
+    this host's name) is a loopback address.
+    """
+    from twisted.logger import Logger
+
+    from snapstore.admin.clientconfig import ClientConfig
+
+    if not settings.storeEndpoint:
+        return
+    problem = ClientConfig.fromSettings(settings).loopbackProblem(None)
+    if problem is not None:
+        Logger().warn("{problem}", problem=problem)
 
 
 def _checkOperationSettings(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from snapstore.admin.clientconfig import ClientConfig, resolvesToLoopback
 from snapstore.rules.shipped import shippedRulesDirectory
 from snapstore.tap import Options, makeService
 from tests.fakestore import FakeStore
@@ -195,3 +196,57 @@ class DefaultRulesTests(TestCase):
         self.assertIn(shippedRulesDirectory(), line)
         self.assertIn("(shipped defaults)", line)
         self.assertTrue(line.endswith(", ".join(files)), line)
+
+
+class LoopbackPublicURLTests(TestCase):
+    """
+    Devices must never be told to reach the store at a loopback address.
+    """
+
+    timeout = 120
+
+    def test_resolvesToLoopback(self):
+        """
+        Loopback literals and C{localhost} are loopback; other addresses,
+        and names that do not resolve, are not.
+        """
+        for host in ("127.0.0.1", "127.0.1.1", "::1", "[::1]", "localhost"):
+            self.assertTrue(resolvesToLoopback(host), host)
+        for host in ("192.0.2.10", "2001:db8::1", "snapstore.invalid"):
+            self.assertFalse(resolvesToLoopback(host), host)
+
+    def test_hostNameFallback(self):
+        """
+        Without C{--public-url}, a host name that is C{localhost} makes the
+        setup a problem naming C{--public-url}; a request's own C{Host}
+        does not.
+        """
+        config = ClientConfig(None, "tcp:8000", None, hostName="localhost")
+        problem = config.loopbackProblem(None)
+        self.assertIn("http://localhost:8000/", problem)
+        self.assertIn("--public-url", problem)
+        self.assertIsNone(ClientConfig(None, "tcp:8000", None,
+                                       hostName="192.0.2.10").loopbackProblem(None))
+
+    @inlineCallbacks
+    def test_clientConfigRefused(self):
+        """
+        With a loopback C{--public-url}, start-up logs a warning and
+        C{snapstore client-config} exits 5 with a message naming
+        C{--public-url} instead of printing a drop-in for localhost.
+        """
+        from tests.test_admin import RunningService
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = yield RunningService(self).start("--public-url", "http://localhost:8000/")
+        warnings = [formatEvent(event) for event in events
+                    if "loopback" in formatEvent(event)]
+        self.assertTrue(warnings, "no start-up warning")
+        self.assertIn("--public-url", warnings[0])
+        code, out, err = yield service.cli("client-config")
+        self.assertEqual(code, 5, out + err)
+        self.assertEqual(out, "")
+        self.assertIn("--public-url", err)
+        self.assertNotIn("SNAPPY_FORCE_API_URL", out + err)

@@ -543,6 +543,9 @@ class AdminAPI(Resource):
         return 200, checkRows(await self.state.listAudit())
 
     async def getClientConfig(self, request: Request, caller: Caller) -> tuple[int, Any]:
+        problem = self.clientConfig.loopbackProblem(None)
+        if problem is not None:
+            raise APIError(409, "public-url-loopback", problem)
         return 200, self.clientConfig.describe(None)
 
 
