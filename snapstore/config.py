@@ -139,6 +139,10 @@ OPTIONS: tuple[Option, ...] = (
            "Forward (CONNECT) proxy listener; 'none' disables it.", _optionalText),
     Option("admin-endpoint", "tcp:8001:interface=127.0.0.1",
            "Admin API and /metrics listener; 'none' disables it.", _optionalText),
+    Option("store-max-per-client", "256",
+           "Most store-endpoint connections one client address may hold (more get 503); "
+           "raise it behind a load balancer or a large NAT, 0 for no bound.",
+           lambda text: _count(text)),
     Option("upstream", "https://api.snapcraft.io/", "The store to relay to.", parseURL),
     Option("upstream-proxy", None,
            "Parent HTTP proxy for all outbound traffic (CONNECT for https).",
@@ -149,7 +153,8 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds to wait for upstream to answer an API call (snapd gives up after 10, so less).",
            float),
     Option("public-url", None,
-           "Base URL devices use to reach the store endpoint; default from the request's Host.",
+           "Base URL devices use to reach the store endpoint; default from the request's "
+           "Host, else this host's name (refused when it is a loopback address).",
            _optionalURL),
     Option("data-dir", "./snapstore-data",
            "Holds state.sqlite and cache/ unless they are set apart.", str),
@@ -204,6 +209,12 @@ OPTIONS: tuple[Option, ...] = (
            "Static NAME=ADDRESS pairs (comma-separated) the forward proxy uses "
            "instead of DNS for those names.", lambda text: _hostMap(text)),
 )
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"not a whole number >= 0: {text!r}")
+    return int(text)
 
 
 def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
