@@ -130,6 +130,17 @@ class AdminClient:
                                f"admin endpoint?", EXIT_UNREACHABLE)
 
 
+def adminClient(options: argparse.Namespace) -> AdminClient:
+    """
+    The admin API client the global options (C{--admin}, C{--token-file},
+    C{$SNAPSTORE_ADMIN_TOKEN}, C{--timeout}) describe.
+    """
+    token = os.environ.get(TOKEN_ENV) or None
+    if options.token_file:
+        token = readToken(options.token_file)
+    return AdminClient(checkAdminURL(options.admin), token, options.timeout)
+
+
 def checkAdminURL(url: str) -> str:
     """
     Refuse an C{--admin} value that is not an http(s) URL before any
@@ -678,12 +689,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
     if not hasattr(options, "json"):
         options.json = False
     try:
-        client = None
-        if not getattr(options, "local", False):
-            token = os.environ.get(TOKEN_ENV) or None
-            if options.token_file:
-                token = readToken(options.token_file)
-            client = AdminClient(checkAdminURL(options.admin), token, options.timeout)
+        client = None if getattr(options, "local", False) else adminClient(options)
         return options.handler(client, options, out)
     except CommandError as error:
         err.write(f"snapstore: {error.message}\n")

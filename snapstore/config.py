@@ -183,7 +183,8 @@ OPTIONS: tuple[Option, ...] = (
     # --- forward proxy (snapstore/forward) ---
     Option("proxy-auth-file", None,
            "Password file for Proxy-Authorization: Basic (user:hash lines; "
-           "see 'python3 -m snapstore.forward.auth'); default no authentication.",
+           "made with 'python -m snapstore.forward.auth NAME' run by snapstore's interpreter); "
+           "default no authentication.",
            _optionalText),
     Option("proxy-max-tunnels", "1024",
            "Most CONNECT tunnels open at once; more get 503.", int),
