@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_clientlimit -*-
 """
 How many connections one client address may hold on the store endpoint
-(C{--store-max-per-client}).
+(C{--store-max-per-client}); the forward proxy counts its clients with
+the same L{ClientLimit} (C{--proxy-max-per-client}) and answers in its own
+way.
 
 Without a bound, one address can open connections until the process runs
 out of file descriptors, and every other device is refused at C{accept}.
