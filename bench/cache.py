@@ -39,7 +39,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, stop, waitForPort
+from bench.common import freePort, requireTools, stop, waitForPort
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -211,6 +211,7 @@ def main() -> None:
                         help="cold bursts per server (each on a blob new to both caches)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work/cache")
     options = parser.parse_args()
+    requireTools("bench/cache.py", "nginx")
 
     work = os.path.join(ROOT, "bench", "_work", "cache")
     shutil.rmtree(work, ignore_errors=True)
@@ -229,7 +230,8 @@ def main() -> None:
         storePort = freePort()
         log = open(os.path.join(work, "snapstore.log"), "w")
         environment = dict(os.environ, PYTHONPATH=ROOT)
-        twistd = shutil.which("twistd") or "twistd"
+        # This interpreter's Twisted: a venv's twistd need not be on PATH.
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         # An explicit, empty config file: an installed package's
         # /etc/snapstore/snapstore.conf must not send the bench's blobs to
         # its cache directory.
@@ -241,7 +243,7 @@ def main() -> None:
             rulesDir = os.path.join(work, "rules.d")
             os.makedirs(rulesDir, exist_ok=True)
         snapstore = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "snapstore", "--config", config,
+            twistd + ["-n", "--pidfile=", "snapstore", "--config", config,
              "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1",
              "--proxy-endpoint", "none", "--admin-endpoint", "none",
              "--upstream", apiURL, "--data-dir", os.path.join(work, "data"),

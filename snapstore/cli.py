@@ -135,6 +135,36 @@ class AdminClient:
                                f"admin endpoint?", EXIT_UNREACHABLE)
 
 
+def adminClient(options: argparse.Namespace) -> AdminClient:
+    """
+    The admin API client the global options (C{--admin}, C{--token-file},
+    C{$SNAPSTORE_ADMIN_TOKEN}, C{--timeout}) describe.
+    """
+    token = os.environ.get(TOKEN_ENV) or None
+    if options.token_file:
+        token = readToken(options.token_file)
+    return AdminClient(checkAdminURL(options.admin), token, options.timeout)
+
+
+def checkAdminURL(url: str) -> str:
+    """
+    Refuse an C{--admin} value that is not an http(s) URL before any
+    request (urllib's own error is a traceback).
+
+    @raise CommandError: with the exit code of an unusable admin URL (3).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # a non-numeric port raises here
+    except ValueError:
+        usable = False
+    if not usable:
+        raise CommandError(f"--admin (or ${ADMIN_ENV}) must be the admin API's http(s) URL, "
+                           f"e.g. {DEFAULT_ADMIN}, not {url!r}", EXIT_UNREACHABLE)
+    return url.strip()
+
+
 def _errorMessage(raw: bytes) -> Optional[str]:
     try:
         return json.loads(raw)["error"]["message"]
@@ -281,8 +311,19 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
             f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
     overrides = answer.get("overrides")
     lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
+    lines.append(_rulesLine(answer))
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if healthy else EXIT_PROBLEM
+
+
+def _rulesLine(status: dict[str, Any]) -> str:
+    if "rules" not in status:
+        return "Rules: unknown (an older service)"
+    rules = status["rules"]
+    if rules is None:
+        return "Rules: NONE (no rules directory: no device limit, no pins)"
+    shipped = " (shipped defaults)" if rules.get("shipped") else ""
+    return f"Rules: {rules['directory']}{shipped}: {', '.join(rules['files']) or 'no files'}"
 
 
 def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -300,7 +341,7 @@ def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: T
 def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     channelMap = []
     for item in options.pins:
-        channel, sep, revision = item.rpartition("=")
+        channel, sep, revision = item.partition("=")
         if not sep or not channel or not revision.isdigit() or int(revision) < 1:
             raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
         channelMap.append({"channel": channel, "revision": int(revision)})
@@ -353,9 +394,21 @@ def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO
 
 
 def _limitArgument(text: str) -> str:
-    if text.strip().lower() in ("none", "reset") or text.strip().isdigit():
+    if text.strip().lower() in ("none", "reset") or (text.strip().isdigit() and int(text) > 0):
         return text
-    raise argparse.ArgumentTypeError("give a whole number, 'none' (no limit) or 'reset'")
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            "0 would refuse every new device; give 'none' for no limit, or a limit >= 1")
+    raise argparse.ArgumentTypeError("give a whole number >= 1, 'none' (no limit) or 'reset'")
+
+
+def _subjectName(text: str) -> str:
+    from snapstore.tls import checkSubjectName
+
+    try:
+        return checkSubjectName(text.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
 
 
 def cmdDeleteOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -495,6 +548,7 @@ def cmdCertificate(client: Optional[AdminClient], options: argparse.Namespace, o
         raise CommandError("only --selfsigned certificates can be made here; for a CA-signed "
                            "one, point --store-endpoint ssl:...:privateKey=KEY:certKey=CERT "
                            "at its files", EXIT_USAGE)
+    createdDirectory = not os.path.isdir(options.out_dir)
     try:
         keyPath, certPath = writeSelfSigned(options.out_dir, options.domain,
                                             options.name or (), options.days, options.force)
@@ -503,8 +557,11 @@ def cmdCertificate(client: Optional[AdminClient], options: argparse.Namespace, o
     keyPath, certPath = os.path.abspath(keyPath), os.path.abspath(certPath)
     endpoint = f"ssl:8443:privateKey={_escape(keyPath)}:certKey={_escape(certPath)}"
     if options.json:
-        _dumpJSON({"private-key": keyPath, "certificate": certPath, "store-endpoint": endpoint}, out)
+        _dumpJSON({"private-key": keyPath, "certificate": certPath, "store-endpoint": endpoint,
+                   "created-directory": createdDirectory}, out)
         return EXIT_OK
+    if createdDirectory:
+        out.write(f"Created the directory {os.path.dirname(keyPath)} (--out-dir).\n")
     out.write(f"Wrote {keyPath} (private key, mode 0600) and {certPath}.\n"
               f"Serve HTTPS with:\n  --store-endpoint {endpoint}\n"
               f"Devices must trust {certPath}: 'snapstore client-config' prints the setup.\n")
@@ -603,10 +660,13 @@ def makeParser() -> argparse.ArgumentParser:
     sub = verb("certificate", cmdCertificate,
                "make a key and self-signed certificate for an ssl: store endpoint")
     sub.add_argument("--selfsigned", action="store_true", required=True)
-    sub.add_argument("--domain", required=True, help="host name devices use (also an IP)")
-    sub.add_argument("--name", action="append", metavar="NAME",
+    sub.add_argument("--domain", required=True, type=_subjectName,
+                     help="host name devices use (also an IP)")
+    sub.add_argument("--name", action="append", metavar="NAME", type=_subjectName,
                      help="another host name or IP address for the subjectAltName (repeatable)")
-    sub.add_argument("--out-dir", default=".", help="where to write NAME.key and NAME.crt")
+    sub.add_argument("--out-dir", default=".",
+                     help="where to write NAME.key and NAME.crt (created, and said so, "
+                          "when missing)")
     sub.add_argument("--days", type=int, default=825, help="validity [default: 825]")
     sub.add_argument("--force", action="store_true", help="replace existing files")
     sub.set_defaults(local=True)
@@ -654,12 +714,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
     if not hasattr(options, "json"):
         options.json = False
     try:
-        client = None
-        if not getattr(options, "local", False):
-            token = os.environ.get(TOKEN_ENV) or None
-            if options.token_file:
-                token = readToken(options.token_file)
-            client = AdminClient(options.admin, token, options.timeout)
+        client = None if getattr(options, "local", False) else adminClient(options)
         return options.handler(client, options, out)
     except CommandError as error:
         err.write(f"snapstore: {error.message}\n")

@@ -149,6 +149,10 @@ OPTIONS: tuple[Option, ...] = (
            "Forward (CONNECT) proxy listener; 'none' disables it.", _optionalText),
     Option("admin-endpoint", "tcp:8001:interface=127.0.0.1",
            "Admin API and /metrics listener; 'none' disables it.", _optionalText),
+    Option("store-max-per-client", "256",
+           "Most store-endpoint connections one client address may hold (more get 503); "
+           "raise it behind a load balancer or a large NAT, 0 for no bound.",
+           lambda text: _count(text)),
     Option("upstream", "https://api.snapcraft.io/", "The store to relay to.", parseURL),
     Option("upstream-proxy", None,
            "Parent HTTP proxy for all outbound traffic (CONNECT for https).",
@@ -159,7 +163,8 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds to wait for upstream to answer an API call (snapd gives up after 10, so less).",
            float),
     Option("public-url", None,
-           "Base URL devices use to reach the store endpoint; default from the request's Host.",
+           "Base URL devices use to reach the store endpoint; default from the request's "
+           "Host, else this host's name (refused when it is a loopback address).",
            _optionalURL),
     Option("data-dir", "./snapstore-data",
            "Holds state.sqlite and cache/ unless they are set apart.", str),
@@ -169,7 +174,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-dir", None, "Blob cache directory; default <data-dir>/cache.", _optionalText),
     Option("cache-size", "20G", "Bound of the blob cache (e.g. 500M, 20G).", parseSize),
     Option("rules-dir", None,
-           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d.",
+           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d when "
+           "it exists, else the rules shipped with snapstore.",
            _optionalText),
     Option("offline", "no", "Never contact upstream; serve imported and cached content.",
            _boolean, flag=True),
@@ -200,7 +206,8 @@ OPTIONS: tuple[Option, ...] = (
     # --- forward proxy (snapstore/forward) ---
     Option("proxy-auth-file", None,
            "Password file for Proxy-Authorization: Basic (user:hash lines; "
-           "see 'python3 -m snapstore.forward.auth'); default no authentication.",
+           "made with 'python -m snapstore.forward.auth NAME' run by snapstore's interpreter); "
+           "default no authentication.",
            _optionalText),
     Option("proxy-max-tunnels", "1024",
            "Most CONNECT tunnels open at once; more get 503.", int),
@@ -230,6 +237,11 @@ OPTIONS: tuple[Option, ...] = (
            "at once); more get 429. 0: no bound.", _nonNegative),
 )
 
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"not a whole number >= 0: {text!r}")
+    return int(text)
 
 
 def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
@@ -336,5 +348,7 @@ def _deriveDefaults(settings: Settings) -> Settings:
     cacheDir = os.path.abspath(settings.cacheDir or os.path.join(dataDir, "cache"))
     rulesDir = settings.rulesDir
     if rulesDir is None:
-        rulesDir = "/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d") else "./rules.d"
+        from snapstore.rules.shipped import defaultRulesDirectory
+
+        rulesDir = defaultRulesDirectory()
     return attrs.evolve(settings, state=state, cacheDir=cacheDir, rulesDir=rulesDir)

@@ -88,6 +88,10 @@ class GuardedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._cancelDeadline()
+        admitted, self._admitted = getattr(self, "_admitted", None), None
+        if admitted is not None:  # counted by the site's ClientLimit
+            limit, host = admitted
+            limit.release(host)
         super().connectionLost(reason)
 
     # -- refusals ----------------------------------------------------------
@@ -210,20 +214,29 @@ class GuardedSite(Site):
                  unboundedPaths: tuple[bytes, ...] = (),
                  requestTimeout: float = REQUEST_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, reactor: Any = None,
-                 bodyGate: Any = None) -> None:
+                 bodyGate: Any = None, clientLimit: Any = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies
             C{maxBodySize} does not bound.
         @param bodyGate: see L{GuardedChannel.bodyGate}.
+        @param clientLimit: a L{snapstore.clientlimit.ClientLimit} bounding
+            the connections of each client address, or C{None}.
         """
         super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        self.clientLimit = clientLimit
         self.maxBodySize = maxBodySize
         self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
         self.bodyGate = bodyGate
 
     def buildProtocol(self, addr: Any) -> Any:
+        host = getattr(addr, "host", None)
+        if self.clientLimit is not None and host is not None:
+            if not self.clientLimit.admit(host):
+                return self.clientLimit.refusal(host)
         channel = super().buildProtocol(addr)
+        if self.clientLimit is not None and host is not None:
+            channel._admitted = (self.clientLimit, host)
         channel.maxBodySize = self.maxBodySize
         channel.unboundedPaths = self.unboundedPaths
         channel.requestTimeout = self.requestTimeout

@@ -13,12 +13,12 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from snapstore import __version__
 from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
+from snapstore.listeners import checkEndpoint, listen
 
 
 def _optionTables() -> tuple[list[list[Any]], list[list[Any]]]:
@@ -58,6 +58,21 @@ class Options(usage.Options):
          "without starting the service (status 1 when a file is broken)."]
     )
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse, and under twistd (which sets C{parent} before parsing) report
+        a usage error as its reason first: twistd itself prints the whole
+        C{--help} and the reason last, where it scrolls out of sight.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd snapstore: {error}\n"
+                             f"(twistd snapstore --help lists the options)\n")
+            sys.exit(1)
+
     def opt_version(self) -> None:
         """
         Print the snapstore version and exit.
@@ -79,6 +94,7 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
+        _checkEndpoints(self.settings)
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Any) -> Any:
@@ -96,6 +112,11 @@ class Options(usage.Options):
         explicit = self["rules-dir"] is not None or (
             configFile is not None and "rules-dir" in readConfigFile(configFile))
         if not explicit and not os.path.isdir(directory) and not self["check-rules"]:
+            from twisted.logger import Logger
+
+            Logger().warn("No rules directory ({directory} does not exist and the shipped "
+                          "rules are not installed): running WITHOUT rules, so no device "
+                          "limit and no pins apply; give --rules-dir", directory=directory)
             return None
         try:
             ruleSet = checkDirectory(directory, settings=self.settings)
@@ -115,12 +136,29 @@ def makeService(options: Options) -> MultiService:
 
     settings: Settings = options.settings
     top = MultiService()
+    _warnLoopbackPublicURL(settings)
     parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
     _addForwardService(top, reactor, settings, parts.root)
     _addAdminService(top, reactor, settings, parts)
     from snapstore.admin.logs import withLogFormat
 
     return withLogFormat(top, settings.logFormat, (getattr(options, "parent", None) or {}).get("logfile"))
+
+
+def _warnLoopbackPublicURL(settings: Settings) -> None:
+    """
+    Warn when the store URL devices would be told (C{--public-url}, or
+    this host's name) is a loopback address.
+    """
+    from twisted.logger import Logger
+
+    from snapstore.admin.clientconfig import ClientConfig
+
+    if not settings.storeEndpoint:
+        return
+    problem = ClientConfig.fromSettings(settings).loopbackProblem(None)
+    if problem is not None:
+        Logger().warn("{problem}", problem=problem)
 
 
 def _checkOperationSettings(settings: Settings) -> None:
@@ -138,6 +176,23 @@ def _checkOperationSettings(settings: Settings) -> None:
         raise usage.UsageError(str(error))
     for warning in warnings:
         Logger().warn("{warning}", warning=warning)
+
+
+def _checkEndpoints(settings: Settings) -> None:
+    """
+    Refuse an endpoint string Twisted cannot listen with (C{tcp:notaport})
+    as a usage error naming its option, instead of a traceback later.
+    """
+    from twisted.internet import reactor
+
+    for option, description in (("store-endpoint", settings.storeEndpoint),
+                                ("proxy-endpoint", settings.proxyEndpoint),
+                                ("admin-endpoint", settings.adminEndpoint)):
+        if description:
+            try:
+                checkEndpoint(reactor, option, description)
+            except ValueError as error:
+                raise usage.UsageError(str(error))
 
 
 def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts: Any) -> None:
@@ -161,9 +216,7 @@ def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts:
         site = makeAdminSite(reactor, settings, parts)
     except ValueError as error:
         raise usage.UsageError(str(error))
-    listener = strports.service(settings.adminEndpoint, site)
-    listener.setName("admin-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "admin-endpoint", settings.adminEndpoint, site).setServiceParent(top)
 
 
 def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
@@ -186,9 +239,7 @@ def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
         factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
     except ValueError as error:
         raise usage.UsageError(str(error))
-    listener = strports.service(settings.proxyEndpoint, factory)
-    listener.setName("proxy-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "proxy-endpoint", settings.proxyEndpoint, factory).setServiceParent(top)
 
 
 def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -> Any:
@@ -236,7 +287,5 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:
-        listener = strports.service(settings.storeEndpoint, parts.site)
-        listener.setName("store-endpoint")
-        listener.setServiceParent(top)
+        listen(reactor, "store-endpoint", settings.storeEndpoint, parts.site).setServiceParent(top)
     return parts

@@ -113,7 +113,13 @@ class AccessObserver:
         if self.metrics is not None:
             self.metrics.requestFinished(path, status)
             if cache is not None and 200 <= status < 300:
-                if cache.upper() == "HIT":
+                # Assertions are cached too (X-Cache) but are not blobs:
+                # counted apart, they stay out of the blob hit ratio.
+                from snapstore.admin.metrics import endpointOf
+
+                if endpointOf(path.split(b"?", 1)[0]) == "assertions":
+                    self.metrics.assertionCached(cache.upper() == "HIT")
+                elif cache.upper() == "HIT":
                     self.metrics.cacheHit(request.sentLength)
                 elif cache.upper() == "MISS":
                     self.metrics.cacheMiss()

@@ -389,6 +389,9 @@ class AdminAPI(Resource):
             answer["devices"] = None
             answer["overrides"] = None
         answer["cache"] = await self._cacheStats()
+        # Which rule files are in force (None: no rules at all).
+        describeFiles = getattr(self.rules, "describeFiles", None)
+        answer["rules"] = describeFiles() if describeFiles is not None else None
         return 200, answer
 
     async def checkConnections(self, request: Request, caller: Caller) -> tuple[int, Any]:
@@ -468,9 +471,11 @@ class AdminAPI(Resource):
         """
         body = _readJSON(request)
         limit = body.get("limit", "missing") if isinstance(body, dict) else "missing"
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            # 0 would refuse every new device: "no limit" is null.
             raise APIError(400, "bad-request",
-                           'body must be {"limit": N} with N a whole number >= 0, or {"limit": null}')
+                           'body must be {"limit": N} with N a whole number >= 1, or {"limit": null} '
+                           'for no limit')
         previous = await self.state.setSetting(DEVICE_LIMIT_KEY, {"limit": limit}, caller.actor)
         return 200, {"limit": limit, "source": "admin", "previous": previous}
 
@@ -547,6 +552,9 @@ class AdminAPI(Resource):
         return 200, checkRows(await self.state.listAudit())
 
     async def getClientConfig(self, request: Request, caller: Caller) -> tuple[int, Any]:
+        problem = self.clientConfig.loopbackProblem(None)
+        if problem is not None:
+            raise APIError(409, "public-url-loopback", problem)
         return 200, self.clientConfig.describe(None)
 
 

@@ -19,6 +19,7 @@ provisioning path cloud-init lacks natively) and as JSON.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from typing import Any, Optional
@@ -55,6 +56,28 @@ def _isTLS(description: Optional[str]) -> bool:
     return bool(args) and args[0].lower() == "ssl"
 
 
+def resolvesToLoopback(host: str) -> bool:
+    """
+    Whether C{host} (a name or an address literal) stands only for
+    loopback addresses; a name that does not resolve here does not.
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return False
+    addresses = set()
+    for address in found:
+        try:
+            addresses.add(ipaddress.ip_address(address.split("%", 1)[0]))
+        except ValueError:
+            return False
+    return bool(addresses) and all(address.is_loopback for address in addresses)
+
+
 class ClientConfig:
     """
     Builds the device setup from the service's settings.
@@ -72,6 +95,7 @@ class ClientConfig:
         self.storeEndpoint = storeEndpoint
         self.proxyEndpoint = proxyEndpoint
         self.hostName = hostName or socket.getfqdn()
+        self._loopback: Optional[bool] = None
 
     @classmethod
     def fromSettings(cls, settings: Any) -> "ClientConfig":
@@ -104,6 +128,29 @@ class ClientConfig:
             default = 443 if scheme == "https" else 80
             host = self.hostName + (f":{port}" if port and port != default else "")
         return f"{scheme}://{host}/"
+
+    def loopbackProblem(self, request: Optional[Request] = None) -> Optional[str]:
+        """
+        Why the store URL devices would be given cannot work, or C{None}:
+        it names a loopback address (C{socket.getfqdn()} is C{localhost}
+        on many hosts), so each device would talk to itself.  A URL taken
+        from the request's own C{Host} is what that client reached us by,
+        and is never refused.
+        """
+        if not self.publicURL and self._requestHost(request) is not None:
+            return None
+        url = self.storeURL(None)
+        if self._loopback is None:
+            from hyperlink import URL
+
+            self._loopback = resolvesToLoopback(URL.from_text(url).host)
+        if not self._loopback:
+            return None
+        source = "--public-url" if self.publicURL else f"this host's name ({self.hostName})"
+        return (f"the store URL for devices, {url}, comes from {source} and points at a "
+                f"loopback address, so devices would talk to themselves: set --public-url "
+                f"to the URL devices reach this service at, e.g. --public-url "
+                f"http://snapstore.example.lan:{_endpointPort(self.storeEndpoint) or 8000}/")
 
     def proxyURL(self, request: Optional[Request]) -> Optional[str]:
         """
@@ -247,6 +294,11 @@ class ClientConfigResource(Resource):
         self.clientConfig = clientConfig
 
     def render_GET(self, request: Request) -> bytes:
+        problem = self.clientConfig.loopbackProblem(request)
+        if problem is not None:
+            request.setResponseCode(409)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return problem.encode("utf-8") + b"\n"
         form = (request.args.get(b"format") or [b"sh"])[0].decode("ascii", "replace")
         mode = (request.args.get(b"mode") or [b"store"])[0].decode("ascii", "replace")
         if mode not in ("store", "forward"):

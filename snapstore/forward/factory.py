@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from snapstore.clientlimit import ClientLimit
 from snapstore.forward.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
 from snapstore.forward.head import Head
@@ -142,7 +143,9 @@ class ForwardProxyFactory(Factory):
             if url.port:
                 self.localPorts.add(url.port)
         self.tunnels = 0
-        self.perClient: dict[str, int] = {}
+        # The same per-address count as the store endpoint's.
+        self.clients = ClientLimit(self.maxPerClient, self.clock)
+        self.perClient = self.clients.open
 
     def buildProtocol(self, addr: Any) -> ForwardProxyProtocol:
         return ForwardProxyProtocol(self)
@@ -154,18 +157,10 @@ class ForwardProxyFactory(Factory):
         Count a new connection from C{address}; C{False} when it is one too
         many (the caller refuses it and does not call L{clientDisconnected}).
         """
-        count = self.perClient.get(address, 0)
-        if count >= self.maxPerClient:
-            return False
-        self.perClient[address] = count + 1
-        return True
+        return self.clients.admit(address)
 
     def clientDisconnected(self, address: str) -> None:
-        count = self.perClient.get(address, 0) - 1
-        if count > 0:
-            self.perClient[address] = count
-        else:
-            self.perClient.pop(address, None)
+        self.clients.release(address)
 
     def openTunnel(self) -> bool:
         if self.tunnels >= self.maxTunnels:

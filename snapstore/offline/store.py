@@ -476,6 +476,9 @@ def goOffline(settings: Any, parts: Any) -> LocalStoreAgent:
     """
     agent = LocalStoreAgent(parts.state, settings.upstream, parts.upstream.agent)
     parts.upstream.agent = agent
+    # Errors that name where an answer came from (an unknown revision for
+    # an override) must not send the operator to the upstream store.
+    parts.upstream.origin = "this offline node's imported content (import a bundle that has it)"
     return agent
 
 

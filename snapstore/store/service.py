@@ -109,10 +109,22 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         # limit gets none).
         root.assertions.admit = lambda request: rules.describe(request).addCallback(rules.admit)
     # Bounded bodies and request deadlines (see snapstore.httpguard).
-    site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor)
+    site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor,
+                       clientLimit=_clientLimit(reactor, settings))
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
     return StoreParts(site, root, state, upstream, services, rules, metrics, cache)
+
+
+def _clientLimit(reactor: Any, settings: Settings) -> Any:
+    """
+    The bound on each client address's connections
+    (C{--store-max-per-client}; 0 turns it off).
+    """
+    from snapstore.clientlimit import ClientLimit
+
+    maximum = getattr(settings, "storeMaxPerClient", 0)
+    return ClientLimit(maximum, reactor) if maximum else None
 
 
 def _downloadResource(reactor: Any, settings: Settings, state: Any,
