@@ -87,6 +87,11 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.offline.adminapi import mountOffline
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
+    # Follows and the uplink's status (snapstore.uplink).
+    if getattr(parts, "uplink", None) is not None:
+        from snapstore.uplink.adminapi import mountUplink
+
+        mountUplink(api, parts.uplink)
     # Request deadlines, unambiguous heads, and bounded bodies except for
     # bundle imports, which are large (see snapstore.httpguard).
     site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
