@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from snapstore.offline.store import LocalResponse, LocalStoreAgent
 from snapstore.store.compression import Inflater, contentCodings
+from snapstore.store.upstream import UpstreamError
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
@@ -195,7 +196,7 @@ class StaleAgent:
             stale = await self._stale(kind, method, uri, headers, body)
             if stale is None:
                 if isinstance(error, _TooSlow):
-                    raise CancelledError(str(error))
+                    raise UpstreamError(504, "upstream-timeout", str(error))
                 raise
             return stale
         if response.code >= 500:
@@ -230,9 +231,12 @@ class StaleAgent:
             current[0] = gather.done
             response.deliverBody(gather)
             raw = await gather.done
-        except CancelledError:
+        except Exception:
+            # Cancelling the agent's request fails it with its own wrapper
+            # of the cancellation: the timer says whether it was ours.
             if timedOut:
-                raise _TooSlow(f"upstream did not answer within {self.deadline:g}s")
+                raise _TooSlow(f"upstream did not answer {method.decode()} "
+                               f"{uri.decode('ascii', 'replace')} within {self.deadline:g}s")
             raise
         finally:
             if timer.active():

@@ -1,0 +1,253 @@
+"""
+The uplink (issue 16): stale answers through an upstream outage, followed
+channels warmed before devices ask, and the upstream rate cap, through
+real C{twistd snapstore} processes in front of the fake store; the
+scheduling and the rate arithmetic with a L{Clock}.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from io import BytesIO
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from twisted.web.client import FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from snapstore.cli import main as cliMain
+from snapstore.config import ConfigError, buildSettings, parseDuration
+from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
+from snapstore.uplink.rate import TokenBucket
+from tests.fakestore import FakeStore
+from tests.helpers import testAgent
+from tests.processes import freePort, startTwistd, waitForPort
+from tests.test_rules_support import copyShipped
+
+FIELDS = ["architectures", "base", "confinement", "created-at", "download", "epoch", "name",
+          "revision", "snap-id", "summary", "title", "type", "version", "publisher"]
+
+
+def deferred(f):
+    """
+    Run an C{async def} test method as a Deferred.
+    """
+
+    def run(self):
+        return Deferred.fromCoroutine(f(self))
+
+    run.__name__ = f.__name__
+    run.__doc__ = f.__doc__
+    return run
+
+
+class NodeMixin:
+    """
+    The fake store and one C{twistd snapstore} node in front of it, with
+    the shipped rules and an admin endpoint.
+    """
+
+    timeout = 240
+
+    async def startStore(self):
+        self.store = FakeStore(reactor)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+
+    async def startNode(self, *options):
+        self.adminPort = freePort()
+        self.dataDir = self.mktemp()
+        argv = ["--upstream", self.store.apiURL, "--proxy-endpoint", "none",
+                "--admin-endpoint", f"tcp:{self.adminPort}:interface=127.0.0.1",
+                "--rules-dir", copyShipped(self), "--data-dir", self.dataDir, *options]
+        self.process, port = await startTwistd(self, *argv)
+        await waitForPort(self.adminPort, self.process)
+        self.url = f"http://127.0.0.1:{port}/"
+        self.adminURL = f"http://127.0.0.1:{self.adminPort}"
+
+    async def call(self, method, path, body=None, architecture=b"amd64"):
+        headers = Headers({b"snap-device-series": [b"16"],
+                           b"snap-device-architecture": [architecture],
+                           b"accept": [b"application/json"],
+                           b"content-type": [b"application/json"]})
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
+        response = await testAgent(self).request(method, (self.url + path).encode(), headers,
+                                                 producer)
+        raw = await readBody(response)
+        return response, raw
+
+    async def refresh(self, actions, context=()):
+        response, raw = await self.call(b"POST", "v2/snaps/refresh", {
+            "context": list(context), "actions": actions, "fields": FIELDS})
+        return response, json.loads(raw)
+
+    async def download(self, url):
+        response = await testAgent(self).request(b"GET", url.encode())
+        body = await readBody(response)
+        return response, body
+
+    async def admin(self, method, path, body=None):
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
+        response = await testAgent(self).request(method, (self.adminURL + path).encode(),
+                                                 Headers(), producer)
+        return response.code, json.loads(await readBody(response))
+
+    def xcache(self, response):
+        return (response.headers.getRawHeaders(b"x-cache") or [None])[0]
+
+
+class StaleTests(NodeMixin, TestCase):
+    """
+    C{--serve-stale}: an outage in three forms, and recovery.
+    """
+
+    @deferred
+    async def test_outageServedStaleThenLive(self):
+        """
+        A device refreshes, installs C{hello} (blob and assertions cached)
+        and searches while upstream answers.  Then upstream refuses
+        connections, then hangs, then answers 503: in each, the device's
+        refresh gets C{X-Cache: STALE} and the same revision, its install
+        gets the cached blob (C{HIT}) and the assertions, its search finds
+        C{hello}; a snap never seen gets the store error.  When upstream
+        returns, answers are live at once (a new revision shows).
+        """
+        await self.startStore()
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 8192)
+        self.store.addRevision("hello", 12, 16384)
+        self.store.addSnap("never-seen")
+        self.store.addRevision("never-seen", 1, 4096)
+        await self.startNode("--upstream-timeout", "2")
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 10,
+                    "tracking-channel": "latest/stable"}]
+        refreshAction = [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}]
+        installAction = [{"action": "install", "instance-key": "install-1", "name": "hello"}]
+        unknownAction = [{"action": "install", "instance-key": "install-1", "name": "never-seen"}]
+        digest = self.store.blob("hello", 12).digestBase64
+        assertionsAction = [{"action": "fetch-assertions", "key": "g1", "assertions": [
+            {"type": "snap-revision", "primary-key": [digest]},
+            {"type": "snap-declaration", "primary-key": ["16", snapId]}]}]
+
+        # Live: what the node relays and will answer from later.
+        response, answer = await self.refresh(refreshAction, context)
+        self.assertEqual((response.code, self.xcache(response)), (200, None))
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 12)
+        response, answer = await self.refresh(installAction)
+        downloadURL = answer["results"][0]["snap"]["download"]["url"]
+        response, blob = await self.download(downloadURL)
+        self.assertEqual((response.code, self.xcache(response)), (200, b"MISS"))
+        self.assertEqual(blob, self.store.blobBytes("hello", 12))
+        response, answer = await self.refresh(assertionsAction)
+        self.assertEqual(len(answer["results"][0]["assertion-stream-urls"]), 2)
+        for url in answer["results"][0]["assertion-stream-urls"]:
+            response, _ = await self.download(url)
+            self.assertEqual(response.code, 200)
+        response, raw = await self.call(b"GET", "v2/snaps/find?q=hello")
+        self.assertEqual([r["name"] for r in json.loads(raw)["results"]], ["hello"])
+        response, raw = await self.call(b"GET", "v2/snaps/info/hello")
+        self.assertEqual(response.code, 200)
+
+        async def duringOutage(unknownStatus):
+            response, answer = await self.refresh(refreshAction, context)
+            self.assertEqual((response.code, self.xcache(response)), (200, b"STALE"), answer)
+            self.assertEqual(answer["results"][0]["snap"]["revision"], 12)
+            self.assertTrue(answer["results"][0]["snap"]["download"]["url"].startswith(self.url))
+            response, answer = await self.refresh(installAction)
+            self.assertEqual((response.code, self.xcache(response)), (200, b"STALE"), answer)
+            response, blob = await self.download(answer["results"][0]["snap"]["download"]["url"])
+            self.assertEqual((response.code, self.xcache(response)), (200, b"HIT"))
+            self.assertEqual(blob, self.store.blobBytes("hello", 12))
+            response, answer = await self.refresh(assertionsAction)
+            self.assertEqual((response.code, self.xcache(response)), (200, b"STALE"), answer)
+            urls = answer["results"][0]["assertion-stream-urls"]
+            self.assertEqual(len(urls), 2)
+            for url in urls:
+                response, body = await self.download(url)
+                self.assertEqual(response.code, 200)
+                self.assertIn(b"type: snap-", body)
+            response, raw = await self.call(b"GET", "v2/snaps/find?q=hello")
+            self.assertEqual((response.code, self.xcache(response)), (200, b"STALE"), raw)
+            self.assertEqual([r["name"] for r in json.loads(raw)["results"]], ["hello"])
+            response, raw = await self.call(b"GET", "v2/snaps/info/hello")
+            self.assertEqual((response.code, self.xcache(response)), (200, b"STALE"), raw)
+            response, answer = await self.refresh(unknownAction)
+            self.assertEqual(response.code, unknownStatus, answer)
+            self.assertIsNone(self.xcache(response))
+            self.assertIn("error-list", answer)
+
+        # 1. Connections refused.
+        await self.store.goDown()
+        await duringOutage(502)
+        code, status = await self.admin(b"GET", "/v1/status")
+        self.assertTrue(status["uplink"]["serving-stale"])
+        self.assertIsNotNone(status["uplink"]["failing-since"])
+        self.assertGreater(status["uplink"]["stale-answers"], 0)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "status"], out), 1)
+        self.assertIn("serving stale answers", out.text)
+        # 2. A hanging upstream (the node answers before --upstream-timeout).
+        await self.store.comeBack()
+        self.store.faults.failAPI("stall", count=1000, pathPrefix="/v2/", seconds=30.0)
+        await duringOutage(504)
+        self.store.faults.clear()
+        # 3. 503 answers: a never-seen snap gets upstream's answer as before.
+        self.store.faults.failAPI("status", count=1000, pathPrefix="/v2/", code=503)
+        await duringOutage(503)
+        response, raw = await testAgent(self).request(
+            b"GET", (self.adminURL + "/metrics").encode()).addCallback(
+            lambda r: readBody(r).addCallback(lambda body: (r, body)))
+        self.assertIn(b'snapstore_stale_answers_total{kind="refresh"}', raw)
+        # Recovery: live at once.
+        self.store.faults.clear()
+        self.store.addRevision("hello", 13, 4096)
+        response, answer = await self.refresh(refreshAction, context)
+        self.assertEqual((response.code, self.xcache(response)), (200, None))
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 13)
+        code, status = await self.admin(b"GET", "/v1/status")
+        self.assertFalse(status["uplink"]["serving-stale"])
+        self.assertIsNone(status["uplink"]["failing-since"])
+
+    @deferred
+    async def test_serveStaleOff(self):
+        """
+        With C{--serve-stale no} an outage gives the store error, as before.
+        """
+        await self.startStore()
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        await self.startNode("--serve-stale", "no")
+        action = [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}]
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 9,
+                    "tracking-channel": "latest/stable"}]
+        response, _ = await self.refresh(action, context)
+        self.assertEqual(response.code, 200)
+        await self.store.goDown()
+        response, answer = await self.refresh(action, context)
+        self.assertEqual(response.code, 502, answer)
+        self.assertEqual(answer["error-list"][0]["code"], "upstream-unreachable")
+
+
+class _Out:
+    def __init__(self):
+        self.parts = []
+
+    def write(self, text):
+        self.parts.append(text)
+
+    @property
+    def text(self):
+        return "".join(self.parts)
+
+
+def _cli(argv, out):
+    """
+    Run the C{snapstore} command in a thread (it is synchronous).
+    """
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(cliMain, argv, out, out)
