@@ -251,3 +251,184 @@ def _cli(argv, out):
     from twisted.internet.threads import deferToThread
 
     return deferToThread(cliMain, argv, out, out)
+
+
+class FollowTests(NodeMixin, TestCase):
+    """
+    C{snapstore follow}: a followed channel's new revision is in the cache
+    before any device asks.
+    """
+
+    @deferred
+    async def test_followedRevisionCachedBeforeDevicesAsk(self):
+        """
+        C{snapstore follow hello=stable --now} fetches stable's revision
+        (one CDN download, counted by the fake store); the first device to
+        install it gets C{X-Cache: HIT} and the CDN is not asked again.  A
+        new revision released to stable is fetched by the next round; the
+        follow and unfollow are audited, and C{following --json} lists the
+        contract's shape.
+        """
+        await self.startStore()
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode()
+        out = _Out()
+        code = await _cli(["--admin", self.adminURL, "follow", "hello=stable", "--arch",
+                           "amd64", "--now"], out)
+        self.assertEqual(code, 0, out.text)
+        self.assertIn("1 fetched", out.text)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 10)), 1)
+        self.assertEqual(self.store.count("POST", "/v2/snaps/refresh"), 1)
+        response, answer = await self.refresh(
+            [{"action": "install", "instance-key": "i", "name": "hello"}])
+        response, blob = await self.download(answer["results"][0]["snap"]["download"]["url"])
+        self.assertEqual((response.code, self.xcache(response)), (200, b"HIT"))
+        self.assertEqual(blob, self.store.blobBytes("hello", 10))
+        self.assertEqual(len(self.store.cdnDownloads("hello", 10)), 1)
+
+        self.store.addRevision("hello", 11, 32768)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 11)), 1)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 10)), 1)
+
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "following", "--json"], out), 0)
+        self.assertEqual(json.loads(out.text), {"follows": [
+            {"snap": "hello", "channels": ["latest/stable"], "architectures": ["amd64"],
+             "fleet": False, "with-deps": False}]})
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "unfollow", "hello"], out), 0)
+        self.assertIn("Nothing is followed", out.text)
+        code, audit = await self.admin(b"GET", "/v1/audit")
+        actions = [entry["action"] for entry in audit["entries"]]
+        self.assertIn("follow", actions)
+        self.assertIn("unfollow", actions)
+
+    @deferred
+    async def test_badFollowRefused(self):
+        """
+        A follow that names no valid snap or channel is refused with the
+        admin API's error shape, and nothing is stored.
+        """
+        await self.startStore()
+        await self.startNode()
+        code, answer = await self.admin(b"POST", "/v1/follows",
+                                        {"snap": "hello", "channels": ["no/such/risk/x"]})
+        self.assertEqual((code, answer["error"]["code"]), (400, "bad-request"))
+        code, answer = await self.admin(b"GET", "/v1/follows")
+        self.assertEqual(answer, {"follows": []})
+
+
+class PrefetchWindowTests(TestCase):
+    """
+    C{--prefetch-window}: rounds run only inside it (scheduling on a
+    L{Clock}).
+    """
+
+    def localTime(self, hour, minute=0):
+        return time.mktime((2026, 12, 3, hour, minute, 0, 0, 0, -1))
+
+    def test_parseWindow(self):
+        self.assertEqual(parseWindow("01:00-05:00"), (60, 300))
+        self.assertEqual(parseWindow("22:30-02:00"), (1350, 120))
+        self.assertIsNone(parseWindow(""))
+        for bad in ("1-5", "25:00-01:00", "01:00-01:00", "01:60-02:00"):
+            self.assertRaises(ValueError, parseWindow, bad)
+        self.assertRaises(ConfigError, buildSettings, {"prefetch-window": "soon"})
+
+    def test_secondsUntilOpen(self):
+        window = parseWindow("01:00-05:00")
+        self.assertEqual(secondsUntilOpen(window, self.localTime(2)), 0)
+        self.assertEqual(secondsUntilOpen(window, self.localTime(23)), 2 * 3600)
+        self.assertEqual(secondsUntilOpen(window, self.localTime(5)), 20 * 3600)
+        wrapping = parseWindow("22:00-02:00")
+        self.assertEqual(secondsUntilOpen(wrapping, self.localTime(23)), 0)
+        self.assertEqual(secondsUntilOpen(wrapping, self.localTime(1)), 0)
+        self.assertEqual(secondsUntilOpen(wrapping, self.localTime(12)), 10 * 3600)
+
+    def test_roundsWaitForWindow(self):
+        """
+        A round falling due at 23:00 with a 01:00-05:00 window waits until
+        01:00; then rounds follow every interval (jittered) inside it.
+        """
+        clock = Clock()
+        clock.advance(self.localTime(22, 30))
+        follower = Follower(clock, FollowList(self.mktemp()), None, None, lambda r: None,
+                            interval=3600.0, window=parseWindow("01:00-05:00"),
+                            random=lambda: 0.5)
+        follower.startService()
+        self.addCleanup(follower.stopService)
+        clock.advance(1800)  # 23:00, the first round is due
+        self.assertEqual(follower.rounds, 0)
+        clock.advance(2 * 3600 - 1)
+        self.assertEqual(follower.rounds, 0)
+        clock.advance(1)  # 01:00
+        self.assertEqual(follower.rounds, 1)
+        clock.advance(3600)  # 02:00 (jitter 0.5 -> exactly the interval)
+        self.assertEqual(follower.rounds, 2)
+        clock.advance(3 * 3600)  # 05:00: the window closes
+        rounds = follower.rounds
+        clock.advance(19 * 3600 - 1)
+        self.assertEqual(follower.rounds, rounds)
+
+
+class RateTests(NodeMixin, TestCase):
+    """
+    C{--upstream-rate}: fills are held to the cap, hits are not.
+    """
+
+    def test_tokenBucket(self):
+        clock = Clock()
+        bucket = TokenBucket(clock, 1000, burst=100)
+        self.assertEqual(bucket.take(100), 0)
+        self.assertEqual(bucket.take(500), 0.5)
+        clock.advance(0.5)
+        self.assertEqual(bucket.owed(), 0)
+        clock.advance(10)
+        self.assertEqual(bucket.take(0), 0)
+        self.assertEqual(bucket.tokens, 100)
+
+    def test_rates(self):
+        settings = buildSettings({"upstream-rate": "20M", "prefetch-rate": "512K"})
+        self.assertEqual((settings.upstreamRate, settings.prefetchRate), (20 << 20, 512 << 10))
+        self.assertIsNone(buildSettings({}).upstreamRate)
+        self.assertRaises(ConfigError, buildSettings, {"upstream-rate": "fast"})
+        self.assertEqual(parseDuration("7d"), 7 * 86400)
+        self.assertEqual(buildSettings({}).staleMaxAge, 7 * 86400)
+
+    @deferred
+    async def test_fillHeldToCapWhileHitRunsFullSpeed(self):
+        """
+        With C{--upstream-rate 128K}, a 512 KiB miss reaches the device at
+        the cap (within 10 %), while a cached blob downloaded meanwhile
+        comes at full speed (more than ten times the cap).
+        """
+        cap = 128 << 10
+        await self.startStore()
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 1, 64 << 10)
+        self.store.addRevision("hello", 2, 512 << 10, channels=("edge",))
+        await self.startNode("--upstream-rate", "128K")
+        response, answer = await self.refresh([
+            {"action": "install", "instance-key": "a", "name": "hello"},
+            {"action": "install", "instance-key": "b", "name": "hello", "channel": "edge"}])
+        cachedURL, fillURL = (r["snap"]["download"]["url"] for r in answer["results"])
+        response, _ = await self.download(cachedURL)
+        self.assertEqual(self.xcache(response), b"MISS")
+
+        async def timed(url):
+            started = time.monotonic()
+            response, body = await self.download(url)
+            return response, len(body), time.monotonic() - started
+
+        fill = Deferred.fromCoroutine(timed(fillURL))
+        response, size, seconds = await timed(cachedURL)
+        self.assertEqual((self.xcache(response), size), (b"HIT", 64 << 10))
+        self.assertGreater(size / seconds, 10 * cap)
+        response, size, seconds = await fill
+        self.assertEqual((self.xcache(response), size), (b"MISS", 512 << 10))
+        rate = size / seconds
+        self.assertTrue(0.9 * cap <= rate <= 1.1 * cap, f"fill at {rate:.0f} B/s, cap {cap}")
