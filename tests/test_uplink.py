@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from io import BytesIO
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred

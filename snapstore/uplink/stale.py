@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from snapstore.offline.store import LocalResponse, LocalStoreAgent
 from snapstore.store.compression import Inflater, contentCodings
-from snapstore.store.upstream import UpstreamError
+from snapstore.store.upstream import UpstreamError, describeFailure
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
@@ -50,9 +50,10 @@ class UplinkHealth:
     answers were given: for C{snapstore status} and C{/metrics}.
     """
 
-    def __init__(self, clock: Any, counter: Any = None) -> None:
+    def __init__(self, clock: Any, counter: Any = None, metrics: Any = None) -> None:
         self.clock = clock
         self.counter = counter
+        self.metrics = metrics
         self.failingSince: Optional[float] = None
         self.lastError = ""
         self.staleAnswers = 0
@@ -66,7 +67,15 @@ class UplinkHealth:
             self.failingSince = self.clock.seconds()
         self.lastError = why
 
-    def servedStale(self, kind: str) -> None:
+    def servedStale(self, kind: str, code: str) -> None:
+        """
+        A stale answer was given for a call upstream failed with C{code}:
+        the failure still counts in C{snapstore_upstream_errors_total}
+        (alerts on it keep firing during an outage), and the answer in
+        C{snapstore_stale_answers_total}.
+        """
+        if self.metrics is not None:
+            self.metrics.upstreamFailed(code)
         self.staleAnswers += 1
         if self.counter is not None:
             self.counter.labels(kind).inc()
@@ -192,8 +201,12 @@ class StaleAgent:
             raise  # the caller gave up: nothing to answer
         except Exception as error:
             why = Failure(error)
+            if isinstance(error, _TooSlow):
+                code = "upstream-timeout"
+            else:
+                code = describeFailure(why, uri.decode("ascii", "replace"), self.deadline).code
             self.health.failed(why.getErrorMessage() or why.type.__name__)
-            stale = await self._stale(kind, method, uri, headers, body)
+            stale = await self._stale(kind, method, uri, headers, body, code)
             if stale is None:
                 if isinstance(error, _TooSlow):
                     raise UpstreamError(504, "upstream-timeout", str(error))
@@ -201,7 +214,8 @@ class StaleAgent:
             return stale
         if response.code >= 500:
             self.health.failed(f"upstream answered {response.code}")
-            stale = await self._stale(kind, method, uri, headers, body)
+            stale = await self._stale(kind, method, uri, headers, body,
+                                      f"upstream-status-{response.code}")
             if stale is not None:
                 return stale
         else:
@@ -244,7 +258,7 @@ class StaleAgent:
         return response, raw
 
     async def _stale(self, kind: str, method: bytes, uri: bytes, headers: Headers,
-                     body: Optional[bytes]) -> Optional[IResponse]:
+                     body: Optional[bytes], code: str) -> Optional[IResponse]:
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         try:
             response = await self.local.request(method, uri, headers, producer)
@@ -254,7 +268,7 @@ class StaleAgent:
         if not self._useful(kind, response):
             return None
         response.headers.setRawHeaders(b"x-cache", [b"STALE"])
-        self.health.servedStale(kind)
+        self.health.servedStale(kind, code)
         return response
 
     @staticmethod

@@ -48,7 +48,7 @@ def installUplink(reactor: Any, settings: Any, parts: Any) -> Uplink:
         counter = Counter("snapstore_stale_answers",
                           "Answers given from relayed content while upstream failed, by kind.",
                           ["kind"], registry=parts.metrics.registry)
-    health = UplinkHealth(reactor, counter)
+    health = UplinkHealth(reactor, counter, getattr(parts, "metrics", None))
     answers = RelayedAnswers(reactor, settings.staleMaxAge)
     upstream = parts.upstream
     upstream.agent = StaleAgent(upstream.agent, settings.upstream, answers, reactor,
