@@ -431,3 +431,58 @@ class RateTests(NodeMixin, TestCase):
         self.assertEqual((self.xcache(response), size), (b"MISS", 512 << 10))
         rate = size / seconds
         self.assertTrue(0.9 * cap <= rate <= 1.1 * cap, f"fill at {rate:.0f} B/s, cap {cap}")
+
+
+class StaleDetailTests(NodeMixin, TestCase):
+    """
+    Stale answers per device: its override pins, and upstream answers that
+    came gzipped.
+    """
+
+    @deferred
+    async def test_overridePinHoldsInStaleAnswers(self):
+        """
+        An override pinning C{hello} stable to 10 (12 is upstream's stable)
+        still gives the device 10 when the answer is stale.
+        """
+        await self.startStore()
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        self.store.addRevision("hello", 12, 4096)
+        await self.startNode()
+        code, answer = await self.admin(b"POST", "/v1/overrides/hello",
+                                        {"channel-map": [{"channel": "stable", "revision": 10}]})
+        self.assertEqual(code, 200, answer)
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 9,
+                    "tracking-channel": "latest/stable"}]
+        action = [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}]
+        response, answer = await self.refresh(action, context)
+        self.assertEqual((self.xcache(response), answer["results"][0]["snap"]["revision"]),
+                         (None, 10))
+        await self.store.goDown()
+        response, answer = await self.refresh(action, context)
+        self.assertEqual((self.xcache(response), answer["results"][0]["snap"]["revision"]),
+                         (b"STALE", 10), answer)
+
+    @deferred
+    async def test_gzippedAnswersLearned(self):
+        """
+        Answers upstream sent gzipped are learned (decoded) all the same.
+        """
+        self.store = FakeStore(reactor, compress="gzip")
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        await self.startNode()
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 9,
+                    "tracking-channel": "latest/stable"}]
+        action = [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}]
+        response, answer = await self.refresh(action, context)
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 10)
+        self.assertEqual(self.store.requestsTo("POST", "/v2/snaps/refresh")[-1].header(
+            "accept-encoding"), "gzip")
+        await self.store.goDown()
+        response, answer = await self.refresh(action, context)
+        self.assertEqual((self.xcache(response), answer["results"][0]["snap"]["revision"]),
+                         (b"STALE", 10), answer)
