@@ -486,3 +486,62 @@ class StaleDetailTests(NodeMixin, TestCase):
         response, answer = await self.refresh(action, context)
         self.assertEqual((self.xcache(response), answer["results"][0]["snap"]["revision"]),
                          (b"STALE", 10), answer)
+
+
+class ThrottleTests(TestCase):
+    """
+    L{ThrottledProtocol} on a L{Clock}: it pauses upstream while a bucket
+    is in debt, resumes when it is paid, and never resumes what the inner
+    protocol paused itself.
+    """
+
+    def setUp(self):
+        from twisted.internet.protocol import Protocol
+        from twisted.test.proto_helpers import StringTransport
+
+        self.clock = Clock()
+        self.received = []
+        inner = Protocol()
+        inner.dataReceived = self.received.append
+        self.inner = inner
+        self.transport = StringTransport()
+        self.overall = TokenBucket(self.clock, 1000, burst=100)
+        self.prefetch = TokenBucket(self.clock, 500, burst=100)
+        from snapstore.uplink.rate import Throttle
+
+        throttle = Throttle(self.clock, [self.overall]).joined(
+            Throttle(self.clock, [self.prefetch]))
+        self.protocol = throttle.wrap(inner)
+        self.protocol.makeConnection(self.transport)
+
+    def test_pausesUntilPaid(self):
+        """
+        Bytes are handed on at once; 600 bytes over a burst of 100 owe 1 s
+        to the 500 B/s bucket (the slower one), so upstream is paused that
+        long.
+        """
+        self.protocol.dataReceived(b"x" * 600)
+        self.assertEqual(self.received, [b"x" * 600])
+        self.assertEqual(self.transport.producerState, "paused")
+        self.clock.advance(0.99)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.clock.advance(0.01)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_innerPauseKept(self):
+        """
+        A pause of the inner protocol's own (a slow device) outlasts the
+        throttle's; the throttle's outlasts an inner resume.
+        """
+        self.protocol.dataReceived(b"x" * 600)
+        self.inner.transport.pauseProducing()
+        self.clock.advance(1)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.inner.transport.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.protocol.dataReceived(b"x" * 600)
+        self.inner.transport.pauseProducing()
+        self.inner.transport.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.clock.advance(1.2)
+        self.assertEqual(self.transport.producerState, "producing")

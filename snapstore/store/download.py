@@ -474,6 +474,8 @@ class DownloadResource(Resource):
         def relay(response: IResponse) -> Any:
             copyResponseHead(response, request, keepLength=True)
             request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
+            if self.throttle is not None:
+                response = self.throttle.wrapResponse(response)
             relayed = relayBody(response, request)
             if self.metrics is not None:
                 relayed.addCallback(self.metrics.fetchedUpstream)

@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
 
 
 class TokenBucket:
@@ -84,6 +86,53 @@ class Throttle:
             return protocol
         return ThrottledProtocol(protocol, self)
 
+    def wrapResponse(self, response: Any) -> Any:
+        """
+        C{response}, delivering its body at no more than the caps.
+        """
+        return ThrottledResponse(response, self) if self.buckets else response
+
+
+class _JointPause:
+    """
+    The transport a throttled protocol's inner protocol sees: its own
+    pauses (flow control towards a slow device) and the throttle's both
+    hold the real transport; it resumes only when neither does.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.innerPaused = False
+        self.throttled = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _apply(self, wasPaused: bool) -> None:
+        paused = self.innerPaused or self.throttled
+        if paused and not wasPaused:
+            self._transport.pauseProducing()
+        elif wasPaused and not paused:
+            self._transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        wasPaused = self.innerPaused or self.throttled
+        self.innerPaused = True
+        self._apply(wasPaused)
+
+    def resumeProducing(self) -> None:
+        wasPaused = self.innerPaused or self.throttled
+        self.innerPaused = False
+        self._apply(wasPaused)
+
+    def throttle(self, on: bool) -> None:
+        wasPaused = self.innerPaused or self.throttled
+        self.throttled = on
+        self._apply(wasPaused)
+
+    def stopProducing(self) -> None:
+        self._transport.stopProducing()
+
 
 class ThrottledProtocol(Protocol):
     """
@@ -95,16 +144,18 @@ class ThrottledProtocol(Protocol):
         self.inner = inner
         self.throttle = throttle
         self._resume: Any = None
+        self._joint: Optional[_JointPause] = None
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
-        self.inner.makeConnection(transport)
+        self._joint = _JointPause(transport)
+        self.inner.makeConnection(self._joint)
 
     def dataReceived(self, data: bytes) -> None:
         wait = max(bucket.take(len(data)) for bucket in self.throttle.buckets)
         self.inner.dataReceived(data)
-        if wait > 0 and self._resume is None and self.transport is not None:
-            self.transport.pauseProducing()
+        if wait > 0 and self._resume is None and self._joint is not None:
+            self._joint.throttle(True)
             self._resume = self.throttle.clock.callLater(wait, self._tryResume)
 
     def _tryResume(self) -> None:
@@ -113,13 +164,32 @@ class ThrottledProtocol(Protocol):
             self._resume = self.throttle.clock.callLater(wait, self._tryResume)
             return
         self._resume = None
-        self.transport.resumeProducing()
+        if self._joint is not None:
+            self._joint.throttle(False)
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self._resume is not None and self._resume.active():
             self._resume.cancel()
         self._resume = None
         self.inner.connectionLost(reason)
+
+
+@implementer(IResponse)
+class ThrottledResponse:
+    """
+    An L{IResponse} whose body is delivered under a throttle (a download
+    passed through uncached).
+    """
+
+    def __init__(self, response: Any, throttle: Throttle) -> None:
+        self._response = response
+        self._throttle = throttle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def deliverBody(self, protocol: Any) -> None:
+        self._response.deliverBody(self._throttle.wrap(protocol))
 
 
 def makeThrottle(clock: Any, rate: Optional[int]) -> Throttle:
