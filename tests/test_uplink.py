@@ -79,9 +79,9 @@ class NodeMixin:
         raw = await readBody(response)
         return response, raw
 
-    async def refresh(self, actions, context=()):
+    async def refresh(self, actions, context=(), architecture=b"amd64"):
         response, raw = await self.call(b"POST", "v2/snaps/refresh", {
-            "context": list(context), "actions": actions, "fields": FIELDS})
+            "context": list(context), "actions": actions, "fields": FIELDS}, architecture)
         return response, json.loads(raw)
 
     async def download(self, url):
@@ -545,3 +545,35 @@ class ThrottleTests(TestCase):
         self.assertEqual(self.transport.producerState, "paused")
         self.clock.advance(1.2)
         self.assertEqual(self.transport.producerState, "producing")
+
+
+class FleetFollowTests(NodeMixin, TestCase):
+    """
+    C{snapstore follow --fleet}: what devices report is followed.
+    """
+
+    @deferred
+    async def test_fleetFollowsWhatDevicesTrack(self):
+        """
+        A device reports tracking C{hello} on candidate for arm64; after
+        C{follow --fleet}, a round fetches the revision candidate holds for
+        arm64 (and nothing for channels no device tracks).
+        """
+        await self.startStore()
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 5, 8192, architectures=("arm64",), channels=("stable",))
+        self.store.addRevision("hello", 6, 8192, architectures=("arm64",),
+                               channels=("candidate",))
+        await self.startNode()
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 5,
+                    "tracking-channel": "latest/candidate"}]
+        response, answer = await self.refresh(
+            [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}], context,
+            architecture=b"arm64")
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 6)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--fleet", "--now"],
+                                    out), 0, out.text)
+        self.assertIn("fetched: hello latest/candidate arm64 r6", out.text)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 6)), 1)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 5)), 0)
