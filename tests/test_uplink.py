@@ -577,3 +577,52 @@ class FleetFollowTests(NodeMixin, TestCase):
         self.assertIn("fetched: hello latest/candidate arm64 r6", out.text)
         self.assertEqual(len(self.store.cdnDownloads("hello", 6)), 1)
         self.assertEqual(len(self.store.cdnDownloads("hello", 5)), 0)
+
+
+class StaleRestartTests(NodeMixin, TestCase):
+    """
+    Relayed answers survive a restart (C{<data-dir>/stale-answers.json}).
+    """
+
+    @deferred
+    async def test_restartDuringOutage(self):
+        """
+        A node that relayed a refresh is restarted while upstream refuses
+        connections: the device's refresh is still answered stale, with the
+        same revision.  Answers seen with a user's C{Authorization} are not
+        kept for others.
+        """
+        import signal
+
+        await self.startStore()
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 4096)
+        otherId = self.store.addSnap("mine")
+        self.store.addRevision("mine", 3, 4096)
+        await self.startNode()
+        context = [{"snap-id": snapId, "instance-key": snapId, "revision": 9,
+                    "tracking-channel": "latest/stable"}]
+        action = [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}]
+        response, answer = await self.refresh(action, context)
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 10)
+        headers = Headers({b"authorization": [b'Macaroon root="x"'],
+                           b"snap-device-series": [b"16"],
+                           b"content-type": [b"application/json"]})
+        body = {"context": [], "actions": [{"action": "install", "instance-key": "m",
+                                            "name": "mine"}], "fields": FIELDS}
+        response = await testAgent(self).request(
+            b"POST", (self.url + "v2/snaps/refresh").encode(), headers,
+            FileBodyProducer(BytesIO(json.dumps(body).encode())))
+        self.assertEqual(json.loads(await readBody(response))["results"][0]["snap-id"], otherId)
+        await self.process.kill(signal.SIGTERM)
+        await self.store.goDown()
+        storePort = int(self.url.rsplit(":", 1)[1].rstrip("/"))
+        argv = ["--upstream", self.store.apiURL, "--proxy-endpoint", "none",
+                "--admin-endpoint", "none", "--data-dir", self.dataDir]
+        self.process, _ = await startTwistd(self, *argv, storePort=storePort)
+        response, answer = await self.refresh(action, context)
+        self.assertEqual((self.xcache(response), answer["results"][0]["snap"]["revision"]),
+                         (b"STALE", 10), answer)
+        response, answer = await self.refresh(
+            [{"action": "install", "instance-key": "m", "name": "mine"}])
+        self.assertEqual(response.code, 502, answer)

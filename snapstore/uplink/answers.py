@@ -9,17 +9,21 @@ L{snapstore.offline.store.LocalStoreAgent} serves from (the C{Imported*}
 records of L{snapstore.state.imported}): so stale answers are built by the
 same code as offline answers, with the same JSON shapes and error codes.
 
-Only what was seen within C{maxAge} seconds is offered.  Nothing here is
-written to disk: after a restart, stale answers start from what the node
-relays again.
+Only what was seen within C{maxAge} seconds is offered.  L{AnswersFile}
+keeps them in C{<data-dir>/stale-answers.json} (every few minutes and at
+shutdown), so that a node restarted during an outage still answers.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from typing import Any, Optional
 
 import attrs
+from twisted.application.service import Service
+from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from snapstore.state.imported import (
@@ -71,6 +75,14 @@ _REVISION_FIELDS = frozenset(["architectures", "base", "confinement", "created-a
                               "resources"])
 
 
+def _private(fields: Any) -> bool:
+    """
+    Whether a snap object says the snap is private: what one account may
+    see is never offered to other devices.
+    """
+    return isinstance(fields, dict) and fields.get("private") is True
+
+
 class RelayedAnswers:
     """
     The newest answers upstream gave, by snap, channel, architecture and
@@ -86,6 +98,8 @@ class RelayedAnswers:
         self._names: dict[str, str] = {}
         self._assertions: dict[tuple[str, tuple[str, ...]], _Seen] = {}
         self._reported: dict[tuple[str, str, str], float] = {}
+        #: Whether anything was learned since the last L{snapshot}.
+        self.changed = False
 
     # -- learning ------------------------------------------------------------
 
@@ -125,6 +139,7 @@ class RelayedAnswers:
                 merged["download"] = {**oldDownload, **revision["download"]}
             revision = merged
         snap.revisions[number] = _Seen(revision, now)
+        self.changed = True
         snap.snapLevel.update({k: v for k, v in fields.items()
                                if k not in _REVISION_FIELDS and k not in ("snap-id", "name")})
         return number
@@ -151,7 +166,7 @@ class RelayedAnswers:
                     "refresh", "install", "download"):
                 continue
             fields = result.get("snap")
-            if not isinstance(fields, dict):
+            if not isinstance(fields, dict) or _private(fields):
                 continue
             snap = self._snap(result.get("snap-id") or fields.get("snap-id"),
                               result.get("name") or fields.get("name"))
@@ -173,7 +188,7 @@ class RelayedAnswers:
         """
         Learn from a C{GET /v2/snaps/info/<name>} answer: its channel map.
         """
-        if not isinstance(answer, dict):
+        if not isinstance(answer, dict) or _private(answer.get("snap")):
             return
         snap = self._snap(answer.get("snap-id"), answer.get("name"))
         if snap is None:
@@ -206,7 +221,7 @@ class RelayedAnswers:
         now = self.clock.seconds()
         architecture = architectureOf(headers, query)
         for result in answer.get("results") or []:
-            if not isinstance(result, dict):
+            if not isinstance(result, dict) or _private(result.get("snap")):
                 continue
             snap = self._snap(result.get("snap-id"), result.get("name"))
             if snap is None:
@@ -232,6 +247,7 @@ class RelayedAnswers:
         revision = int(match.group(1)) if match else 0
         self._assertions[(kind, tuple(key))] = _Seen((body.decode("utf-8"), revision),
                                                      self.clock.seconds())
+        self.changed = True
 
     # -- the offline store's source interface --------------------------------
 
@@ -296,3 +312,109 @@ class RelayedAnswers:
         return {"snaps": len(self._snaps),
                 "revisions": sum(len(s.revisions) for s in self._snaps.values()),
                 "assertions": len(self._assertions)}
+
+    # -- keeping them across restarts ------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        Everything still fresh, as JSON-ready data.
+        """
+        self.changed = False
+        snaps = []
+        for snap in self._snaps.values():
+            revisions = [[n, seen.value, seen.seenAt] for n, seen in snap.revisions.items()
+                         if self._fresh(seen)]
+            if not revisions:
+                continue
+            snaps.append({"snap-id": snap.snapId, "name": snap.name, "snap": snap.snapLevel,
+                          "default-track": snap.defaultTrack, "revisions": revisions,
+                          "channels": [[a, c, seen.value, seen.seenAt, seen.releasedAt]
+                                       for (a, c), seen in snap.channels.items()
+                                       if self._fresh(seen)]})
+        return {"version": 1, "snaps": snaps,
+                "assertions": [[k, list(key), seen.value[0], seen.value[1], seen.seenAt]
+                               for (k, key), seen in self._assertions.items()
+                               if self._fresh(seen)],
+                "reported": [[i, c, a, at] for (i, c, a), at in self._reported.items()]}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """
+        Take back what L{snapshot} gave (what is already known wins).
+        """
+        for item in data.get("snaps") or []:
+            if item["snap-id"] in self._snaps:
+                continue
+            snap = self._snap(item["snap-id"], item["name"])
+            if snap is None:
+                continue
+            snap.snapLevel = dict(item.get("snap") or {})
+            snap.defaultTrack = item.get("default-track")
+            for number, fields, seenAt in item.get("revisions") or []:
+                snap.revisions[int(number)] = _Seen(fields, float(seenAt))
+            for architecture, channel, number, seenAt, releasedAt in item.get("channels") or []:
+                snap.channels[(architecture, channel)] = _Seen(int(number), float(seenAt),
+                                                               releasedAt)
+        for kind, key, body, revision, seenAt in data.get("assertions") or []:
+            self._assertions.setdefault((kind, tuple(key)), _Seen((body, int(revision)),
+                                                                   float(seenAt)))
+        for snapId, channel, architecture, seenAt in data.get("reported") or []:
+            self._reported.setdefault((snapId, channel, architecture), float(seenAt))
+
+
+class AnswersFile(Service):
+    """
+    Keeps L{RelayedAnswers} in a JSON file: read at start, written every
+    C{interval} seconds when something was learned, and at shutdown.  The
+    file is replaced atomically; one that cannot be read is set aside and
+    logged, never fatal (stale answers are a fallback).
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Any, answers: RelayedAnswers, path: str,
+                 interval: float = 300.0) -> None:
+        self.clock = clock
+        self.answers = answers
+        self.path = path
+        self.interval = interval
+        self._call: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            with open(self.path) as f:
+                self.answers.restore(json.load(f))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self.log.warn("cannot read {path} ({error}); stale answers start empty",
+                          path=self.path, error=error)
+            try:
+                os.replace(self.path, self.path + ".unreadable")
+            except OSError:
+                pass
+        self._call = self.clock.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._call = self.clock.callLater(self.interval, self._tick)
+        if self.answers.changed:
+            self.save()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self.save()
+
+    def save(self) -> None:
+        temporary = self.path + ".tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(temporary, "w") as f:
+                json.dump(self.answers.snapshot(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except OSError as error:
+            self.log.warn("cannot write {path}: {error}", path=self.path, error=error)

@@ -299,6 +299,10 @@ class StaleAgent:
 
     def _learn(self, kind: str, uri: bytes, headers: Headers, body: Optional[bytes],
                response: IResponse, raw: bytes) -> None:
+        if headers.hasHeader(b"authorization"):
+            # A user's credentials may show private snaps: what they see is
+            # never offered to other devices.
+            return
         try:
             codings = contentCodings(response.headers)
             if codings:

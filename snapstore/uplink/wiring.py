@@ -12,7 +12,7 @@ from typing import Any, Optional
 import attrs
 from prometheus_client import Counter
 
-from snapstore.uplink.answers import RelayedAnswers
+from snapstore.uplink.answers import AnswersFile, RelayedAnswers
 from snapstore.uplink.follow import Follower, FollowList, FOLLOWS_FILE, parseWindow
 from snapstore.uplink.rate import Throttle, makeThrottle
 from snapstore.uplink.stale import StaleAgent, UplinkHealth
@@ -20,6 +20,8 @@ from snapstore.uplink.stale import StaleAgent, UplinkHealth
 #: The share of C{--upstream-timeout} upstream gets before a stale answer
 #: is given instead (the rest is for answering before the relay gives up).
 STALE_DEADLINE_SHARE = 0.75
+#: Where relayed answers are kept across restarts, in C{--data-dir}.
+ANSWERS_FILE = "stale-answers.json"
 
 
 @attrs.define
@@ -50,6 +52,9 @@ def installUplink(reactor: Any, settings: Any, parts: Any) -> Uplink:
                           ["kind"], registry=parts.metrics.registry)
     health = UplinkHealth(reactor, counter, getattr(parts, "metrics", None))
     answers = RelayedAnswers(reactor, settings.staleMaxAge)
+    if settings.serveStale:
+        parts.services.append(AnswersFile(reactor, answers,
+                                          os.path.join(settings.dataDir, ANSWERS_FILE)))
     upstream = parts.upstream
     upstream.agent = StaleAgent(upstream.agent, settings.upstream, answers, reactor,
                                 max(0.5, settings.upstreamTimeout * STALE_DEADLINE_SHARE),
