@@ -626,3 +626,26 @@ class StaleRestartTests(NodeMixin, TestCase):
         response, answer = await self.refresh(
             [{"action": "install", "instance-key": "m", "name": "mine"}])
         self.assertEqual(response.code, 502, answer)
+
+
+class GatherTests(TestCase):
+    """
+    Covered answers are read whole before relaying, but never past the
+    relay's own bound.
+    """
+
+    def test_boundedBody(self):
+        from twisted.test.proto_helpers import StringTransport
+
+        from snapstore.store.upstream import UpstreamError
+        from snapstore.uplink.stale import _Gather
+
+        gather = _Gather(10, "GET /v2/snaps/find")
+        transport = StringTransport()
+        gather.makeConnection(transport)
+        gather.dataReceived(b"x" * 6)
+        gather.dataReceived(b"x" * 5)
+        failure = self.failureResultOf(gather.done, UpstreamError)
+        self.assertEqual((failure.value.status, failure.value.code),
+                         (502, "upstream-bad-response"))
+        self.assertEqual(transport.producerState, "stopped")

@@ -36,12 +36,15 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from snapstore.offline.store import LocalResponse, LocalStoreAgent
-from snapstore.store.compression import Inflater, contentCodings
+from snapstore.store.compression import EncodingError, Inflater, contentCodings
 from snapstore.store.upstream import UpstreamError, describeFailure
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
 MAX_LEARNED = 16 << 20
+#: The largest answer to a covered call read (as sent), as the relay's
+#: own bound on the answers it reads.
+MAX_BODY = 64 << 20
 
 
 class UplinkHealth:
@@ -107,13 +110,15 @@ def classify(method: bytes, path: str) -> Optional[str]:
 
 class _Gather(Protocol):
     """
-    Reads a whole body, up to a bound (beyond it the answer is only
-    relayed, not learned... but it must still be relayed whole, so it is
-    kept; the bound only stops learning).
+    Reads a whole body as sent (still coded), failing with a 502 past
+    C{limit} bytes, the bound the relay puts on the answers it reads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int, what: str) -> None:
         self.parts: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.what = what
         self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
 
     def _cancel(self) -> None:
@@ -121,6 +126,16 @@ class _Gather(Protocol):
             self.transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.parts = []
+            self._cancel()
+            self.done.errback(UpstreamError(
+                502, "upstream-bad-response",
+                f"upstream answer to {self.what} is larger than {self.limit} bytes"))
+            return
         self.parts.append(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
@@ -241,7 +256,7 @@ class StaleAgent:
         current: list[Deferred[Any]] = [asked]
         try:
             response = await asked
-            gather = _Gather()
+            gather = _Gather(MAX_BODY, f"{method.decode()} {uri.decode('ascii', 'replace')}")
             current[0] = gather.done
             response.deliverBody(gather)
             raw = await gather.done
@@ -326,6 +341,9 @@ class StaleAgent:
             elif kind == "find":
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 self.answers.learnFind(headers, query, document)
+        except (EncodingError, ValueError) as error:
+            # Learning is best effort: the answer is relayed all the same
+            # (and the relay reports what is wrong with it).
+            self.log.info("not learning from the answer to {uri}: {error}", uri=uri, error=error)
         except Exception:
-            # Learning is best effort: the answer is relayed all the same.
             self.log.failure("cannot learn from the answer to {uri}", uri=uri)
