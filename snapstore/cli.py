@@ -312,6 +312,9 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
     overrides = answer.get("overrides")
     lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
     lines.append(_rulesLine(answer))
+    from snapstore.uplink.cli import statusLines
+
+    lines += statusLines(answer)
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if healthy else EXIT_PROBLEM
 
@@ -674,6 +677,10 @@ def makeParser() -> argparse.ArgumentParser:
     from snapstore.offline.cli import addVerbs
 
     addVerbs(verb)
+    # Follows and prefetch (snapstore.uplink).
+    from snapstore.uplink.cli import addVerbs as addUplinkVerbs
+
+    addUplinkVerbs(verb)
     return parser
 
 

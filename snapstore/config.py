@@ -235,7 +235,64 @@ OPTIONS: tuple[Option, ...] = (
     Option("device-session-rate", "600",
            "Device-session requests one address may make per minute (at most that many "
            "at once); more get 429. 0: no bound.", _nonNegative),
+    # --- the uplink (snapstore/uplink) ---
+    Option("serve-stale", "yes",
+           "When upstream fails (refused, unreachable, timeout, 5xx), answer refresh, info, "
+           "find and assertions from what was relayed before, with X-Cache: STALE.",
+           _boolean),
+    Option("stale-max-age", "7d",
+           "How old a relayed answer may be and still be served stale (e.g. 12h, 7d).",
+           lambda text: parseDuration(text)),
+    Option("follow-interval", "1h",
+           "How often followed channels are checked and new revisions prefetched "
+           "(jittered by 10%).", lambda text: _positiveDuration(text)),
+    Option("prefetch-window", "",
+           "Local time window HH:MM-HH:MM in which prefetch runs (e.g. 01:00-05:00); "
+           "empty: any time.", lambda text: _window(text)),
+    Option("upstream-rate", None,
+           "Cap on all upstream blob traffic together (fills and prefetch), bytes per "
+           "second with K, M or G (powers of 1024), e.g. 20M; default unlimited.",
+           lambda text: _optionalRate(text)),
+    Option("prefetch-rate", None,
+           "Cap on prefetch blob traffic alone, bytes per second (e.g. 5M); default "
+           "unlimited.", lambda text: _optionalRate(text)),
 )
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parseDuration(text: str) -> float:
+    """
+    Parse a duration such as C{90}, C{30s}, C{15m}, C{1h}, C{7d} or C{2w}
+    to seconds.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h or 7d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def _positiveDuration(text: str) -> float:
+    value = parseDuration(text)
+    if value <= 0:
+        raise ValueError(f"must be longer than 0, not {text!r}")
+    return value
+
+
+def _optionalRate(text: str) -> Optional[int]:
+    if text.strip().lower() in ("", "none", "0"):
+        return None
+    try:
+        return parseSize(text)
+    except ValueError:
+        raise ValueError(f"not a rate: {text!r} (bytes per second, e.g. 500K or 20M)")
+
+
+def _window(text: str) -> str:
+    from snapstore.uplink.follow import parseWindow
+
+    parseWindow(text)
+    return text.strip()
 
 
 def _count(text: str) -> int:

@@ -284,6 +284,11 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
         from snapstore.offline.store import goOffline
 
         goOffline(settings, parts)
+    else:
+        # Stale answers, follows and prefetch, rate caps (snapstore.uplink).
+        from snapstore.uplink.wiring import installUplink
+
+        installUplink(reactor, settings, parts)
     for service in parts.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:

@@ -92,6 +92,11 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.offline.importgate import ImportGate
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
+    # Follows and the uplink's status (snapstore.uplink).
+    if getattr(parts, "uplink", None) is not None:
+        from snapstore.uplink.adminapi import mountUplink
+
+        mountUplink(api, parts.uplink)
     # Request deadlines, unambiguous heads, and small bounded bodies, except
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see

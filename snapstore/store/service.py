@@ -54,6 +54,8 @@ class StoreParts:
     @ivar rules: the L{snapstore.rules.service.RulesService} or C{None}.
     @ivar metrics: the L{snapstore.admin.metrics.Metrics} the parts count in.
     @ivar cache: the blob cache, for the admin API (stats, prune, verify).
+    @ivar uplink: the L{snapstore.uplink.wiring.Uplink} (stale answers,
+        follows, rate caps) once installed, else C{None}.
     """
 
     site: Site
@@ -64,6 +66,7 @@ class StoreParts:
     rules: Any = None
     metrics: Any = None
     cache: Any = None
+    uplink: Any = None
 
 
 def makeStoreParts(reactor: Any, settings: Settings, state: Any,
