@@ -91,8 +91,9 @@ class NodeMixin:
 
     async def admin(self, method, path, body=None):
         producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
+        headers = Headers({b"content-type": [b"application/json"]}) if body is not None else Headers()
         response = await testAgent(self).request(method, (self.adminURL + path).encode(),
-                                                 Headers(), producer)
+                                                 headers, producer)
         return response.code, json.loads(await readBody(response))
 
     def xcache(self, response):
