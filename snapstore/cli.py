@@ -274,6 +274,9 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
             f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
     overrides = answer.get("overrides")
     lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
+    from snapstore.cluster.cli import nodeLines
+
+    lines += nodeLines(answer.get("nodes"))
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if healthy else EXIT_PROBLEM
 
@@ -607,6 +610,10 @@ def makeParser() -> argparse.ArgumentParser:
     from snapstore.offline.cli import addVerbs
 
     addVerbs(verb)
+    # Several nodes, one cache: the nodes verb (snapstore.cluster).
+    from snapstore.cluster.cli import addVerbs as addNodeVerbs
+
+    addNodeVerbs(verb)
     return parser
 
 

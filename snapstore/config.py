@@ -212,6 +212,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("device-session-rate", "600",
            "Device-session requests one address may make per minute (at most that many "
            "at once); more get 429. 0: no bound.", _nonNegative),
+    # --- several nodes, one cache (snapstore/cluster) ---
+    Option("node-url", None,
+           "URL the other nodes reach this node's store endpoint at (PostgreSQL state "
+           "only); default --public-url.", _optionalURL),
+    Option("cluster-token-file", None,
+           "File holding the secret nodes send each other for cached blobs; without it "
+           "this node neither serves nor asks peers.", _optionalText),
 )
 
 

@@ -226,8 +226,13 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     # The data path keeps serving while the database is away; admin
     # changes still fail loudly (see snapstore.state.resilient).
     state = ResilientState(database, reactor)
-    parts = makeStoreParts(reactor, settings, state,
-                           _rulesFactory(reactor, settings, state, rulesDir))
+    from snapstore.cluster.service import ClusterTokenError
+
+    try:
+        parts = makeStoreParts(reactor, settings, state,
+                               _rulesFactory(reactor, settings, state, rulesDir))
+    except ClusterTokenError as error:
+        raise usage.UsageError(str(error))
     if settings.offline:
         # Answer the store API from imported content (snapstore.offline).
         from snapstore.offline.store import goOffline

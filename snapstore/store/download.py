@@ -235,6 +235,9 @@ class DownloadResource(Resource):
         self.idleTimeout = idleTimeout
         self.offline = offline
         self.sendfile = sendfile
+        #: Fills misses instead of L{_startFill} when set (the cluster's
+        #: L{snapstore.cluster.filler.ClusterFiller}: peers before upstream).
+        self.filler: Any = None
 
     # -- entry ---------------------------------------------------------------
 
@@ -303,7 +306,10 @@ class DownloadResource(Resource):
                 self.log.warn("no room in the cache for {name} ({size} bytes); serving it uncached",
                               name=name, size=record.size)
                 return self._relayUncached(request, record.url.encode("ascii"))
-            self._startFill(fill, record, request)
+            if self.filler is not None:
+                self.filler.startFill(fill, record, request)
+            else:
+                self._startFill(fill, record, request)
         started = fill.whenStarted()
         started.addCallback(lambda _: self._join(request, fill, wanted))
         started.addErrback(self._failed, request, name)

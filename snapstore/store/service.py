@@ -64,6 +64,7 @@ class StoreParts:
     rules: Any = None
     metrics: Any = None
     cache: Any = None
+    cluster: Any = None
 
 
 def makeStoreParts(reactor: Any, settings: Settings, state: Any,
@@ -89,6 +90,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         rules.ruleSet.verdictObserver = metrics.ruleVerdict
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
+    storeDownload = download
     cache = getattr(download, "cache", None)
     if hasattr(download, "metrics"):
         download.metrics = metrics
@@ -105,11 +107,17 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
     if rules is not None and getattr(root, "assertions", None) is not None:
         # How long each assertion type is kept comes from the cache rule.
         root.assertions.policy = rules.assertionPolicy
+    # Several nodes, one cache: peers before the uplink (snapstore.cluster).
+    from snapstore.cluster.service import joinCluster
+
+    cluster = joinCluster(reactor, settings, storeDownload, root)
+    if cluster is not None:
+        services.append(cluster)
     # Bounded bodies and request deadlines (see snapstore.httpguard).
     site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor)
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
-    return StoreParts(site, root, state, upstream, services, rules, metrics, cache)
+    return StoreParts(site, root, state, upstream, services, rules, metrics, cache, cluster)
 
 
 def _downloadResource(reactor: Any, settings: Settings, state: Any,
