@@ -178,7 +178,6 @@ class ClusterFiller:
                 if outcome:
                     return
                 if fill.failure is not None:
-                    self._refuseAfter(fill, contributors)
                     return
             try:
                 locked = await self.database.tryLock(digest)
