@@ -23,7 +23,14 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone, readBody
 from twisted.web.http_headers import Headers
 
+from zope.interface.verify import verifyObject
+
 from snapstore import cli
+from snapstore.cache.blobs import BlobCache
+from snapstore.cluster.database import ClusterDatabase, lockKey
+from snapstore.cluster.filler import ClusterFiller
+from snapstore.cluster.service import ClusterNode, ClusterTokenError, readToken
+from snapstore.interfaces import IBlobCacheObserver, IBlobFiller
 from tests.helpers import testAgent
 from tests.processes import freePort, startTwistd, waitForPort
 from tests.test_multinode import NodesMixin, databaseURL
@@ -353,3 +360,46 @@ class NoTokenTests(ClusterMixin, TestCase):
         self.assertIn("no --cluster-token-file", body["error-list"][0]["message"])
         self.assertEqual((yield self.download(self.nodes[0])), self.expected)
         self.assertEqual(self.upstreamFetches(), 2)
+
+
+class ClusterUnitTests(TestCase):
+    """
+    The parts that need no running node.
+    """
+
+    def test_interfaces(self):
+        """
+        The node observes the cache, the filler fills misses.
+        """
+        cache = BlobCache(reactor, self.mktemp(), 1 << 20, inThread=None, hashInThread=False)
+        database = ClusterDatabase(reactor, "postgresql://nobody@127.0.0.1:1/none")
+        filler = ClusterFiller(reactor, database, object(), "http://a/", b"x" * 16)
+        self.assertTrue(verifyObject(IBlobFiller, filler))
+        self.assertTrue(verifyObject(IBlobCacheObserver,
+                                     ClusterNode(reactor, database, "http://a/", cache, filler)))
+
+    def test_tokenFile(self):
+        """
+        The token is read without surrounding white space; a missing file or
+        a token shorter than 16 characters is refused with the option's name.
+        """
+        path = self.mktemp()
+        with open(path, "w") as tokenFile:
+            tokenFile.write("  " + TOKEN + "\n")
+        self.assertEqual(readToken(path), TOKEN.encode())
+        self.assertIsNone(readToken(None))
+        with open(path, "w") as tokenFile:
+            tokenFile.write("short\n")
+        error = self.assertRaises(ClusterTokenError, readToken, path)
+        self.assertIn("--cluster-token-file", str(error))
+        error = self.assertRaises(ClusterTokenError, readToken, path + ".missing")
+        self.assertIn("No such file", str(error))
+
+    def test_lockKey(self):
+        """
+        Fill lock keys are signed 64-bit, one per digest prefix.
+        """
+        high = "f" * 96
+        self.assertEqual(lockKey(high), -1)
+        self.assertEqual(lockKey("0" * 15 + "1" + "0" * 80), 1)
+        self.assertNotEqual(lockKey("a" * 96), lockKey("b" * 96))

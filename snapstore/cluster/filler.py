@@ -34,10 +34,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
 from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from snapstore.cache.blobs import FillFailed, VerificationFailed
 from snapstore.cluster.peer import peerBlobURL
 from snapstore.store.download import _Discard, upstreamHeaders
+from snapstore.interfaces import IBlobFiller
 from snapstore.store.upstream import UpstreamError
 
 #: Seconds between two looks at the database while another node holds the
@@ -109,6 +111,7 @@ class _PieceWriter(Protocol):
             self.done.errback(_SourceGone(message))
 
 
+@implementer(IBlobFiller)
 class ClusterFiller:
     """
     Fills blobs for a L{snapstore.store.download.DownloadResource}

@@ -18,10 +18,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from snapstore.cluster.database import ClusterDatabase
 from snapstore.cluster.filler import ClusterFiller
 from snapstore.cluster.peer import PEER_ROOT, PeerResource
+from snapstore.interfaces import IBlobCacheObserver
 
 #: Seconds between heartbeats (a node is listed within this of starting;
 #: one silent for L{snapstore.cluster.database.STALE_AFTER} is not asked).
@@ -52,6 +54,7 @@ def readToken(path: Optional[str]) -> Optional[bytes]:
     return token
 
 
+@implementer(IBlobCacheObserver)
 class ClusterNode(Service):
     """
     This node's membership: heartbeat and blob locations.
