@@ -171,7 +171,8 @@ def runWrk(work: str, node: Node, seconds: float, connections: int, body: str,
     with open(script, "w") as lua:
         lua.write(WRK_SCRIPT % (json.dumps(body), downloadPath))
     return subprocess.Popen(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script, node.url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script,
+         node.url],
         stdout=subprocess.PIPE, text=True)
 
 
@@ -312,7 +313,7 @@ def main() -> None:
           f"mix {options.seconds:g}s with {options.connections} connections "
           f"(9 refreshes of {options.snaps} snaps : 1 download of 256 KiB), "
           f"cold burst {options.clients} clients x {options.burst_size // MIB} MiB\n")
-    header = ("nodes", "listed after", "mix req/s", "vs 1 node", "non-2xx/socket errors", "node CPU",
+    header = ("nodes", "listed after", "mix req/s", "vs 1 node", "non-2xx/socket errors", "node CPU", "req/s per node core",
               "fake store CPU", "machine busy", "burst wall", "burst failed",
               "upstream fetches", "peak RSS per node (MiB)")
     table = [header]
@@ -320,7 +321,8 @@ def main() -> None:
     for row in rows:
         table.append((str(row["nodes"]), f"{row['listed']:.1f}s", f"{row['rate']:.0f}",
                       f"{row['rate'] / base:.2f}x", "%d/%d" % row["errors"],
-                      f"{row['nodeCPU']:.2f} cores", f"{row['fakeCPU']:.2f} cores",
+                      f"{row['nodeCPU']:.2f} cores", f"{row['rate'] / max(row['nodeCPU'], 1e-9):.0f}",
+                      f"{row['fakeCPU']:.2f} cores",
                       f"{row['busy'] * 100:.0f}%", f"{row['wall']:.2f}s", str(row["burstBad"]),
                       str(row["fetches"]),
                       " / ".join(f"{rss / MIB:.0f}" for rss in row["rss"])))
