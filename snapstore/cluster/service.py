@@ -108,10 +108,16 @@ class ClusterNode(Service):
         try:
             if not self.ready:
                 await self.database.setUp()
+                # Ready first: a blob committed while the list is written
+                # is recorded after it (the link runs calls in order).
+                self.ready = True
                 # Without the token no peer may read this cache: list none.
                 held = [digest for digest, _, _ in self.cache.entries()] if self.filler else []
-                await self.database.replaceLocations(self.url, held)
-                self.ready = True
+                try:
+                    await self.database.replaceLocations(self.url, held)
+                except Exception:
+                    self.ready = False
+                    raise
                 self.log.info("joined the cluster as {url}", url=self.url)
             stats = self.cache.stats()
             await self.database.heartbeat(self.url, stats["usedSize"], stats["blobs"])
@@ -146,6 +152,9 @@ def joinCluster(reactor: Any, settings: Any, download: Any, root: Any) -> Option
     root.local[PEER_ROOT] = PeerResource(download, token)
     state = settings.state or ""
     if not state.startswith(("postgresql://", "postgres://")) or settings.offline:
+        if settings.nodeUrl or token is not None:
+            Logger().warn("--node-url and --cluster-token-file are ignored: only nodes on a "
+                          "PostgreSQL --state (and not --offline) form a cluster")
         return None
     url = settings.nodeUrl or settings.publicUrl
     if not url:
