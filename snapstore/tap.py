@@ -79,6 +79,12 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
+        from snapstore.cluster.service import ClusterTokenError, readToken
+
+        try:
+            readToken(self.settings.clusterTokenFile)
+        except ClusterTokenError as error:
+            raise usage.UsageError(str(error))
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Any) -> Any:
@@ -226,13 +232,8 @@ def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
     # The data path keeps serving while the database is away; admin
     # changes still fail loudly (see snapstore.state.resilient).
     state = ResilientState(database, reactor)
-    from snapstore.cluster.service import ClusterTokenError
-
-    try:
-        parts = makeStoreParts(reactor, settings, state,
-                               _rulesFactory(reactor, settings, state, rulesDir))
-    except ClusterTokenError as error:
-        raise usage.UsageError(str(error))
+    parts = makeStoreParts(reactor, settings, state,
+                           _rulesFactory(reactor, settings, state, rulesDir))
     if settings.offline:
         # Answer the store API from imported content (snapstore.offline).
         from snapstore.offline.store import goOffline

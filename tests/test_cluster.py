@@ -403,3 +403,17 @@ class ClusterUnitTests(TestCase):
         self.assertEqual(lockKey(high), -1)
         self.assertEqual(lockKey("0" * 15 + "1" + "0" * 80), 1)
         self.assertNotEqual(lockKey("a" * 96), lockKey("b" * 96))
+
+    def test_badTokenFileStopsStartUp(self):
+        """
+        C{twistd snapstore} refuses to start with a token file it cannot
+        use, naming the option.
+        """
+        from twisted.python import usage
+
+        from snapstore.tap import Options
+
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, [
+            "--config", os.devnull, "--data-dir", self.mktemp(), "--rules-dir", self.mktemp(),
+            "--cluster-token-file", self.mktemp()])
+        self.assertIn("--cluster-token-file", str(error))
