@@ -17,13 +17,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
 #: Transaction-scoped advisory lock key serialising the schema set-up
 #: ("clus"); fill locks use keys derived from digests.
 SCHEMA_LOCK = 0x636C7573
+
+#: Seconds a cluster query (or connecting) may take before the database is
+#: treated as unavailable and the node fills from upstream on its own.
+CALL_TIMEOUT = 5.0
 
 #: A node whose last heartbeat is older than this is not asked for blobs.
 STALE_AFTER = 10.0
@@ -70,18 +74,31 @@ class _Link:
     async def _connected(self) -> Connection:
         if self._connection is None:
             connection = Connection(reactor=self.reactor)
-            await connection.connect(self.dsn)
+            try:
+                await connection.connect(self.dsn).addTimeout(CALL_TIMEOUT, self.reactor)
+            except Exception:
+                try:
+                    connection.close()
+                except Exception:
+                    pass
+                raise
             self._connection = connection
         return self._connection
 
     async def run(self, work: Callable[[Connection], Deferred[Any]]) -> Any:
+        """
+        Run C{work(connection)} alone on the connection, within
+        L{CALL_TIMEOUT}: a database that hangs must not hold a download
+        longer than a database that is down.
+        """
         await self._lock.acquire()
         try:
             connection = await self._connected()
             try:
-                return await work(connection)
+                return await work(connection).addTimeout(CALL_TIMEOUT, self.reactor)
             except Exception as error:
-                if connection.closed or _isConnectionError(error):
+                if (isinstance(error, TimeoutError) or connection.closed
+                        or _isConnectionError(error)):
                     self._drop()
                 raise
         finally:
