@@ -96,10 +96,11 @@ class ClusterMixin(NodesMixin):
         self.expected = self.store.blobBytes("big", 1)
 
     @inlineCallbacks
-    def startClusterNode(self, token=True):
+    def startClusterNode(self, token=True, state=None):
         adminPort, storePort = freePort(), freePort()
         dataDir = os.path.abspath(self.mktemp())
-        options = ["--upstream", self.store.apiURL, "--state", databaseURL(self.database),
+        options = ["--upstream", self.store.apiURL,
+                   "--state", state or databaseURL(self.database),
                    "--proxy-endpoint", "none",
                    "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
                    "--rules-dir", self.rulesDir, "--data-dir", dataDir, "--config", "/dev/null",
@@ -417,3 +418,38 @@ class ClusterUnitTests(TestCase):
             "--config", os.devnull, "--data-dir", self.mktemp(), "--rules-dir", self.mktemp(),
             "--cluster-token-file", self.mktemp()])
         self.assertIn("--cluster-token-file", str(error))
+
+
+class ClusterDatabaseOutageTests(ClusterMixin, TestCase):
+    """
+    A cluster node whose database is cut off still serves downloads.
+    """
+
+    @inlineCallbacks
+    def setUp(self):
+        from urllib.parse import urlsplit, urlunsplit
+
+        from tests import pgtest
+
+        yield self.setUpCluster(1)
+        server = urlsplit(pgtest.serverDSN())
+        self.relay = pgtest.Relay(server.hostname or "127.0.0.1", server.port or 5432)
+        self.relay.start()
+        self.addCleanup(self.relay.stop)
+        netloc = f"{server.username or 'postgres'}@127.0.0.1:{self.relay.port}"
+        self.cutOff = yield self.startClusterNode(
+            state=urlunsplit(server._replace(netloc=netloc, path="/" + self.database.name)))
+        yield self.waitForNodes(self.nodes[0], 2)
+
+    @inlineCallbacks
+    def test_fillsFromUpstreamAlone(self):
+        """
+        Without the database the node cannot ask who has the blob: it
+        fetches it from upstream itself (the bytes verified as always)
+        instead of failing the device.
+        """
+        self.assertEqual((yield self.download(self.nodes[0])), self.expected)
+        yield self.cutOff.install("big")  # the blob's record, kept in memory
+        self.relay.stop()
+        self.assertEqual((yield self.download(self.cutOff)), self.expected)
+        self.assertEqual(self.upstreamFetches(), 2)
