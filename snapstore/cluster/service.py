@@ -122,6 +122,9 @@ class ClusterNode(Service):
             stats = self.cache.stats()
             await self.database.heartbeat(self.url, stats["usedSize"], stats["blobs"])
         except Exception as error:
+            # Blob changes meanwhile may not have been recorded: write the
+            # whole list again once the database answers.
+            self.ready = False
             self.log.warn("cluster heartbeat failed: {why}", why=error)
 
     def stopService(self) -> None:
