@@ -315,6 +315,9 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
     from snapstore.uplink.cli import statusLines
 
     lines += statusLines(answer)
+    from snapstore.cluster.cli import nodeLines
+
+    lines += nodeLines(answer.get("nodes"))
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if healthy else EXIT_PROBLEM
 
@@ -681,6 +684,10 @@ def makeParser() -> argparse.ArgumentParser:
     from snapstore.uplink.cli import addVerbs as addUplinkVerbs
 
     addUplinkVerbs(verb)
+    # Several nodes, one cache: the nodes verb (snapstore.cluster).
+    from snapstore.cluster.cli import addVerbs as addNodeVerbs
+
+    addNodeVerbs(verb)
     return parser
 
 

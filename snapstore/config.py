@@ -256,6 +256,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("prefetch-rate", None,
            "Cap on prefetch blob traffic alone, bytes per second (e.g. 5M); default "
            "unlimited.", lambda text: _optionalRate(text)),
+    # --- several nodes, one cache (snapstore/cluster) ---
+    Option("node-url", None,
+           "URL the other nodes reach this node's store endpoint at (PostgreSQL state "
+           "only); default --public-url.", _optionalURL),
+    Option("cluster-token-file", None,
+           "File holding the secret nodes send each other for cached blobs; without it "
+           "this node neither serves nor asks peers.", _optionalText),
 )
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

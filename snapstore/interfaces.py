@@ -404,6 +404,38 @@ class IBlobFill(Interface):
 # ---------------------------------------------------------------------------
 
 
+class IBlobCacheObserver(Interface):
+    """
+    Told as an L{IBlobCache} commits and drops blobs (the cluster keeps the
+    blob locations of every node in the shared database this way).
+    """
+
+    def blobAdded(digest, size):
+        """
+        A verified blob of C{size} bytes is now in the cache.
+        """
+
+    def blobRemoved(digest):
+        """
+        The blob is no longer in the cache (evicted, pruned or broken).
+        """
+
+
+class IBlobFiller(Interface):
+    """
+    Fills a cache miss from somewhere other than the download resource's
+    own upstream fetch (the cluster: peers before the uplink).
+    """
+
+    def startFill(fill, record, request):
+        """
+        Feed the L{IBlobFill} C{fill} with the blob C{record} describes, and
+        end it (finish or abort); C{request} is the device request that
+        caused the miss (its headers are used upstream).  Must not wait for
+        the transfer.
+        """
+
+
 class IRule(Interface):
     """
     A policy plug-in loaded from C{rules.d}.

@@ -95,6 +95,12 @@ class Options(usage.Options):
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
         _checkEndpoints(self.settings)
+        from snapstore.cluster.service import ClusterTokenError, readToken
+
+        try:
+            readToken(self.settings.clusterTokenFile)
+        except ClusterTokenError as error:
+            raise usage.UsageError(str(error))
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Any) -> Any:

@@ -97,6 +97,10 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
         from snapstore.uplink.adminapi import mountUplink
 
         mountUplink(api, parts.uplink)
+    # The cluster's nodes (snapstore.cluster).
+    from snapstore.admin.nodes import mountNodes
+
+    mountNodes(api, getattr(parts, "cluster", None))
     # Request deadlines, unambiguous heads, and small bounded bodies, except
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see

@@ -238,6 +238,9 @@ class DownloadResource(Resource):
         #: A L{snapstore.uplink.rate.Throttle} every fill's upstream body
         #: passes (C{--upstream-rate}), or C{None}.
         self.throttle: Any = None
+        #: Fills misses instead of L{_startFill} when set (the cluster's
+        #: L{snapstore.cluster.filler.ClusterFiller}: peers before upstream).
+        self.filler: Any = None
 
     # -- entry ---------------------------------------------------------------
 
@@ -306,7 +309,10 @@ class DownloadResource(Resource):
                 self.log.warn("no room in the cache for {name} ({size} bytes); serving it uncached",
                               name=name, size=record.size)
                 return self._relayUncached(request, record.url.encode("ascii"))
-            self._startFill(fill, record, upstreamHeaders(request))
+            if self.filler is not None:
+                self.filler.startFill(fill, record, request)
+            else:
+                self._startFill(fill, record, upstreamHeaders(request))
         started = fill.whenStarted()
         started.addCallback(lambda _: self._join(request, fill, wanted))
         started.addErrback(self._failed, request, name)

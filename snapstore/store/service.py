@@ -67,6 +67,7 @@ class StoreParts:
     metrics: Any = None
     cache: Any = None
     uplink: Any = None
+    cluster: Any = None
 
 
 def makeStoreParts(reactor: Any, settings: Settings, state: Any,
@@ -92,6 +93,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         rules.ruleSet.verdictObserver = metrics.ruleVerdict
     # --- download path and blob cache (snapstore/cache, store/download.py) ---
     download = _downloadResource(reactor, settings, state, upstream, services)
+    storeDownload = download
     cache = getattr(download, "cache", None)
     if hasattr(download, "metrics"):
         download.metrics = metrics
@@ -111,12 +113,18 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
         # Assertions are admitted like any other call (a device over the
         # limit gets none).
         root.assertions.admit = lambda request: rules.describe(request).addCallback(rules.admit)
+    # Several nodes, one cache: peers before the uplink (snapstore.cluster).
+    from snapstore.cluster.service import joinCluster
+
+    cluster = joinCluster(reactor, settings, storeDownload, root)
+    if cluster is not None:
+        services.append(cluster)
     # Bounded bodies and request deadlines (see snapstore.httpguard).
     site = GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor,
                        clientLimit=_clientLimit(reactor, settings))
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
-    return StoreParts(site, root, state, upstream, services, rules, metrics, cache)
+    return StoreParts(site, root, state, upstream, services, rules, metrics, cache, cluster)
 
 
 def _clientLimit(reactor: Any, settings: Settings) -> Any:
