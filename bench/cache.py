@@ -17,7 +17,10 @@ It starts, all on loopback:
 
 and measures (a) cache-hit throughput of one client fetching 1 GiB, (b) 50
 clients fetching the same 100 MiB blob at once with a cold cache (wall time
-and bytes taken from upstream), (c) snapstore's peak RSS across both.
+and bytes taken from upstream), (c) snapstore's peak RSS across both, (d)
+the first, cold download, and (e) with a second snapstore run with
+C{--upstream-rate}, a fill's rate against the cap while a cache hit is
+served meanwhile.
 Clients are C{curl} processes writing to /dev/null, the same for both
 servers.  Work files go to bench/_work/cache (git-ignored) and are removed
 at the end unless --keep is given.
@@ -39,7 +42,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, stop, waitForPort
+from bench.common import freePort, requireTools, stop, waitForPort
+from snapstore.config import parseSize
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -209,8 +213,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="hit runs per server")
     parser.add_argument("--rounds", type=int, default=3,
                         help="cold bursts per server (each on a blob new to both caches)")
+    parser.add_argument("--rate", default="16M",
+                        help="(e) the --upstream-rate of a second snapstore [default: 16M]")
+    parser.add_argument("--rate-size", type=int, default=64 * MIB,
+                        help="(e) the blob filled under --rate [default: 64 MiB]")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work/cache")
     options = parser.parse_args()
+    requireTools("bench/cache.py", "nginx")
 
     work = os.path.join(ROOT, "bench", "_work", "cache")
     shutil.rmtree(work, ignore_errors=True)
@@ -222,14 +231,16 @@ def main() -> None:
         print(f"generating blobs ({options.hit_size} and {options.burst_size} bytes)...",
               file=sys.stderr)
         upstream.start([("big", 1, options.hit_size)] +
-                       [(f"burst{n}", 1, options.burst_size) for n in range(options.rounds)])
+                       [(f"burst{n}", 1, options.burst_size) for n in range(options.rounds)] +
+                       [("ratehit", 1, 16 * MIB), ("ratefill", 1, options.rate_size)])
         store = upstream.store
         apiURL = store.apiURL
 
         storePort = freePort()
         log = open(os.path.join(work, "snapstore.log"), "w")
         environment = dict(os.environ, PYTHONPATH=ROOT)
-        twistd = shutil.which("twistd") or "twistd"
+        # This interpreter's Twisted: a venv's twistd need not be on PATH.
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         # An explicit, empty config file: an installed package's
         # /etc/snapstore/snapstore.conf must not send the bench's blobs to
         # its cache directory.
@@ -241,7 +252,7 @@ def main() -> None:
             rulesDir = os.path.join(work, "rules.d")
             os.makedirs(rulesDir, exist_ok=True)
         snapstore = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "snapstore", "--config", config,
+            twistd + ["-n", "--pidfile=", "snapstore", "--config", config,
              "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1",
              "--proxy-endpoint", "none", "--admin-endpoint", "none",
              "--upstream", apiURL, "--data-dir", os.path.join(work, "data"),
@@ -323,6 +334,28 @@ def main() -> None:
             nginxUpstreams.append(upstream.cdnBytes() - before)
 
         peakRSS = rss.stop()
+
+        # (e) a second snapstore with --upstream-rate: a fill under the
+        # cap, and a hit served meanwhile from the same node.
+        ratePort = freePort()
+        capped = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "snapstore",
+             "--config", os.path.join(work, "snapstore.conf"),
+             "--store-endpoint", f"tcp:{ratePort}:interface=127.0.0.1",
+             "--proxy-endpoint", "none", "--admin-endpoint", "none",
+             "--upstream", apiURL, "--data-dir", os.path.join(work, "capped"),
+             "--rules-dir", rulesDir, "--upstream-rate", options.rate],
+            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=work)
+        processes.append(capped)
+        waitForPort(ratePort, capped, "snapstore --upstream-rate")
+        base = f"http://127.0.0.1:{ratePort}/"
+        single(downloadURL("ratehit"), 16 * MIB)  # cached, under the cap
+        fillURL, hitURL = downloadURL("ratefill"), downloadURL("ratehit")
+        filling = curl(fillURL)
+        time.sleep(0.5)
+        rateHit = single(hitURL, 16 * MIB)
+        _, filled, seconds = curlResult(filling)
+        fillRate = filled / seconds
     finally:
         for process in reversed(processes):
             stop(process, timeout=10)
@@ -334,6 +367,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     hit, static = statistics.median(hits), statistics.median(statics)
+    capRate = parseSize(options.rate)
     snapWall, nginxWall = statistics.median(snapWalls), statistics.median(nginxWalls)
     snapUpstream, nginxUpstream = max(snapUpstreams), max(nginxUpstreams)
     gbps = lambda rate: f"{rate / 1e9:.2f} GB/s"
@@ -352,6 +386,11 @@ def main() -> None:
         ("(d) cold download, 1 client, %d MiB (streamed while filling)" % (options.hit_size >> 20),
          gbps(coldRate), gbps(directRate) + " (straight from the fake CDN)",
          f"{coldRate / directRate:.2f}x", "memory flat: see (c)"),
+        ("(e) fill under --upstream-rate %s, %d MiB" % (options.rate, options.rate_size >> 20),
+         f"{fillRate / MIB:.2f} MiB/s", f"cap {capRate / MIB:.2f} MiB/s",
+         f"{fillRate / capRate:.2f}x", "within 10% of the cap"),
+        ("(e) cache hit during that fill, 16 MiB", gbps(rateHit), "", "",
+         "not throttled"),
     ]
     header = ("measurement", "snapstore", "nginx", "ratio", "target")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]

@@ -5,12 +5,35 @@ to listen, stopping it, percentiles.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from tests.ports import freePort
+
+def requireTools(script: str, *tools: str) -> None:
+    """
+    Stop with one line when the interpreter lacks snapstore's dependencies
+    (run with the test venv's) or a reference server the script compares
+    against is not installed, instead of a traceback halfway through.
+
+    @param tools: program names, looked up on C{PATH} and in C{/usr/sbin}.
+    """
+    if importlib.util.find_spec("twisted.internet") is None:  # (the checkout has twisted/plugins)
+        raise SystemExit(f"{script}: this Python ({sys.executable}) has no Twisted: run it with "
+                         f"the test environment's, .venv-test/bin/python {script} "
+                         f"(./run-tests or scripts/setup-test-env makes it)")
+    missing = [tool for tool in tools
+               if shutil.which(tool) is None and not os.path.exists(os.path.join("/usr/sbin", tool))]
+    if missing:
+        raise SystemExit(f"{script}: needs {', '.join(missing)}, not installed here "
+                         f"(apt-get install {' '.join(missing)})")
+
 
 __all__ = ["freePort", "waitForPort", "stop"]
 

@@ -42,7 +42,7 @@ from typing import Any, Callable
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, CHECKOUT)
 
-from bench.common import freePort, stop, waitForPort
+from bench.common import freePort, requireTools, stop, waitForPort
 
 TEN_MIB = 10 << 20
 
@@ -497,6 +497,8 @@ def main() -> None:
         seconds, size = tlsFetch(int(proxyPort), int(originPort), caFile)
         print(seconds, size)
         return
+    if not options.origin:
+        requireTools("bench/forward.py", *(() if options.only == "snapstore" else ("squid",)))
     if options.origin:
         plain, tls, cert, path = options.origin
         runOrigin(int(plain), int(tls), cert, path)

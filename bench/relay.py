@@ -47,7 +47,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, percentile, stop, waitForPort
+from bench.common import freePort, percentile, requireTools, stop, waitForPort
 NGINX = "/usr/sbin/nginx"
 
 REFRESH_BODY = json.dumps({
@@ -446,8 +446,7 @@ def main() -> None:
                         help="also run snapstore under cProfile and print its top functions")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
-    if shutil.which("wrk") is None or not os.path.exists(NGINX):
-        raise SystemExit("needs wrk (apt-get install wrk) and /usr/sbin/nginx")
+    requireTools("bench/relay.py", "wrk", "nginx")
 
     work = os.path.join(ROOT, "bench", "_work", "relay")
     shutil.rmtree(work, ignore_errors=True)

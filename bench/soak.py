@@ -45,7 +45,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, percentile, stop, waitForPort
+from bench.common import freePort, percentile, requireTools, stop, waitForPort
 
 
 def raiseFileLimit(wanted: int) -> int:
@@ -296,6 +296,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256 * 1024, help="bytes per snap")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
+    requireTools("bench/soak.py")
 
     limit = raiseFileLimit(2 * (options.devices + options.idle) + 1024)
     if limit < options.devices + options.idle + 256:

@@ -2,4 +2,4 @@
 snapstore: a self-hosted caching proxy for the Snap Store.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -64,13 +64,16 @@ def parseNetworks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 def parsePorts(text: str) -> tuple[int, ...]:
     """
-    Parse a comma-separated list of TCP ports.
+    Parse a comma-separated list of TCP ports and C{FIRST-LAST} ranges.
     """
-    ports = []
+    ports: list[int] = []
     for item in _splitList(text):
-        if not item.isdigit() or not 0 < int(item) < 65536:
-            raise ValueError(f"not a TCP port: {item!r}")
-        ports.append(int(item))
+        first, _, last = item.partition("-")
+        bounds = [first, last or first]
+        if not all(b.isdigit() and 0 < int(b) < 65536 for b in bounds) \
+                or int(bounds[0]) > int(bounds[1]):
+            raise ValueError(f"not a TCP port or range: {item!r}")
+        ports.extend(range(int(bounds[0]), int(bounds[1]) + 1))
     return tuple(ports)
 
 
@@ -146,6 +149,10 @@ OPTIONS: tuple[Option, ...] = (
            "Forward (CONNECT) proxy listener; 'none' disables it.", _optionalText),
     Option("admin-endpoint", "tcp:8001:interface=127.0.0.1",
            "Admin API and /metrics listener; 'none' disables it.", _optionalText),
+    Option("store-max-per-client", "256",
+           "Most store-endpoint connections one client address may hold (more get 503); "
+           "raise it behind a load balancer or a large NAT, 0 for no bound.",
+           lambda text: _count(text)),
     Option("upstream", "https://api.snapcraft.io/", "The store to relay to.", parseURL),
     Option("upstream-proxy", None,
            "Parent HTTP proxy for all outbound traffic (CONNECT for https).",
@@ -156,7 +163,8 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds to wait for upstream to answer an API call (snapd gives up after 10, so less).",
            float),
     Option("public-url", None,
-           "Base URL devices use to reach the store endpoint; default from the request's Host.",
+           "Base URL devices use to reach the store endpoint; default from the request's "
+           "Host, else this host's name (refused when it is a loopback address).",
            _optionalURL),
     Option("data-dir", "./snapstore-data",
            "Holds state.sqlite and cache/ unless they are set apart.", str),
@@ -166,7 +174,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-dir", None, "Blob cache directory; default <data-dir>/cache.", _optionalText),
     Option("cache-size", "20G", "Bound of the blob cache (e.g. 500M, 20G).", parseSize),
     Option("rules-dir", None,
-           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d.",
+           "Rule files; default /etc/snapstore/rules.d when it exists, else ./rules.d when "
+           "it exists, else the rules shipped with snapstore.",
            _optionalText),
     Option("offline", "no", "Never contact upstream; serve imported and cached content.",
            _boolean, flag=True),
@@ -179,18 +188,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-clients", PRIVATE_AND_LOOPBACK,
            "CIDRs allowed to use the forward proxy.", parseNetworks),
     Option("proxy-connect-ports", "443", "Ports CONNECT may reach.", parsePorts),
+    Option("proxy-relay-ports", "80,443",
+           "Ports absolute-URI (plain http://) requests may be relayed to (ranges: 8000-8099).",
+           parsePorts),
     Option("proxy-allow-internal", "",
            "Hosts or CIDRs in loopback/private/link-local space the forward proxy may reach anyway.",
            lambda text: tuple(_splitList(text))),
     Option("admin-token-file", None,
            "Bearer token file; required when the admin endpoint is not on loopback.",
            _optionalText),
+    Option("admin-hosts", "",
+           "More names the admin API answers to in Host (besides loopback names, its own "
+           "address, this machine's name and --public-url's host).",
+           lambda text: tuple(_splitList(text))),
     Option("log-format", "text", "Log output format: text or json.",
            lambda text: _choice(text, ("text", "json"))),
     # --- forward proxy (snapstore/forward) ---
     Option("proxy-auth-file", None,
            "Password file for Proxy-Authorization: Basic (user:hash lines; "
-           "see 'python3 -m snapstore.forward.auth'); default no authentication.",
+           "made with 'python -m snapstore.forward.auth NAME' run by snapstore's interpreter); "
+           "default no authentication.",
            _optionalText),
     Option("proxy-max-tunnels", "1024",
            "Most CONNECT tunnels open at once; more get 503.", int),
@@ -218,8 +235,97 @@ OPTIONS: tuple[Option, ...] = (
     Option("device-session-rate", "600",
            "Device-session requests one address may make per minute (at most that many "
            "at once); more get 429. 0: no bound.", _nonNegative),
+    # --- the uplink (snapstore/uplink) ---
+    Option("serve-stale", "yes",
+           "When upstream fails (refused, unreachable, timeout, 5xx), answer refresh, info, "
+           "find and assertions from what was relayed before, with X-Cache: STALE.",
+           _boolean),
+    Option("stale-max-age", "7d",
+           "How old a relayed answer may be and still be served stale (e.g. 12h, 7d).",
+           lambda text: parseDuration(text)),
+    Option("follow-interval", "1h",
+           "How often followed channels are checked and new revisions prefetched "
+           "(jittered by 10%).", lambda text: _positiveDuration(text)),
+    Option("prefetch-window", "",
+           "Local time window HH:MM-HH:MM in which prefetch runs (e.g. 01:00-05:00); "
+           "empty: any time.", lambda text: _window(text)),
+    Option("upstream-rate", None,
+           "Cap on all upstream blob traffic together (fills and prefetch), bytes per "
+           "second with K, M or G (powers of 1024), e.g. 20M; default unlimited.",
+           lambda text: _optionalRate(text)),
+    Option("prefetch-rate", None,
+           "Cap on prefetch blob traffic alone, bytes per second (e.g. 5M); default "
+           "unlimited.", lambda text: _optionalRate(text)),
+    # --- several nodes, one cache (snapstore/cluster) ---
+    Option("node-url", None,
+           "URL the other nodes reach this node's store endpoint at (PostgreSQL state "
+           "only); default --public-url.", _optionalURL),
+    Option("cluster-token-file", None,
+           "File holding the secret nodes send each other for cached blobs; without it "
+           "this node neither serves nor asks peers.", _optionalText),
 )
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parseDuration(text: str) -> float:
+    """
+    Parse a duration such as C{90}, C{30s}, C{15m}, C{1h}, C{7d} or C{2w}
+    to seconds.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h or 7d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def _positiveDuration(text: str) -> float:
+    value = parseDuration(text)
+    if value <= 0:
+        raise ValueError(f"must be longer than 0, not {text!r}")
+    return value
+
+
+def _optionalRate(text: str) -> Optional[int]:
+    if text.strip().lower() in ("", "none", "0"):
+        return None
+    try:
+        return parseSize(text)
+    except ValueError:
+        raise ValueError(f"not a rate: {text!r} (bytes per second, e.g. 500K or 20M)")
+
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parseWindow(text: str) -> Optional[tuple[int, int]]:
+    """
+    C{HH:MM-HH:MM} to minutes after local midnight C{(start, end)}; an end
+    before the start wraps past midnight.  Empty: C{None} (any time).
+    """
+    if not text.strip():
+        return None
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError(f"not a window: {text!r} (use HH:MM-HH:MM, e.g. 01:00-05:00)")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"not a window: {text!r} (hours 00-24, minutes 00-59)")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ValueError(f"empty window: {text!r}")
+    return start, end
+
+
+def _window(text: str) -> str:
+    parseWindow(text)
+    return text.strip()
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"not a whole number >= 0: {text!r}")
+    return int(text)
 
 
 def _hostMap(text: str) -> tuple[tuple[str, str], ...]:
@@ -265,6 +371,7 @@ class Settings:
     storeEndpoint: Optional[str]
     proxyEndpoint: Optional[str]
     adminEndpoint: Optional[str]
+    storeMaxPerClient: int
     upstream: str
     upstreamProxy: Optional[str]
     upstreamCa: Optional[str]
@@ -280,8 +387,10 @@ class Settings:
     importMaxSize: int
     proxyClients: tuple[Network, ...]
     proxyConnectPorts: tuple[int, ...]
+    proxyRelayPorts: tuple[int, ...]
     proxyAllowInternal: tuple[str, ...]
     adminTokenFile: Optional[str]
+    adminHosts: tuple[str, ...]
     logFormat: str
     proxyAuthFile: Optional[str]
     proxyMaxTunnels: int
@@ -294,6 +403,14 @@ class Settings:
     proxyAccessLog: Optional[str]
     proxyHosts: tuple[tuple[str, str], ...]
     deviceSessionRate: int
+    serveStale: bool
+    staleMaxAge: float
+    followInterval: float
+    prefetchWindow: str
+    upstreamRate: Optional[int]
+    prefetchRate: Optional[int]
+    nodeUrl: Optional[str]
+    clusterTokenFile: Optional[str]
     #: The config file the settings were read from, if any.
     configFile: Optional[str] = None
 
@@ -362,5 +479,6 @@ def _deriveDefaults(values: dict[str, Any]) -> None:
         os.path.join(dataDir, "state.sqlite"))
     values["cacheDir"] = os.path.abspath(values["cacheDir"] or os.path.join(dataDir, "cache"))
     if values["rulesDir"] is None:
-        values["rulesDir"] = ("/etc/snapstore/rules.d" if os.path.isdir("/etc/snapstore/rules.d")
-                              else "./rules.d")
+        from snapstore.rules.shipped import defaultRulesDirectory
+
+        values["rulesDir"] = defaultRulesDirectory()

@@ -417,6 +417,38 @@ class IBlobFill(Interface):
 # ---------------------------------------------------------------------------
 
 
+class IBlobCacheObserver(Interface):
+    """
+    Told as an L{IBlobCache} commits and drops blobs (the cluster keeps the
+    blob locations of every node in the shared database this way).
+    """
+
+    def blobAdded(digest, size):
+        """
+        A verified blob of C{size} bytes is now in the cache.
+        """
+
+    def blobRemoved(digest):
+        """
+        The blob is no longer in the cache (evicted, pruned or broken).
+        """
+
+
+class IBlobFiller(Interface):
+    """
+    Fills a cache miss from somewhere other than the download resource's
+    own upstream fetch (the cluster: peers before the uplink).
+    """
+
+    def startFill(fill, record, request):
+        """
+        Feed the L{IBlobFill} C{fill} with the blob C{record} describes, and
+        end it (finish or abort); C{request} is the device request that
+        caused the miss (its headers are used upstream).  Must not wait for
+        the transfer.
+        """
+
+
 class IRule(Interface):
     """
     A policy plug-in loaded from C{rules.d}.
@@ -458,7 +490,9 @@ class IActionRule(IRule):
             C{"context-revision"} from the context filled in for refreshes,
             and the request's C{"fields"}); for C{info} entries
             C{{"action": "info", "name", "snap-id", "publisher"}}, for
-            C{find} results C{{"action": "find"}}.
+            C{find} results C{{"action": "find"}}, for entries of the v1
+            C{names} and C{search} answers C{{"action": "catalogue"}} (which
+            can only be kept or dropped).
         @param result: upstream's result dict for it (a refresh result, a
             channel-map entry, a find result); never mutate it.
         @return: the result to hand the device (C{result} itself when
@@ -509,6 +543,12 @@ class IClientConfig(Interface):
     def describe(request):
         """
         The setup as a JSON-ready dict.
+        """
+
+    def loopbackProblem(request):
+        """
+        Why the store URL devices would be told points at loopback (and
+        so cannot serve them), or C{None}.
         """
 
     def script(request, mode="store"):

@@ -35,10 +35,11 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from snapstore.fetchguard import checkedAgent
+from snapstore.interfaces import IServiceReactor
+
 CONNECT_TIMEOUT = 10
 MAX_CONNECT_RESPONSE = 16384
-
-from snapstore.interfaces import IServiceReactor
 
 
 def tlsPolicy(caFile: str | None) -> BrowserLikePolicyForHTTPS:
@@ -315,12 +316,9 @@ def makeAgent(reactor: IServiceReactor, settings: Any, pool: HTTPConnectionPool 
     upstreamProxy = settings.upstreamProxy
     if upstreamProxy:
         return ParentProxyAgent(reactor, ParentProxy(upstreamProxy), policy, pool)
-    return Agent(
-        reactor,
-        contextFactory=policy,
-        connectTimeout=CONNECT_TIMEOUT,
-        pool=pool,
-    )
+    # Redirects and remote URLs come from upstream: checked like forward
+    # proxy destinations (snapstore.fetchguard).
+    return checkedAgent(reactor, settings, policy, pool, DirectDialer(reactor, CONNECT_TIMEOUT))
 
 
 class DirectDialer:

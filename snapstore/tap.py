@@ -13,13 +13,14 @@ import os
 import sys
 from typing import Any, Callable, Optional, cast
 
-from twisted.application import strports
+import attrs
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from snapstore.interfaces import IServiceReactor
 from snapstore import __version__
 from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
+from snapstore.http.listeners import checkEndpoint, listen
 
 
 def _optionTables() -> tuple[list[list[Any]], list[list[Any]]]:
@@ -63,6 +64,21 @@ class Options(usage.Options):
          "without starting the service (status 1 when a file is broken)."]
     )
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse, and under twistd (which sets C{parent} before parsing) report
+        a usage error as its reason first: twistd itself prints the whole
+        C{--help} and the reason last, where it scrolls out of sight.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if self.parent is None:
+                raise
+            sys.stderr.write(f"twistd snapstore: {error}\n"
+                             f"(twistd snapstore --help lists the options)\n")
+            sys.exit(1)
+
     def opt_version(self) -> None:
         """
         Print the snapstore version and exit.
@@ -84,6 +100,13 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
+        _checkEndpoints(self.settings)
+        from snapstore.cluster.service import ClusterTokenError, readToken
+
+        try:
+            readToken(self.settings.clusterTokenFile)
+        except ClusterTokenError as error:
+            raise usage.UsageError(str(error))
         self.rulesDir = self._checkRules(configFile)
 
     def _checkRules(self, configFile: Optional[str]) -> Optional[str]:
@@ -101,6 +124,11 @@ class Options(usage.Options):
         explicit = self["rules-dir"] is not None or (
             configFile is not None and "rules-dir" in readConfigFile(configFile))
         if not explicit and not os.path.isdir(directory) and not self["check-rules"]:
+            from twisted.logger import Logger
+
+            Logger().warn("No rules directory ({directory} does not exist and the shipped "
+                          "rules are not installed): running WITHOUT rules, so no device "
+                          "limit and no pins apply; give --rules-dir", directory=directory)
             return None
         try:
             ruleSet = checkDirectory(directory, settings=self.settings)
@@ -123,13 +151,29 @@ def makeService(options: Options) -> IService:
     # Twisted types the installed reactor by its common interfaces; the
     # reactors twistd installs also run threads and resolve names.
     reactor = cast(IServiceReactor, installed)
-
     settings = options.settings
     top = MultiService()
-    parts = _addStoreService(top, reactor, settings, options.rulesDir)
-    forward = _addForwardService(top, reactor, settings, parts)
-    _addAdminService(top, reactor, settings, parts, forward)
+    _warnLoopbackPublicURL(settings)
+    store = _addStoreService(top, reactor, settings, options.rulesDir)
+    _addForwardService(top, reactor, settings, store.parts)
+    _addAdminService(top, reactor, settings, store)
     return withLogFormat(top, settings.logFormat, (options.parent or {}).get("logfile"))
+
+
+def _warnLoopbackPublicURL(settings: Settings) -> None:
+    """
+    Warn when the store URL devices would be told (C{--public-url}, or
+    this host's name) is a loopback address.
+    """
+    from twisted.logger import Logger
+
+    from snapstore.admin.clientconfig import ClientConfig
+
+    if not settings.storeEndpoint:
+        return
+    problem = ClientConfig.fromSettings(settings).loopbackProblem(None)
+    if problem is not None:
+        Logger().warn("{problem}", problem=problem)
 
 
 def _checkOperationSettings(settings: Settings) -> None:
@@ -149,53 +193,113 @@ def _checkOperationSettings(settings: Settings) -> None:
         Logger().warn("{warning}", warning=warning)
 
 
+def _checkEndpoints(settings: Settings) -> None:
+    """
+    Refuse an endpoint string Twisted cannot listen with (C{tcp:notaport})
+    as a usage error naming its option, instead of a traceback later.
+    """
+    from twisted.internet import reactor
+
+    for option, description in (("store-endpoint", settings.storeEndpoint),
+                                ("proxy-endpoint", settings.proxyEndpoint),
+                                ("admin-endpoint", settings.adminEndpoint)):
+        if description:
+            try:
+                checkEndpoint(reactor, option, description)
+            except ValueError as error:
+                raise usage.UsageError(str(error))
+
+
 #: C{(upstream, verdictObserver) -> RulesService}: what makes the rules
 #: once the upstream client exists.
 MakeRules = Callable[[Any, Callable[[str, Any], None]], Any]
 
+#: Where an offline node's answers come from, for errors that name it.
+OFFLINE_ORIGIN = "this offline node's imported content (import a bundle that has it)"
+
+
+@attrs.frozen
+class Store:
+    """
+    The store endpoint and what runs beside it.
+
+    @ivar parts: the L{snapstore.store.service.StoreParts}.
+    @ivar services: every service the store needs, in start order (the
+        parts' own, the uplink's, the cluster node).
+    @ivar uplink: the L{snapstore.uplink.wiring.Uplink} (stale answers,
+        follows, rate caps), or C{None} offline.
+    @ivar cluster: the L{snapstore.cluster.service.ClusterNode}, or
+        C{None} when this node keeps its cache to itself.
+    """
+
+    parts: Any
+    services: tuple[IService, ...]
+    uplink: Any = None
+    cluster: Any = None
+
 
 def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
-                  makeRules: Optional[MakeRules] = None) -> Any:
+                  makeRules: Optional[MakeRules] = None) -> Store:
     """
     Build every part of the store endpoint: the connection pool and the
-    outbound agent (the network's, or for C{--offline} the imported
-    content's, refusing everything else), the upstream client, the metrics,
-    the rules, and the proxy's own local resources; the store room
+    outbound agent (the network's behind the uplink's stale answers, or for
+    C{--offline} the imported content's, refusing everything else), the
+    upstream client, the metrics, the rules, the proxy's own local
+    resources, the uplink's follower and the cluster node; the store room
     assembles its resources and sites from them.
 
     @param state: the L{snapstore.interfaces.IStateStore}.
-    @return: a L{snapstore.store.service.StoreParts}.
     """
     from snapstore.admin.clientconfig import ClientConfig
+    from snapstore.cluster.service import joinCluster
     from snapstore.observe.metrics import Metrics
     from snapstore.outbound import makeAgent, makePool
     from snapstore.store.local import LocalV1
     from snapstore.store.service import PoolService, makeStoreParts
     from snapstore.store.upstream import StoreUpstream
+    from snapstore.uplink.wiring import UplinkParts
 
     pool = makePool(reactor)
+    metrics = Metrics()
+    services: list[IService] = [PoolService(pool)]
+    uplinkParts = None
     if settings.offline:
         # Answer the store API from imported content (snapstore.offline);
         # anything else is refused: nothing leaves the machine.
         from snapstore.offline.agent import RefusingAgent
         from snapstore.offline.store import LocalStoreAgent
 
-        agent: Any = LocalStoreAgent(state, settings.upstream, RefusingAgent())
+        upstream = StoreUpstream(LocalStoreAgent(state, settings.upstream, RefusingAgent()),
+                                 settings.upstream, reactor, settings.upstreamTimeout,
+                                 origin=OFFLINE_ORIGIN)
     else:
-        agent = makeAgent(reactor, settings, pool)
-    upstream = StoreUpstream(agent, settings.upstream, reactor, settings.upstreamTimeout)
-    metrics = Metrics()
+        # Stale answers, follows and prefetch, rate caps (snapstore.uplink).
+        uplinkParts = UplinkParts.fromSettings(reactor, settings, metrics)
+        services.extend(uplinkParts.services)
+        upstream = StoreUpstream(uplinkParts.agentFor(makeAgent(reactor, settings, pool)),
+                                 settings.upstream, reactor, settings.upstreamTimeout)
     rules = makeRules(upstream, metrics.ruleVerdict) if makeRules is not None else None
-    services: list[IService] = [PoolService(pool)]
     if rules is not None:
         services.append(rules)
     local = {b"v1": LocalV1(ClientConfig.fromSettings(settings))}
-    return makeStoreParts(reactor, settings, state, upstream, metrics, local,
-                          rules=rules, services=tuple(services))
+    parts = makeStoreParts(reactor, settings, state, upstream, metrics, local,
+                           rules=rules, services=tuple(services),
+                           throttle=uplinkParts.throttle if uplinkParts is not None else None)
+    extra: list[IService] = []
+    uplink = None
+    if uplinkParts is not None:
+        uplink = uplinkParts.finish(reactor, settings, upstream, parts.download, state)
+        if uplink.follower is not None:
+            extra.append(uplink.follower)
+    # Several nodes, one cache (snapstore.cluster).
+    cluster = joinCluster(reactor, settings, parts.download, parts.root)
+    if cluster is not None:
+        extra.append(cluster)
+    return Store(parts, parts.services + tuple(extra), uplink, cluster)
 
 
 def _addStoreService(top: MultiService, reactor: IServiceReactor, settings: Settings,
-                     rulesDir: Optional[str]) -> Any:
+                     rulesDir: Optional[str]) -> Store:
     """
     The state store and the store endpoint (C{--store-endpoint}).
     """
@@ -208,15 +312,14 @@ def _addStoreService(top: MultiService, reactor: IServiceReactor, settings: Sett
     # The data path keeps serving while the database is away; admin
     # changes still fail loudly (see snapstore.state.resilient).
     state = ResilientState(database, reactor)
-    parts = assembleStore(reactor, settings, state,
+    store = assembleStore(reactor, settings, state,
                           _rulesFactory(reactor, settings, state, rulesDir))
-    for service in parts.services:
+    for service in store.services:
         service.setServiceParent(top)
     if settings.storeEndpoint:
-        listener = strports.service(settings.storeEndpoint, parts.site)
-        listener.setName("store-endpoint")
-        listener.setServiceParent(top)
-    return parts
+        listen(reactor, "store-endpoint", settings.storeEndpoint,
+               store.parts.site).setServiceParent(top)
+    return store
 
 
 def _rulesFactory(reactor: IServiceReactor, settings: Settings, state: Any,
@@ -271,31 +374,32 @@ def _addForwardService(top: MultiService, reactor: IServiceReactor, settings: Se
     # The access-log file is closed once the connections are gone (their
     # last lines are written as they close).
     reactor.addSystemEventTrigger("after", "shutdown", factory.accessLog.close)
-    listener = strports.service(settings.proxyEndpoint, factory)
-    listener.setName("proxy-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "proxy-endpoint", settings.proxyEndpoint, factory).setServiceParent(top)
     return factory
 
 
 def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Settings,
-                     parts: Any, forward: Any) -> None:
+                     store: Store) -> None:
     """
     The admin API and C{/metrics} (C{--admin-endpoint}): each area's
     routes over the store parts' state, upstream, cache, rules and metrics,
-    registered on one router.
+    the uplink and the cluster, registered on one router.
     """
     from snapstore.admin.audit import AuditRoutes
     from snapstore.admin.cache import CacheRoutes
     from snapstore.admin.clientconfig import ClientConfig
     from snapstore.admin.devices import DeviceRoutes
     from snapstore.admin.imports import ImportRoutes
+    from snapstore.admin.nodes import NodeRoutes
     from snapstore.admin.overrides import OverrideRoutes
     from snapstore.admin.router import Router
     from snapstore.admin.rulesaudit import RulesAuditService
     from snapstore.admin.service import makeAdminSite
     from snapstore.admin.status import StatusRoutes
+    from snapstore.admin.uplink import UplinkRoutes
     from snapstore.offline.importer import Importer, importRoots, stagingDirectory
 
+    parts = store.parts
     if parts.rules is not None:
         RulesAuditService(parts.rules, parts.state).setServiceParent(top)
     if not settings.adminEndpoint:
@@ -304,18 +408,27 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     devices = DeviceRoutes(reactor, parts.state, parts.metrics, parts.rules)
     cache = CacheRoutes(parts.state, parts.cache, parts.metrics)
     status = StatusRoutes(reactor, settings, parts.state, parts.upstream, parts.metrics,
-                          ClientConfig.fromSettings(settings), devices, cache)
+                          ClientConfig.fromSettings(settings), devices, cache, parts.rules)
     # Bundle import and the list of imported snaps (snapstore.offline); an
     # offline node keeps what it imports, a connected one may evict it.
     importer = Importer(reactor, parts.state, parts.cache, stagingDirectory(settings),
                         evict=not settings.offline, roots=importRoots(settings))
-    for area in (status, OverrideRoutes(parts.state, parts.upstream), devices, cache,
-                 AuditRoutes(parts.state), ImportRoutes(importer, parts.state, parts.cache)):
+    areas: list[Any] = [status, OverrideRoutes(parts.state, parts.upstream), devices, cache,
+                        AuditRoutes(parts.state),
+                        ImportRoutes(importer, parts.state, parts.cache)]
+    # The cluster's nodes (snapstore.cluster), in the status too.
+    nodes = NodeRoutes(store.cluster)
+    status.addSection("nodes", nodes.section)
+    areas.append(nodes)
+    if store.uplink is not None:
+        # Follows and the uplink's state (snapstore.uplink).
+        uplink = UplinkRoutes(store.uplink, parts.state)
+        status.addSection("uplink", uplink.section)
+        areas.append(uplink)
+    for area in areas:
         area.register(router)
     try:
         site = makeAdminSite(reactor, settings, router, status.scrape)
     except ValueError as error:
         raise usage.UsageError(str(error))
-    listener = strports.service(settings.adminEndpoint, site)
-    listener.setName("admin-endpoint")
-    listener.setServiceParent(top)
+    listen(reactor, "admin-endpoint", settings.adminEndpoint, site).setServiceParent(top)

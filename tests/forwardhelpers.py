@@ -239,7 +239,9 @@ def originRoot(flood: int = 1 << 20) -> tuple[Resource, EchoResource, FloodResou
 
 def proxySettings(testCase: Any, **given: Any) -> Any:
     options = {"proxy_hosts": "fakestore.test=127.0.0.1,other.test=127.0.0.1",
-               "proxy_allow_internal": "127.0.0.1"}
+               "proxy_allow_internal": "127.0.0.1",
+               # The fake origins listen on free ports, not on 80.
+               "proxy_relay_ports": "1-65535"}
     options.update(given)
     return testSettings(testCase, **options)
 

@@ -154,10 +154,10 @@ async def startStore(testCase: Any, settings: Any, state: Any = None,
     """
     from snapstore.tap import assembleStore
 
-    parts = assembleStore(reactor, settings, state if state is not None else MemoryBlobs(),
+    store = assembleStore(reactor, settings, state if state is not None else MemoryBlobs(),
                           makeRules)
-    for service in parts.services:
+    for service in store.services:
         service.startService()
         testCase.addCleanup(service.stopService)
-    port = await listen(testCase, parts.site)
-    return RunningStore(parts, port)
+    port = await listen(testCase, store.parts.site)
+    return RunningStore(store.parts, port)

@@ -33,6 +33,28 @@ class MetricsUnitTests(SynchronousTestCase):
     L{Metrics} on its own.
     """
 
+    def test_readmeListsVerdictLabels(self):
+        """
+        The README's metrics table lists every C{verdict} label a rule's
+        verdict can produce.
+        """
+        import os
+
+        from snapstore.rules.values import StoreDeny
+        from snapstore.rules.verdicts import Allow
+        from tests.processes import CHECKOUT
+
+        metrics = Metrics()
+        for verdict in (Allow(), Deny(403, "no"), StoreDeny(404, "no"), Abstain(), "error"):
+            metrics.ruleVerdict("r", verdict)
+        labels = {sample.labels["verdict"]
+                  for family in text_string_to_metric_families(metrics.render()[0].decode())
+                  for sample in family.samples if family.name == "snapstore_rule_verdicts"}
+        with open(os.path.join(CHECKOUT, "README.md")) as readme:
+            [row] = [line for line in readme if "snapstore_rule_verdicts_total" in line]
+        for label in labels:
+            self.assertIn(f"`{label}`", row)
+
     def test_endpointLabels(self):
         """
         Store paths map to a few endpoint labels; snap names never become
@@ -124,6 +146,32 @@ class MetricsEndpointTests(TestCase):
         self.assertEqual(after[("snapstore_cache_misses_total", ())], 1)
         self.assertEqual(after[("snapstore_cache_hits_total", ())], 1)
         self.assertEqual(after[("snapstore_cache_served_bytes_total", ())], len(content))
+
+    @inlineCallbacks
+    def test_assertionsApartFromBlobs(self):
+        """
+        Assertion requests are counted apart from blob downloads: after 1
+        blob miss and 2 blob hits, with assertions fetched between them,
+        the blob counters say 1 and 2 and C{status} says 67%.
+        """
+        url = yield self.service.refresh()
+        digest = self.service.fake.blob("hello", 3).digestBase64
+        assertion = f"{self.service.storeURL}/v2/assertions/snap-revision/{digest}?max-format=0"
+        for _ in range(2):
+            response, _ = yield self.service.get(assertion)
+            self.assertEqual(response.code, 200)
+        caches = []
+        for _ in range(3):
+            cache, _ = yield self.service.download(url)
+            caches.append(cache)
+        self.assertEqual(caches, ["MISS", "HIT", "HIT"])
+        after = yield self.scrape()
+        self.assertEqual(after[("snapstore_cache_misses_total", ())], 1)
+        self.assertEqual(after[("snapstore_cache_hits_total", ())], 2)
+        self.assertEqual(after.get(("snapstore_assertion_cache_hits_total", ()), 0)
+                         + after.get(("snapstore_assertion_cache_misses_total", ()), 0), 2)
+        code, out, err = yield self.service.cli("status")
+        self.assertIn("hit ratio 67% since start", out)
 
     @inlineCallbacks
     def test_upstreamFailure(self):

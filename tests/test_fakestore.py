@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.client import HTTPClient
 from twisted.internet import reactor as globalReactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IConsumer
@@ -1084,6 +1084,26 @@ class FaultTests(FakeStoreTestsMixin, TestCase):
         await scheduled
         self.assertNoResult(pending)
         self.clock.advance(30)
+        data, failure = await pending
+        self.assertIsNone(failure)
+        self.assertEqual(data, self.store.blobBytes("hello", 10))
+
+    async def test_cdnSlow(self):
+        """
+        C{slow} sends each block only after the delay, on the injected
+        clock, and the whole blob in the end.
+        """
+        self.store.faults.failDownload("hello", 10, "slow", seconds=7)
+        scheduled = self.reactor.whenScheduled(7)
+        pending = Deferred.fromCoroutine(self.download())
+        await scheduled
+        self.assertNoResult(pending)
+        for _ in range(100):
+            if pending.called:
+                break
+            scheduled = self.reactor.whenScheduled(7)
+            self.clock.advance(7)
+            await DeferredList([scheduled, pending], fireOnOneCallback=True)
         data, failure = await pending
         self.assertIsNone(failure)
         self.assertEqual(data, self.store.blobBytes("hello", 10))

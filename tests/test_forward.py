@@ -492,6 +492,26 @@ class RelayTests(TestCase):
             self.assertNotIn(gone, seen["headers"])
         self.assertEqual(seen["headers"][b"host"], [b"fakestore.test:%d" % self.originPort])
 
+    async def test_relayPortNotAllowed(self) -> None:
+        """
+        Absolute-URI relays reach only C{--proxy-relay-ports} (80 and 443
+        by default): a request line to another port is refused before the
+        origin hears a byte.
+        """
+        settings = proxySettings(self, proxy_relay_ports="80,443")
+        factory, port = await startProxy(self, settings)
+        client = await connectClient(self, port)
+        client.transport.write(self.request(b"GET", b"/echo"))
+        answer = await client.waitFor(lambda data: b"\n" in data.split(b"\r\n\r\n", 1)[-1])
+        self.assertEqual(statusOf(answer), 403)
+        self.assertIn(b"relaying to port %d is not allowed" % self.originPort, answer)
+        self.assertEqual(self.echo.seen, [])
+        settings = proxySettings(self, proxy_relay_ports=f"80,{self.originPort - 1}-{self.originPort}")
+        factory, port = await startProxy(self, settings)
+        client = await connectClient(self, port)
+        client.transport.write(self.request(b"GET", b"/echo"))
+        await client.waitForText(b"echo:GET:")
+
     async def test_keepAliveAndBodies(self) -> None:
         """
         Several requests on one client connection, with bodies both ways
@@ -677,7 +697,7 @@ class WiringTests(TestCase):
 
         top = MultiService()
         settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1")
-        parts = assembleStore(reactor, settings, MemoryBlobs())
+        parts = assembleStore(reactor, settings, MemoryBlobs()).parts
         _addForwardService(top, reactor, settings, parts)
         listener = top.getServiceNamed("proxy-endpoint")
         self.assertEqual(listener.endpoint._interface, "127.0.0.1")
@@ -697,7 +717,7 @@ class WiringTests(TestCase):
         memory = MemoryReactorClock()
         settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1",
                                  proxy_access_log=self.mktemp())
-        parts = assembleStore(memory, settings, MemoryBlobs())
+        parts = assembleStore(memory, settings, MemoryBlobs()).parts
         factory = _addForwardService(MultiService(), memory, settings, parts)
         self.assertFalse(factory.accessLog._file.closed)
         for call, args, kwargs in memory.triggers["after"]["shutdown"]:

@@ -31,8 +31,9 @@ class LocalStoreFixture(TestCase):
 
     async def setUp(self) -> None:
         settings = proxySettings(self, **self.proxyOptions)
-        self.parts = assembleStore(reactor, settings, MemoryBlobs())
-        for service in self.parts.services:
+        store = assembleStore(reactor, settings, MemoryBlobs())
+        self.parts = store.parts
+        for service in store.services:
             service.startService()
             self.addCleanup(service.stopService)
         self.factory, self.port = await startProxy(self, settings,

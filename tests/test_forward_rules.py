@@ -74,6 +74,28 @@ class BuiltinRuleTests(SynchronousTestCase):
         for address in ("93.184.216.34", "2001:4860:4860::8888"):
             self.assertFalse(isInternal(address), address)
 
+    def test_internalSpecialPurpose(self) -> None:
+        """
+        Shared (CGNAT), IETF-protocol and 6to4-relay space is internal, and
+        so is any IPv6 form that carries an internal IPv4 address (6to4,
+        Teredo, NAT64); their public counterparts are not.
+        """
+        for address in ("100.64.0.1", "100.127.255.254", "192.0.0.9", "192.0.0.170",
+                        "192.88.99.1", "2002:7f00:1::", "2002:a00:1::1", "2002:a9fe:a9fe::",
+                        "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",
+                        "2001:0:4136:e378:8000:63bf:80ff:fffe"):
+            self.assertTrue(isInternal(address), address)
+        for address in ("100.128.0.1", "2002:5db8:d822::"):
+            self.assertFalse(isInternal(address), address)
+
+    def test_relayPorts(self) -> None:
+        rule = ConnectPortRule([443], [80, 443])
+        self.assertEqual(rule.checkConnect(target(port=80, method=b"GET")), Abstain())
+        self.assertEqual(rule.checkConnect(target(port=25, method=b"POST")),
+                         Deny(403, "relaying to port 25 is not allowed"))
+        self.assertEqual(rule.checkConnect(target(port=80)),
+                         Deny(403, "CONNECT to port 80 is not allowed"))
+
     def test_internalDestination(self) -> None:
         rule = InternalDestinationRule(["10.0.0.0/8", "cache.lan"], lambda: ["93.184.216.99"])
         self.assertEqual(rule.checkConnect(target()), Abstain())

@@ -218,7 +218,8 @@ class RefusingAgentTests(TestCase):
 
         from twisted.internet.testing import MemoryReactorClock
 
-        parts = assembleStore(MemoryReactorClock(), testSettings(self, offline="yes"), MemoryBlobs())
+        parts = assembleStore(MemoryReactorClock(), testSettings(self, offline="yes"),
+                              MemoryBlobs()).parts
         agent = parts.upstream.agent
         self.assertIsInstance(agent, LocalStoreAgent)
         self.assertIsInstance(agent.outside, RefusingAgent)

@@ -597,6 +597,12 @@ class SnapAccessRuleTests(SynchronousTestCase):
         blob = BlobRecord(name="ID_1.snap", sha3_384="0", size=1, url="u", snapId="ID")
         self.assertEqual(rule.admit(request(blob=blob)).code, 404)
         other = BlobRecord(name="OK_1.snap", sha3_384="0", size=1, url="u", snapId="OK")
+        # A snap never judged (after a restart, say) is not served...
+        self.assertEqual(rule.admit(request(blob=other)).code, 404)
+        # ...until a refresh showed it allowed.
+        rule.amend(request(), {"action": "install", "instance-key": "install-1"},
+                   {"result": "install", "instance-key": "install-1", "snap-id": "OK",
+                    "name": "y", "snap": {"publisher": {"id": "Q", "username": "good"}}})
         self.assertEqual(rule.admit(request(blob=other)), Abstain())
 
     def test_allowList(self):

@@ -1055,6 +1055,23 @@ class VerifyChainTests(SynchronousTestCase):
         self.assertEqual(verifyChain(entries[:1] + entries[2:]), 3)
         self.assertEqual(verifyChain(entries[1:]), 2)
 
+    def test_rewrittenChain(self) -> None:
+        """
+        What the README says C{verify} cannot prove: a database writer who
+        edits a row and recomputes every later hash leaves a valid chain;
+        only a head recorded elsewhere shows it.
+        """
+        entries = self.chain(4)
+        head = (4, entries[3].rowHash)
+        previous = entries[0].rowHash
+        for index in range(1, 4):
+            row = attrs.evolve(entries[index], previousHash=previous,
+                               actor="mallory" if index == 1 else entries[index].actor)
+            entries[index] = attrs.evolve(row, rowHash=entryHash(row))
+            previous = entries[index].rowHash
+        self.assertIsNone(verifyChain(entries))
+        self.assertEqual(verifyChain(entries, head), 4)
+
     def test_head(self) -> None:
         """
         Cutting off the newest rows is caught only against a known head.

@@ -19,6 +19,7 @@ provisioning path cloud-init lacks natively) and as JSON.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from typing import Any, Optional
@@ -33,6 +34,28 @@ from snapstore.http.tls import certificatePEM, endpointCertificate, isSelfSigned
 DROP_IN_PATH = "/etc/systemd/system/snapd.service.d/snapstore.conf"
 STORE_CERT_PATH = "/var/lib/snapd/ssl/store-certs/snapstore.pem"
 _HOST_HEADER_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
+
+
+def resolvesToLoopback(host: str) -> bool:
+    """
+    Whether C{host} (a name or an address literal) stands only for
+    loopback addresses; a name that does not resolve here does not.
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return False
+    addresses = set()
+    for address in found:
+        try:
+            addresses.add(ipaddress.ip_address(str(address).split("%", 1)[0]))
+        except ValueError:
+            return False
+    return bool(addresses) and all(address.is_loopback for address in addresses)
 
 
 @implementer(IClientConfig)
@@ -53,6 +76,7 @@ class ClientConfig:
         self.storeEndpoint = storeEndpoint
         self.proxyEndpoint = proxyEndpoint
         self.hostName = hostName or socket.getfqdn()
+        self._loopback: Optional[bool] = None
 
     @classmethod
     def fromSettings(cls, settings: Any) -> "ClientConfig":
@@ -84,6 +108,29 @@ class ClientConfig:
             default = 443 if scheme == "https" else 80
             host = self.hostName + (f":{port}" if port and port != default else "")
         return f"{scheme}://{host}/"
+
+    def loopbackProblem(self, request: Optional[Request] = None) -> Optional[str]:
+        """
+        Why the store URL devices would be given cannot work, or C{None}:
+        it names a loopback address (C{socket.getfqdn()} is C{localhost}
+        on many hosts), so each device would talk to itself.  A URL taken
+        from the request's own C{Host} is what that client reached us by,
+        and is never refused.
+        """
+        if not self.publicURL and self._requestHost(request) is not None:
+            return None
+        url = self.storeURL(None)
+        if self._loopback is None:
+            from hyperlink import URL
+
+            self._loopback = resolvesToLoopback(URL.from_text(url).host)
+        if not self._loopback:
+            return None
+        source = "--public-url" if self.publicURL else f"this host's name ({self.hostName})"
+        return (f"the store URL for devices, {url}, comes from {source} and points at a "
+                f"loopback address, so devices would talk to themselves: set --public-url "
+                f"to the URL devices reach this service at, e.g. --public-url "
+                f"http://snapstore.example.lan:{endpointPort(self.storeEndpoint) or 8000}/")
 
     def proxyURL(self, request: Optional[Request]) -> Optional[str]:
         """

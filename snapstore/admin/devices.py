@@ -84,9 +84,11 @@ class DeviceRoutes:
         """
         body = readJSON(request)
         limit = body.get("limit", "missing") if isinstance(body, dict) else "missing"
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            # 0 would refuse every new device: "no limit" is null.
             raise APIError(400, "bad-request",
-                           'body must be {"limit": N} with N a whole number >= 0, or {"limit": null}')
+                           'body must be {"limit": N} with N a whole number >= 1, or {"limit": null} '
+                           'for no limit')
         previous = await self.state.setSetting(DEVICE_LIMIT_KEY, {"limit": limit}, caller.actor)
         return 200, {"limit": limit, "source": "admin", "previous": previous}
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import unquote_to_bytes
 
 from zope.interface import implementer
@@ -31,7 +31,7 @@ IMPORT_PATH = (b"v1", b"import")
 
 
 def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
-    # The admin API's error shape (snapstore.admin.api), which the CLI shows.
+    # The admin API's error shape (snapstore.admin.router.errorJSON), which the CLI shows.
     return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
@@ -43,12 +43,18 @@ class ImportGate:
     @ivar authoriser: the admin API's L{snapstore.admin.auth.Authoriser}.
     @ivar maxBodySize: C{--import-max-size}.
     @ivar stagingRoot: where bodies are spooled.
+    @ivar precheck: the listener's own refusal of a request from its head
+        (the admin API's cross-site checks), asked before anything else, so a
+        page in a browser cannot make the node spool a body it will refuse.
     """
 
-    def __init__(self, authoriser: Any, maxBodySize: int, stagingRoot: str) -> None:
+    def __init__(self, authoriser: Any, maxBodySize: int, stagingRoot: str,
+                 precheck: Optional[Callable[[Any], Optional[tuple[int, str, str]]]] = None,
+                 ) -> None:
         self.authoriser = authoriser
         self.maxBodySize = maxBodySize
         self.stagingRoot = stagingRoot
+        self.precheck = precheck
 
     def governs(self, method: bytes, path: bytes) -> bool:
         # The admin API routes on the unquoted, non-empty segments: so must
@@ -57,6 +63,10 @@ class ImportGate:
         return method == b"POST" and segments == IMPORT_PATH
 
     def admit(self, request: Any, length: Optional[int]) -> Optional[tuple[int, bytes]]:
+        if self.precheck is not None:
+            refused = self.precheck(request)
+            if refused is not None:
+                return _refusal(*refused)
         caller = self.authoriser.authorise(request)
         if caller is None:
             return _refusal(401, "unauthorised",

@@ -101,6 +101,16 @@ class AdminResource(Resource):
                        lambda failure: self._failed(failure, request))
         return NOT_DONE_YET
 
+    def handles(self, request: Request) -> bool:
+        """
+        Whether a route answers C{request}'s method and path (so that
+        L{snapstore.admin.crosssite} checks the body type of real calls
+        only, and a wrong method still gets its 405).
+        """
+        segments = tuple(s.decode("utf-8", "replace") for s in request.postpath or []
+                         if s != b"") or ("",)
+        return self.router.route(request.method, segments)[0] is not None
+
     def _failed(self, failure: Failure, request: Request) -> None:
         error = failure.value
         if isinstance(error, APIError):

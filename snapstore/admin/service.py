@@ -17,6 +17,7 @@ from twisted.web.server import Request
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
+from snapstore.admin.crosssite import CrossSiteGuard
 from snapstore.admin.importgate import ImportGate
 from snapstore.admin.resource import AdminResource
 from snapstore.admin.router import Router
@@ -56,12 +57,16 @@ def makeAdminSite(reactor: IReactorTime, settings: Settings, router: Router,
     tokens = checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
     authoriser = Authoriser(tokens)
     resource = AdminResource(authoriser, router, scrape)
+    # Web pages on the host must not drive the API (snapstore.admin.crosssite):
+    # its checks run on every request, and on an import before the body.
+    guarded = CrossSiteGuard.fromSettings(resource, settings)
     # Request deadlines, unambiguous heads, and small bounded bodies, except
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see
     # snapstore.http.guard and snapstore.admin.importgate).
-    gate = ImportGate(authoriser, settings.importMaxSize, stagingDirectory(settings))
-    return GuardedSite(resource, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
+    gate = ImportGate(authoriser, settings.importMaxSize, stagingDirectory(settings),
+                      precheck=guarded.importRefusal)
+    return GuardedSite(guarded, reactor=reactor, maxBodySize=ADMIN_MAX_BODY, bodyGate=gate)
 
 
 __all__ = ["checkOperationSettings", "makeAdminSite", "AdminConfigError", "TLSConfigError"]

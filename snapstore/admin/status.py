@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
@@ -25,7 +25,7 @@ from snapstore import __version__
 from snapstore.admin.auth import Caller
 from snapstore.admin.cache import CacheRoutes
 from snapstore.admin.devices import DEVICE_LIMIT_KEY, DeviceRoutes
-from snapstore.admin.router import Router
+from snapstore.admin.router import APIError, Router
 from snapstore.config import Settings
 from snapstore.interfaces import IClientConfig, IStateStore
 
@@ -44,8 +44,12 @@ class StatusRoutes:
 
     def __init__(self, clock: IReactorTime, settings: Settings, state: IStateStore,
                  upstream: Any, metrics: Any, clientConfig: IClientConfig,
-                 devices: DeviceRoutes, cache: CacheRoutes,
+                 devices: DeviceRoutes, cache: CacheRoutes, rules: Any = None,
                  startedAt: Optional[float] = None) -> None:
+        """
+        @param rules: the L{snapstore.rules.service.RulesService} (the rule
+            files in force appear in the status), or C{None}.
+        """
         self.clock = clock
         self.settings = settings
         self.state = state
@@ -54,7 +58,16 @@ class StatusRoutes:
         self.clientConfig = clientConfig
         self.devices = devices
         self.cache = cache
+        self.rules = rules
         self.startedAt = clock.seconds() if startedAt is None else startedAt
+        self._sections: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+
+    def addSection(self, name: str, section: Callable[[], Awaitable[Any]]) -> None:
+        """
+        Add C{name} to the status answer, its value what C{section()}
+        fires with (another area's state: the uplink, the cluster's nodes).
+        """
+        self._sections.append((name, section))
 
     def register(self, router: Router) -> None:
         router.add(b"GET", ("v1", "status"), self.status)
@@ -140,6 +153,10 @@ class StatusRoutes:
             answer["devices"] = None
             answer["overrides"] = None
         answer["cache"] = await self.cache.stats()
+        # Which rule files are in force (None: no rules at all).
+        answer["rules"] = self.rules.describeFiles() if self.rules is not None else None
+        for name, section in self._sections:
+            answer[name] = await section()
         return 200, answer
 
     async def checkConnections(self, request: Request, caller: Caller) -> tuple[int, Any]:
@@ -149,6 +166,9 @@ class StatusRoutes:
         return 200, {"checks": checks, "ok": all(check["ok"] for check in checks)}
 
     async def getClientConfig(self, request: Request, caller: Caller) -> tuple[int, Any]:
+        problem = self.clientConfig.loopbackProblem(None)
+        if problem is not None:
+            raise APIError(409, "public-url-loopback", problem)
         return 200, self.clientConfig.describe(None)
 
 

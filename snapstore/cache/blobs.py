@@ -483,6 +483,9 @@ class BlobCache:
         self._fills: dict[str, Fill] = {}
         self._idleWaiters: list[Deferred[None]] = []
         self._tmpCounter = 0
+        #: Told C{blobAdded(digest, size)} and C{blobRemoved(digest)} as
+        #: blobs are committed and dropped (the cluster's blob locations).
+        self.observers: list[Any] = []
         self._open()
         if self.hashInThread and hasattr(reactor, "addSystemEventTrigger"):
             # A hashing thread waits for its fill's bytes; the reactor's
@@ -707,6 +710,8 @@ class BlobCache:
             os.unlink(entry.path.path)
         except FileNotFoundError:
             pass
+        for observer in self.observers:
+            observer.blobRemoved(entry.digest)
         if entry.pins:
             entry.removed = True
         else:
@@ -752,6 +757,8 @@ class BlobCache:
         entry.complete = True
         self._lru[entry.digest] = entry
         self._lru.move_to_end(entry.digest)
+        for observer in self.observers:
+            observer.blobAdded(entry.digest, entry.size)
         self._fillEnded()
 
     def _abandoned(self, fill: Fill) -> None:

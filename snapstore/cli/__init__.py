@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence, TextIO
 from snapstore import __version__
 from snapstore.cli.audit import cmdAudit
 from snapstore.cli.cache import cmdCache
-from snapstore.cli.certificate import cmdCertificate
+from snapstore.cli.certificate import cmdCertificate, subjectName
+from snapstore.cli.cluster import addVerbs as addNodeVerbs
 from snapstore.cli.client import (
     ADMIN_ENV,
     DEFAULT_ADMIN,
@@ -39,13 +40,23 @@ from snapstore.cli.client import (
     TOKEN_FILE_ENV,
     AdminClient,
     CommandError,
+    adminClient,
+    checkAdminURL,
     readToken,
 )
 from snapstore.cli.devices import cmdDeviceLimit, cmdDevices, limitArgument
-from snapstore.cli.format import formatDuration, formatSize, formatTime, parseHead, parseTime
+from snapstore.cli.format import (
+    EscapingOutput,
+    formatDuration,
+    formatSize,
+    formatTime,
+    parseHead,
+    parseTime,
+)
 from snapstore.cli.offline import addVerbs
 from snapstore.cli.overrides import cmdDeleteOverride, cmdListOverrides, cmdOverride
 from snapstore.cli.status import cmdCheckConnections, cmdClientConfig, cmdStatus
+from snapstore.cli.uplink import addVerbs as addUplinkVerbs
 
 
 def makeParser() -> argparse.ArgumentParser:
@@ -115,15 +126,22 @@ def makeParser() -> argparse.ArgumentParser:
     sub = verb("certificate", cmdCertificate,
                "make a key and self-signed certificate for an ssl: store endpoint")
     sub.add_argument("--selfsigned", action="store_true", required=True)
-    sub.add_argument("--domain", required=True, help="host name devices use (also an IP)")
-    sub.add_argument("--name", action="append", metavar="NAME",
+    sub.add_argument("--domain", required=True, type=subjectName,
+                     help="host name devices use (also an IP)")
+    sub.add_argument("--name", action="append", metavar="NAME", type=subjectName,
                      help="another host name or IP address for the subjectAltName (repeatable)")
-    sub.add_argument("--out-dir", default=".", help="where to write NAME.key and NAME.crt")
+    sub.add_argument("--out-dir", default=".",
+                     help="where to write NAME.key and NAME.crt (created, and said so, "
+                          "when missing)")
     sub.add_argument("--days", type=int, default=825, help="validity [default: 825]")
     sub.add_argument("--force", action="store_true", help="replace existing files")
     sub.set_defaults(local=True)
     # Air-gapped sites: export, import, list-imported (snapstore.offline).
     addVerbs(verb)
+    # Follows and prefetch (snapstore.uplink).
+    addUplinkVerbs(verb)
+    # Several nodes, one cache: the nodes verb (snapstore.cluster).
+    addNodeVerbs(verb)
     return parser
 
 
@@ -136,7 +154,10 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
         when C{None}.
     @return: the exit code (the console script exits with it).
     """
-    out = out if out is not None else sys.stdout
+    # Nothing the admin API relays (a device's serial, a snap's name) may
+    # move the terminal's cursor or forge a line.
+    escaped: Any = EscapingOutput(out if out is not None else sys.stdout)
+    out = escaped
     err = err if err is not None else sys.stderr
     parser = makeParser()
     try:
@@ -148,12 +169,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
     options.json = vars(options).get("json", False)
     options.local = vars(options).get("local", False)
     try:
-        client = None
-        if not options.local:
-            token = os.environ.get(TOKEN_ENV) or None
-            if options.token_file:
-                token = readToken(options.token_file)
-            client = AdminClient(options.admin, token, options.timeout)
+        client = None if options.local else adminClient(options)
         return options.handler(client, options, out)
     except CommandError as error:
         err.write(f"snapstore: {error.message}\n")

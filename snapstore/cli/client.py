@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -84,6 +85,10 @@ class AdminClient:
                 url += "?" + urllib.parse.urlencode(pairs, doseq=True)
         data = None
         headers = self._headers()
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            # The API wants JSON on every state-changing call (a web page
+            # cannot send that type cross-site): an empty object here.
+            body = {}
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -176,3 +181,34 @@ def readToken(path: str) -> str:
         if line and not line.startswith("#"):
             return line.rpartition(":")[2].strip()
     raise CommandError(f"the token file {path} holds no token", EXIT_USAGE)
+
+
+def adminClient(options: Any) -> AdminClient:
+    """
+    The admin API client the global options (C{--admin}, C{--token-file},
+    C{$SNAPSTORE_ADMIN_TOKEN}, C{--timeout}) describe.
+    """
+    token = os.environ.get(TOKEN_ENV) or None
+    if options.token_file:
+        token = readToken(options.token_file)
+    return AdminClient(checkAdminURL(options.admin), token, options.timeout)
+
+
+def checkAdminURL(url: str) -> str:
+    """
+    Refuse an C{--admin} value that is not an http(s) URL before any
+    request (urllib's own error is a traceback).
+
+    @raise CommandError: with the exit code of an unusable admin URL (3).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # a non-numeric port raises here
+    except ValueError:
+        usable = False
+    if not usable:
+        raise CommandError(f"--admin (or ${ADMIN_ENV}) must be the admin API's http(s) URL, "
+                           f"e.g. {DEFAULT_ADMIN}, not {url!r}", EXIT_UNREACHABLE)
+    return url.strip()
+

@@ -46,6 +46,9 @@ def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO
 
 
 def limitArgument(text: str) -> str:
-    if text.strip().lower() in ("none", "reset") or text.strip().isdigit():
+    if text.strip().lower() in ("none", "reset") or (text.strip().isdigit() and int(text) > 0):
         return text
-    raise argparse.ArgumentTypeError("give a whole number, 'none' (no limit) or 'reset'")
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            "0 would refuse every new device; give 'none' for no limit, or a limit >= 1")
+    raise argparse.ArgumentTypeError("give a whole number >= 1, 'none' (no limit) or 'reset'")

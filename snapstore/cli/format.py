@@ -12,6 +12,8 @@ import json
 import urllib.parse
 from typing import Any, Optional, TextIO
 
+from snapstore.http.controlchars import escapeControls
+
 
 def formatSize(count: Optional[float]) -> str:
     """
@@ -86,6 +88,8 @@ def parseHead(text: str) -> tuple[int, str]:
 def table(rows: list[list[str]], out: TextIO) -> None:
     if not rows:
         return
+    # Values come from devices and upstream: one cell stays one cell.
+    rows = [[escapeControls(str(cell)) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
@@ -115,3 +119,20 @@ def quote(text: str) -> str:
 
 def dumpJSON(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+class EscapingOutput:
+    """
+    Writes to C{output} with control characters other than newline and tab
+    escaped (see L{escapeControls}).
+    """
+
+    def __init__(self, output: TextIO) -> None:
+        self.output = output
+
+    def write(self, text: str) -> int:
+        return self.output.write(escapeControls(text, keepLines=True))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.output, name)
+

@@ -16,7 +16,8 @@ import sys
 from typing import IO, Any, TextIO
 
 from snapstore.cli.client import (
-    EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AdminClient, CommandError)
+    DEFAULT_ADMIN, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AdminClient, CommandError,
+    adminClient)
 from snapstore.cli.format import dumpJSON, table
 from snapstore.offline.bundle import BundleError, readManifest
 from snapstore.offline.export import ExportError, Progress, StoreClient, export, parseSpec
@@ -40,9 +41,10 @@ def addVerbs(verb: Any) -> None:
     sub.add_argument("--with-deps", action="store_true",
                      help="also export each snap's base and content providers (stable)")
     sub.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle file")
-    sub.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE),
-                     help=f"the connected snapstore's store endpoint "
-                          f"[default: ${STORE_ENV} or {DEFAULT_STORE}]")
+    sub.add_argument("--store", default=os.environ.get(STORE_ENV),
+                     help=f"the connected snapstore's store endpoint [default: ${STORE_ENV}, "
+                          f"else the store URL the admin API (--admin) reports, else "
+                          f"{DEFAULT_STORE}]")
     sub.set_defaults(local=True)
     sub = verb("import", cmdImport,
                "verify a bundle and add it to an (offline) snapstore, all or nothing")
@@ -57,7 +59,7 @@ def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     except (ExportError, BundleError) as error:
         raise CommandError(str(error), EXIT_USAGE)
     architectures = options.architectures or ["amd64"]
-    store = StoreClient(options.store, timeout=options.timeout)
+    store = StoreClient(options.store or _nodeStoreURL(options), timeout=options.timeout)
     try:
         manifest = export(store, specs, architectures, options.output, since=since,
                           withDeps=options.with_deps, progressOut=sys.stderr)
@@ -78,6 +80,24 @@ def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  {snap['name']} {channel['channel']} {channel['architecture']} "
                       f"revision {channel['revision']}\n")
     return EXIT_OK
+
+
+def _nodeStoreURL(options: argparse.Namespace) -> str:
+    """
+    The store endpoint of the node C{--admin} names, from its status, for
+    an export without C{--store}; the default store URL when the admin API
+    was not named and does not answer.
+    """
+    try:
+        return adminClient(options).call("GET", "/v1/status")["store-url"]
+    except CommandError as error:
+        if error.exitCode == EXIT_UNREACHABLE and options.admin == DEFAULT_ADMIN:
+            return DEFAULT_STORE
+        raise CommandError(f"no --store given, and the store URL could not be asked "
+                           f"from the admin API: {error.message}", error.exitCode)
+    except (KeyError, TypeError):
+        raise CommandError(f"no --store given, and the admin API at {options.admin} did not "
+                           f"report a store URL: give --store", EXIT_UNREACHABLE)
 
 
 class _Reading:

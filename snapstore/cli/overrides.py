@@ -16,7 +16,7 @@ from snapstore.cli.format import dumpJSON, formatTime, quote, table
 def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     channelMap = []
     for item in options.pins:
-        channel, sep, revision = item.rpartition("=")
+        channel, sep, revision = item.partition("=")
         if not sep or not channel or not revision.isdigit() or int(revision) < 1:
             raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
         channelMap.append({"channel": channel, "revision": int(revision)})

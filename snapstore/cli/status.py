@@ -10,6 +10,8 @@ import argparse
 from typing import Any, Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM
+from snapstore.cli.cluster import nodeLines
+from snapstore.cli.uplink import statusLines
 from snapstore.cli.format import describeCheck, dumpJSON, formatDuration, formatSize, plural
 
 
@@ -45,8 +47,21 @@ def cmdStatus(client: AdminClient, options: argparse.Namespace, out: TextIO) -> 
             f"{'n/a' if ratio is None else f'{ratio * 100:.0f}%'} since start")
     overrides = answer.get("overrides")
     lines.append(f"Overrides: {'unknown' if overrides is None else overrides}")
+    lines.append(_rulesLine(answer))
+    lines += statusLines(answer)
+    lines += nodeLines(answer.get("nodes"))
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if healthy else EXIT_PROBLEM
+
+
+def _rulesLine(status: dict[str, Any]) -> str:
+    if "rules" not in status:
+        return "Rules: unknown (an older service)"
+    rules = status["rules"]
+    if rules is None:
+        return "Rules: NONE (no rules directory: no device limit, no pins)"
+    shipped = " (shipped defaults)" if rules.get("shipped") else ""
+    return f"Rules: {rules['directory']}{shipped}: {', '.join(rules['files']) or 'no files'}"
 
 
 def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:

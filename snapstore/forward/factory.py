@@ -18,10 +18,12 @@ from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from snapstore.http.clientlimit import ClientLimit
 from snapstore.interfaces import IServiceReactor
 from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
-from snapstore.http.endpoints import endpointKind, endpointPort
+from snapstore.http.endpoints import tcpPort
+from snapstore.http.resolve import localAddresses, systemResolver
 from snapstore.http.guard import GuardedSite
 from snapstore.http.head import Head
 from snapstore.outbound import makeDialer
@@ -37,48 +39,6 @@ from snapstore.rules.verdicts import ConnectTarget
 # RFC 6761 names that must never be sent to real DNS: tests map them with
 # --proxy-hosts, and without a mapping they fail here.
 _NEVER_RESOLVED = (".test", ".invalid", ".example")
-
-
-def systemResolver(reactor: IServiceReactor) -> Callable[[str, int], Deferred[tuple[str, ...]]]:
-    """
-    Resolve with C{getaddrinfo} in the reactor's thread pool (the system
-    resolver, honouring C{/etc/hosts} and nsswitch like other programs).
-    """
-
-    def resolve(host: str, port: int) -> Deferred[tuple[str, ...]]:
-        def lookup() -> tuple[str, ...]:
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as error:
-                raise DNSLookupError(f"{host}: {error.strerror}")
-            seen: list[str] = []
-            for family, _, _, _, address in infos:
-                if family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in seen:
-                    seen.append(str(address[0]))
-            return tuple(seen)
-
-        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
-
-    return resolve
-
-
-def _storePort(endpoint: Optional[str]) -> Optional[int]:
-    """
-    The TCP port of a C{tcp:}, C{tcp6:} or C{ssl:} listener, when it has one.
-    """
-    if endpointKind(endpoint) not in ("tcp", "ssl", "tcp6"):
-        return None
-    return endpointPort(endpoint)
-
-
-def _localAddresses() -> set[str]:
-    found = {"127.0.0.1", "::1"}
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(str(info[4][0]))
-    except OSError:
-        pass
-    return found
 
 
 class ForwardProxyFactory(Factory):
@@ -122,7 +82,7 @@ class ForwardProxyFactory(Factory):
         self.dialer = dialer if dialer is not None else makeDialer(
             reactor, settings, settings.proxyConnectTimeout)
         self._resolver = resolver if resolver is not None else systemResolver(reactor)
-        self.selfAddresses = _localAddresses()
+        self.selfAddresses = localAddresses()
         self.passwords = None
         if rules is None:
             check = None
@@ -143,8 +103,8 @@ class ForwardProxyFactory(Factory):
         self.localSite = localSite
         self.localNames = {"localhost", socket.gethostname().lower(),
                            socket.getfqdn().lower()} | set(localNames)
-        self.localPorts = {port for port in (_storePort(settings.storeEndpoint),
-                                             _storePort(settings.proxyEndpoint)) if port}
+        self.localPorts = {port for port in (tcpPort(settings.storeEndpoint),
+                                             tcpPort(settings.proxyEndpoint)) if port}
         publicUrl = settings.publicUrl
         if publicUrl:
             from hyperlink import URL
@@ -155,7 +115,9 @@ class ForwardProxyFactory(Factory):
                 self.localPorts.add(url.port)
         self.tunnels = 0
         self._tunnelWaiters: list[Deferred[None]] = []
-        self.perClient: dict[str, int] = {}
+        # The same per-address count as the store endpoint's.
+        self.clients = ClientLimit(self.maxPerClient, self.clock)
+        self.perClient = self.clients.open
 
     def buildProtocol(self, addr: Any) -> ForwardProxyProtocol:
         return ForwardProxyProtocol(self)
@@ -167,18 +129,10 @@ class ForwardProxyFactory(Factory):
         Count a new connection from C{address}; C{False} when it is one too
         many (the caller refuses it and does not call L{clientDisconnected}).
         """
-        count = self.perClient.get(address, 0)
-        if count >= self.maxPerClient:
-            return False
-        self.perClient[address] = count + 1
-        return True
+        return self.clients.admit(address)
 
     def clientDisconnected(self, address: str) -> None:
-        count = self.perClient.get(address, 0) - 1
-        if count > 0:
-            self.perClient[address] = count
-        else:
-            self.perClient.pop(address, None)
+        self.clients.release(address)
 
     def openTunnel(self) -> bool:
         if self.tunnels >= self.maxTunnels:

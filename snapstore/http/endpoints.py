@@ -73,6 +73,15 @@ def endpointPort(description: Optional[str]) -> Optional[int]:
     return None
 
 
+def tcpPort(description: Optional[str]) -> Optional[int]:
+    """
+    The TCP port of a C{tcp:}, C{tcp6:} or C{ssl:} listener, when it has one.
+    """
+    if endpointKind(description) not in ("tcp", "ssl", "tcp6"):
+        return None
+    return endpointPort(description)
+
+
 def isTLSEndpoint(description: Optional[str]) -> bool:
     """
     Whether the endpoint serves TLS (C{ssl:}).

@@ -20,12 +20,15 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Site
 from twisted.internet.interfaces import IReactorTime
 
+from snapstore.http.clientlimit import ClientLimit
 from snapstore.http.storeerror import storeErrorBody
 from snapstore.interfaces import IBodyGate, ISiteObserver
+
+from snapstore.http.controlchars import requestControls
 
 
 #: A request's head and body must arrive within this many seconds of its
@@ -34,6 +37,11 @@ REQUEST_TIMEOUT = 30.0
 #: A keep-alive connection with no request in progress is closed after
 #: this long (Twisted's default is twelve hours).
 IDLE_TIMEOUT = 120.0
+
+
+# Reason phrases of the refusals written before a request exists; the rest
+# come from Twisted's table.
+_PHRASES = {413: b"Content Too Large"}
 
 
 class GuardedChannel(HTTPChannel):
@@ -105,6 +113,10 @@ class GuardedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._cancelDeadline()
+        admitted, self._admitted = getattr(self, "_admitted", None), None
+        if admitted is not None:  # counted by the site's ClientLimit
+            limit, host = admitted
+            limit.release(host)
         super().connectionLost(reason)
 
     # -- refusals ----------------------------------------------------------
@@ -122,12 +134,11 @@ class GuardedChannel(HTTPChannel):
             return
         self._refused = True
         self._cancelDeadline()
-        phrases = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-                   408: b"Request Timeout", 413: b"Content Too Large"}
+        phrase = _PHRASES.get(status) or RESPONSES.get(status, b"Refused")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, phrases[status], len(body), body))
+            % (status, phrase, len(body), body))
         self.loseConnection()
 
     def allHeadersReceived(self) -> None:
@@ -171,14 +182,19 @@ class GuardedChannel(HTTPChannel):
     def _ambiguous(self, request: Any) -> Optional[str]:
         """
         Why a request head cannot be acted on safely, or C{None}: more than
-        one C{Host}, or an absolute-form target naming another host than
+        one C{Host}, an absolute-form target naming another host than
         C{Host} (a front proxy and this service would disagree about what
-        was asked).
+        was asked), or control characters in the target or a header.
         """
         hosts = request.requestHeaders.getRawHeaders(b"host") or []
         if len(hosts) > 1:
             return "more than one Host header"
         target = getattr(self, "_path", b"")
+        controls = requestControls(target, [
+            (name, value) for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values])
+        if controls is not None:
+            return controls
         if b"://" in target[:16] and hosts:
             try:
                 authority = urlsplit(target.decode("latin-1")).netloc
@@ -227,7 +243,8 @@ class GuardedSite(Site):
                  requestTimeout: float = REQUEST_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, reactor: Optional[IReactorTime] = None,
                  observer: Optional[ISiteObserver] = None,
-                 bodyGate: Optional[IBodyGate] = None) -> None:
+                 bodyGate: Optional[IBodyGate] = None,
+                 clientLimit: Optional[ClientLimit] = None) -> None:
         """
         @param unboundedPaths: paths (and what is under them) whose bodies
             C{maxBodySize} does not bound.
@@ -235,6 +252,8 @@ class GuardedSite(Site):
             access log and request metrics of L{snapstore.observe.access});
             C{None}: plain requests and the site's own log line.
         @param bodyGate: see L{GuardedChannel.bodyGate}.
+        @param clientLimit: a L{snapstore.http.clientlimit.ClientLimit} bounding
+            the connections of each client address, or C{None}.
         """
         if observer is None:
             super().__init__(resource, timeout=idleTimeout, reactor=reactor)
@@ -242,6 +261,7 @@ class GuardedSite(Site):
             super().__init__(resource, requestFactory=observer.requestFactory,
                              timeout=idleTimeout, reactor=reactor)
         self.observer = observer
+        self.clientLimit = clientLimit
         self.maxBodySize = maxBodySize
         self.unboundedPaths = unboundedPaths
         self.requestTimeout = requestTimeout
@@ -254,7 +274,13 @@ class GuardedSite(Site):
             super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
+        host = getattr(addr, "host", None)
+        if self.clientLimit is not None and host is not None:
+            if not self.clientLimit.admit(host):
+                return self.clientLimit.refusal(host)
         channel = super().buildProtocol(addr)
+        if self.clientLimit is not None and host is not None:
+            channel._admitted = (self.clientLimit, host)
         channel.maxBodySize = self.maxBodySize
         channel.unboundedPaths = self.unboundedPaths
         channel.requestTimeout = self.requestTimeout

@@ -17,6 +17,8 @@ from typing import Optional
 
 import attrs
 
+from snapstore.http.controlchars import requestControls
+
 MAX_CHUNK_LINE = 4096
 
 
@@ -119,6 +121,9 @@ def parseHead(data: bytes, request: bool, maxHeaders: int = 100) -> Head:
         headers.append((name, value.strip()))
         if len(headers) > maxHeaders:
             raise HeadError(431, "too many header fields")
+    controls = requestControls(parts[1] if request else b"", headers)
+    if controls is not None:
+        raise HeadError(400 if request else 502, controls)
     return Head((parts[0], parts[1], parts[2]), tuple(headers), len(data))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from typing import Iterable, Optional
 
 from cryptography import x509
@@ -32,6 +33,32 @@ class TLSConfigError(ValueError):
     A TLS file is missing, unreadable or does not fit; the message says
     which and what to do.
     """
+
+
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def checkSubjectName(name: str) -> str:
+    """
+    Check that C{name} can go in a certificate's subjectAltName: an IP
+    address, or a DNS name (letters, digits and hyphens in dot-separated
+    labels of at most 63 characters; a leading C{*.} wildcard allowed).
+
+    @return: the name, without a trailing dot.
+    @raise ValueError: saying what is wrong with it.
+    """
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    host = name[:-1] if name.endswith(".") else name
+    labels = host.split(".")
+    if labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    if not host or len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"not a DNS name or IP address: {name!r} (use e.g. "
+                         f"snapstore.example.lan or 192.0.2.10)")
+    return host
 
 
 def _subjectAltNames(names: Iterable[str]) -> list[x509.GeneralName]:
@@ -58,6 +85,8 @@ def makeSelfSigned(domain: str, extraNames: Iterable[str] = (), days: int = DEFA
     """
     if not domain:
         raise ValueError("a certificate needs a --domain")
+    domain = checkSubjectName(domain)
+    extraNames = [checkSubjectName(name) for name in extraNames if name]
     names = [domain] + [name for name in extraNames if name and name != domain]
     key = ec.generate_private_key(ec.SECP256R1())
     now = now or datetime.datetime.now(datetime.timezone.utc)

@@ -26,6 +26,8 @@ from zope.interface import implementer
 
 from snapstore.interfaces import ISiteObserver
 
+from snapstore.http.controlchars import escapeControls
+
 #: The log namespace of access events.
 ACCESS_NAMESPACE = "snapstore.access"
 
@@ -128,7 +130,13 @@ class AccessObserver:
         if self.metrics is not None:
             self.metrics.requestFinished(path, status)
             if cache is not None and 200 <= status < 300:
-                if cache.upper() == "HIT":
+                # Assertions are cached too (X-Cache) but are not blobs:
+                # counted apart, they stay out of the blob hit ratio.
+                from snapstore.observe.metrics import endpointOf
+
+                if endpointOf(path.split(b"?", 1)[0]) == "assertions":
+                    self.metrics.assertionCached(cache.upper() == "HIT")
+                elif cache.upper() == "HIT":
                     self.metrics.cacheHit(request.sentLength)
                 elif cache.upper() == "MISS":
                     self.metrics.cacheMiss()
@@ -142,11 +150,16 @@ class AccessObserver:
         fields.update(getattr(request, NOTES, None) or {})
         if fields["device"] is None:
             fields["device"] = "address:" + fields["client"]
+        # A device's serial or a snap name from a body may carry controls:
+        # one request stays one log line.
+        for key, value in fields.items():
+            if isinstance(value, str):
+                fields[key] = escapeControls(value)
         self.log.info(
             "{client} {device} \"{method} {path}\" {status} {bytes} {duration:.3f}s"
             " cache={cache} snap={snap} revision={revision}",
             method=(request.method or b"-").decode("latin-1"),
-            path=(request.uri or b"-").decode("latin-1"),
+            path=escapeControls((request.uri or b"-").decode("latin-1")),
             status=status,
             bytes=request.sentLength,
             duration=max(self.clock.seconds() - request.startedAt, 0.0),

@@ -21,6 +21,8 @@ from typing import Any, Optional
 import attrs
 from twisted.logger import Logger
 
+from snapstore.http.controlchars import escapeControls
+
 
 @attrs.define
 class AccessEntry:
@@ -42,9 +44,11 @@ class AccessEntry:
     def line(self) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
         millis = int((self.started % 1) * 1000)
-        note = self.note.replace('"', "'").replace("\n", " ")
-        return (f"{stamp}.{millis:03d}Z {self.client} {self.method} {self.target} "
-                f"{self.status} {self.up} {self.down} {self.duration:.3f} {self.user} "
+        note = escapeControls(self.note.replace('"', "'"))
+        return (f"{stamp}.{millis:03d}Z {self.client} {escapeControls(self.method)} "
+                f"{escapeControls(self.target)} "
+                f"{self.status} {self.up} {self.down} {self.duration:.3f} "
+                f"{escapeControls(str(self.user))} "
                 f'"{note}"')
 
 

@@ -104,6 +104,12 @@ class Metrics:
             "snapstore_cache_hits", "Downloads served from the blob cache.", registry=r)
         self.cacheMisses = Counter(
             "snapstore_cache_misses", "Downloads that had to be fetched upstream.", registry=r)
+        self.assertionHits = Counter(
+            "snapstore_assertion_cache_hits", "Assertion requests answered from the cache.",
+            registry=r)
+        self.assertionMisses = Counter(
+            "snapstore_assertion_cache_misses", "Assertion requests relayed upstream.",
+            registry=r)
         self.cacheServedBytes = Counter(
             "snapstore_cache_served_bytes",
             "Blob bytes sent to clients from the cache (bandwidth saved).", registry=r)
@@ -165,6 +171,13 @@ class Metrics:
         self._misses += 1
         self.cacheMisses.inc()
 
+    def assertionCached(self, hit: bool) -> None:
+        """
+        An assertion request was answered from the cache (C{hit}) or not;
+        kept apart from blob downloads and their hit ratio.
+        """
+        (self.assertionHits if hit else self.assertionMisses).inc()
+
     def servedFromCache(self, count: int) -> None:
         """
         Add bytes sent from the cache (for fills counted piece by piece).
@@ -223,8 +236,8 @@ class Metrics:
 
     def hitRatio(self) -> Optional[float]:
         """
-        @return: hits / (hits + misses) since start, or C{None} before the
-            first download.
+        @return: blob download hits / (hits + misses) since start, or
+            C{None} before the first download (assertions do not count).
         """
         if self._hits + self._misses == 0:
             return None

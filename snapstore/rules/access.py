@@ -19,6 +19,7 @@ from snapstore.rules.values import StoreDeny, StoreRequest
 from snapstore.rules.verdicts import Abstain
 
 _INFO_PREFIX = "/v2/snaps/info/"
+_COHORTS = "/v2/cohorts"
 
 
 def _names(values: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
@@ -95,16 +96,47 @@ class SnapAccessRule:
         if not self.active:
             return Abstain()
         if request.blob is not None:
-            blob = request.blob
-            verdict = self.denied(blob.snapName or None)
-            if blob.snapId in self._deniedIds or (verdict and blob.snapName):
-                return StoreDeny(404, "not found", errorCode="not-found")
-            return Abstain()
+            return self._admitBlob(request.blob)
+        if request.path == _COHORTS:
+            return self._admitCohorts(request)
         if request.path.startswith(_INFO_PREFIX):
             name = request.path[len(_INFO_PREFIX):]
             if name.lower() in self.deny or (
                     self.allow is not None and self.allowPublishers is None
                     and name.lower() not in self.allow):
+                return StoreDeny(404, f"No snap named '{name}' found.",
+                                 errorCode="name-not-found")
+        return Abstain()
+
+    def _admitBlob(self, blob: Any) -> Any:
+        """
+        A download: refused when its snap is denied, and also when it
+        cannot be told which snap it is (no recorded name and a snap-id
+        this process never saw allowed, e.g. after a restart): with a list
+        active, an unknown snap is not served.
+        """
+        if blob.snapId and blob.snapId in self._deniedIds:
+            return StoreDeny(404, "not found", errorCode="not-found")
+        verdict = self.denied(blob.snapName) if blob.snapName else None
+        if verdict:
+            return StoreDeny(404, "not found", errorCode="not-found")
+        if verdict is False or (blob.snapId and blob.snapId in self._allowedIds):
+            return Abstain()
+        return StoreDeny(404, "not found: the proxy cannot tell which snap this download is "
+                         "while a snap allow/deny list is active; refresh first",
+                         errorCode="not-found")
+
+    def _admitCohorts(self, request: StoreRequest) -> Any:
+        """
+        C{POST /v2/cohorts} names snaps in its body: refused when any is
+        denied, or cannot be judged by name alone (publisher lists).
+        """
+        body = request.json()
+        names = body.get("snaps") if isinstance(body, dict) else None
+        if not isinstance(names, list):
+            return Abstain()
+        for name in names:
+            if self.denied(name) is not False:
                 return StoreDeny(404, f"No snap named '{name}' found.",
                                  errorCode="name-not-found")
         return Abstain()
@@ -128,6 +160,15 @@ class SnapAccessRule:
             denied = self.denied(result.get("name") or snap.get("name"), snap.get("publisher"))
             self._learn(result.get("snap-id"), denied)
             return None if denied else result
+        if kind == "catalogue":
+            # v1 names/search entries: with publisher lists, an entry whose
+            # publisher is not known is dropped (fail closed).
+            publisher = {"username": result.get("developer_name") or result.get("publisher"),
+                         "id": result.get("developer_id")}
+            denied = self.denied(result.get("package_name"), publisher
+                                 if publisher["username"] or publisher["id"] else None)
+            self._learn(result.get("snap_id"), denied)
+            return result if denied is False else None
         return result
 
     def _amendAction(self, action: dict[str, Any], result: dict[str, Any]) -> Any:

@@ -42,18 +42,51 @@ def _address(text: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Addres
     return address
 
 
+#: Special-purpose space that the C{ipaddress} properties do not call
+#: private but that is no public destination: carrier-grade NAT (RFC
+#: 6598), IETF protocol assignments (RFC 6890) and the retired 6to4 relay
+#: anycast (RFC 7526).
+_ALSO_INTERNAL = tuple(ipaddress.ip_network(net) for net in (
+    "100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24"))
+
+#: IPv6 prefixes that embed an IPv4 address in their last 32 bits (the
+#: well-known NAT64 prefix, RFC 6052): judged by the embedded address.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded(address: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Address]:
+    """
+    The IPv4 address an IPv6 address carries (6to4, Teredo client, NAT64),
+    which is where a packet to it may end up.
+    """
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def isInternal(text: str) -> bool:
     """
     Whether an address is one a proxy on the open network must not be
     talked into reaching: loopback, link-local, private, unspecified,
-    multicast or reserved space (IPv4-mapped IPv6 is judged as IPv4).
+    multicast, reserved or shared (CGNAT) space.  IPv6 forms that carry an
+    IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by that address.
     Unparseable text counts as internal, failing closed.
     """
     address = _address(text)
     if address is None:
         return True
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded(address)
+        if inner is not None and isInternal(str(inner)):
+            return True
     return (address.is_loopback or address.is_link_local or address.is_private
             or address.is_unspecified or address.is_multicast or address.is_reserved
+            or any(address in network for network in _ALSO_INTERNAL
+                   if network.version == address.version)
             or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local))
 
 
@@ -83,17 +116,23 @@ class ConnectPortRule:
     """
     Let CONNECT reach only the configured ports (C{--proxy-connect-ports},
     443 by default): a tunnel to port 25 or 22 is how proxies get abused.
-    Absolute-URI requests are not affected.
+    Absolute-URI (plain HTTP) relays are held to C{--proxy-relay-ports}
+    (80 and 443 by default) for the same reason: a request line is enough
+    to talk to many text protocols.
     """
 
     name = "connect-ports"
 
-    def __init__(self, ports: Iterable[int]) -> None:
+    def __init__(self, ports: Iterable[int], relayPorts: Optional[Iterable[int]] = None) -> None:
         self.ports = frozenset(ports)
+        self.relayPorts = None if relayPorts is None else frozenset(relayPorts)
 
     def checkConnect(self, target: ConnectTarget) -> Verdict:
-        if target.method == b"CONNECT" and target.port not in self.ports:
-            return Deny(403, f"CONNECT to port {target.port} is not allowed")
+        if target.method == b"CONNECT":
+            if target.port not in self.ports:
+                return Deny(403, f"CONNECT to port {target.port} is not allowed")
+        elif self.relayPorts is not None and target.port not in self.relayPorts:
+            return Deny(403, f"relaying to port {target.port} is not allowed")
         return Abstain()
 
 
@@ -199,7 +238,8 @@ def builtinConnectRules(settings: Any, passwordCheck: Optional[Callable[[str, st
     rules: list[Any] = [ClientNetworkRule(settings.proxyClients)]
     if passwordCheck is not None:
         rules.append(ProxyAuthRule(passwordCheck))
-    rules.append(ConnectPortRule(settings.proxyConnectPorts))
+    rules.append(ConnectPortRule(settings.proxyConnectPorts,
+                                 getattr(settings, "proxyRelayPorts", None)))
     rules.append(InternalDestinationRule(settings.proxyAllowInternal, selfAddresses))
     rules.append(AllowRemaining())
     for rule in rules:

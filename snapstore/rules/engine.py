@@ -35,6 +35,9 @@ from snapstore.state.errors import StateUnavailable
 #: What a refresh-call result's C{result} field is for each action kind.
 ACTION_KINDS = ("install", "refresh", "download")
 
+#: Where v1 HAL answers (names, search) list snaps.
+CATALOGUE_KEY = "clickindex:package"
+
 #: The cache policy used when no rule decides.
 DEFAULT_ASSERTION_TTL = 3600.0
 
@@ -226,7 +229,15 @@ class RuleSet:
             key = result.get("instance-key") if isinstance(result, dict) else None
             action = actions.get(key) if isinstance(key, str) else None
             if action is None or action.get("action") not in ACTION_KINDS:
-                amended.append(result)
+                if _assertionsOnly(result):
+                    amended.append(result)
+                else:
+                    # Fail closed: a result no rule could judge (an
+                    # instance-key of 1 or null, or matching no action) is
+                    # not passed on, so its URL is neither sent nor recorded.
+                    self.log.warn("dropped a refresh result matching no action: "
+                                  "instance-key {key!r}", key=key)
+                    changed = True
                 continue
             new = await self._amend(request, copy.deepcopy(action), result)
             if new is not result:
@@ -255,6 +266,34 @@ class RuleSet:
         @return: as L{amendRefresh}.
         """
         return Deferred.fromCoroutine(self._amendList(request, answer, "results", "find"))
+
+    def amendCatalogue(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
+        """
+        Let the action rules drop entries of a v1 C{names} or C{search}
+        answer (HAL: C{_embedded["clickindex:package"]}); the action given
+        is C{{"action": "catalogue"}}.  An entry a rule changes is kept as
+        upstream sent it: these answers can only be filtered.
+
+        @return: as L{amendRefresh}.
+        """
+        return Deferred.fromCoroutine(self._amendCatalogue(request, answer))
+
+    async def _amendCatalogue(self, request: StoreRequest, answer: Any) -> Any:
+        embedded = answer.get("_embedded") if isinstance(answer, dict) else None
+        if not self.actionRules or not isinstance(embedded, dict):
+            return None
+        items = embedded.get(CATALOGUE_KEY)
+        if not isinstance(items, list):
+            return None
+        kept = []
+        for item in items:
+            if isinstance(item, dict) and await self._amend(
+                    request, {"action": "catalogue"}, item) is None:
+                continue
+            kept.append(item)
+        if len(kept) == len(items):
+            return None
+        return dict(answer, _embedded=dict(embedded, **{CATALOGUE_KEY: kept}))
 
     async def _amendList(self, request: StoreRequest, answer: Any, key: str,
                          kind: str) -> Any:
@@ -318,6 +357,15 @@ def defaultCachePolicy(response: ResponseHead) -> CachePolicy:
     if response.kind == "assertion":
         return CachePolicy(cache=True, ttl=DEFAULT_ASSERTION_TTL)
     return NO_CACHE
+
+
+def _assertionsOnly(result: Any) -> bool:
+    """
+    Whether a refresh result is a C{fetch-assertions} answer (keyed by
+    C{key}, not C{instance-key}) that names no snap to download.
+    """
+    return (isinstance(result, dict) and result.get("result") == "fetch-assertions"
+            and "snap" not in result)
 
 
 def _actionsByKey(body: Any) -> dict[str, dict[str, Any]]:

@@ -99,6 +99,14 @@ async def fetchRevision(upstream: Any, headers: Any, snapName: str, revision: in
     return result
 
 
+def _origin(upstream: Any) -> str:
+    """
+    What answers for upstream, in words: the upstream store, or on an
+    offline node its imported content (set by L{snapstore.offline.store}).
+    """
+    return getattr(upstream, "origin", None) or "the upstream store"
+
+
 async def _resolve(upstream: Any, snapName: str, channel: str, revision: int,
                    architecture: Optional[str] = None) -> list[Override]:
     try:
@@ -115,7 +123,7 @@ async def _resolve(upstream: Any, snapName: str, channel: str, revision: int,
         if result.get("result") == "error":
             error = result.get("error") or {}
             if error.get("code") in ("name-not-found", "id-not-found"):
-                raise OverrideError(f"snap {snapName!r} is not known to the upstream store")
+                raise OverrideError(f"snap {snapName!r} is not known to {_origin(upstream)}")
             lastError = error
             continue
         snap = result.get("snap") or {}
@@ -125,7 +133,7 @@ async def _resolve(upstream: Any, snapName: str, channel: str, revision: int,
                          architecture=a, snapId=snapId) for a in architectures]
     detail = f" ({lastError.get('message')})" if lastError and lastError.get("message") else ""
     raise OverrideError(
-        f"revision {revision} of snap {snapName!r} is not known to the upstream store{detail}")
+        f"revision {revision} of snap {snapName!r} is not known to {_origin(upstream)}{detail}")
 
 
 def resolveOverrides(upstream: Any, snapName: str, channel: str, revision: int,

@@ -10,6 +10,7 @@ file never leaves the proxy without its policy.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Callable, Optional
 
@@ -28,6 +29,7 @@ from snapstore.rules.devices import (
 )
 from snapstore.rules.engine import RuleEnv, RuleFailed, RuleSet
 from snapstore.rules.loader import RuleLoadError, loadRules
+from snapstore.rules.shipped import isShipped
 from snapstore.rules.sessions import SessionChallenges, SessionDirectory
 from snapstore.rules.values import DAY, DeviceIdentity, ResponseHead, StoreRequest
 
@@ -96,8 +98,10 @@ class RulesService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.log.info("Loaded {count} rules from {directory}: {names}",
+        self.log.info("Loaded {count} rules from {directory}{shipped}, files {files}: {names}",
                       count=len(self.ruleSet.rules), directory=self.directory,
+                      shipped=" (the shipped rules)" if isShipped(self.directory) else "",
+                      files=", ".join(self.ruleSet.files) or "none",
                       names=", ".join(rule.name for rule in self.ruleSet.rules))
         try:
             self._previousHandler = self._installSignal(signal.SIGHUP, self._sighup)
@@ -152,6 +156,15 @@ class RulesService(Service):
             schedule(self.reload)
         else:
             self.env.clock.callLater(0, self.reload)
+
+    def describeFiles(self) -> dict[str, Any]:
+        """
+        What C{snapstore status} shows: the directory, whether it is the
+        shipped one, and the files of the rules in force.
+        """
+        return {"directory": os.path.abspath(self.directory),
+                "shipped": isShipped(self.directory),
+                "files": list(self.ruleSet.files)}
 
     def reload(self) -> bool:
         """
@@ -280,6 +293,12 @@ class RulesService(Service):
         @see: L{RuleSet.amendFind}
         """
         return self.ruleSet.amendFind(request, answer)
+
+    def amendCatalogue(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
+        """
+        @see: L{RuleSet.amendCatalogue}
+        """
+        return self.ruleSet.amendCatalogue(request, answer)
 
     def noteAnswer(self, request: StoreRequest, code: int, answer: bytes) -> None:
         """

@@ -13,9 +13,10 @@ from the cache should not fail on a declaration it fetched ten minutes ago.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
@@ -26,6 +27,8 @@ from twisted.internet.interfaces import IReactorTime
 from snapstore.cache.documents import Document, DocumentCache
 from snapstore.store.compression import encodeFor
 from snapstore.http.storeerror import writeStoreError
+from snapstore.rules.verdicts import Deny
+from snapstore.state.errors import StateUnavailable
 from snapstore.store.relay import copyResponseHead, outboundHeaders
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 
@@ -33,9 +36,37 @@ from snapstore.store.upstream import StoreUpstream, UpstreamError
 IMMUTABLE_TYPES = frozenset(["snap-revision", "account-key", "account"])
 #: Seconds other assertion types are served from the cache.
 MUTABLE_TTL = 600.0
+#: The two formats the store answers assertions in.
+ASSERTION_TYPE = "application/x.ubuntu.assertion"
+JSON_TYPE = "application/json"
 #: Largest assertion answer kept (an assertion stream of a big model can be
 #: a few hundred kilobytes).
 MAX_ASSERTION_SIZE = 4 << 20
+
+
+def representation(request: Request) -> str:
+    """
+    The one of the store's two answer formats that the request's C{Accept}
+    prefers: C{application/json}, or the assertion format (for anything
+    else, empty included).  Used both as the cache key and as the C{Accept}
+    sent upstream, so that spellings of the same wish share one entry and
+    an entry always holds what its key says.
+    """
+    best, bestQuality = ASSERTION_TYPE, 0.0
+    for value in request.requestHeaders.getRawHeaders(b"accept") or ():
+        for item in value.decode("latin-1").split(","):
+            mediaType, *parameters = [part.strip().lower() for part in item.split(";")]
+            quality = 1.0
+            for parameter in parameters:
+                name, _, number = parameter.partition("=")
+                if name.strip() == "q":
+                    try:
+                        quality = float(number)
+                    except ValueError:
+                        quality = 0.0
+            if mediaType in (JSON_TYPE, ASSERTION_TYPE) and quality > bestQuality:
+                best, bestQuality = mediaType, quality
+    return best
 
 
 def assertionType(request: Request) -> str:
@@ -53,8 +84,9 @@ class AssertionsResource(Resource):
     Serves C{/v2/assertions/...} from a L{DocumentCache}, fetching misses
     from upstream.  Anything but C{GET} goes to C{fallback} (the relay).
 
-    The cache key is the full path and query plus the C{Accept} header
-    (the store answers JSON or the assertion format depending on it).
+    The cache key is the full path and query plus the format C{Accept}
+    asks for (the store answers JSON or the assertion format depending on
+    it), and the user credentials when there are any (L{cacheKey}).
 
     @ivar policy: C{(assertion type, status) -> CachePolicy} (the cache
         rule of C{rules.d}, L{snapstore.rules.service.RulesService.assertionPolicy}),
@@ -67,7 +99,12 @@ class AssertionsResource(Resource):
 
     def __init__(self, reactor: IReactorTime, upstream: StoreUpstream, documents: DocumentCache,
                  fallback: IResource, ttl: float = MUTABLE_TTL,
-                 policy: Optional[Callable[[str, int], Any]] = None) -> None:
+                 policy: Optional[Callable[[str, int], Any]] = None,
+                 admit: Optional[Callable[[Request], Any]] = None) -> None:
+        """
+        @param admit: C{request -> Deferred[verdict]}: the admission rules,
+            or C{None}.
+        """
         super().__init__()
         self.policy = policy
         self.clock = reactor
@@ -75,6 +112,7 @@ class AssertionsResource(Resource):
         self.documents = documents
         self.fallback = fallback
         self.ttl = ttl
+        self.admit = admit
 
     def render(self, request: Request) -> Any:
         if request.method != b"GET":
@@ -83,15 +121,27 @@ class AssertionsResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(StateUnavailable):
+            # The admission rules need the state store.
+            writeStoreError(request, 503, "state-unavailable",
+                            "the proxy's database is unavailable; try again shortly")
+            return
         self.log.failure("serving assertion {uri} failed", failure, uri=request.uri)
         writeStoreError(request, 500, "internal-error", "the proxy failed to serve this assertion")
 
     @staticmethod
     def cacheKey(request: Request) -> str:
-        accept = request.getHeader(b"accept") or ""
-        if isinstance(accept, bytes):
-            accept = accept.decode("latin-1")
-        return request.uri.decode("latin-1") + "\n" + accept
+        """
+        The path and query, the representation asked for (see
+        L{representation}), and, for a request with user credentials
+        (C{Authorization}), a digest of them: an answer fetched with
+        someone's credentials is never served to anyone else.
+        """
+        key = request.uri.decode("latin-1") + "\n" + representation(request)
+        credentials = request.requestHeaders.getRawHeaders(b"authorization")
+        if credentials:
+            key += "\n" + hashlib.sha256(b"\n".join(credentials)).hexdigest()
+        return key
 
     def _fresh(self, kind: str, document: Document) -> bool:
         if self.policy is not None:
@@ -104,6 +154,14 @@ class AssertionsResource(Resource):
         return self.clock.seconds() - document.storedAt < self.ttl
 
     async def _answer(self, request: Request) -> None:
+        if self.admit is not None:
+            # The admission rules (device limit, ...) hold for assertions
+            # as for every other store call.
+            verdict = await maybeDeferred(self.admit, request)
+            if isinstance(verdict, Deny):
+                writeStoreError(request, verdict.code, getattr(verdict, "errorCode", "forbidden"),
+                                verdict.reason)
+                return
         key = self.cacheKey(request)
         kind = assertionType(request)
         cached = self.documents.get(key)
@@ -112,8 +170,10 @@ class AssertionsResource(Resource):
             return
         what = f"GET {request.path.decode('ascii', 'replace')}"
         try:
+            headers = outboundHeaders(request)
+            headers.setRawHeaders(b"accept", [representation(request).encode("ascii")])
             response = await self.upstream.request(
-                b"GET", self.upstream.url(request.uri), outboundHeaders(request))
+                b"GET", self.upstream.url(request.uri), headers)
             body = await self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
         except UpstreamError as error:
             if cached is not None:

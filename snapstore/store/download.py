@@ -223,7 +223,7 @@ class DownloadResource(Resource):
                  cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
                  sendfile: bool = True, metrics: Any = None,
-                 sendfileThreads: Any = None) -> None:
+                 sendfileThreads: Any = None, throttle: Any = None) -> None:
         """
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
         @param offline: never contact upstream; misses are refused with 404.
@@ -232,6 +232,8 @@ class DownloadResource(Resource):
             blob bytes fetched upstream, or C{None}.
         @param sendfileThreads: L{snapstore.cache.sender.SendfileThreads}
             sending cache hits, or C{None} to send them from the reactor.
+        @param throttle: a L{snapstore.uplink.rate.Throttle} every fill's
+            upstream body passes (C{--upstream-rate}), or C{None}.
         """
         super().__init__()
         self.metrics = metrics
@@ -244,6 +246,17 @@ class DownloadResource(Resource):
         self.idleTimeout = idleTimeout
         self.offline = offline
         self.sendfile = sendfile
+        self.throttle = throttle
+        #: Fills misses instead of L{_startFill} once L{useFiller} gave one.
+        self.filler: Any = None
+
+    def useFiller(self, filler: Any) -> None:
+        """
+        Fill misses with C{filler} instead of L{_startFill}: the cluster's
+        L{snapstore.cluster.filler.ClusterFiller} (peers before upstream),
+        which is made around this resource and so after it.
+        """
+        self.filler = filler
 
     # -- entry ---------------------------------------------------------------
 
@@ -313,7 +326,10 @@ class DownloadResource(Resource):
                 self.log.warn("no room in the cache for {name} ({size} bytes); serving it uncached",
                               name=name, size=record.size)
                 return self._relayUncached(request, record.url.encode("ascii"))
-            self._startFill(fill, record, request)
+            if self.filler is not None:
+                self.filler.startFill(fill, record, request)
+            else:
+                self._startFill(fill, record, upstreamHeaders(request))
         started = fill.whenStarted()
         started.addCallback(lambda _: self._join(request, fill, wanted))
         started.addErrback(self._failed, request, name)
@@ -400,22 +416,48 @@ class DownloadResource(Resource):
         raise UpstreamError(502, "upstream-bad-response",
                             f"upstream redirected more than {MAX_REDIRECTS} times")
 
-    def _startFill(self, fill: Any, record: Any, request: Request) -> None:
+    def prefetch(self, record: Any, throttle: Any = None) -> Optional[Any]:
+        """
+        Start filling C{record}'s blob for no device (a followed channel's
+        new revision), unless it is cached or being filled already.
+
+        @param throttle: an extra L{snapstore.uplink.rate.Throttle}
+            (C{--prefetch-rate}) on top of L{throttle}.
+        @return: the L{Fill} to watch, or C{None} when there is nothing to
+            do (cached, or no room).
+        """
+        if self.offline or self.cache.contains(record.sha3_384):
+            return None
+        fill = self.cache.filling(record.sha3_384)
+        if fill is not None:
+            return fill
+        fill = self.cache.beginFill(record.sha3_384, record.size)
+        if fill is not None:
+            headers = Headers()
+            addVia(headers)
+            self._startFill(fill, record, headers, throttle)
+        return fill
+
+    def _startFill(self, fill: Any, record: Any, headers: Headers, throttle: Any = None) -> None:
         """
         Fetch C{record}'s blob into C{fill}; the transfer lives on if the
         device that caused it goes away (others may be waiting, and the
         blob is worth having).
         """
         what = record.name
-        fetching = self.fetch(b"GET", record.url.encode("ascii"), upstreamHeaders(request))
+        fetching = self.fetch(b"GET", record.url.encode("ascii"), headers)
+        if self.throttle is not None:
+            throttle = self.throttle.joined(throttle)
 
         def answered(response: IResponse) -> None:
             problem = self._checkBlobResponse(response, fill.size, what)
             if problem is not None:
                 response.deliverBody(_Discard())
                 raise problem
-            response.deliverBody(_FillWriter(fill, self.clock, self.idleTimeout, what,
-                                             self.metrics))
+            writer: Protocol = _FillWriter(fill, self.clock, self.idleTimeout, what, self.metrics)
+            if throttle is not None:
+                writer = throttle.wrap(writer)
+            response.deliverBody(writer)
             fill.start()
 
         def failed(failure: Failure) -> None:
@@ -456,6 +498,8 @@ class DownloadResource(Resource):
         def relay(response: IResponse) -> Any:
             copyResponseHead(response, request, keepLength=True)
             request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
+            if self.throttle is not None:
+                response = self.throttle.wrapResponse(response)
             relayed = relayBody(response, request)
             if self.metrics is not None:
                 relayed.addCallback(self.metrics.fetchedUpstream)

@@ -31,6 +31,11 @@ class ClientConfigResource(Resource):
         self.clientConfig = clientConfig
 
     def render_GET(self, request: Request) -> bytes:
+        problem = self.clientConfig.loopbackProblem(request)
+        if problem is not None:
+            request.setResponseCode(409)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return problem.encode("utf-8") + b"\n"
         form = (request.args.get(b"format") or [b"sh"])[0].decode("ascii", "replace")
         mode = (request.args.get(b"mode") or [b"store"])[0].decode("ascii", "replace")
         if mode not in ("store", "forward"):

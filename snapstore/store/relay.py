@@ -51,6 +51,7 @@ _AMENDED = (
     (re.compile(r"^/v2/snaps/refresh$"), "amendRefresh"),
     (re.compile(r"^/v2/snaps/info/[^/]+$"), "amendInfo"),
     (re.compile(r"^/v2/snaps/find$"), "amendFind"),
+    (re.compile(r"^/api/v1/snaps/(names|search)$"), "amendCatalogue"),
 )
 _HOST = re.compile(rb"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 MAX_REQUEST_BODY = 4 << 20

@@ -102,6 +102,14 @@ class StoreRoot(Resource):
         self.local = dict(local or {})
         self.notFound = NotFoundResource()
 
+    def mount(self, name: bytes, resource: IResource) -> None:
+        """
+        Serve C{resource} under C{/<name>/} beside the store API (a part
+        made around this root's own resources: the cluster's peer
+        endpoint around the download path).
+        """
+        self.local[name] = resource
+
     def getChild(self, path: bytes, request: Any) -> IResource:
         segments = [path] + request.postpath
         if segments[:4] == [b"api", b"v1", b"snaps", b"download"]:

@@ -26,6 +26,7 @@ from snapstore.cache.documents import DocumentCache
 from snapstore.cache.sender import SendfileThreads
 from snapstore.config import Settings
 from snapstore.http.absolute import AbsoluteFormRequest
+from snapstore.http.clientlimit import ClientLimit
 from snapstore.http.guard import GuardedSite
 from snapstore.interfaces import IBlobCache, IServiceReactor, IStateStore
 from snapstore.observe.access import AccessObserver, ObservedRequest
@@ -75,6 +76,9 @@ class StoreParts:
     @ivar metrics: the L{Metrics} the parts count in.
     @ivar cache: the blob cache, for the admin API (stats, prune, verify).
     @ivar rules: the L{snapstore.rules.service.RulesService} or C{None}.
+    @ivar download: the download resource (under the rules' gate in
+        C{root} when there are rules): the uplink's follower and the
+        cluster fill through it.
     """
 
     site: GuardedSite
@@ -85,13 +89,14 @@ class StoreParts:
     services: tuple[IService, ...]
     metrics: Metrics
     cache: IBlobCache
+    download: DownloadResource
     rules: Any = None
 
 
 def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateStore,
                    upstream: StoreUpstream, metrics: Metrics,
                    local: Mapping[bytes, IResource], rules: Any = None,
-                   services: tuple[IService, ...] = ()) -> StoreParts:
+                   services: tuple[IService, ...] = (), throttle: Any = None) -> StoreParts:
     """
     Build the store endpoint for C{settings} around an L{IStateStore}.
 
@@ -103,37 +108,57 @@ def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateSt
         relay, the download gate and the assertion cache, or C{None}.
     @param services: services the parts depend on (the connection pool,
         the rules); kept in L{StoreParts.services}.
+    @param throttle: the uplink's C{--upstream-rate}
+        (L{snapstore.uplink.rate.Throttle}) on blob fills, or C{None}.
     """
     remoteURLs = RemoteURLs()
     relay = RelayResource(upstream, remoteURLs, state.recordBlob, reactor, settings.publicUrl,
                           rules=rules, metrics=metrics)
     cache = BlobCache(reactor, settings.cacheDir, settings.cacheSize)
-    download: IResource = DownloadResource(
+    storeDownload = DownloadResource(
         reactor, upstream, state, cache, offline=settings.offline, metrics=metrics,
-        sendfileThreads=SendfileThreads(reactor))
+        sendfileThreads=SendfileThreads(reactor), throttle=throttle)
+    download: IResource = storeDownload
     if rules is not None:
         # Admission rules (snap deny lists, device limit) before any blob.
         download = DownloadGate(download, rules, state.getBlob)
     # GET /v2/assertions/... from a memory cache; how long each assertion
     # type is kept comes from the cache rule.
+    # Assertions are admitted like any other call (a device over the limit
+    # gets none).
     assertions = AssertionsResource(
         reactor, upstream, DocumentCache(reactor), relay,
-        policy=rules.assertionPolicy if rules is not None else None)
+        policy=rules.assertionPolicy if rules is not None else None,
+        admit=(lambda request: rules.describe(request).addCallback(rules.admit))
+        if rules is not None else None)
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
                      local=dict(local), assertions=assertions)
     return StoreParts(
-        site=_site(root, reactor, AccessObserver(metrics, reactor)),
+        site=_site(root, reactor, AccessObserver(metrics, reactor),
+                   clientLimit=_clientLimit(reactor, settings)),
         proxySite=_site(root, reactor, AccessObserver(metrics, reactor, ProxiedStoreRequest)),
         root=root, state=state, upstream=upstream, services=tuple(services),
-        metrics=metrics, cache=cache, rules=rules)
+        metrics=metrics, cache=cache, download=storeDownload, rules=rules)
 
 
-def _site(root: IResource, reactor: IReactorTime, observer: AccessObserver) -> GuardedSite:
+def _clientLimit(reactor: IReactorTime, settings: Settings) -> Optional[ClientLimit]:
+    """
+    The bound on each client address's connections to the store endpoint
+    (C{--store-max-per-client}; 0 turns it off).  The forward proxy has its
+    own (C{--proxy-max-per-client}).
+    """
+    maximum = settings.storeMaxPerClient
+    return ClientLimit(maximum, reactor) if maximum else None
+
+
+def _site(root: IResource, reactor: IReactorTime, observer: AccessObserver,
+          clientLimit: Optional[ClientLimit] = None) -> GuardedSite:
     """
     A site with bounded bodies and request deadlines (see
     L{snapstore.http.guard}) whose requests C{observer} counts and logs.
     """
-    return GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor, observer=observer)
+    return GuardedSite(root, maxBodySize=MAX_REQUEST_BODY, reactor=reactor, observer=observer,
+                       clientLimit=clientLimit)
 
 
 __all__ = ["StoreParts", "PoolService", "makeStoreParts"]

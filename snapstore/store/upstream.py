@@ -74,7 +74,13 @@ class StoreUpstream:
 
     log = Logger()
 
-    def __init__(self, agent: IAgent, base: str, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, agent: IAgent, base: str, clock: IReactorTime, timeout: float,
+                 origin: str = "the upstream store") -> None:
+        """
+        @param origin: where answers come from, as errors that name it
+            should say (an offline node: its imported content).
+        """
+        self.origin = origin
         self.agent = agent
         self.base = base.encode("ascii")
         self.clock = clock

@@ -227,6 +227,8 @@ class APIResource(Resource):
             return self._sections, ()
         if path == "/api/v1/snaps/names" and get:
             return self._names, ()
+        if path == "/api/v1/snaps/search" and get:
+            return self._searchV1, ()
         if path.startswith("/v2/assertions/") and get:
             return self._assertion, (path[len("/v2/assertions/") :],)
         if path == "/api/v1/snaps/auth/nonces" and post:
@@ -658,6 +660,34 @@ class APIResource(Resource):
                     "apps": [snap.name] if snap.type == "app" else [],
                 }
             )
+        return self._json(
+            request, {"_embedded": {"clickindex:package": packages}}, contentType=HAL_JSON
+        )
+
+    def _searchV1(self, request):
+        """
+        The v1 search snapd falls back to (store-api.md 3.3): HAL, v1 field
+        names, stable revisions matching C{q} or the C{name} prefix.
+        """
+        architecture = self._architecture(request)
+        q = (self._arg(request, "q") or "").lower()
+        prefix = self._arg(request, "name")
+        packages = []
+        for snap in self._catalogue:
+            if prefix is not None and not snap.name.startswith(prefix):
+                continue
+            if q and not any(q in text.lower() for text in (snap.name, snap.summary)):
+                continue
+            found = snap.resolve(Channel("latest", "stable"), architecture)
+            if found is None:
+                continue
+            revision, _ = found
+            packages.append({
+                "package_name": snap.name, "snap_id": snap.snapId,
+                "developer_name": snap.publisherUsername, "developer_id": snap.publisherId,
+                "summary": snap.summary, "version": revision.version,
+                "revision": revision.revision, "binary_filesize": revision.size,
+            })
         return self._json(
             request, {"_embedded": {"clickindex:package": packages}}, contentType=HAL_JSON
         )

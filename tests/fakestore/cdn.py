@@ -12,7 +12,7 @@ import re
 import socket
 import struct
 
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -56,7 +56,7 @@ def parseRange(value: str | bytes | None, size: int):
     return (start, min(end, size - 1))
 
 
-@implementer(IPullProducer)
+@implementer(IPullProducer, IPushProducer)
 class BlobProducer:
     """
     Writes C{[start, start+length)} of a blob to a request, one block per
@@ -79,14 +79,47 @@ class BlobProducer:
         self._corruptAt = None
         if fault is not None and fault.kind == "corrupt":
             self._corruptAt = fault.offset if fault.offset is not None else blob.size // 2
+        self._delay = fault.seconds if fault is not None and fault.kind == "slow" else 0.0
+        self._waiting = None
 
     def start(self) -> None:
         # Send the headers now, so a fault cutting at offset 0 still lets
         # the client see a response that then breaks.
         self._request.write(b"")
+        if self._delay:
+            # Slow: a push producer writing one block per delay (a pull
+            # producer would be polled in a busy loop meanwhile).
+            self._paused = False
+            self._request.registerProducer(self, True)
+            self._schedule()
+            return
         self._request.registerProducer(self, False)
 
+    def _schedule(self) -> None:
+        if self._waiting is None and not self._stopped:
+            self._waiting = self._store._reactor.callLater(self._delay, self._tick)
+
+    def _tick(self) -> None:
+        self._waiting = None
+        if self._stopped or self._paused:
+            return
+        self._produce()
+        self._schedule()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
     def resumeProducing(self) -> None:
+        if self._stopped:
+            return
+        if self._delay:
+            self._paused = False
+            self._schedule()
+            return
+        self._produce()
+
+    def _produce(self) -> None:
+        self._waiting = None
         if self._stopped:
             return
         if self._cutAt is not None and self._sent >= self._cutAt:
@@ -133,6 +166,9 @@ class BlobProducer:
 
     def stopProducing(self) -> None:
         self._stopped = True
+        if self._waiting is not None and self._waiting.active():
+            self._waiting.cancel()
+        self._waiting = None
 
 
 class CDNResource(Resource):

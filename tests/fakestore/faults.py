@@ -10,7 +10,7 @@ after 100 kB, the one after that succeeds" and check the proxy's retry.
 
 from dataclasses import dataclass
 
-CDN_KINDS = ("reset", "short", "corrupt", "stall")
+CDN_KINDS = ("reset", "short", "corrupt", "stall", "slow")
 API_KINDS = ("status", "invalid-json", "stall", "gzip-bomb", "encoding")
 
 
@@ -24,7 +24,9 @@ class CDNFault:
         Content-Length promised more), C{"corrupt"} (the byte at absolute
         blob offset C{offset} is flipped: same length, wrong digest) or
         C{"stall"} (wait C{seconds} before sending the response headers,
-        then answer normally).
+        then answer normally) or C{"slow"} (wait C{seconds} before each
+        64 KiB block: a slow uplink, so that a transfer is still under way
+        when a test acts).
     @ivar offset: for reset/short, body bytes to send first (default half
         of the body); for corrupt, the absolute blob offset to flip
         (default the middle of the blob).

@@ -200,6 +200,28 @@ class FakeStore:
         waits += [f.closeAll() for f in self._factories]
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
+    def goDown(self) -> Deferred:
+        """
+        An outage of the API host: stop listening on its port (connections
+        are refused) and abort its open connections; the CDN stays.  The
+        catalogue is kept for L{comeBack}.
+        """
+        port = self._ports[0]
+        waits = [maybeDeferred(port.stopListening), self._factories[0].closeAll()]
+        return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def comeBack(self) -> Deferred:
+        """
+        End an outage begun by L{goDown}: listen again on the same API port.
+        """
+        endpoint = TCP4ServerEndpoint(self._reactor, self.apiPort, interface="127.0.0.1")
+
+        def listening(port):
+            self._ports[0] = port
+            return None
+
+        return endpoint.listen(self._factories[0]).addCallback(listening)
+
     # -- catalogue -----------------------------------------------------------
 
     def addSnap(self, name: str, snapId: str | None = None, publisher: str = "canonical",

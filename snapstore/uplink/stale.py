@@ -1,0 +1,351 @@
+# -*- test-case-name: tests.test_uplink -*-
+"""
+Serve stale: answer from what upstream said before, while it fails.
+
+L{StaleAgent} sits where the offline mode puts its local agent: under the
+upstream client that the relay, the assertion resource and the rules
+share.  Refresh, info, find and assertion calls go upstream as always; a
+good answer is relayed and learned (L{snapstore.uplink.answers}).  When
+upstream refuses, cannot be reached, does not answer within the deadline
+(a little under C{--upstream-timeout}, so the device gets an answer before
+the relay would give up) or answers 5xx, the call is answered by the
+offline mode's L{LocalStoreAgent} over the learned answers, with
+C{X-Cache: STALE}.  Everything above (admission rules, override pins, URL
+rewriting, blob records) then runs as for a live answer.
+
+What was never seen gets the upstream failure, as without this module.
+Every other call (downloads, device sessions, categories) goes upstream
+untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from io import BytesIO
+from typing import Any, Optional
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
+from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import implementer
+
+from snapstore.offline.store import LocalResponse, LocalStoreAgent
+from snapstore.store.compression import EncodingError, Inflater, contentCodings
+from snapstore.store.upstream import UpstreamError, describeFailure
+from snapstore.uplink.answers import RelayedAnswers
+
+#: Answers larger than this are relayed but not learned.
+MAX_LEARNED = 16 << 20
+#: The largest answer to a covered call read (as sent), as the relay's
+#: own bound on the answers it reads.
+MAX_BODY = 64 << 20
+
+
+class UplinkHealth:
+    """
+    Whether upstream answers, since when it fails, and how many stale
+    answers were given: for C{snapstore status} and C{/metrics}.
+    """
+
+    def __init__(self, clock: Any, counter: Any = None, metrics: Any = None) -> None:
+        self.clock = clock
+        self.counter = counter
+        self.metrics = metrics
+        self.failingSince: Optional[float] = None
+        self.lastError = ""
+        self.staleAnswers = 0
+
+    def answered(self) -> None:
+        self.failingSince = None
+        self.lastError = ""
+
+    def failed(self, why: str) -> None:
+        if self.failingSince is None:
+            self.failingSince = self.clock.seconds()
+        self.lastError = why
+
+    def servedStale(self, kind: str, code: str) -> None:
+        """
+        A stale answer was given for a call upstream failed with C{code}:
+        the failure still counts in C{snapstore_upstream_errors_total}
+        (alerts on it keep firing during an outage), and the answer in
+        C{snapstore_stale_answers_total}.
+        """
+        if self.metrics is not None:
+            self.metrics.upstreamFailed(code)
+        self.staleAnswers += 1
+        if self.counter is not None:
+            self.counter.labels(kind).inc()
+
+    def status(self, enabled: bool) -> dict[str, Any]:
+        return {"ok": self.failingSince is None,
+                "failing-since": self.failingSince,
+                "last-error": self.lastError or None,
+                "serve-stale": enabled,
+                "serving-stale": enabled and self.failingSince is not None,
+                "stale-answers": self.staleAnswers}
+
+
+def classify(method: bytes, path: str) -> Optional[str]:
+    """
+    Which answer kind a call is, for those stale answers cover.
+    """
+    segments = [unquote(s) for s in path.strip("/").split("/")]
+    if method == b"POST" and segments == ["v2", "snaps", "refresh"]:
+        return "refresh"
+    if method == b"GET" and len(segments) == 4 and segments[:3] == ["v2", "snaps", "info"]:
+        return "info"
+    if method == b"GET" and segments == ["v2", "snaps", "find"]:
+        return "find"
+    if method == b"GET" and len(segments) > 3 and segments[:2] == ["v2", "assertions"]:
+        return "assertion"
+    return None
+
+
+class _Gather(Protocol):
+    """
+    Reads a whole body as sent (still coded), failing with a 502 past
+    C{limit} bytes, the bound the relay puts on the answers it reads.
+    """
+
+    transport: Any
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.what = what
+        self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
+
+    def _cancel(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.parts = []
+            self._cancel()
+            self.done.errback(UpstreamError(
+                502, "upstream-bad-response",
+                f"upstream answer to {self.what} is larger than {self.limit} bytes"))
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
+        if self.done.called:
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+
+class _TooSlow(Exception):
+    """
+    Upstream did not answer within the stale deadline.
+    """
+
+
+@implementer(IAgent)
+class StaleAgent:
+    """
+    An L{IAgent} relaying to C{live} and answering from C{answers} when it
+    fails.
+
+    @ivar enabled: C{False} (C{--serve-stale no}) only learns nothing and
+        relays; failures stay failures.
+    @ivar deadline: seconds upstream has to answer a covered call in full
+        before a stale answer is given instead.
+    """
+
+    log = Logger()
+
+    def __init__(self, live: IAgent, base: str, answers: RelayedAnswers, clock: Any,
+                 deadline: float, health: UplinkHealth, enabled: bool = True) -> None:
+        self.live = live
+        self.base = base if base.endswith("/") else base + "/"
+        self.answers = answers
+        self.clock = clock
+        self.deadline = deadline
+        self.health = health
+        self.enabled = enabled
+        self.local = LocalStoreAgent(answers, self.base, live)
+
+    def request(self, method: bytes, uri: bytes, headers: Optional[Headers] = None,
+                bodyProducer: Any = None) -> Deferred[IResponse]:
+        text = uri.decode("ascii", "replace")
+        kind = None
+        if self.enabled and text.startswith(self.base):
+            kind = classify(method, urlsplit(text[len(self.base) - 1:]).path)
+        if kind is None:
+            return self.live.request(method, uri, headers, bodyProducer)
+        return Deferred.fromCoroutine(self._request(kind, method, uri, headers or Headers(),
+                                            bodyProducer))
+
+    async def _request(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                       bodyProducer: Any) -> IResponse:
+        body: Optional[bytes] = None
+        if bodyProducer is not None:
+            collected = _Collect()
+            await bodyProducer.startProducing(collected)
+            body = b"".join(collected.parts)
+        try:
+            response, raw = await self._live(method, uri, headers, body)
+        except CancelledError:
+            raise  # the caller gave up: nothing to answer
+        except Exception as error:
+            why = Failure(error)
+            if isinstance(error, _TooSlow):
+                code = "upstream-timeout"
+            else:
+                code = describeFailure(why, uri.decode("ascii", "replace"), self.deadline).code
+            self.health.failed(why.getErrorMessage() or type(why.value).__name__)
+            stale = await self._stale(kind, method, uri, headers, body, code)
+            if stale is None:
+                if isinstance(error, _TooSlow):
+                    raise UpstreamError(504, "upstream-timeout", str(error))
+                raise
+            return stale
+        if response.code >= 500:
+            self.health.failed(f"upstream answered {response.code}")
+            stale = await self._stale(kind, method, uri, headers, body,
+                                      f"upstream-status-{response.code}")
+            if stale is not None:
+                return stale
+        else:
+            self.health.answered()
+            if response.code == 200:
+                self._learn(kind, uri, headers, body, response, raw)
+        return LocalResponse(response.code, response.phrase, response.headers, raw)
+
+    async def _live(self, method: bytes, uri: bytes, headers: Headers,
+                    body: Optional[bytes]) -> tuple[IResponse, bytes]:
+        """
+        Ask upstream and read the whole answer within the deadline.
+        """
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        asked = self.live.request(method, uri, headers, producer)
+        timedOut = []
+
+        def expire(pending: Deferred[Any]) -> None:
+            timedOut.append(True)
+            pending.cancel()
+
+        timer = self.clock.callLater(self.deadline, lambda: expire(current[0]))
+        current: list[Deferred[Any]] = [asked]
+        try:
+            response = await asked
+            gather = _Gather(MAX_BODY, f"{method.decode()} {uri.decode('ascii', 'replace')}")
+            current[0] = gather.done
+            response.deliverBody(gather)
+            raw = await gather.done
+        except Exception:
+            # Cancelling the agent's request fails it with its own wrapper
+            # of the cancellation: the timer says whether it was ours.
+            if timedOut:
+                raise _TooSlow(f"upstream did not answer {method.decode()} "
+                               f"{uri.decode('ascii', 'replace')} within {self.deadline:g}s")
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+        return response, raw
+
+    async def _stale(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                     body: Optional[bytes], code: str) -> Optional[IResponse]:
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        try:
+            response = await self.local.request(method, uri, headers, producer)
+        except Exception:
+            self.log.failure("cannot build a stale answer to {uri}", uri=uri)
+            return None
+        if not self._useful(kind, response):
+            return None
+        response.headers.setRawHeaders(b"x-cache", [b"STALE"])
+        self.health.servedStale(kind, code)
+        return response
+
+    @staticmethod
+    def _useful(kind: str, response: Any) -> bool:
+        """
+        Whether a local answer says more than "never seen": then it is
+        given; otherwise the device gets upstream's failure.
+        """
+        if response.code != 200:
+            return False
+        if kind == "assertion":
+            return True
+        try:
+            document = json.loads(response.body)
+        except ValueError:
+            return False
+        results = document.get("results") if isinstance(document, dict) else None
+        if kind == "info":
+            return True
+        if kind == "find":
+            return bool(results)
+        for result in results or []:
+            if result.get("result") in ("refresh", "install", "download"):
+                return True
+            if result.get("result") == "fetch-assertions" and result.get("assertion-stream-urls"):
+                return True
+        return False
+
+    def _learn(self, kind: str, uri: bytes, headers: Headers, body: Optional[bytes],
+               response: IResponse, raw: bytes) -> None:
+        if headers.hasHeader(b"authorization"):
+            # A user's credentials may show private snaps: what they see is
+            # never offered to other devices.
+            return
+        try:
+            codings = contentCodings(response.headers)
+            if codings:
+                inflater = Inflater(codings, MAX_LEARNED)
+                decoded = inflater.feed(raw)
+                inflater.finish()
+            else:
+                decoded = raw
+            if len(decoded) > MAX_LEARNED:
+                return
+            parts = urlsplit(uri.decode("ascii", "replace")[len(self.base) - 1:])
+            if kind == "assertion":
+                segments = [unquote(s) for s in parts.path.strip("/").split("/")]
+                self.answers.learnAssertion(segments[2], segments[3:], decoded)
+                return
+            document = json.loads(decoded)
+            if kind == "refresh":
+                self.answers.learnRefresh(json.loads(body or b"null"), headers, document)
+            elif kind == "info":
+                self.answers.learnInfo(document)
+            elif kind == "find":
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                self.answers.learnFind(headers, query, document)
+        except (EncodingError, ValueError) as error:
+            # Learning is best effort: the answer is relayed all the same
+            # (and the relay reports what is wrong with it).
+            self.log.info("not learning from the answer to {uri}: {error}", uri=uri, error=error)
+        except Exception:
+            self.log.failure("cannot learn from the answer to {uri}", uri=uri)
