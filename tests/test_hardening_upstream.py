@@ -38,7 +38,10 @@ class UpstreamFaultTests(TestCase):
         await self.fake.start()
         self.addCleanup(self.fake.stop)
         self.front = await startFront(self, self.fake.apiPort)
-        self.settings = testSettings(self, upstream=self.front.url, upstream_timeout="1")
+        # The relay's own answers to upstream faults, not stale ones
+        # (snapstore.uplink has its own tests).
+        self.settings = testSettings(self, upstream=self.front.url, upstream_timeout="1",
+                                     serve_stale="no")
         store = await startStore(self, self.settings)
         self.parts = store.parts
         self.parts.root.download.headerTimeout = 1.0

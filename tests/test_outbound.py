@@ -9,6 +9,7 @@ import json
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.portforward import ProxyFactory
@@ -156,7 +157,7 @@ class ChainTests(TestCase):
         self.assertEqual(json.loads(body)["name"], "hello")
         self.assertEqual(self.store.count("GET", "/v2/snaps/info/hello"), 1)
         for service in parts.services:
-            await service.stopService()
+            await maybeDeferred(service.stopService)
         await untilTunnelsClosed(self.parent)
         self.assertIn(("CONNECT", f"fakestore.test:{self.tlsPort}", 200),
                       [(e.method, e.target, e.status) for e in self.parent.accessLog.entries])
