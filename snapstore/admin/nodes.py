@@ -48,7 +48,9 @@ def mountNodes(api: Any, cluster: Any) -> NodeRoutes:
     its C{/v1/status} answer (under C{"nodes"}, C{null} outside a cluster).
     """
     routes = NodeRoutes(cluster)
-    status = api.status
+    # The status route as it is now (another part may already extend it).
+    status = next(handler for method, pattern, handler in api._routes
+                  if (method, pattern) == (b"GET", ("v1", "status")))
 
     async def statusWithNodes(request: Request, caller: Any) -> tuple[int, Any]:
         code, answer = await status(request, caller)
@@ -59,7 +61,7 @@ def mountNodes(api: Any, cluster: Any) -> NodeRoutes:
         answer["nodes"] = None if listing is None else listing.get("nodes", listing)
         return code, answer
 
-    api._routes[:] = [(method, pattern, statusWithNodes if handler == status else handler)
+    api._routes[:] = [(method, pattern, statusWithNodes if handler is status else handler)
                       for method, pattern, handler in api._routes]
     api._routes.append((b"GET", ("v1", "nodes"), routes.nodes))
     return routes

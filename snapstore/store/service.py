@@ -124,7 +124,7 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
                        clientLimit=_clientLimit(reactor, settings))
     site.displayTracebacks = False
     observeSite(site, metrics, reactor)
-    return StoreParts(site, root, state, upstream, services, rules, metrics, cache, cluster)
+    return StoreParts(site, root, state, upstream, services, rules, metrics, cache, cluster=cluster)
 
 
 def _clientLimit(reactor: Any, settings: Settings) -> Any:
