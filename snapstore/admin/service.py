@@ -87,6 +87,10 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.offline.adminapi import mountOffline
 
     mountOffline(api, reactor, settings, parts.state, cacheOf(parts))
+    # Devices, inventory, groups, what-would-refresh, deliveries (snapstore.fleet).
+    from snapstore.admin.fleet import mountFleet
+
+    mountFleet(api)
     # Request deadlines, unambiguous heads, and bounded bodies except for
     # bundle imports, which are large (see snapstore.httpguard).
     site = GuardedSite(api, reactor=reactor, maxBodySize=ADMIN_MAX_BODY,
