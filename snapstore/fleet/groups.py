@@ -121,7 +121,10 @@ class GroupDirectory:
     """
     The groups of the state store, kept in memory.
 
-    While the database is away the groups read last stay in force.
+    While the database is away the groups read last stay in force; the
+    rules service reads them as soon as the database answers at start
+    (L{warm}), so that only a node that never reached its database sees
+    devices in no group.
     """
 
     log = Logger()
@@ -131,6 +134,7 @@ class GroupDirectory:
         self._groups: Optional[list[DeviceGroup]] = None
         self._stale = True
         self._stop: Any = None
+        self._failing = False
 
     def _changed(self, event: Any) -> None:
         if not isinstance(event, dict) or event.get("kind") in ("group", "resync"):
@@ -146,10 +150,13 @@ class GroupDirectory:
             self._stale = False
             try:
                 self._groups = list(await self.state.listGroups())
+                self._failing = False
             except Exception as error:
                 self._stale = True
-                self.log.warn("Cannot read device groups ({why}); using the {count} read last",
-                              why=error, count=len(self._groups or ()))
+                if not self._failing:
+                    self._failing = True
+                    self.log.warn("Cannot read device groups ({why}); using the {count} "
+                                  "read last", why=error, count=len(self._groups or ()))
         return self._groups or ()
 
     async def groupsFor(self, identity: str, address: str) -> tuple[str, ...]:

@@ -117,6 +117,8 @@ class RulesService(Service):
         rather than on the first request: what they read is what they
         decide on while the database is away.
         """
+        if self.groups is not None:
+            self.groups.warm()
         for rule in ruleSet.rules:
             warm = getattr(rule, "warm", None)
             if warm is not None:
