@@ -60,9 +60,13 @@ def addVerbs(verb: Any) -> None:
     sub.add_argument("action", nargs="?", choices=("list", "verify"), default="list")
     sub.add_argument("--device", metavar="ID", help="only deliveries to this device")
     sub.add_argument("--snap", metavar="NAME", help="only deliveries of this snap")
-    sub.add_argument("--since", metavar="TIME",
+    sub.add_argument("--since", metavar="TIME", type=_parseTime,
                      help="from this time (RFC 3339, date, POSIX, or a duration back such as 7d)")
     sub.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def _parseTime(text: str) -> float:
+    return _cli().parseTime(text)
 
 
 def _quote(text: str) -> str:
@@ -242,9 +246,7 @@ def _deliveryHash(row: dict[str, Any]) -> str:
 
 def cmdDeliveries(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     cli = _cli()
-    since = None
-    if options.since:
-        since = cli.parseTime(options.since)
+    since = options.since
     if options.action == "verify":
         from snapstore.state.audit import verifyChain
         from types import SimpleNamespace

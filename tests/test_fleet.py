@@ -329,6 +329,12 @@ class SingleNodeTests(FleetMixin, TestCase):
         self.assertEqual(out.splitlines()[0],
                          "time,device,snap,snap-id,revision,sha3-384,bytes,complete,cache")
         self.assertEqual(len(out.splitlines()), 4)
+        exit, out, err = await self.cli(adminURL, "deliveries", "--since", "1h", "--snap",
+                                        "hello", "--json")
+        self.assertEqual(len(json.loads(out)["deliveries"]), 3)
+        future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        exit, out, err = await self.cli(adminURL, "deliveries", "--since", future, "--json")
+        self.assertEqual(json.loads(out)["deliveries"], [])
         exit, out, err = await self.cli(adminURL, "deliveries", "verify")
         self.assertEqual(exit, 0, out + err)
         self.assertIn("intact: 3 rows", out)
