@@ -247,20 +247,23 @@ def listFleet(seenSince: Optional[float], identity: Optional[str] = None,
 def inventory(snapName: Optional[str] = None) -> Operation:
     """
     @return: L{InventoryCount}s, by name, snap-id, revision, channel and
-        architecture.
+        architecture.  Counted on C{device_snaps} alone (its covering
+        index), names joined afterwards, so that the time stays small on a
+        large fleet.
     """
     where, params = "", ()  # type: str, tuple[Any, ...]
     if snapName is not None:
-        where = " WHERE n.name = ? OR s.snap_id = ?"
+        where = " WHERE snap_id IN (SELECT snap_id FROM snap_names WHERE name = ?) OR snap_id = ?"
         params = (snapName, snapName)
     rows = yield Query(
-        "SELECT s.snap_id, COALESCE(n.name, ''), s.revision, s.channel, s.architecture,"
-        " COUNT(*) FROM device_snaps s LEFT JOIN snap_names n ON n.snap_id = s.snap_id"
-        f"{where} GROUP BY s.snap_id, n.name, s.revision, s.channel, s.architecture",
+        "SELECT snap_id, revision, channel, architecture, COUNT(*) FROM device_snaps"
+        f"{where} GROUP BY snap_id, revision, channel, architecture",
         params,
     )
-    counts = [InventoryCount(snapId=row[0], name=row[1], revision=int(row[2]),
-                             channel=row[3], architecture=row[4], devices=int(row[5]))
+    nameRows = yield Query("SELECT snap_id, name FROM snap_names")
+    names = {row[0]: row[1] for row in nameRows}
+    counts = [InventoryCount(snapId=row[0], name=names.get(row[0], ""), revision=int(row[1]),
+                             channel=row[2], architecture=row[3], devices=int(row[4]))
               for row in rows]
     return sorted(counts, key=lambda c: (c.name, c.snapId, c.revision, c.channel,
                                          c.architecture))
