@@ -81,6 +81,7 @@ class InventoryRecorder:
 
     def __init__(self, state: Any) -> None:
         self.state = state
+        self._failing = False
 
     def noteAnswer(self, request: Any, code: int, answer: bytes) -> Deferred[Any]:
         """
@@ -104,11 +105,23 @@ class InventoryRecorder:
                 device = request.device
                 d = self.state.recordInventory(device.identity, device.model, device.address,
                                                request.architecture, snaps, names)
-                return d.addErrback(self._failed, device.identity)
+                return d.addCallbacks(self._recorded, self._failed,
+                                      errbackArgs=(device.identity,))
         if names:
-            return self.state.recordSnapNames(names).addErrback(self._failed, "")
+            return self.state.recordSnapNames(names).addCallbacks(
+                self._recorded, self._failed, errbackArgs=("",))
         return succeed(None)
 
+    def _recorded(self, _: Any) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("Recording device inventories again")
+
     def _failed(self, failure: Any, identity: str) -> None:
-        self.log.warn("Cannot record the inventory of {identity}: {why}",
-                      identity=identity or "-", why=failure.getErrorMessage())
+        # Once per outage: a refresh a second would otherwise log a line a
+        # second.  The next refresh of each device records it again.
+        if not self._failing:
+            self._failing = True
+            self.log.warn("Cannot record the inventory of {identity} (nor, until the "
+                          "database answers, of other devices): {why}",
+                          identity=identity or "-", why=failure.getErrorMessage())
