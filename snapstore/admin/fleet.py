@@ -204,7 +204,16 @@ class FleetRoutes:
 
     async def _report(self, request: Any, ruleSet: RuleSet, snap: Optional[str] = None) -> Any:
         devices = await self._devices(request, everyone=True)
-        return {"changes": await self.planner.changes(devices, ruleSet, snap)}
+        try:
+            return {"changes": await self.planner.changes(devices, ruleSet, snap)}
+        except Exception as error:
+            # The report needs upstream's channel maps: say so when it
+            # cannot be had, rather than "internal error".
+            if getattr(error, "status", None) in (502, 504) or isinstance(error, RuntimeError):
+                raise self._error(502, "upstream-unavailable",
+                                  f"cannot ask upstream what a refresh would offer: "
+                                  f"{getattr(error, 'message', error)}")
+            raise
 
     async def whatWouldRefresh(self, request: Any, caller: Any) -> tuple[int, Any]:
         return 200, await self._report(request, self._ruleSet(), self._arg(request, b"snap"))
