@@ -346,6 +346,25 @@ class SingleNodeTests(FleetMixin, TestCase):
         self.assertEqual(exit, 1)
         self.assertIn("BROKEN at row 2", out)
 
+    @deferred
+    async def test_cleanStopWritesQueuedRows(self):
+        """
+        Rows still queued for their batch when the service is stopped
+        (SIGTERM) are written before it exits.
+        """
+        await self.setUpStore()
+        url, adminURL = await self.startNode()
+        a, b, c = await self.fleet(url)
+        code, answer = await a.refresh(self.hello, 10)
+        download = answer["results"][0]["snap"]["download"]["url"]
+        response = await testAgent(self).request(b"GET", download.encode())
+        await readBody(response)
+        await self.process.kill(signal.SIGTERM)
+        url, adminURL = await self.startNode(dataDir=self.dataDir)
+        code, answer = await self.admin(adminURL, b"GET", "/v1/deliveries")
+        self.assertEqual([(r["device"], r["revision"], r["cache"]) for r in answer["deliveries"]],
+                         [("address:127.0.0.1", 12, "MISS")])
+
 
 class TwoNodeTests(FleetMixin, TestCase):
     """
