@@ -351,6 +351,10 @@ def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -
         if not sep or not channel or not revision.isdigit() or int(revision) < 1:
             raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
         channelMap.append({"channel": channel, "revision": int(revision)})
+    if getattr(options, "dry_run", False):
+        from snapstore.fleetcli import dryRunOverride
+
+        return dryRunOverride(client, options, channelMap, out)
     answer = client.call("POST", f"/v1/overrides/{_quote(options.snap)}",
                          {"channel-map": channelMap})
     if options.json:
@@ -426,23 +430,6 @@ def cmdDeleteOverride(client: AdminClient, options: argparse.Namespace, out: Tex
     for o in answer["deleted"]:
         out.write(f"{o['snap']} {o['channel']} ({o['architecture']}): override of "
                   f"revision {o['revision']} deleted\n")
-    return EXIT_OK
-
-
-def cmdDevices(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("GET", "/v1/devices", query={"all": "1" if options.all else None})
-    if options.json:
-        _dumpJSON(answer, out)
-        return EXIT_OK
-    limit = answer["limit"]
-    out.write(f"Connected devices (last 24 h): {answer['connected']}; "
-              f"device limit: {'none' if limit is None else limit}\n")
-    if answer["devices"]:
-        rows = [["Device", "Model", "Address", "First seen", "Last seen"]]
-        for d in answer["devices"]:
-            rows.append([d["identity"], d["model"] or "-", d["address"] or "-",
-                         formatTime(d["first-seen"]), formatTime(d["last-seen"])])
-        _table(rows, out)
     return EXIT_OK
 
 
@@ -637,6 +624,8 @@ def makeParser() -> argparse.ArgumentParser:
     sub = verb("override", cmdOverride, "pin a snap's channels to revisions")
     sub.add_argument("snap")
     sub.add_argument("pins", nargs="+", metavar="CHANNEL=REVISION")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="change nothing: print what a refresh would change with these pins")
     sub = verb("list-overrides", cmdListOverrides, "list a snap's overrides (all when no SNAP)")
     sub.add_argument("snap", nargs="?")
     sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
@@ -646,8 +635,6 @@ def makeParser() -> argparse.ArgumentParser:
                "set how many devices may use the proxy (all nodes): N, none, or reset "
                "to the rules.d value")
     sub.add_argument("limit", type=_limitArgument, metavar="N|none|reset")
-    sub = verb("devices", cmdDevices, "list devices seen in the last 24 hours")
-    sub.add_argument("--all", action="store_true", help="every device ever seen")
     sub = verb("cache", cmdCache, "blob cache statistics; prune empties it, verify re-hashes it")
     sub.add_argument("action", nargs="?", choices=("stats", "prune", "verify"), default="stats")
     sub = verb("audit", cmdAudit, "list admin changes; 'audit verify' checks the hash chain")
@@ -688,6 +675,11 @@ def makeParser() -> argparse.ArgumentParser:
     from snapstore.cluster.cli import addVerbs as addNodeVerbs
 
     addNodeVerbs(verb)
+    # Who runs what: devices, device, inventory, group, what-would-refresh,
+    # deliveries (snapstore.fleetcli).
+    from snapstore.fleetcli import addVerbs as addFleetVerbs
+
+    addFleetVerbs(verb)
     return parser
 
 

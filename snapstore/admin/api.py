@@ -14,7 +14,8 @@ Routes::
     GET    /v1/overrides[/SNAP]            list pins
     POST   /v1/overrides/SNAP              {"channel-map": [{"channel", "revision"}]}
     DELETE /v1/overrides/SNAP?channel=C    remove pins
-    GET    /v1/devices[?all=1]             devices (connected: last 24 h)
+    GET    /v1/devices[?all=1]             devices (connected: last 24 h; see admin.fleet)
+    (fleet: inventory, groups, what-would-refresh, deliveries: see snapstore.admin.fleet)
     GET    /v1/cache                       cache statistics
     POST   /v1/cache/prune                 empty the cache (audited)
     POST   /v1/cache/verify                re-hash blobs, drop bad ones
@@ -408,6 +409,19 @@ class AdminAPI(Resource):
 
     async def setOverrides(self, request: Request, caller: Caller,
                            snapName: str) -> tuple[int, Any]:
+        resolved = await self.resolveOverrides(request, snapName)
+        results = []
+        for override in resolved:
+            previous = await self.state.setOverride(override, caller.actor)
+            results.append({"override": overrideJSON(override),
+                            "previous": overrideJSON(previous) if previous else None})
+        return 200, {"set": results}
+
+    async def resolveOverrides(self, request: Request, snapName: str) -> list[Override]:
+        """
+        The pins a C{POST /v1/overrides/SNAP} body asks for, checked
+        against upstream (one per architecture); nothing is set.
+        """
         body = _readJSON(request)
         channelMap = body.get("channel-map") if isinstance(body, dict) else None
         if not isinstance(channelMap, list) or not channelMap:
@@ -440,12 +454,7 @@ class AdminAPI(Resource):
                                    f"{getattr(error, 'message', error)}")
                 raise
             resolved.extend(overrides)
-        results = []
-        for override in resolved:
-            previous = await self.state.setOverride(override, caller.actor)
-            results.append({"override": overrideJSON(override),
-                            "previous": overrideJSON(previous) if previous else None})
-        return 200, {"set": results}
+        return resolved
 
     async def deleteOverride(self, request: Request, caller: Caller,
                              snapName: str) -> tuple[int, Any]:

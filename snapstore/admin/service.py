@@ -101,6 +101,10 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     from snapstore.admin.nodes import mountNodes
 
     mountNodes(api, getattr(parts, "cluster", None))
+    # Devices, inventory, groups, what-would-refresh, deliveries (snapstore.fleet).
+    from snapstore.admin.fleet import mountFleet
+
+    mountFleet(api)
     # Request deadlines, unambiguous heads, and small bounded bodies, except
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see

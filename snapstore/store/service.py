@@ -104,6 +104,12 @@ def makeStoreParts(reactor: Any, settings: Settings, state: Any,
 
         # Admission rules (snap deny lists, device limit) before any blob.
         download = DownloadGate(download, rules, state.getBlob)
+        if hasattr(state, "appendDeliveries"):
+            from snapstore.fleet.deliveries import DeliveryLog, DeliveryService
+
+            # The delivery record (snapstore.fleet.deliveries), in batches.
+            download.deliveries = DeliveryLog(state, reactor)
+            services.append(DeliveryService(download.deliveries))
     root = StoreRoot(relay, download, RemoteResource(upstream, remoteURLs),
                      local={b"v1": LocalV1(ClientConfig.fromSettings(settings))},
                      assertions=assertions)
