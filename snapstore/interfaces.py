@@ -619,3 +619,81 @@ class IBodyGate(Interface):
         """
         Give an admitted request the file its body is written to.
         """
+
+
+class IFleetState(Interface):
+    """
+    What the state store keeps about the fleet (docs/architecture.md), kept
+    apart from L{IStateStore} so that the fleet can grow without touching
+    the core contract.  Both back-ends provide it.
+    """
+
+    def recordInventory(identity, model, address, architecture, snaps, names):
+        """
+        Replace the installed snaps recorded for device C{identity}.
+
+        @param snaps: L{snapstore.state.fleet.InstalledSnap}s (the refresh
+            context: the device's whole installed set).
+        @param names: snap-id to snap name, as an upstream answer named
+            them.
+        @return: a Deferred firing with C{None}.
+        """
+
+    def recordSnapNames(names):
+        """
+        Remember snap-id to name pairs an upstream answer gave.
+        """
+
+    def listFleet(seenSince=None, identity=None, snapName=None):
+        """
+        @return: a Deferred firing with L{snapstore.state.fleet.FleetDevice}s
+            ordered by identity.
+        """
+
+    def inventory(snapName=None):
+        """
+        @return: a Deferred firing with
+            L{snapstore.state.fleet.InventoryCount}s.
+        """
+
+    def snapIdsNamed(name):
+        """
+        @return: a Deferred firing with the snap-ids known by C{name}.
+        """
+
+    def createGroup(group, actor):
+        """
+        Create or replace a L{snapstore.state.fleet.DeviceGroup}; audited,
+        and announced to observers as C{{"kind": "group", "name"}}.
+
+        @return: a Deferred firing with the group replaced, or C{None}.
+        """
+
+    def deleteGroup(name, actor):
+        """
+        @return: a Deferred firing with the removed group, or C{None}.
+        """
+
+    def listGroups():
+        """
+        @return: a Deferred firing with every group, by name.
+        """
+
+    def appendDeliveries(deliveries):
+        """
+        Append L{snapstore.state.fleet.Delivery} rows to the hash-chained
+        delivery log in one transaction (ids and hashes assigned here).
+
+        @return: a Deferred firing with the stored rows.
+        """
+
+    def listDeliveries(device=None, snapName=None, since=None):
+        """
+        @return: a Deferred firing with the matching delivery rows.
+        """
+
+    def verifyDeliveries():
+        """
+        @return: a Deferred firing with the id of the first bad delivery
+            row, or C{None} when the chain is intact.
+        """

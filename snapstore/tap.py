@@ -279,11 +279,18 @@ def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
         upstream = StoreUpstream(uplinkParts.agentFor(makeAgent(reactor, settings, pool)),
                                  settings.upstream, reactor, settings.upstreamTimeout)
     rules = makeRules(upstream, metrics.ruleVerdict) if makeRules is not None else None
+    deliveries = None
     if rules is not None:
         services.append(rules)
+        if hasattr(state, "appendDeliveries"):  # not the tests' memory states
+            from snapstore.fleet.deliveries import DeliveryLog, DeliveryService
+
+            # The delivery record (snapstore.fleet.deliveries), in batches.
+            deliveries = DeliveryLog(state, reactor)
+            services.append(DeliveryService(deliveries))
     local = {b"v1": LocalV1(ClientConfig.fromSettings(settings))}
     parts = makeStoreParts(reactor, settings, state, upstream, metrics, local,
-                           rules=rules, services=tuple(services),
+                           rules=rules, services=tuple(services), deliveries=deliveries,
                            throttle=uplinkParts.throttle if uplinkParts is not None else None)
     extra: list[IService] = []
     uplink = None
@@ -389,6 +396,7 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     from snapstore.admin.cache import CacheRoutes
     from snapstore.admin.clientconfig import ClientConfig
     from snapstore.admin.devices import DeviceRoutes
+    from snapstore.admin.fleet import FleetRoutes
     from snapstore.admin.imports import ImportRoutes
     from snapstore.admin.nodes import NodeRoutes
     from snapstore.admin.overrides import OverrideRoutes
@@ -413,9 +421,14 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     # offline node keeps what it imports, a connected one may evict it.
     importer = Importer(reactor, parts.state, parts.cache, stagingDirectory(settings),
                         evict=not settings.offline, roots=importRoots(settings))
-    areas: list[Any] = [status, OverrideRoutes(parts.state, parts.upstream), devices, cache,
-                        AuditRoutes(parts.state),
-                        ImportRoutes(importer, parts.state, parts.cache)]
+    overrides = OverrideRoutes(parts.state, parts.upstream)
+    areas: list[Any] = [status, overrides, devices, cache, AuditRoutes(parts.state),
+                        ImportRoutes(importer, parts.state, parts.cache),
+                        # Devices, inventory, groups, what-would-refresh and
+                        # deliveries (snapstore.fleet); after devices and
+                        # overrides, whose two routes it takes over.
+                        FleetRoutes(reactor, parts.state, parts.upstream, parts.rules,
+                                    devices, overrides)]
     # The cluster's nodes (snapstore.cluster), in the status too.
     nodes = NodeRoutes(store.cluster)
     status.addSection("nodes", nodes.section)

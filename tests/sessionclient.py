@@ -40,8 +40,9 @@ class SnapdDevice:
     """
 
     def __init__(self, testCase: Any, url: str, serial: str,
-                 sessionURL: Optional[str] = None) -> None:
+                 sessionURL: Optional[str] = None, architecture: str = "amd64") -> None:
         self.testCase = testCase
+        self.architecture = architecture
         self.url = url
         self.sessionURL = sessionURL or url
         self.serial = serial
@@ -57,7 +58,7 @@ class SnapdDevice:
     async def _request(self, base: str, method: bytes, path: str, body: Any = None,
                        session: bool = True) -> tuple[int, Any, Headers]:
         headers = Headers({b"Snap-Device-Series": [b"16"],
-                           b"Snap-Device-Architecture": [b"amd64"],
+                           b"Snap-Device-Architecture": [self.architecture.encode()],
                            b"User-Agent": [b"snapd/2.66.1 (series 16) ubuntu/24.04 (amd64)"],
                            b"Accept": [b"application/json"]})
         if session and self.macaroon is not None:
@@ -125,6 +126,20 @@ class SnapdDevice:
             "context": [{"snap-id": snapId, "instance-key": snapId, "revision": revision,
                          "tracking-channel": channel, "epoch": {"read": [0], "write": [0]}}],
             "actions": [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}],
+            "fields": ["architectures", "download", "revision", "name", "snap-id", "version"]})
+
+    async def refreshInstalled(self, installed: list[tuple[str, int, str]]) -> tuple[int, Any]:
+        """
+        Refresh the whole installed set, as snapd's auto-refresh does: the
+        context lists every C{(snap-id, revision, tracking channel)}, with
+        a refresh action for each.
+        """
+        return await self.call(b"POST", "v2/snaps/refresh", {
+            "context": [{"snap-id": snapId, "instance-key": snapId, "revision": revision,
+                         "tracking-channel": channel, "epoch": {"read": [0], "write": [0]}}
+                        for snapId, revision, channel in installed],
+            "actions": [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}
+                        for snapId, _, _ in installed],
             "fields": ["architectures", "download", "revision", "name", "snap-id", "version"]})
 
     async def refreshedRevision(self, snapId: str, installed: int = 9) -> int:

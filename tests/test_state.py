@@ -28,7 +28,14 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from snapstore.interfaces import IStateStore
+from snapstore.interfaces import IFleetState, IStateStore
+from snapstore.state.fleet import (
+    Delivery,
+    DeviceGroup,
+    FleetDevice,
+    InstalledSnap,
+    InventoryCount,
+)
 from snapstore.state import makeStateStore
 from snapstore.state.audit import entryHash, makeEntry, verifyChain
 from snapstore.state.base import Phase
@@ -366,6 +373,115 @@ class StateStoreContractMixin:
             ["address:10.0.0.9"],
         )
 
+    # -- the fleet (snapstore.state.fleet) ----------------------------------
+
+    @asyncTest
+    async def test_fleetInterface(self) -> None:
+        """
+        Stores provide L{IFleetState}.
+        """
+        store = await self.started()
+        self.assertTrue(verifyObject(IFleetState, store))
+
+    @asyncTest
+    async def test_inventory(self) -> None:
+        """
+        C{recordInventory} replaces a device's installed set and records
+        its architecture; names come from the C{names} given (any answer);
+        C{inventory} counts devices per snap, revision, channel and
+        architecture; C{listFleet} filters by identity and snap.
+        """
+        store = await self.started()
+        await store.recordInventory("b/m/1", "b/m", "10.0.0.1", "amd64", [
+            InstalledSnap("id-a", 3, "latest/stable"), InstalledSnap("id-b", 7, "")],
+            {"id-a": "alpha"})
+        await store.recordInventory("b/m/2", "b/m", "10.0.0.2", "arm64", [
+            InstalledSnap("id-a", 4, "latest/stable")], {})
+        await store.recordInventory("b/m/3", "", "", "amd64", [
+            InstalledSnap("id-a", 3, "latest/stable")], {})
+        await store.recordSnapNames({"id-b": "beta"})
+        self.assertEqual(await store.inventory(), [
+            InventoryCount("id-a", "alpha", 3, "latest/stable", "amd64", 2),
+            InventoryCount("id-a", "alpha", 4, "latest/stable", "arm64", 1),
+            InventoryCount("id-b", "beta", 7, "", "amd64", 1)])
+        self.assertEqual([c.snapId for c in await store.inventory("beta")], ["id-b"])
+        self.clock.advance(10)
+        await store.recordInventory("b/m/1", "", "", "amd64", [InstalledSnap("id-a", 4, "x")], {})
+        [device] = await store.listFleet(identity="b/m/1")
+        self.assertEqual(device, FleetDevice("b/m/1", "b/m", "10.0.0.1", "amd64", T0, T0 + 10,
+                                             (InstalledSnap("id-a", 4, "x", "alpha"),)))
+        self.assertEqual([d.identity for d in await store.listFleet(snapName="beta")], [])
+        self.assertEqual([d.identity for d in await store.listFleet(snapName="alpha")],
+                         ["b/m/1", "b/m/2", "b/m/3"])
+        self.assertEqual([d.identity for d in await store.listFleet(seenSince=T0 + 5)],
+                         ["b/m/1"])
+        self.assertEqual(await store.snapIdsNamed("alpha"), ["id-a"])
+
+    @asyncTest
+    async def test_groups(self) -> None:
+        """
+        Groups are created, replaced, listed and deleted; each change is
+        audited and announced.
+        """
+        store = await self.started()
+        events: list[Any] = []
+        store.observeChanges(events.append)
+        selectors = {"serial": ["S"], "model": [], "network": ["10.0.0.0/8"], "device": []}
+        self.assertIsNone(await store.createGroup(DeviceGroup("g", selectors), "alice"))
+        previous = await store.createGroup(DeviceGroup("g", {"serial": ["T"]}), "bob")
+        self.assertEqual(previous.selectors, selectors)
+        [group] = await store.listGroups()
+        self.assertEqual(group.selectors["serial"], ["T"])
+        self.assertEqual((await store.deleteGroup("g", "carol")).name, "g")
+        self.assertIsNone(await store.deleteGroup("g", "carol"))
+        self.assertEqual(await store.listGroups(), [])
+        entries = await store.listAudit(target="group:g")
+        self.assertEqual([(e.actor, e.action) for e in entries],
+                         [("alice", "group.set"), ("bob", "group.set"), ("carol", "group.delete")])
+        self.assertEqual([e for e in events if e.get("kind") == "group"],
+                         [{"kind": "group", "name": "g"}] * 3)
+
+    async def deliveryChain(self, store: Any, count: int) -> list[Any]:
+        rows = [Delivery(0, T0 + n, "b/m/1", "hello", "id", n, "d" * 96, 100 + n, n % 2 == 0,
+                         "HIT") for n in range(count)]
+        stored = await store.appendDeliveries(rows[:2])
+        stored += await store.appendDeliveries(rows[2:])
+        return stored
+
+    @asyncTest
+    async def test_deliveries(self) -> None:
+        """
+        Delivery rows are appended in batches to one chain, listed by
+        device, snap and time, and verified; an edited, removed or inserted
+        row is named.
+        """
+        store = await self.started()
+        stored = await self.deliveryChain(store, 5)
+        self.assertEqual([d.id for d in stored], [1, 2, 3, 4, 5])
+        self.assertEqual(await store.listDeliveries(), stored)
+        self.assertEqual(len(await store.listDeliveries(since=T0 + 3)), 2)
+        self.assertEqual(len(await store.listDeliveries(device="other")), 0)
+        self.assertEqual(len(await store.listDeliveries(snapName="hello")), 5)
+        self.assertIsNone(await store.verifyDeliveries())
+        self.rawExecute(self.database, "UPDATE delivery_log SET bytes = 1 WHERE id = 3")
+        self.assertEqual(await store.verifyDeliveries(), 3)
+        self.rawExecute(self.database, "DELETE FROM delivery_log WHERE id = 3")
+        self.assertEqual(await store.verifyDeliveries(), 4)
+
+    @asyncTest
+    async def test_racingDeliveryWriters(self) -> None:
+        """
+        Batches appended at once from two stores on one database form one
+        chain.
+        """
+        first = await self.started()
+        second = await self.started()
+        rows = [Delivery(0, T0, "d", "s", "i", 1, "x", 1, True, "MISS")] * 3
+        await gatherResults([first.appendDeliveries(rows) for _ in range(5)]
+                            + [second.appendDeliveries(rows) for _ in range(5)])
+        self.assertEqual(len(await first.listDeliveries()), 30)
+        self.assertIsNone(await first.verifyDeliveries())
+
     # -- device sessions ---------------------------------------------------
 
     @asyncTest
@@ -657,6 +773,13 @@ class StateStoreContractMixin:
             self.assertEqual((await new.getSession("d")).identity, "a/b/c")
             await new.setSetting("device-limit", 5, "admin")
             self.assertEqual(await new.getSetting("device-limit"), 5)
+            await new.recordDevice(Device("b/m/old", "b/m"))
+            await new.recordInventory("b/m/old", "", "", "arm64",
+                                      [InstalledSnap("id", 2, "stable")], {"id": "n"})
+            self.assertEqual((await new.listFleet(identity="b/m/old"))[0].model, "b/m")
+            await new.appendDeliveries([Delivery(0, T0, "b/m/old", "n", "id", 2, "d", 1, True,
+                                                 "HIT")])
+            self.assertIsNone(await new.verifyDeliveries())
             self.assertIsNone(await new.verifyAudit())
             await new.close()
 

@@ -63,6 +63,19 @@ class OverrideRoutes:
 
     async def setOverrides(self, request: Request, caller: Caller,
                            snapName: str) -> tuple[int, Any]:
+        resolved = await self.resolveOverrides(request, snapName)
+        results = []
+        for override in resolved:
+            previous = await self.state.setOverride(override, caller.actor)
+            results.append({"override": overrideJSON(override),
+                            "previous": overrideJSON(previous) if previous else None})
+        return 200, {"set": results}
+
+    async def resolveOverrides(self, request: Request, snapName: str) -> list[Override]:
+        """
+        The pins a C{POST /v1/overrides/SNAP} body asks for, checked
+        against upstream (one per architecture); nothing is set.
+        """
         body = readJSON(request)
         channelMap = body.get("channel-map") if isinstance(body, dict) else None
         if not isinstance(channelMap, list) or not channelMap:
@@ -95,12 +108,7 @@ class OverrideRoutes:
                                    f"{getattr(error, 'message', error)}")
                 raise
             resolved.extend(overrides)
-        results = []
-        for override in resolved:
-            previous = await self.state.setOverride(override, caller.actor)
-            results.append({"override": overrideJSON(override),
-                            "previous": overrideJSON(previous) if previous else None})
-        return 200, {"set": results}
+        return resolved
 
     async def deleteOverride(self, request: Request, caller: Caller,
                              snapName: str) -> tuple[int, Any]:

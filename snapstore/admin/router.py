@@ -51,8 +51,11 @@ class Router:
 
     def add(self, method: bytes, pattern: tuple[str, ...], handler: Handler) -> None:
         """
-        Answer C{method} on paths matching C{pattern} with C{handler}.
+        Answer C{method} on paths matching C{pattern} with C{handler}; a
+        later area registering the same method and pattern takes the route
+        over (the fleet area's richer C{GET /v1/devices}).
         """
+        self._routes = [route for route in self._routes if route[:2] != (method, pattern)]
         self._routes.append((method, pattern, handler))
 
     def route(self, method: bytes,

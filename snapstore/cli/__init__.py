@@ -44,7 +44,8 @@ from snapstore.cli.client import (
     checkAdminURL,
     readToken,
 )
-from snapstore.cli.devices import cmdDeviceLimit, cmdDevices, limitArgument
+from snapstore.cli.devices import cmdDeviceLimit, limitArgument
+from snapstore.cli.fleet import addVerbs as addFleetVerbs
 from snapstore.cli.format import (
     EscapingOutput,
     formatDuration,
@@ -97,6 +98,8 @@ def makeParser() -> argparse.ArgumentParser:
     sub = verb("override", cmdOverride, "pin a snap's channels to revisions")
     sub.add_argument("snap")
     sub.add_argument("pins", nargs="+", metavar="CHANNEL=REVISION")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="change nothing: print what a refresh would change with these pins")
     sub = verb("list-overrides", cmdListOverrides, "list a snap's overrides (all when no SNAP)")
     sub.add_argument("snap", nargs="?")
     sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
@@ -106,8 +109,6 @@ def makeParser() -> argparse.ArgumentParser:
                "set how many devices may use the proxy (all nodes): N, none, or reset "
                "to the rules.d value")
     sub.add_argument("limit", type=limitArgument, metavar="N|none|reset")
-    sub = verb("devices", cmdDevices, "list devices seen in the last 24 hours")
-    sub.add_argument("--all", action="store_true", help="every device ever seen")
     sub = verb("cache", cmdCache, "blob cache statistics; prune empties it, verify re-hashes it")
     sub.add_argument("action", nargs="?", choices=("stats", "prune", "verify"), default="stats")
     sub = verb("audit", cmdAudit, "list admin changes; 'audit verify' checks the hash chain")
@@ -142,6 +143,9 @@ def makeParser() -> argparse.ArgumentParser:
     addUplinkVerbs(verb)
     # Several nodes, one cache: the nodes verb (snapstore.cluster).
     addNodeVerbs(verb)
+    # Who runs what: devices, device, inventory, group, what-would-refresh,
+    # deliveries (snapstore.fleet).
+    addFleetVerbs(verb)
     return parser
 
 

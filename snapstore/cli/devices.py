@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_cli -*-
 """
-The C{snapstore} verbs about devices: C{devices} and C{device-limit}.
+The C{snapstore device-limit} verb (the device list is the fleet's:
+L{snapstore.cli.fleet}).
 """
 
 from __future__ import annotations
@@ -9,24 +10,7 @@ import argparse
 from typing import Any, Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK
-from snapstore.cli.format import dumpJSON, formatTime, table
-
-
-def cmdDevices(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("GET", "/v1/devices", query={"all": "1" if options.all else None})
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    limit = answer["limit"]
-    out.write(f"Connected devices (last 24 h): {answer['connected']}; "
-              f"device limit: {'none' if limit is None else limit}\n")
-    if answer["devices"]:
-        rows = [["Device", "Model", "Address", "First seen", "Last seen"]]
-        for d in answer["devices"]:
-            rows.append([d["identity"], d["model"] or "-", d["address"] or "-",
-                         formatTime(d["first-seen"]), formatTime(d["last-seen"])])
-        table(rows, out)
-    return EXIT_OK
+from snapstore.cli.format import dumpJSON
 
 
 def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:

@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_USAGE
+from snapstore.cli.fleet import dryRunOverride
 from snapstore.cli.format import dumpJSON, formatTime, quote, table
 
 
@@ -20,6 +21,8 @@ def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -
         if not sep or not channel or not revision.isdigit() or int(revision) < 1:
             raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
         channelMap.append({"channel": channel, "revision": int(revision)})
+    if getattr(options, "dry_run", False):
+        return dryRunOverride(client, options, channelMap, out)
     answer = client.call("POST", f"/v1/overrides/{quote(options.snap)}",
                          {"channel-map": channelMap})
     if options.json:

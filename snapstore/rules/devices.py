@@ -194,7 +194,7 @@ class DeviceLimitRule:
         """
         Whether this rule must know the device making C{request}: with a
         limit, every call it counts, except downloads (snapd does not open a
-        new session on a download's answer, store-api.md 4.1; the refresh
+        new session on a download's answer, docs/architecture.md, "The store API in brief"; the refresh
         before it identified the device).
         """
         return (self.limit is not None and request.blob is None

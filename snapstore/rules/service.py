@@ -14,6 +14,7 @@ import os
 import signal
 from typing import Any, Callable, Optional
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -82,6 +83,16 @@ class RulesService(Service):
         self.challenges = SessionChallenges(
             env.clock, attemptBurst=perMinute or None, attemptRate=perMinute / 60.0)
         self._pruning: Optional[LoopingCall] = None
+        # The fleet (snapstore.fleet): device groups rules see, and the
+        # installed sets refreshes report.
+        self.groups: Any = None
+        self.inventory: Any = None
+        if hasattr(env.state, "listGroups"):
+            from snapstore.fleet.groups import GroupDirectory
+            from snapstore.fleet.inventory import InventoryRecorder
+
+            self.groups = GroupDirectory(env.state)
+            self.inventory = InventoryRecorder(env.state)
         self._installSignal = installSignal
         self._previousHandler: Any = None
 
@@ -122,6 +133,8 @@ class RulesService(Service):
         rather than on the first request: what they read is what they
         decide on while the database is away.
         """
+        if self.groups is not None:
+            self.groups.warm()
         for rule in ruleSet.rules:
             warm = getattr(rule, "warm", None)
             if warm is not None:
@@ -147,6 +160,8 @@ class RulesService(Service):
             self._installSignal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
         self.ruleSet.close()
+        if self.groups is not None:
+            self.groups.close()
 
     def _sighup(self, signum: int, frame: Any) -> None:
         # Signal handlers run between bytecodes; do the work in the reactor,
@@ -223,6 +238,9 @@ class RulesService(Service):
         query = {key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
                  for key, values in (request.args or {}).items()}
         device = await self._identify(request.method, path, headers, host)
+        if self.groups is not None:
+            device = attrs.evolve(device, groups=await self.groups.groupsFor(
+                device.identity, device.address))
         notes = getattr(request, "snapstoreAccess", None)
         if isinstance(notes, dict):  # the access log's columns
             notes["device"] = device.identity
@@ -311,6 +329,8 @@ class RulesService(Service):
             macaroon, identity = granted
             self.challenges.identified(request.device.address)
             self.sessions.learn(macaroon, identity)
+        if self.inventory is not None:
+            self.inventory.noteAnswer(request, code, answer)
 
     def cachePolicy(self, request: Optional[StoreRequest], response: ResponseHead) -> Any:
         """

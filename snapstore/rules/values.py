@@ -47,12 +47,16 @@ class DeviceIdentity:
     @ivar unknownSession: the request carried a device session the proxy
         does not know (so C{identity} is the address until the device
         opens a session through the proxy).
+    @ivar groups: the names of the device groups it is a member of
+        (L{snapstore.fleet.groups}), so a rule can say "deny classic snaps
+        to group kiosks".
     """
 
     identity: str
     model: str = ""
     address: str = ""
     unknownSession: bool = False
+    groups: tuple[str, ...] = ()
 
     @property
     def hasSerial(self) -> bool:

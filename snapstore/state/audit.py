@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from snapstore.state.records import AuditEntry
 
@@ -123,10 +123,12 @@ def entryHash(entry: AuditEntry) -> str:
 
 
 def verifyChain(
-    entries: Iterable[AuditEntry], head: tuple[int, str] | None = None
+    entries: Iterable[Any], head: tuple[int, str] | None = None,
+    hashOf: Callable[[Any], str] | None = None,
 ) -> int | None:
     """
-    Check a whole audit log, oldest row first.
+    Check a whole audit log (or another chain of the same shape, such as
+    the delivery log, given its C{hashOf}), oldest row first.
 
     @param entries: every row, in id order.
     @param head: optionally C{(id, rowHash)} of a row known from outside the
@@ -139,6 +141,7 @@ def verifyChain(
         does not match its own hash (it was edited).  When only C{head} is
         missing, its id is returned.
     """
+    hashOf = entryHash if hashOf is None else hashOf
     expectedId = 1
     previousHash = ""
     seen: dict[int, str] = {}
@@ -147,7 +150,7 @@ def verifyChain(
             return entry.id
         if entry.previousHash != previousHash:
             return entry.id
-        if entryHash(entry) != entry.rowHash:
+        if hashOf(entry) != entry.rowHash:
             return entry.id
         seen[entry.id] = entry.rowHash
         previousHash = entry.rowHash

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from snapstore.interfaces import IImportedContent
-from snapstore.state import audit, operations
+from snapstore.interfaces import IFleetState, IImportedContent
+from snapstore.state import audit, fleet, operations
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import (
     Migration,
@@ -61,7 +61,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-@implementer(IImportedContent)
+@implementer(IImportedContent, IFleetState)
 class StateStoreBase:
     """
     The back-end independent part of an L{IStateStore}.
@@ -499,3 +499,80 @@ class StateStoreBase:
         from snapstore.state import imported
 
         return self._do(imported.getImportedAssertion(type, tuple(primaryKey)))
+
+    # -- the fleet (snapstore.state.fleet) ---------------------------------
+
+    def recordInventory(self, identity: str, model: str, address: str, architecture: str,
+                        snaps: Sequence[Any], names: Any = None) -> Deferred[None]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.recordInventory}
+        """
+        return self._do(fleet.recordInventory(identity, model, address, architecture,
+                                              snaps, dict(names or {}), self.clock.seconds()),
+                        Mode.WRITE)
+
+    def recordSnapNames(self, names: Any) -> Deferred[None]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.recordSnapNames}
+        """
+        return self._do(fleet.recordNames(dict(names), self.clock.seconds()), Mode.WRITE)
+
+    def listFleet(self, seenSince: float | None = None, identity: str | None = None,
+                  snapName: str | None = None) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.listFleet}
+        """
+        return self._do(fleet.listFleet(seenSince, identity, snapName))
+
+    def inventory(self, snapName: str | None = None) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.inventory}
+        """
+        return self._do(fleet.inventory(snapName))
+
+    def snapIdsNamed(self, name: str) -> Deferred[list[str]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.snapIdsNamed}
+        """
+        return self._do(fleet.snapIdsNamed(name))
+
+    def createGroup(self, group: Any, actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.createGroup}
+        """
+        try:
+            audit.canonicalJSON(group.selectors)
+        except (TypeError, ValueError):
+            return fail()
+        return self._do(fleet.createGroup(group, actor, self.clock.seconds()), Mode.SERIAL)
+
+    def deleteGroup(self, name: str, actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.deleteGroup}
+        """
+        return self._do(fleet.deleteGroup(name, actor, self.clock.seconds()), Mode.SERIAL)
+
+    def listGroups(self) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.listGroups}
+        """
+        return self._do(fleet.listGroups())
+
+    def appendDeliveries(self, deliveries: Sequence[Any]) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.appendDeliveries}
+        """
+        return self._do(fleet.appendDeliveries(list(deliveries)), Mode.SERIAL)
+
+    def listDeliveries(self, device: str | None = None, snapName: str | None = None,
+                       since: float | None = None) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.listDeliveries}
+        """
+        return self._do(fleet.listDeliveries(device, snapName, since))
+
+    def verifyDeliveries(self) -> Deferred[int | None]:
+        """
+        @see: L{snapstore.interfaces.IFleetState.verifyDeliveries}
+        """
+        return self.listDeliveries().addCallback(audit.verifyChain, None, fleet.deliveryHash)

@@ -183,6 +183,67 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX device_sessions_last_used ON device_sessions (last_used)",
         ),
     ),
+    Migration(
+        5,
+        "fleet: inventory, snap names, groups, delivery log",
+        (
+            # What each device runs, from its last refresh context, and the
+            # architecture it refreshes for (snapstore.state.fleet).  The
+            # architecture is kept on each row too, so that counting the
+            # fleet (inventory) reads one table.
+            "ALTER TABLE devices ADD COLUMN architecture TEXT NOT NULL DEFAULT ''",
+            """
+            CREATE TABLE device_snaps (
+                identity TEXT NOT NULL,
+                snap_id TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                channel TEXT NOT NULL DEFAULT '',
+                architecture TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (identity, snap_id)
+            )
+            """,
+            # Covers the inventory's GROUP BY: counting a fleet of 10,000
+            # devices x 20 snaps reads this index only (30 ms instead of
+            # 600 ms on SQLite, bench/inventory.py).
+            "CREATE INDEX device_snaps_inventory ON device_snaps"
+            " (snap_id, revision, channel, architecture)",
+            """
+            CREATE TABLE snap_names (
+                snap_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                seen_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX snap_names_name ON snap_names (name)",
+            """
+            CREATE TABLE device_groups (
+                name TEXT PRIMARY KEY,
+                selectors TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            # One row per download response to a device, hash-chained like
+            # audit_log.
+            """
+            CREATE TABLE delivery_log (
+                id BIGINT PRIMARY KEY,
+                time DOUBLE PRECISION NOT NULL,
+                device TEXT NOT NULL,
+                snap_name TEXT NOT NULL,
+                snap_id TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                sha3_384 TEXT NOT NULL,
+                bytes BIGINT NOT NULL,
+                complete BIGINT NOT NULL,
+                cache TEXT NOT NULL,
+                previous_hash TEXT NOT NULL,
+                row_hash TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX delivery_log_device ON delivery_log (device)",
+            "CREATE INDEX delivery_log_time ON delivery_log (time)",
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -53,10 +53,14 @@ class DownloadGate(Resource):
 
     isLeaf = True
     log = Logger()
+    #: The L{snapstore.fleet.deliveries.DeliveryLog} told of every download
+    #: handed on, or C{None}.
+    deliveries: Any = None
 
     def __init__(self, download: IResource, rules: Any,
-                 getBlob: Callable[[str], Any]) -> None:
+                 getBlob: Callable[[str], Any], deliveries: Any = None) -> None:
         super().__init__()
+        self.deliveries = deliveries
         self.download = download
         self.rules = rules
         self.getBlob = getBlob
@@ -64,12 +68,18 @@ class DownloadGate(Resource):
     def render(self, request: Any) -> Any:
         name = request.postpath[0].decode("ascii", "replace") if len(request.postpath) == 1 else ""
         d = maybeDeferred(self.getBlob, name) if name else maybeDeferred(lambda: None)
-        d.addCallback(lambda record: self.rules.admitDownload(blobFor(name, record), request))
-        d.addCallbacks(self._decided, self._failed, callbackArgs=(request,),
+        blobs: list[BlobRecord] = []
+
+        def admit(record: Any) -> Any:
+            blobs.append(blobFor(name, record))
+            return self.rules.admitDownload(blobs[0], request)
+
+        d.addCallback(admit)
+        d.addCallbacks(self._decided, self._failed, callbackArgs=(request, blobs),
                        errbackArgs=(request, name))
         return NOT_DONE_YET
 
-    def _decided(self, verdict: Any, request: Any) -> None:
+    def _decided(self, verdict: Any, request: Any, blobs: Any = ()) -> None:
         if isinstance(verdict, Deny):
             for header, value in verdict.headers:
                 request.responseHeaders.setRawHeaders(header, [value])
@@ -78,6 +88,8 @@ class DownloadGate(Resource):
             return
         if request._disconnected:
             return
+        if self.deliveries is not None and blobs:
+            self.deliveries.watch(request, blobs[0])
         answer = self.download.render(request)
         if answer is not NOT_DONE_YET:
             request.write(answer)

@@ -96,7 +96,8 @@ class StoreParts:
 def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateStore,
                    upstream: StoreUpstream, metrics: Metrics,
                    local: Mapping[bytes, IResource], rules: Any = None,
-                   services: tuple[IService, ...] = (), throttle: Any = None) -> StoreParts:
+                   services: tuple[IService, ...] = (), throttle: Any = None,
+                   deliveries: Any = None) -> StoreParts:
     """
     Build the store endpoint for C{settings} around an L{IStateStore}.
 
@@ -108,6 +109,8 @@ def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateSt
         relay, the download gate and the assertion cache, or C{None}.
     @param services: services the parts depend on (the connection pool,
         the rules); kept in L{StoreParts.services}.
+    @param deliveries: the L{snapstore.fleet.deliveries.DeliveryLog} the
+        download gate tells of every download it lets through, or C{None}.
     @param throttle: the uplink's C{--upstream-rate}
         (L{snapstore.uplink.rate.Throttle}) on blob fills, or C{None}.
     """
@@ -121,7 +124,7 @@ def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateSt
     download: IResource = storeDownload
     if rules is not None:
         # Admission rules (snap deny lists, device limit) before any blob.
-        download = DownloadGate(download, rules, state.getBlob)
+        download = DownloadGate(download, rules, state.getBlob, deliveries)
     # GET /v2/assertions/... from a memory cache; how long each assertion
     # type is kept comes from the cache rule.
     # Assertions are admitted like any other call (a device over the limit
