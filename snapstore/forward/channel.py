@@ -375,6 +375,15 @@ class ForwardProxyProtocol(Protocol):
             self.state = "closed"
             self.transport.loseConnection()
 
+    def _targetOf(self, head: Head, host: str, port: int,
+                  addresses: tuple[str, ...]) -> ConnectTarget:
+        """
+        What the connect rules are asked about for a request with C{head}.
+        """
+        return ConnectTarget(host, port, addresses, self.clientAddress,
+                             tuple((name.lower(), value) for name, value in head.headers),
+                             head.first[0])
+
     def _admitLocal(self, head: Head, entry: AccessEntry, host: str, port: int) -> None:
         """
         Ask the rules about the client (its network, its proxy credentials)
@@ -383,9 +392,7 @@ class ForwardProxyProtocol(Protocol):
         """
         self.state = "admitting"
         self.pause()
-        target = ConnectTarget(host, port, (), self.clientAddress,
-                               tuple((name.lower(), value) for name, value in head.headers),
-                               head.first[0])
+        target = self._targetOf(head, host, port, ())
         checking = self.factory.checkClient(target)
         self._pending = checking
 
@@ -504,9 +511,7 @@ class ForwardProxyProtocol(Protocol):
         self._pending = resolving
 
         def resolved(addresses: tuple[str, ...]) -> Any:
-            target = ConnectTarget(host, port, tuple(addresses), self.clientAddress,
-                                   tuple((name.lower(), value) for name, value in head.headers),
-                                   head.first[0])
+            target = self._targetOf(head, host, port, tuple(addresses))
             return self.factory.checkConnect(target).addCallback(lambda result: (result, addresses))
 
         def notResolved(failure: Failure) -> Any:
@@ -514,9 +519,7 @@ class ForwardProxyProtocol(Protocol):
                 return None
             # Policy first: a client the rules refuse (network, port, auth)
             # gets their refusal, not a DNS answer about a name it may not ask.
-            target = ConnectTarget(host, port, (), self.clientAddress,
-                                   tuple((name.lower(), value) for name, value in head.headers),
-                                   head.first[0])
+            target = self._targetOf(head, host, port, ())
 
             def refuse(result: Any) -> None:
                 if self.state == "closed":
