@@ -37,6 +37,7 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from snapstore.config import Settings
 from snapstore.http.endpoints import tcpPort
 from snapstore.http.resolve import localAddresses, systemResolver
 from snapstore.rules.connect import isInternal
@@ -76,12 +77,12 @@ class DestinationPolicy:
         self.selfAddresses = frozenset(selfAddresses)
 
     @classmethod
-    def fromSettings(cls, settings: Any) -> "DestinationPolicy":
-        upstream = urllib.parse.urlsplit(str(getattr(settings, "upstream", "") or ""))
-        ports = {tcpPort(getattr(settings, name, None))
-                 for name in ("storeEndpoint", "adminEndpoint", "proxyEndpoint")}
+    def fromSettings(cls, settings: Settings) -> "DestinationPolicy":
+        upstream = urllib.parse.urlsplit(settings.upstream)
+        ports = {tcpPort(description) for description in
+                 (settings.storeEndpoint, settings.adminEndpoint, settings.proxyEndpoint)}
         return cls(upstream.hostname or "", {port for port in ports if port},
-                   getattr(settings, "proxyAllowInternal", ()) or (), localAddresses())
+                   settings.proxyAllowInternal, localAddresses())
 
     def refusal(self, host: str, port: int, addresses: Iterable[str]) -> Optional[str]:
         """

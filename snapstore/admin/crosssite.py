@@ -119,8 +119,8 @@ class CrossSiteGuard(Resource):
         C{--public-url}'s host, and this machine's host names.
         """
         names = set(machineNames())
-        names.update(getattr(settings, "adminHosts", None) or ())
-        publicURL = getattr(settings, "publicUrl", None) or getattr(settings, "publicURL", None)
+        names.update(settings.adminHosts)
+        publicURL = settings.publicUrl
         if publicURL:
             host = urllib.parse.urlsplit(str(publicURL)).hostname
             if host:

@@ -148,7 +148,7 @@ def joinCluster(reactor: Any, settings: Any, download: Any, root: Any) -> Option
 
     @raise ClusterTokenError: if the token file is configured but unusable.
     """
-    token = readToken(getattr(settings, "clusterTokenFile", None))
+    token = readToken(settings.clusterTokenFile)
     cache = download.cache
     if cache is None:
         return None

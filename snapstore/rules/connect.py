@@ -238,8 +238,7 @@ def builtinConnectRules(settings: Any, passwordCheck: Optional[Callable[[str, st
     rules: list[Any] = [ClientNetworkRule(settings.proxyClients)]
     if passwordCheck is not None:
         rules.append(ProxyAuthRule(passwordCheck))
-    rules.append(ConnectPortRule(settings.proxyConnectPorts,
-                                 getattr(settings, "proxyRelayPorts", None)))
+    rules.append(ConnectPortRule(settings.proxyConnectPorts, settings.proxyRelayPorts))
     rules.append(InternalDestinationRule(settings.proxyAllowInternal, selfAddresses))
     rules.append(AllowRemaining())
     for rule in rules:
