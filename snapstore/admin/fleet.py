@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fleet -*-
 """
-The admin API's fleet routes (design.md section 8)::
+The admin API's fleet routes (docs/architecture.md)::
 
     GET    /v1/devices[?group=G&snap=NAME&all=1]   devices with their snaps and groups
     GET    /v1/devices/IDENTITY                    one device (identity URL-encoded)
@@ -14,7 +14,8 @@ The admin API's fleet routes (design.md section 8)::
     GET    /v1/deliveries[?device=&snap=&since=]   the delivery record
     GET    /v1/deliveries/verify                   check its hash chain
 
-They are mounted on L{snapstore.admin.api.AdminAPI} by L{mountFleet}, so
+The composition root registers them on the admin router after the
+devices and overrides areas (whose two routes they take over), so
 they share its authorisation, error shape and access log.  The fleet logic
 is L{snapstore.fleet}'s; this module only speaks HTTP.
 """
@@ -24,15 +25,16 @@ from __future__ import annotations
 import datetime
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
+from snapstore.admin.devices import CONNECTED_WINDOW, DeviceRoutes
+from snapstore.admin.overrides import OverrideRoutes
+from snapstore.admin.router import APIError, Router, readJSON
 from snapstore.fleet.groups import GroupDirectory, GroupError, checkName, checkSelectors, groupsOf
 from snapstore.fleet.whatwould import WhatWouldRefresh, withProposedOverrides
 from snapstore.rules.engine import RuleSet
 from snapstore.state import audit
 from snapstore.state.fleet import SELECTOR_KINDS, DeviceGroup
-
-#: Devices seen within this many seconds are listed by default.
-CONNECTED_WINDOW = 24 * 3600
-
 
 def rfc3339(posix: Optional[float]) -> Optional[str]:
     """
@@ -67,7 +69,7 @@ def parseSince(value: Optional[str]) -> Optional[float]:
 
 def deviceJSON(device: Any, groups: Any) -> dict[str, Any]:
     """
-    The DEVICE document of design.md section 8.
+    The DEVICE document (docs/architecture.md, "The store API in brief": devices).
     """
     return {
         "identity": device.identity, "model": device.model, "address": device.address,
@@ -98,17 +100,43 @@ class FleetRoutes:
     arguments)} to C{(status, JSON value)}.
     """
 
-    def __init__(self, api: Any) -> None:
-        self.api = api
-        self.state = api.state
-        rules = getattr(api, "rules", None)
-        directory = getattr(rules, "groups", None)
-        self.directory = directory if directory is not None else GroupDirectory(api.state)
-        self.planner = WhatWouldRefresh(api.upstream, self.directory.groupsFor)
+    def __init__(self, clock: IReactorTime, state: Any, upstream: Any, rules: Any,
+                 devices: DeviceRoutes, overrides: OverrideRoutes) -> None:
+        """
+        @param rules: the L{snapstore.rules.service.RulesService} (its
+            device groups, and the rule set what-would-refresh asks), or
+            C{None}.
+        @param devices: the devices area (connected count and limit).
+        @param overrides: the overrides area (pins checked upstream).
+        """
+        self.clock = clock
+        self.state = state
+        self.rules = rules
+        self.devicesArea = devices
+        self.overrides = overrides
+        groups = rules.groups if rules is not None else None
+        self.directory = groups if groups is not None else GroupDirectory(state)
+        self.planner = WhatWouldRefresh(upstream, self.directory.groupsFor)
+
+    def register(self, router: Router) -> None:
+        """
+        Add the fleet routes; they take over C{GET /v1/devices} (the DEVICE
+        shape of docs/architecture.md) and C{POST /v1/overrides/SNAP}
+        (adding C{?dry-run=1}) from the devices and overrides areas.
+        """
+        router.add(b"GET", ("v1", "devices"), self.devices)
+        router.add(b"GET", ("v1", "devices", "*"), self.device)
+        router.add(b"GET", ("v1", "inventory"), self.inventory)
+        router.add(b"GET", ("v1", "groups"), self.listGroups)
+        router.add(b"GET", ("v1", "groups", "*"), self.showGroup)
+        router.add(b"PUT", ("v1", "groups", "*"), self.putGroup)
+        router.add(b"DELETE", ("v1", "groups", "*"), self.deleteGroup)
+        router.add(b"GET", ("v1", "what-would-refresh"), self.whatWouldRefresh)
+        router.add(b"POST", ("v1", "overrides", "*"), self.setOverrides)
+        router.add(b"GET", ("v1", "deliveries"), self.deliveries)
+        router.add(b"GET", ("v1", "deliveries", "verify"), self.verifyDeliveries)
 
     def _error(self, status: int, code: str, message: str) -> Exception:
-        from snapstore.admin.api import APIError
-
         return APIError(status, code, message)
 
     def _arg(self, request: Any, name: bytes) -> Optional[str]:
@@ -126,7 +154,7 @@ class FleetRoutes:
 
     async def _devices(self, request: Any, everyone: bool = False) -> list[Any]:
         showAll = everyone or self._arg(request, b"all") in ("1", "yes", "true")
-        since = None if showAll else self.api.clock.seconds() - CONNECTED_WINDOW
+        since = None if showAll else self.clock.seconds() - CONNECTED_WINDOW
         devices = await self.state.listFleet(seenSince=since, snapName=self._arg(request, b"snap"))
         groupName = self._arg(request, b"group")
         if groupName is not None:
@@ -139,7 +167,7 @@ class FleetRoutes:
         devices = await self._devices(request)
         groups = await self.state.listGroups()
         answer: dict[str, Any] = {"devices": [deviceJSON(d, groups) for d in devices]}
-        connected, limit = await self.api._deviceStatus()
+        connected, limit = await self.devicesArea.deviceStatus()
         answer.update({"connected": connected, "limit": limit})
         return 200, answer
 
@@ -177,9 +205,7 @@ class FleetRoutes:
         return 200, dict(groupJSON(group, members), members=members)
 
     async def putGroup(self, request: Any, caller: Any, name: str) -> tuple[int, Any]:
-        from snapstore.admin.api import _readJSON
-
-        body = _readJSON(request)
+        body = readJSON(request)
         try:
             checkName(name)
             selectors = checkSelectors(body.get("selectors") if isinstance(body, dict) else None)
@@ -199,7 +225,7 @@ class FleetRoutes:
     # -- what would refresh ----------------------------------------------------
 
     def _ruleSet(self) -> RuleSet:
-        rules = getattr(self.api, "rules", None)
+        rules = self.rules
         return rules.ruleSet if rules is not None else RuleSet()
 
     async def _report(self, request: Any, ruleSet: RuleSet, snap: Optional[str] = None) -> Any:
@@ -225,8 +251,8 @@ class FleetRoutes:
         Without it, the admin API's own handler.
         """
         if self._arg(request, b"dry-run") not in ("1", "yes", "true"):
-            return await self.api.setOverrides(request, caller, snapName)
-        resolved = await self.api.resolveOverrides(request, snapName)
+            return await self.overrides.setOverrides(request, caller, snapName)
+        resolved = await self.overrides.resolveOverrides(request, snapName)
         ruleSet = withProposedOverrides(self._ruleSet(), resolved)
         return 200, await self._report(request, ruleSet, snapName)
 
@@ -249,28 +275,3 @@ class FleetRoutes:
         head = rows[-1] if rows else None
         return 200, {"ok": bad is None, "rows": len(rows), "first-bad-id": bad,
                      "head": None if head is None else {"id": head.id, "row-hash": head.rowHash}}
-
-
-def mountFleet(api: Any) -> FleetRoutes:
-    """
-    Add the fleet routes to an admin API resource; they take over
-    C{GET /v1/devices} (the DEVICE shape of design.md section 8) and
-    C{POST /v1/overrides/SNAP} (adding C{?dry-run=1}).
-    """
-    routes = FleetRoutes(api)
-    taken = {(b"GET", ("v1", "devices")), (b"POST", ("v1", "overrides", "*"))}
-    api._routes[:] = [r for r in api._routes if (r[0], r[1]) not in taken]
-    api._routes.extend([
-        (b"GET", ("v1", "devices"), routes.devices),
-        (b"GET", ("v1", "devices", "*"), routes.device),
-        (b"GET", ("v1", "inventory"), routes.inventory),
-        (b"GET", ("v1", "groups"), routes.listGroups),
-        (b"GET", ("v1", "groups", "*"), routes.showGroup),
-        (b"PUT", ("v1", "groups", "*"), routes.putGroup),
-        (b"DELETE", ("v1", "groups", "*"), routes.deleteGroup),
-        (b"GET", ("v1", "what-would-refresh"), routes.whatWouldRefresh),
-        (b"POST", ("v1", "overrides", "*"), routes.setOverrides),
-        (b"GET", ("v1", "deliveries"), routes.deliveries),
-        (b"GET", ("v1", "deliveries", "verify"), routes.verifyDeliveries),
-    ])
-    return routes

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_overrides -*-
 """
 Revision overrides: pinning what a channel serves, with the vendor proxy's
-semantics (proxy-features.md 1.10).
+semantics.
 
 An override says "devices on C{channel} of C{snap} get C{revision}" for the
 architecture that revision was built for.  Whatever upstream's channel holds
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -152,7 +152,7 @@ def resolveOverrides(upstream: Any, snapName: str, channel: str, revision: int,
         or the revision, or the channel is not one; other failures are the
         upstream client's (unreachable, timeout).
     """
-    return ensureDeferred(_resolve(upstream, snapName, channel, revision, architecture))
+    return Deferred.fromCoroutine(_resolve(upstream, snapName, channel, revision, architecture))
 
 
 def resolveOverride(upstream: Any, snapName: str, channel: str, revision: int,
@@ -193,7 +193,7 @@ class OverrideTable:
             self._stale = True
             # Read the new pins now rather than on the next refresh, so that
             # a database lost in between does not leave the old ones.
-            ensureDeferred(self.overrides()).addErrback(lambda _: None)
+            Deferred.fromCoroutine(self.overrides()).addErrback(lambda _: None)
 
     async def overrides(self) -> list[Override]:
         if self._stopObserving is None and hasattr(self.state, "observeChanges"):
@@ -265,11 +265,11 @@ class OverrideRule:
         store answers), so that a database lost before the first refresh
         still leaves them known.
         """
-        return ensureDeferred(self.table.overrides())
+        return Deferred.fromCoroutine(self.table.overrides())
 
     def amend(self, request: StoreRequest, action: dict[str, Any],
               result: dict[str, Any]) -> Deferred[Any]:
-        return ensureDeferred(self._amend(request, action, result))
+        return Deferred.fromCoroutine(self._amend(request, action, result))
 
     async def _amend(self, request: StoreRequest, action: dict[str, Any],
                      result: dict[str, Any]) -> Any:
