@@ -157,6 +157,11 @@ def makeService(options: Options) -> IService:
     store = _addStoreService(top, reactor, settings, options.rulesDir)
     _addForwardService(top, reactor, settings, store.parts)
     _addAdminService(top, reactor, settings, store)
+    # Last, so that it starts once every other part is built: see
+    # snapstore/observe/gcpauses.py.
+    from snapstore.observe.gcpauses import CollectorPauses
+
+    CollectorPauses().setServiceParent(top)
     return withLogFormat(top, settings.logFormat, (options.parent or {}).get("logfile"))
 
 
