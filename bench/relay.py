@@ -431,6 +431,21 @@ def startPlainTwisted(work: str, upstreamPort: int) -> tuple[subprocess.Popen, i
     return process, port
 
 
+def gcPauses(work: str, name: str) -> str:
+    """
+    The collector pauses snapstore C{name} logged when it stopped
+    (L{snapstore.observe.gcpauses}), or a dash.
+    """
+    from snapstore.observe.gcpauses import SUMMARY_PREFIX
+
+    try:
+        with open(os.path.join(work, f"{name}.log")) as log:
+            lines = [line for line in log if SUMMARY_PREFIX in line]
+    except OSError:
+        return "-"
+    return lines[-1].split(SUMMARY_PREFIX, 1)[1].strip() if lines else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate run")
@@ -566,6 +581,8 @@ def main() -> None:
         ("p99 added by snapstore (target <= 5 ms)",
          f"{(percentile(through, 0.99) - percentile(direct, 0.99)) * 1000:.2f}", ""),
         ("latency-run errors direct / snapstore", f"{directErrors} / {throughErrors}", ""),
+        ("gc pauses, snapstore under wrk (whole run)", "", gcPauses(work, "relay")),
+        (f"gc pauses, snapstore at {options.rate:g}/s (whole run)", "", gcPauses(work, "latency")),
         (f"uplink bytes per refresh, {snaps} snaps, plain upstream", f"{uplink[False]['upstream']:.0f}",
          "headers and body, fake store"),
         (f"uplink bytes per refresh, {snaps} snaps, gzip upstream", f"{uplink[True]['upstream']:.0f}",

@@ -42,6 +42,10 @@ _INFO = re.compile(rb"^/v2/snaps/info/([^/?]+)")
 _DOWNLOAD = re.compile(rb"^/api/v1/snaps/download/([^/_]+)_(\d+)\.snap$")
 _REVISION_ASSERTION = re.compile(rb"^/v2/assertions/snap-revision/")
 
+#: A Content-Type that is JSON, with or without parameters: no form to
+#: parse (see L{ObservedRequest.requestReceived}).
+_JSON_TYPE = re.compile(rb"^[ \t]*application/json[ \t]*(;|$)", re.IGNORECASE)
+
 
 def annotate(request: Any, **notes: Any) -> None:
     """
@@ -188,6 +192,18 @@ class ObservedRequest(Request):
     observer: Optional[AccessObserver] = None
     startedAt: float = 0.0
     _observed = False
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Skip Twisted's form parsing for JSON bodies (every store call):
+        it reads the Content-Type through the C{email} package, about a
+        third of a millisecond per request (issue 20's profile), only to
+        find it is neither form type.  Any other type is parsed as before.
+        """
+        ctype = self.requestHeaders.getRawHeaders(b"content-type")
+        if ctype and _JSON_TYPE.match(ctype[0]):
+            self._parsePOSTFormSubmission = False
+        super().requestReceived(command, path, version)
 
     def _observe(self, status: int) -> None:
         if self._observed or self.observer is None:
