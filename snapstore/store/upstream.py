@@ -10,7 +10,6 @@ error that says why, instead of letting the device time out blind.
 
 from __future__ import annotations
 
-from io import BytesIO
 from typing import Any, Optional
 
 from twisted.internet import error as netError
@@ -18,11 +17,12 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseFailed
+from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from twisted.internet.interfaces import IReactorTime
 
+from snapstore.http.bodies import BytesProducer
 from snapstore.store.compression import DecodedBody, EncodingError, Inflater, contentCodings
 
 
@@ -99,7 +99,7 @@ class StoreUpstream:
         arrived, or fail with L{UpstreamError}.
         """
         timeout = self.timeout if timeout is None else timeout
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        producer = BytesProducer(body) if body is not None else None
         what = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"
         return self._bounded(self.agent.request(method, url, headers, producer), what, timeout)
 

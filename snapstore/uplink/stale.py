@@ -21,7 +21,6 @@ untouched.
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,12 +28,13 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
+from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
+from snapstore.http.bodies import BytesProducer
 from snapstore.offline.store import LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
 from snapstore.store.upstream import UpstreamError, describeFailure
@@ -246,7 +246,7 @@ class StaleAgent:
         """
         Ask upstream and read the whole answer within the deadline.
         """
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        producer = BytesProducer(body) if body is not None else None
         asked = self.live.request(method, uri, headers, producer)
         timedOut = []
 
@@ -276,7 +276,7 @@ class StaleAgent:
 
     async def _stale(self, kind: str, method: bytes, uri: bytes, headers: Headers,
                      body: Optional[bytes], code: str) -> Optional[IResponse]:
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        producer = BytesProducer(body) if body is not None else None
         try:
             response = await self.local.request(method, uri, headers, producer)
         except Exception:
