@@ -104,6 +104,10 @@ class AccessLineTests(TestCase):
         record = json.loads(eventAsJSON(event))
         self.assertEqual(record["message"], formatEvent(event))
         self.assertEqual((record["snap"], record["bytes"]), ("hello", 3000))
+        # The JSON columns keep the order the README shows.
+        self.assertEqual(list(record)[:15], ["time", "level", "namespace", "message", "method", "path",
+                                        "status", "bytes", "duration", "cache", "access", "client",
+                                        "device", "snap", "revision"])
 
     @inlineCallbacks
     def test_braces(self):

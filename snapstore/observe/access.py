@@ -159,24 +159,24 @@ class AccessObserver:
         for key, value in fields.items():
             if isinstance(value, str):
                 fields[key] = escapeControls(value)
-        fields.update(
-            method=(request.method or b"-").decode("latin-1"),
-            path=escapeControls((request.uri or b"-").decode("latin-1")),
-            status=status,
-            bytes=request.sentLength,
-            duration=max(self.clock.seconds() - request.startedAt, 0.0),
-            cache=cache.lower() if cache else None,
-        )
+        head: dict[str, Any] = {
+            "method": (request.method or b"-").decode("latin-1"),
+            "path": escapeControls((request.uri or b"-").decode("latin-1")),
+            "status": status,
+            "bytes": request.sentLength,
+            "duration": max(self.clock.seconds() - request.startedAt, 0.0),
+            "cache": cache.lower() if cache else None,
+        }
         # The line is written here with an f-string, and handed to the log
         # as a format without fields (braces doubled): twisted.logger's
         # formatting of a dozen fields costs about ten times as much, on
-        # every request (issue 20).  The fields stay in the event, for the
-        # JSON format and any other observer.
+        # every request (issue 20).  The fields stay in the event, in the
+        # same order, for the JSON format and any other observer.
         line = (
-            f"{fields['client']} {fields['device']} \"{fields['method']} {fields['path']}\""
-            f" {fields['status']} {fields['bytes']} {fields['duration']:.3f}s"
-            f" cache={fields['cache']} snap={fields['snap']} revision={fields['revision']}")
-        self.log.info(line.replace("{", "{{").replace("}", "}}"), access=True, **fields)
+            f"{fields['client']} {fields['device']} \"{head['method']} {head['path']}\""
+            f" {head['status']} {head['bytes']} {head['duration']:.3f}s"
+            f" cache={head['cache']} snap={fields['snap']} revision={fields['revision']}")
+        self.log.info(line.replace("{", "{{").replace("}", "}}"), **head, access=True, **fields)
 
 
 def _clientHost(request: Request) -> str:
