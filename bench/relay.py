@@ -26,6 +26,11 @@ Three measurements:
      what upstream sent (headers and body), and the client what the device
      got, with and without C{Accept-Encoding: gzip}.
 
+The collector pauses of the snapstore under wrk and of the one at 200/s
+are printed from the summary each logs when stopped
+(L{snapstore.observe.gcpauses}: count, total and longest pause per
+generation, measured with C{gc.callbacks}).
+
 For scale it also loads a bare Twisted L{Site} answering the same JSON
 itself (no relay, no log): the ceiling for one Twisted process here.
 Prints a table with the ratios.  Needs C{/usr/sbin/nginx} and C{wrk}
