@@ -344,49 +344,6 @@ def cmdCheckConnections(client: AdminClient, options: argparse.Namespace, out: T
     return EXIT_OK if answer["ok"] else EXIT_PROBLEM
 
 
-def cmdOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
-    channelMap = []
-    for item in options.pins:
-        channel, sep, revision = item.partition("=")
-        if not sep or not channel or not revision.isdigit() or int(revision) < 1:
-            raise CommandError(f"not CHANNEL=REVISION: {item!r} (e.g. stable=123)", EXIT_USAGE)
-        channelMap.append({"channel": channel, "revision": int(revision)})
-    if getattr(options, "dry_run", False):
-        from snapstore.fleetcli import dryRunOverride
-
-        return dryRunOverride(client, options, channelMap, out)
-    answer = client.call("POST", f"/v1/overrides/{_quote(options.snap)}",
-                         {"channel-map": channelMap})
-    if options.json:
-        _dumpJSON(answer, out)
-        return EXIT_OK
-    for item in answer["set"]:
-        new, old = item["override"], item["previous"]
-        was = f" (was {old['revision']})" if old else ""
-        out.write(f"{new['snap']} {new['channel']} ({new['architecture']}): "
-                  f"revision {new['revision']}{was}\n")
-    return EXIT_OK
-
-
-def cmdListOverrides(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
-    path = "/v1/overrides" + (f"/{_quote(options.snap)}" if options.snap else "")
-    answer = client.call("GET", path)
-    if options.json:
-        _dumpJSON(answer, out)
-        return EXIT_OK
-    overrides = answer["overrides"]
-    if not overrides:
-        out.write(f"{options.snap or 'No snap'} has no overrides\n"
-                  if options.snap else "No overrides\n")
-        return EXIT_OK
-    rows = [["Snap", "Channel", "Architecture", "Revision", "Since"]]
-    for o in overrides:
-        rows.append([o["snap"], o["channel"], o["architecture"], str(o["revision"]),
-                     formatTime(o.get("created-at"))])
-    _table(rows, out)
-    return EXIT_OK
-
-
 def cmdDeviceLimit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
     value = options.limit.strip().lower()
     if value == "reset":
@@ -419,18 +376,6 @@ def _subjectName(text: str) -> str:
         return checkSubjectName(text.strip())
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
-
-
-def cmdDeleteOverride(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("DELETE", f"/v1/overrides/{_quote(options.snap)}",
-                         query={"channel": options.channels})
-    if options.json:
-        _dumpJSON(answer, out)
-        return EXIT_OK
-    for o in answer["deleted"]:
-        out.write(f"{o['snap']} {o['channel']} ({o['architecture']}): override of "
-                  f"revision {o['revision']} deleted\n")
-    return EXIT_OK
 
 
 def _cacheLine(cache: dict[str, Any]) -> str:
@@ -621,16 +566,11 @@ def makeParser() -> argparse.ArgumentParser:
 
     verb("status", cmdStatus, "version, uptime, health, devices, cache, overrides")
     verb("check-connections", cmdCheckConnections, "check that upstream and the database answer")
-    sub = verb("override", cmdOverride, "pin a snap's channels to revisions")
-    sub.add_argument("snap")
-    sub.add_argument("pins", nargs="+", metavar="CHANNEL=REVISION")
-    sub.add_argument("--dry-run", action="store_true",
-                     help="change nothing: print what a refresh would change with these pins")
-    sub = verb("list-overrides", cmdListOverrides, "list a snap's overrides (all when no SNAP)")
-    sub.add_argument("snap", nargs="?")
-    sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
-    sub.add_argument("snap")
-    sub.add_argument("channels", nargs="+", metavar="CHANNEL")
+    # Change control: override, list-overrides, delete-override, hold,
+    # holds, release-hold, approve (snapstore.policycli).
+    from snapstore.policycli import addVerbs as addPolicyVerbs
+
+    addPolicyVerbs(verb)
     sub = verb("device-limit", cmdDeviceLimit,
                "set how many devices may use the proxy (all nodes): N, none, or reset "
                "to the rules.d value")

@@ -104,7 +104,11 @@ def makeAdminSite(reactor: Any, settings: Any, parts: Any) -> Site:
     # Devices, inventory, groups, what-would-refresh, deliveries (snapstore.fleet).
     from snapstore.admin.fleet import mountFleet
 
-    mountFleet(api)
+    fleetRoutes = mountFleet(api)
+    # Pins with scope and expiry, holds, approvals (snapstore.policy).
+    from snapstore.admin.policy import mountPolicy
+
+    mountPolicy(api, fleetRoutes)
     # Request deadlines, unambiguous heads, and small bounded bodies, except
     # for bundle imports: large, so admitted from their heads, bounded by
     # --import-max-size and spooled to the data directory (see
