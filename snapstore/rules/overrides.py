@@ -271,8 +271,12 @@ class OverrideRule:
             # The device asked for a revision by number: not a channel.
             return result
         kind = action["action"]
+        context = _contextEntry(request, action) if kind == "refresh" else {}
         if kind == "refresh":
-            channel = action.get("channel") or action.get("tracking-channel") or "stable"
+            # snapd names the channel in the action only when switching;
+            # otherwise it is the context's tracking channel.
+            channel = (action.get("channel") or action.get("tracking-channel")
+                       or context.get("tracking-channel") or "stable")
         else:
             channel = action.get("channel") or "stable"
         snapName = result.get("name") or action.get("name")
@@ -299,7 +303,9 @@ class OverrideRule:
         if not held or target == offered:
             return result
         if kind == "refresh":
-            current = _contextRevision(request, action)
+            current = context.get("revision")
+            if not isinstance(current, int) or isinstance(current, bool):
+                current = None
             if target is None or (current is not None and target <= current):
                 # Nothing newer than what it runs qualifies: no update.
                 return None
@@ -386,21 +392,17 @@ class OverrideRule:
         return amended
 
 
-def _contextRevision(request: StoreRequest, action: dict[str, Any]) -> Optional[int]:
+def _contextEntry(request: StoreRequest, action: dict[str, Any]) -> dict[str, Any]:
     """
-    The revision the device runs of the snap of a refresh C{action}, from
-    its request's context, or C{None}.
+    The context entry (what the device runs) of the snap of a refresh
+    C{action}, or C{{}}.
     """
-    try:
-        context = request.json().get("context") or []
-    except Exception:
-        return None
-    for entry in context:
+    body = request.json()
+    context = body.get("context") if isinstance(body, dict) else None
+    for entry in context if isinstance(context, list) else []:
         if isinstance(entry, dict) and entry.get("instance-key") == action.get("instance-key"):
-            revision = entry.get("revision")
-            if isinstance(revision, int) and not isinstance(revision, bool):
-                return revision
-    return None
+            return entry
+    return {}
 
 
 def _shortName(channel: str) -> str:
