@@ -240,6 +240,13 @@ class IImportedContent(Interface):
             L{snapstore.state.imported.ImportedAssertion} or C{None}.
         """
 
+    def listImportedSequence(type, sequenceKey):
+        """
+        @return: a Deferred firing with every imported assertion of a
+            sequence-forming C{type} (C{validation-set}) whose primary key
+            is C{sequenceKey} plus a sequence number.
+        """
+
 
 # ---------------------------------------------------------------------------
 # Blob cache (snapstore/cache/)

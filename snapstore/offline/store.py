@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
+from snapstore.offline.validationsets import latest
 from snapstore.state.records import RISKS, deviceChannel
 
 #: The API level answered in C{Snap-Store-Version} (that of the fake store,
@@ -240,7 +241,7 @@ class LocalStoreAgent:
         if method == b"GET" and segments == ["v2", "snaps", "find"]:
             return await self._find(headers, query)
         if method == b"GET" and segments[:2] == ["v2", "assertions"] and len(segments) > 3:
-            return await self._assertion(segments[2], segments[3:])
+            return await self._assertion(segments[2], segments[3:], query)
         if method == b"GET" and segments == ["v2", "snaps", "categories"]:
             return self._json({"categories": []})
         if method == b"GET" and segments == ["api", "v1", "snaps", "sections"]:
@@ -456,8 +457,17 @@ class LocalStoreAgent:
                             "snap": snapLevel, "revision": revisionLevel})
         return self._json({"results": results})
 
-    async def _assertion(self, kind: str, key: list[str]) -> IResponse:
-        found = await self.state.getImportedAssertion(kind, key)
+    async def _assertion(self, kind: str, key: list[str],
+                         query: Optional[dict[str, str]] = None) -> IResponse:
+        if kind == "validation-set" and len(key) == 3:
+            # Sequence-forming: ?sequence=N, or the latest imported.
+            sequence = (query or {}).get("sequence") or "latest"
+            if sequence == "latest":
+                found = latest(await self.state.listImportedSequence(kind, key))
+            else:
+                found = await self.state.getImportedAssertion(kind, key + [sequence])
+        else:
+            found = await self.state.getImportedAssertion(kind, key)
         if found is None:
             raise _Answer(404, "not-found", "not found", PROBLEM_JSON)
         body = found.body.encode("utf-8")

@@ -502,6 +502,14 @@ class StateStoreBase:
 
         return self._do(imported.getImportedAssertion(type, tuple(primaryKey)))
 
+    def listImportedSequence(self, type: str, sequenceKey: Sequence[str]) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IImportedContent.listImportedSequence}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.listImportedSequence(type, tuple(sequenceKey)))
+
     # -- the fleet (snapstore.state.fleet) ---------------------------------
 
     def recordInventory(self, identity: str, model: str, address: str, architecture: str,
