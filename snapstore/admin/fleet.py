@@ -10,7 +10,8 @@ The admin API's fleet routes (design.md section 8)::
     GET    /v1/groups/NAME                         the group and its members
     DELETE /v1/groups/NAME                         delete it (audited)
     GET    /v1/what-would-refresh[?snap=&group=]   what a refresh would change now
-    POST   /v1/overrides/SNAP?dry-run=1            the same report, with the pins set
+    (POST /v1/overrides/SNAP?dry-run=1 and the other change-control dry runs
+    answer the same report: see snapstore.admin.policy)
     GET    /v1/deliveries[?device=&snap=&since=]   the delivery record
     GET    /v1/deliveries/verify                   check its hash chain
 
@@ -25,7 +26,7 @@ import datetime
 from typing import Any, Optional
 
 from snapstore.fleet.groups import GroupDirectory, GroupError, checkName, checkSelectors, groupsOf
-from snapstore.fleet.whatwould import WhatWouldRefresh, withProposedOverrides
+from snapstore.fleet.whatwould import WhatWouldRefresh
 from snapstore.rules.engine import RuleSet
 from snapstore.state import audit
 from snapstore.state.fleet import SELECTOR_KINDS, DeviceGroup
@@ -218,18 +219,6 @@ class FleetRoutes:
     async def whatWouldRefresh(self, request: Any, caller: Any) -> tuple[int, Any]:
         return 200, await self._report(request, self._ruleSet(), self._arg(request, b"snap"))
 
-    async def setOverrides(self, request: Any, caller: Any, snapName: str) -> tuple[int, Any]:
-        """
-        C{?dry-run=1}: resolve the pins as a real override would, and report
-        what a refresh would change with them set; nothing is written.
-        Without it, the admin API's own handler.
-        """
-        if self._arg(request, b"dry-run") not in ("1", "yes", "true"):
-            return await self.api.setOverrides(request, caller, snapName)
-        resolved = await self.api.resolveOverrides(request, snapName)
-        ruleSet = withProposedOverrides(self._ruleSet(), resolved)
-        return 200, await self._report(request, ruleSet, snapName)
-
     # -- deliveries --------------------------------------------------------------
 
     async def deliveries(self, request: Any, caller: Any) -> tuple[int, Any]:
@@ -254,11 +243,10 @@ class FleetRoutes:
 def mountFleet(api: Any) -> FleetRoutes:
     """
     Add the fleet routes to an admin API resource; they take over
-    C{GET /v1/devices} (the DEVICE shape of design.md section 8) and
-    C{POST /v1/overrides/SNAP} (adding C{?dry-run=1}).
+    C{GET /v1/devices} (the DEVICE shape of design.md section 8).
     """
     routes = FleetRoutes(api)
-    taken = {(b"GET", ("v1", "devices")), (b"POST", ("v1", "overrides", "*"))}
+    taken = {(b"GET", ("v1", "devices"))}
     api._routes[:] = [r for r in api._routes if (r[0], r[1]) not in taken]
     api._routes.extend([
         (b"GET", ("v1", "devices"), routes.devices),
@@ -269,7 +257,6 @@ def mountFleet(api: Any) -> FleetRoutes:
         (b"PUT", ("v1", "groups", "*"), routes.putGroup),
         (b"DELETE", ("v1", "groups", "*"), routes.deleteGroup),
         (b"GET", ("v1", "what-would-refresh"), routes.whatWouldRefresh),
-        (b"POST", ("v1", "overrides", "*"), routes.setOverrides),
         (b"GET", ("v1", "deliveries"), routes.deliveries),
         (b"GET", ("v1", "deliveries", "verify"), routes.verifyDeliveries),
     ])

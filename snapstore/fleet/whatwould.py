@@ -56,13 +56,6 @@ def withProposedPolicy(ruleSet: RuleSet, pins: Sequence[Any] = (), holds: Sequen
     return RuleSet(rules, ruleSet.files)
 
 
-def withProposedOverrides(ruleSet: RuleSet, proposed: Sequence[Any]) -> RuleSet:
-    """
-    L{withProposedPolicy} with proposed pins only.
-    """
-    return withProposedPolicy(ruleSet, pins=proposed)
-
-
 def refreshBody(device: FleetDevice) -> dict[str, Any]:
     """
     The refresh request snapd would send for C{device}'s installed set.
