@@ -58,6 +58,15 @@ def _scope(group: Optional[str]) -> str:
     return f"group {group}" if group else "everyone"
 
 
+def _pinned(pin: dict[str, Any]) -> str:
+    """
+    C{hello latest/stable (amd64)}, or C{(amd64, group canary)} for a
+    group's pin.
+    """
+    group = f", group {pin['group']}" if pin.get("group") else ""
+    return f"{pin['snap']} {pin['channel']} ({pin['architecture']}{group})"
+
+
 def cmdOverride(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     cli = _cli()
     channelMap = []
@@ -83,8 +92,7 @@ def cmdOverride(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         new, old = item["override"], item["previous"]
         was = f" (was {old['revision']})" if old else ""
         until = f" until {new['until']}" if new.get("until") else ""
-        out.write(f"{new['snap']} {new['channel']} ({new['architecture']}, "
-                  f"{_scope(new.get('group'))}): revision {new['revision']}{was}{until}\n")
+        out.write(f"{_pinned(new)}: revision {new['revision']}{was}{until}\n")
     return int(cli.EXIT_OK)
 
 
@@ -118,9 +126,7 @@ def cmdDeleteOverride(client: Any, options: argparse.Namespace, out: TextIO) -> 
         cli._dumpJSON(answer, out)
         return int(cli.EXIT_OK)
     for o in answer["deleted"]:
-        out.write(f"{o['snap']} {o['channel']} ({o['architecture']}, "
-                  f"{_scope(o.get('group'))}): override of revision {o['revision']} "
-                  f"deleted\n")
+        out.write(f"{_pinned(o)}: override of revision {o['revision']} deleted\n")
     return int(cli.EXIT_OK)
 
 
