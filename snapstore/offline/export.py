@@ -476,9 +476,9 @@ def _fetchChain(client: StoreClient, snaps: dict[str, Any],
     """
     texts: dict[str, bytes] = {}
     pending: list[tuple[str, tuple[str, ...], bool]] = []
-    for path, text in (extra or {}).items():
-        parsed = parseAssertion(text)
-        texts[path] = text
+    for path, extraText in (extra or {}).items():
+        parsed = parseAssertion(extraText)
+        texts[path] = extraText
         if parsed.signKey not in TRUSTED_KEYS:
             pending.append(("account-key", (parsed.signKey,), True))
         for header in ("authority-id", "account-id"):

@@ -318,7 +318,7 @@ class OverrideRule:
         self.log.debug("{snap} {channel} held at {revision} for {device}",
                        snap=snapName, channel=key, revision=target,
                        device=request.device.identity)
-        return await self._serve(request, action, result, snapName, target, key)
+        return await self._serve(request, action, result, str(snapName), target, key)
 
     async def _serve(self, request: StoreRequest, action: dict[str, Any],
                      result: dict[str, Any], snapName: str, revision: int,
@@ -374,13 +374,13 @@ class OverrideRule:
             if target is None:
                 # Nothing on this channel has been released to the device.
                 return None
-        if entry.get("revision") == target:
+        if target is None or entry.get("revision") == target:
             return entry
         fields = [key for key in entry if key != "channel"] or ["revision"]
         if "revision" not in fields:
             fields.append("revision")
         headers = request.upstreamHeaders
-        pinned = await fetchRevision(self.upstream, headers, snapName, target,
+        pinned = await fetchRevision(self.upstream, headers, str(snapName), target,
                                      fields, architecture)
         snap = pinned.get("snap")
         if pinned.get("result") == "error" or not isinstance(snap, dict):
