@@ -10,6 +10,12 @@ is offered exactly that revision, and a device already on it is told there
 is no update.  The pins live in the state store, so they survive restarts,
 are shared by the nodes of one database, and every change is audited.
 
+Change control (design.md section 9) goes through the same rule: a pin may
+be for one device group and may expire, and holds keep new revisions from
+devices for a cool-down or until approved.  Which applies to a device is
+L{snapstore.policy.decide}'s (pin > hold > upstream, groups first); this
+rule only applies the answer to results and channel maps.
+
 The rule asks upstream for the pinned revision's metadata with the device's
 own headers (a refresh call with a C{download} action carrying the
 revision), so the download URL, size and digest are upstream's and the blob
