@@ -353,6 +353,56 @@ class TwoNodeTests(PolicyMixin, TestCase):
         self.assertEqual([o["expired"] for o in listed["overrides"]], [True])
 
 
+class BadInputTests(TestCase):
+    """
+    The change-control routes refuse careless input with the admin API's
+    JSON error shape, and write nothing.
+    """
+
+    @deferred
+    async def test_refusals(self):
+        from tests.test_admin import RunningService
+
+        service = await RunningService(self).start()
+        url = service.adminURL
+        cases = [
+            (b"POST", "/v1/holds", {"snap": "hello"}, 400, "bad-request"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": "1d", "until-approved": True},
+             400, "bad-request"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": "a week"}, 400, "bad-duration"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": 0}, 400, "bad-duration"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": "1d", "channel": "no/such/x/y"},
+             400, "bad-channel"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": "1d", "group": "nobody"},
+             404, "no-group"),
+            (b"POST", "/v1/holds", {"snap": "hello", "for": "1d", "reason": "x" * 1001},
+             400, "bad-request"),
+            (b"POST", "/v1/holds", ["not", "an", "object"], 400, "bad-request"),
+            (b"DELETE", "/v1/holds?snap=hello", None, 404, "no-hold"),
+            (b"POST", "/v1/approvals", {"snap": "hello", "revision": "3"}, 400, "bad-request"),
+            (b"POST", "/v1/approvals", {"snap": "hello", "revision": 3, "group": "nobody"},
+             404, "no-group"),
+            (b"POST", "/v1/overrides/hello",
+             {"channel-map": [{"channel": "stable", "revision": 3}], "until": "yesterday"},
+             400, "bad-time"),
+            (b"POST", "/v1/overrides/hello",
+             {"channel-map": [{"channel": "stable", "revision": 3}],
+              "until": "2001-01-01T00:00:00Z"}, 400, "bad-time"),
+            (b"DELETE", "/v1/overrides/hello?channel=stable&group=canary", None, 404,
+             "no-override"),
+        ]
+        for method, path, body, status, code in cases:
+            response, content = await service.get(
+                url + path, method, {b"content-type": [b"application/json"]},
+                None if body is None else json.dumps(body).encode())
+            answer = json.loads(content)
+            self.assertEqual((response.code, answer["error"]["code"]), (status, code),
+                             (path, body, answer))
+        state = service.state()
+        self.assertEqual((await state.listHolds(), await state.listApprovals(),
+                          await state.listOverrides()), ([], [], []))
+
+
 class TimeSpecTests(SynchronousTestCase):
     """
     TIME and DURATION arguments.
