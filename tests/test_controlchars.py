@@ -153,7 +153,8 @@ class CommandOutputTests(TestCase):
         devices = Resource()
         answer = json.dumps({"connected": 1, "limit": None, "devices": [{
             "identity": "serial\r\x1b[2Kowned", "model": "m\nNext line", "address": "10.0.0.3",
-            "first-seen": 0, "last-seen": 0}]}).encode()
+            "architecture": "amd64\x1b[0m", "groups": ["g\x07"], "snaps": [],
+            "first-seen": "2026-12-03T00:00:00Z", "last-seen": "2026-12-03T00:00:00Z"}]}).encode()
 
         class Answer(Resource):
             isLeaf = True
