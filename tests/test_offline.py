@@ -413,6 +413,27 @@ class OfflineEndToEndTests(TestCase):
                              [b"application/x.ubuntu.assertion"])
         code, headers, body = await self.request(b"GET", base + "?sequence=3")
         self.assertEqual((code, json.loads(body)["error-list"][0]["code"]), (404, "not-found"))
+        # The refresh-time check snapd makes for an enforced set: a
+        # fetch-assertions action by sequence key, pinned or "newer than".
+        key = ["16", "canonical", "base-set"]
+        code, _, body = await self.request(b"POST", self.offline + "v2/snaps/refresh", {
+            "context": [], "fields": [], "actions": [{
+                "action": "fetch-assertions", "key": "g1", "assertions": [
+                    {"type": "validation-set", "sequence-key": key, "sequence": 1},
+                    {"type": "validation-set", "sequence-key": key,
+                     "if-sequence-equal-or-newer-than": 1},
+                    {"type": "validation-set", "sequence-key": key,
+                     "if-sequence-equal-or-newer-than": 3},
+                    {"type": "validation-set", "sequence-key": ["16", "canonical", "none"],
+                     "sequence": 1}]}]})
+        self.assertEqual(code, 200, body)
+        [result] = json.loads(body)["results"]
+        self.assertEqual(result["assertion-stream-urls"], [base + "?sequence=1",
+                                                           base + "?sequence=2"])
+        self.assertEqual([e["code"] for e in result["error-list"]], ["not-found"])
+        code, _, body = await self.request(b"GET", result["assertion-stream-urls"][1])
+        self.assertEqual(body, self.store.assertions.validationSet(
+            "16", "canonical", "base-set", "2"))
         code, headers, body = await self.request(
             b"GET", self.offline + "v2/assertions/validation-set/16/canonical/other-set")
         self.assertEqual(code, 404)

@@ -359,6 +359,9 @@ class LocalStoreAgent:
             if not isinstance(wanted, dict):
                 continue
             kind = str(wanted.get("type", ""))
+            if "sequence-key" in wanted:
+                await self._fetchSequence(kind, wanted, urls, errors)
+                continue
             primary = [str(p) for p in wanted.get("primary-key") or []]
             found = await self.state.getImportedAssertion(kind, primary) if primary else None
             if found is None:
@@ -375,6 +378,36 @@ class LocalStoreAgent:
         if errors:
             result["error-list"] = errors
         return result
+
+    async def _fetchSequence(self, kind: str, wanted: dict[str, Any], urls: list[str],
+                             errors: list[Any]) -> None:
+        """
+        A sequence-forming assertion (C{validation-set}) asked for by
+        C{sequence-key}: the pinned C{sequence}, or the latest imported
+        when it is at least C{if-sequence-equal-or-newer-than} (and, at
+        that very sequence, newer than C{if-newer-than}); store-api.md 3.1.
+        """
+        key = [str(p) for p in wanted.get("sequence-key") or []]
+        candidates = await self.state.listImportedSequence(kind, key) if key else []
+        pinned = wanted.get("sequence")
+        if isinstance(pinned, int):
+            candidates = [c for c in candidates if c.primaryKey[-1] == str(pinned)]
+        found = latest(candidates)
+        if found is None:
+            errors.append({"code": "not-found", "message": "not found", "type": kind,
+                           "sequence-key": key})
+            return
+        sequence = int(found.primaryKey[-1])
+        atLeast = wanted.get("if-sequence-equal-or-newer-than")
+        newerThan = wanted.get("if-newer-than")
+        if isinstance(atLeast, int) and sequence < atLeast:
+            return
+        if isinstance(atLeast, int) and sequence == atLeast and isinstance(newerThan, int) \
+                and found.revision <= newerThan:
+            return
+        urls.append(self.base + "v2/assertions/"
+                    + "/".join([kind] + [quote(p, safe="") for p in key])
+                    + f"?sequence={sequence}")
 
     @staticmethod
     def _channelEntry(channel: Any, revision: Any, wanted: Any) -> dict[str, Any]:
