@@ -353,6 +353,37 @@ class TwoNodeTests(PolicyMixin, TestCase):
         self.assertEqual([o["expired"] for o in listed["overrides"]], [True])
 
 
+    @deferred
+    async def test_holdSharedByNodes(self):
+        """
+        The first sighting of a revision is kept in the shared database: a
+        revision node A saw before a hold was made through node B counts
+        from A's sighting on B; an approval made through A releases the
+        held revision on B, without any restart.
+        """
+        await self.setUpStore()
+        database = pgtest.TemporaryDatabase()
+        self.addCleanup(database.drop)
+        urlA, adminA = await self.startNode(state=databaseURL(database))
+        urlB, adminB = await self.startNode(state=databaseURL(database))
+        a, b = SnapdDevice(self, urlA, "A"), SnapdDevice(self, urlB, "B")
+        self.assertEqual(await self.offered(a, 9), 10)  # 10 seen on stable, by A
+        await sleep(4.5)
+        await self.ok(adminB, "hold", "hello", "--for", "4s")
+        self.store.release("hello", "stable", 12)
+        # On B, 10 has been on stable for 4 s (A's sighting); 12 has not.
+        await self.eventually(b, 9, 10, within=5)
+        self.assertIsNone(await self.offered(b, 10))
+        # Made through A, the approval hold replaces the cool-down on B too
+        # (changes reach every node within a second): 12 stays held on B
+        # although it has now been on stable longer than 4 s.
+        await self.ok(adminA, "hold", "hello", "--until-approved")
+        await sleep(4.5)
+        self.assertIsNone(await self.offered(b, 10))
+        await self.ok(adminA, "approve", "hello", "12")
+        await self.eventually(b, 10, 12, within=5)
+
+
 class BadInputTests(TestCase):
     """
     The change-control routes refuse careless input with the admin API's
