@@ -375,8 +375,9 @@ class TwoNodeTests(PolicyMixin, TestCase):
         await self.eventually(b, 9, 10, within=5)
         self.assertIsNone(await self.offered(b, 10))
         # Made through A, the approval hold replaces the cool-down on B too
-        # (changes reach every node within a second): 12 stays held on B
-        # although it has now been on stable longer than 4 s.
+        # (changes reach every node within a second): 12, new under the
+        # cool-down, stays held on B although it has now been on stable
+        # longer than 4 s.
         await self.ok(adminA, "hold", "hello", "--until-approved")
         await sleep(4.5)
         self.assertIsNone(await self.offered(b, 10))

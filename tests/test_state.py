@@ -315,8 +315,11 @@ class StateStoreContractMixin:
         events: list[Any] = []
         store.observeChanges(events.append)
         self.assertIsNone(await store.setHold(Hold("hello", "", "", 3600.0, "soak"), "alice"))
+        self.clock.advance(10)
         previous = await store.setHold(Hold("hello", "", "", None, "qa"), "alice")
         self.assertEqual(previous.holdFor, 3600.0)
+        # Replaced, a hold keeps its start: what was new under it stays new.
+        self.assertEqual([h.createdAt for h in await store.listHolds()], [T0])
         await store.setHold(Hold("", "latest/stable", "line", 60.0), "alice")
         holds = await store.listHolds()
         self.assertEqual([(h.snapName, h.channel, h.group, h.holdFor, h.untilApproved)
@@ -339,7 +342,7 @@ class StateStoreContractMixin:
             ChannelRevision("hello", "latest/stable", "amd64", 12)])
         history = await store.channelHistory("hello", "latest/stable", "amd64")
         self.assertEqual([(c.revision, c.firstSeen) for c in history],
-                         [(10, T0), (12, T0 + 30)])
+                         [(10, T0 + 10), (12, T0 + 40)])
         self.assertEqual(await store.channelHistory("hello", "latest/edge", "amd64"), [])
         actions = [e.action for e in await store.listAudit()]
         self.assertEqual(actions, ["hold.set", "hold.set", "hold.set", "hold.release",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import attrs
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
@@ -140,10 +141,17 @@ class ProposedPolicy:
 
     async def holds(self) -> list[Any]:
         current = await self.table.holds()
+        existing = {(h.snapName, h.channel, h.group): h for h in current}
+        proposed = []
+        for hold in self.proposedHolds:
+            # As the state store does: a replaced hold keeps its start.
+            before = existing.get((hold.snapName, hold.channel, hold.group))
+            proposed.append(attrs.evolve(hold, createdAt=before.createdAt) if before
+                            else hold)
         replaced = {(h.snapName, h.channel, h.group) for h in self.proposedHolds}
         replaced |= self.releasedHolds
-        return self.proposedHolds + [h for h in current
-                                     if (h.snapName, h.channel, h.group) not in replaced]
+        return proposed + [h for h in current
+                           if (h.snapName, h.channel, h.group) not in replaced]
 
     async def approvals(self) -> list[Any]:
         return self.proposedApprovals + list(await self.table.approvals())

@@ -104,11 +104,14 @@ def setHold(hold: Hold, actor: str, now: float) -> Operation:
     """
     @return: the hold replaced, or C{None}.
     """
-    new = attrs.evolve(hold, createdAt=hold.createdAt or now)
-    key = (new.snapName, new.channel, new.group)
+    key = (hold.snapName, hold.channel, hold.group)
     rows = yield Query(f"SELECT {HOLD_COLUMNS} FROM holds WHERE snap_name = ?"
                        " AND channel = ? AND group_name = ?", key)
     previous = _hold(rows[0]) if rows else None
+    # A hold replaced (a cool-down made an approval hold) has held its
+    # devices all along: what was new under it stays new.
+    new = attrs.evolve(hold, createdAt=previous.createdAt if previous
+                       else hold.createdAt or now)
     yield Query(f"INSERT INTO holds ({HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (snap_name, channel, group_name) DO UPDATE SET"
                 " hold_for = excluded.hold_for, reason = excluded.reason,"
