@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from snapstore.policy.decide import chooseHold, choosePin, heldRevision
+from snapstore.policy.decide import chooseHold, choosePin, heldRevision, revisionAllowed
 from snapstore.policy.timespec import TimeSpecError, parseDuration, parseTime
 from snapstore.state.policy import Approval, ChannelRevision, Hold
 from snapstore.state.records import Override
@@ -72,6 +72,21 @@ class PolicyMixin(FleetMixin):
         self.assertEqual(code, 200, answer)
         results = [r for r in answer["results"] if r.get("result") == "refresh"]
         return results[0]["snap"]["revision"] if results else None
+
+    async def byNumber(self, device, revision):
+        """
+        Install C{hello} by revision number (C{snap install --revision}):
+        the revision given, or the error code.
+        """
+        code, answer = await device.call(b"POST", "v2/snaps/refresh", {
+            "context": [], "fields": ["revision", "download"], "actions": [{
+                "action": "install", "instance-key": "install-1", "name": "hello",
+                "revision": revision, "epoch": None}]})
+        self.assertEqual(code, 200, answer)
+        [result] = answer["results"]
+        if result["result"] == "error":
+            return result["error"]["code"]
+        return result["snap"]["revision"]
 
     async def eventually(self, device, installed, wanted, within=40):
         """
@@ -204,10 +219,15 @@ class SingleNodeTests(PolicyMixin, TestCase):
         self.assertIsNone(await self.offered(a, 10))
         self.assertEqual(await self.offered(a, 9), 10)
         self.assertEqual(await self.offered(c, 10), 11)
+        # Asking for 12 by number does not walk around the hold; 10 is fine.
+        self.assertEqual(await self.byNumber(a, 12), "revision-not-found")
+        self.assertEqual(await self.byNumber(a, 10), 10)
+        self.assertEqual(await self.byNumber(b, 12), 12)
         out = await self.ok(adminURL, "approve", "hello", "12", "--group", "line",
                             "--reason", "QA passed")
         self.assertIn("approved", out)
         self.assertEqual(await self.offered(a, 10), 12)
+        self.assertEqual(await self.byNumber(a, 12), 12)
         await self.ok(adminURL, "delete-override", "hello", "stable", "--group", "canary")
         self.assertIsNone(await self.offered(c, 10))
         await self.ok(adminURL, "release-hold", "--all", "--group", "canary")
@@ -518,3 +538,20 @@ class DecisionTests(SynchronousTestCase):
         self.assertEqual(heldRevision(qa, history, approvals, "hello", ("line",), 0), 12)
         late = Hold("hello", "", "", None, createdAt=500.0)
         self.assertIsNone(heldRevision(late, history, [], "hello", (), 9e9))
+
+    def test_revisionAllowed(self):
+        """
+        Asked for by number, a held device may have an approved revision,
+        one not newer than the newest qualifying one, or one older than
+        anything seen on the channel; nothing else.
+        """
+        history = [ChannelRevision("hello", STABLE, "amd64", 10, 1000.0),
+                   ChannelRevision("hello", STABLE, "amd64", 12, 2000.0)]
+        qa = Hold("hello", "", "", None, createdAt=1500.0)
+        allowed = lambda revision, approvals=(), history=history: revisionAllowed(
+            qa, history, approvals, "hello", ("line",), 9e9, revision)
+        self.assertEqual([allowed(r) for r in (5, 10, 11, 12, 13)],
+                         [True, True, False, False, False])
+        self.assertTrue(allowed(12, [Approval("hello", 12, "line")]))
+        self.assertFalse(allowed(12, [Approval("hello", 12, "other")]))
+        self.assertFalse(allowed(5, history=[]))

@@ -103,3 +103,23 @@ def heldRevision(hold: Any, history: Iterable[Any], approvals: Iterable[Any],
         return None
     return max(qualifying, key=lambda seen: (seen.firstSeen, seen.revision)).revision
 
+
+
+def revisionAllowed(hold: Any, history: Sequence[Any], approvals: Iterable[Any],
+                    snapName: str, groups: Iterable[str], now: float, revision: int) -> bool:
+    """
+    Whether a held device may have C{revision} when it asks for it by
+    number (C{snap refresh --revision}): when it was approved, is not newer
+    than the newest qualifying revision, or is older than anything
+    snapstore saw on the channel.  Otherwise asking by number would walk
+    around the hold.
+    """
+    approvals = list(approvals)
+    member = set(groups)
+    if any(a.snapName == snapName and a.revision == revision
+           and (not a.group or a.group in member) for a in approvals):
+        return True
+    target = heldRevision(hold, history, approvals, snapName, groups, now)
+    if target is not None and revision <= target:
+        return True
+    return bool(history) and revision < min(seen.revision for seen in history)

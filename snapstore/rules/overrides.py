@@ -33,7 +33,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from snapstore.interfaces import IActionRule
-from snapstore.policy.decide import chooseHold, choosePin, heldRevision
+from snapstore.policy.decide import chooseHold, choosePin, heldRevision, revisionAllowed
 from snapstore.policy.table import PolicyTable
 from snapstore.rules.values import StoreRequest
 from snapstore.state.errors import StateUnavailable
@@ -274,8 +274,9 @@ class OverrideRule:
     async def _amendAction(self, request: StoreRequest, action: dict[str, Any],
                            result: dict[str, Any]) -> Any:
         if action.get("revision") is not None:
-            # The device asked for a revision by number: not a channel.
-            return result
+            # The device asked for a revision by number: not a channel, so
+            # no pin; a hold still decides whether it may have it.
+            return await self._amendByNumber(request, action, result)
         kind = action["action"]
         context = _contextEntry(request, action) if kind == "refresh" else {}
         if kind == "refresh":
@@ -325,6 +326,35 @@ class OverrideRule:
                        snap=snapName, channel=key, revision=target,
                        device=request.device.identity)
         return await self._serve(request, action, result, str(snapName), target, key)
+
+    async def _amendByNumber(self, request: StoreRequest, action: dict[str, Any],
+                             result: dict[str, Any]) -> Any:
+        """
+        A revision asked for by number: refused (C{revision-not-found})
+        when a hold applies and the revision has not been released to the
+        device (L{revisionAllowed}).
+        """
+        revision = action.get("revision")
+        snapName = result.get("name") or action.get("name")
+        context = _contextEntry(request, action) if action.get("action") == "refresh" else {}
+        key = deviceChannel(action.get("channel") or context.get("tracking-channel")
+                            or "stable")
+        if (key is None or not isinstance(snapName, str) or not snapName
+                or not isinstance(revision, int) or result.get("result") == "error"):
+            return result
+        groups = request.device.groups
+        hold = chooseHold(await self.table.holds(), snapName, key, groups)
+        if hold is None:
+            return result
+        history = await self.state.channelHistory(snapName, key, request.architecture)
+        if revisionAllowed(hold, history, await self.table.approvals(), snapName, groups,
+                           self.clock.seconds(), revision):
+            return result
+        return {"result": "error", "instance-key": action.get("instance-key"),
+                "snap-id": result.get("snap-id") or "", "name": snapName,
+                "error": {"code": "revision-not-found",
+                          "message": f"revision {revision} of {snapName} has not been "
+                                     f"released to this device yet (held by snapstore)"}}
 
     async def _serve(self, request: StoreRequest, action: dict[str, Any],
                      result: dict[str, Any], snapName: str, revision: int,
