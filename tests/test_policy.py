@@ -73,15 +73,16 @@ class PolicyMixin(FleetMixin):
         results = [r for r in answer["results"] if r.get("result") == "refresh"]
         return results[0]["snap"]["revision"] if results else None
 
-    async def byNumber(self, device, revision):
+    async def byNumber(self, device, revision=None):
         """
-        Install C{hello} by revision number (C{snap install --revision}):
-        the revision given, or the error code.
+        Install C{hello} by revision number (C{snap install --revision}),
+        or from stable without one: the revision given, or the error code.
         """
+        action = {"action": "install", "instance-key": "install-1", "name": "hello",
+                  "epoch": None}
+        action.update({"revision": revision} if revision else {"channel": "stable"})
         code, answer = await device.call(b"POST", "v2/snaps/refresh", {
-            "context": [], "fields": ["revision", "download"], "actions": [{
-                "action": "install", "instance-key": "install-1", "name": "hello",
-                "revision": revision, "epoch": None}]})
+            "context": [], "fields": ["revision", "download"], "actions": [action]})
         self.assertEqual(code, 200, answer)
         [result] = answer["results"]
         if result["result"] == "error":
@@ -182,6 +183,8 @@ class SingleNodeTests(PolicyMixin, TestCase):
                           for h in holds["holds"]],
                          [{"snap": "hello", "channel": None, "group": None, "for": 5,
                            "until-approved": False, "reason": "soak"}])
+        # Nothing has been on stable for 5 s yet: a first install is refused.
+        self.assertEqual(await self.byNumber(d), "revision-not-found")
         await sleep(5.5)  # 10 has now been on stable for the hold's duration
         self.store.release("hello", "stable", 12)
         # 12 is new: D (on 9) is offered 10, A (on 10) nothing.
