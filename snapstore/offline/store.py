@@ -354,7 +354,8 @@ class LocalStoreAgent:
         return result
 
     async def _fetchAssertions(self, action: dict[str, Any]) -> dict[str, Any]:
-        urls, errors = [], []
+        urls: list[str] = []
+        errors: list[Any] = []
         for wanted in action.get("assertions") or []:
             if not isinstance(wanted, dict):
                 continue
