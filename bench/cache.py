@@ -339,7 +339,7 @@ def main() -> None:
         # cap, and a hit served meanwhile from the same node.
         ratePort = freePort()
         capped = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "snapstore",
+            twistd + ["-n", "--pidfile=", "snapstore",
              "--config", os.path.join(work, "snapstore.conf"),
              "--store-endpoint", f"tcp:{ratePort}:interface=127.0.0.1",
              "--proxy-endpoint", "none", "--admin-endpoint", "none",

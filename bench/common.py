@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from tests.ports import freePort
 
 def requireTools(script: str, *tools: str) -> None:
     """
@@ -34,13 +35,7 @@ def requireTools(script: str, *tools: str) -> None:
                          f"(apt-get install {' '.join(missing)})")
 
 
-def freePort() -> int:
-    """
-    A loopback port nothing listens on right now.
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["freePort", "waitForPort", "stop"]
 
 
 def waitForPort(port: int, process: subprocess.Popen, what: str = "", timeout: float = 60) -> None:

@@ -238,6 +238,9 @@ def startSnapstore(work: str, port: int, ports: str) -> subprocess.Popen:
                "--store-endpoint", f"tcp:{freePort()}:interface=127.0.0.1",
                "--admin-endpoint", "none", "--data-dir", os.path.join(work, "snapstore-data"),
                "--proxy-allow-internal", "127.0.0.1", "--proxy-connect-ports", ports,
+               # The plain origin's port too: absolute-URI relays go only
+               # to --proxy-relay-ports (80 and 443 by default).
+               "--proxy-relay-ports", f"80,443,{ports}",
                "--proxy-max-per-client", "1000",
                "--proxy-access-log", os.path.join(work, "snapstore-access.log")]
     process = subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.DEVNULL,

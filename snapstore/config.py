@@ -66,7 +66,7 @@ def parsePorts(text: str) -> tuple[int, ...]:
     """
     Parse a comma-separated list of TCP ports and C{FIRST-LAST} ranges.
     """
-    ports = []
+    ports: list[int] = []
     for item in _splitList(text):
         first, _, last = item.partition("-")
         bounds = [first, last or first]
@@ -295,9 +295,29 @@ def _optionalRate(text: str) -> Optional[int]:
         raise ValueError(f"not a rate: {text!r} (bytes per second, e.g. 500K or 20M)")
 
 
-def _window(text: str) -> str:
-    from snapstore.uplink.follow import parseWindow
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
+
+def parseWindow(text: str) -> Optional[tuple[int, int]]:
+    """
+    C{HH:MM-HH:MM} to minutes after local midnight C{(start, end)}; an end
+    before the start wraps past midnight.  Empty: C{None} (any time).
+    """
+    if not text.strip():
+        return None
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError(f"not a window: {text!r} (use HH:MM-HH:MM, e.g. 01:00-05:00)")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"not a window: {text!r} (hours 00-24, minutes 00-59)")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ValueError(f"empty window: {text!r}")
+    return start, end
+
+
+def _window(text: str) -> str:
     parseWindow(text)
     return text.strip()
 
@@ -335,18 +355,64 @@ def _choice(text: str, choices: tuple[str, ...]) -> str:
     return text.strip()
 
 
-def _settingsClass() -> type:
-    fields = {option.attribute: attrs.field() for option in OPTIONS}
-    fields["configFile"] = attrs.field(default=None)
-    return attrs.make_class("Settings", fields, frozen=True)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-Settings = _settingsClass()
-Settings.__doc__ = """
-The service's settings after defaults, config file and command line were
-merged and parsed.  One attribute per L{OPTIONS} entry, in camelCase
-(C{store-endpoint} is C{storeEndpoint}).
-"""
+@attrs.frozen(kw_only=True)
+class Settings:
+    """
+    The service's settings after defaults, config file and command line
+    were merged and parsed.  One attribute per L{OPTIONS} entry, in
+    camelCase (C{store-endpoint} is C{storeEndpoint}); a test keeps the
+    two lists equal.  Settings that default from others (C{state},
+    C{cache-dir}, C{rules-dir}) are always filled in.
+    """
+
+    storeEndpoint: Optional[str]
+    proxyEndpoint: Optional[str]
+    adminEndpoint: Optional[str]
+    storeMaxPerClient: int
+    upstream: str
+    upstreamProxy: Optional[str]
+    upstreamCa: Optional[str]
+    upstreamTimeout: float
+    publicUrl: Optional[str]
+    dataDir: str
+    state: str
+    cacheDir: str
+    cacheSize: int
+    rulesDir: str
+    offline: bool
+    trustedKeys: Optional[str]
+    importMaxSize: int
+    proxyClients: tuple[Network, ...]
+    proxyConnectPorts: tuple[int, ...]
+    proxyRelayPorts: tuple[int, ...]
+    proxyAllowInternal: tuple[str, ...]
+    adminTokenFile: Optional[str]
+    adminHosts: tuple[str, ...]
+    logFormat: str
+    proxyAuthFile: Optional[str]
+    proxyMaxTunnels: int
+    proxyMaxPerClient: int
+    proxyIdleTimeout: float
+    proxyHeaderTimeout: float
+    proxyConnectTimeout: float
+    proxyMaxHeaderSize: int
+    proxyMaxRequestLine: int
+    proxyAccessLog: Optional[str]
+    proxyHosts: tuple[tuple[str, str], ...]
+    deviceSessionRate: int
+    serveStale: bool
+    staleMaxAge: float
+    followInterval: float
+    prefetchWindow: str
+    upstreamRate: Optional[int]
+    prefetchRate: Optional[int]
+    nodeUrl: Optional[str]
+    clusterTokenFile: Optional[str]
+    #: The config file the settings were read from, if any.
+    configFile: Optional[str] = None
 
 
 def readConfigFile(path: str) -> dict[str, str]:
@@ -383,7 +449,7 @@ def buildSettings(given: dict[str, Any], configFile: Optional[str] = None) -> Se
         line (C{None} values are ignored).
     """
     fromFile = readConfigFile(configFile) if configFile else {}
-    values = {}
+    values: dict[str, Any] = {}
     for option in OPTIONS:
         if given.get(option.name) is not None:
             text, source = given[option.name], f"--{option.name}"
@@ -400,19 +466,19 @@ def buildSettings(given: dict[str, Any], configFile: Optional[str] = None) -> Se
             values[option.attribute] = option.parse(text)
         except ValueError as error:
             raise ConfigError(source, str(error))
-    return _deriveDefaults(Settings(configFile=configFile, **values))
+    _deriveDefaults(values)
+    return Settings(configFile=configFile, **values)
 
 
-def _deriveDefaults(settings: Settings) -> Settings:
+def _deriveDefaults(values: dict[str, Any]) -> None:
     """
     Fill the defaults that depend on other settings.
     """
-    dataDir = settings.dataDir
-    state = settings.state or "sqlite:" + os.path.abspath(os.path.join(dataDir, "state.sqlite"))
-    cacheDir = os.path.abspath(settings.cacheDir or os.path.join(dataDir, "cache"))
-    rulesDir = settings.rulesDir
-    if rulesDir is None:
+    dataDir = values["dataDir"]
+    values["state"] = values["state"] or "sqlite:" + os.path.abspath(
+        os.path.join(dataDir, "state.sqlite"))
+    values["cacheDir"] = os.path.abspath(values["cacheDir"] or os.path.join(dataDir, "cache"))
+    if values["rulesDir"] is None:
         from snapstore.rules.shipped import defaultRulesDirectory
 
-        rulesDir = defaultRulesDirectory()
-    return attrs.evolve(settings, state=state, cacheDir=cacheDir, rulesDir=rulesDir)
+        values["rulesDir"] = defaultRulesDirectory()

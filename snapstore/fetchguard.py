@@ -37,6 +37,9 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from snapstore.config import Settings
+from snapstore.http.endpoints import tcpPort
+from snapstore.http.resolve import localAddresses, systemResolver
 from snapstore.rules.connect import isInternal
 
 Resolver = Callable[[str, int], Deferred]
@@ -74,14 +77,12 @@ class DestinationPolicy:
         self.selfAddresses = frozenset(selfAddresses)
 
     @classmethod
-    def fromSettings(cls, settings: Any) -> "DestinationPolicy":
-        from snapstore.forward.factory import _localAddresses, _storePort
-
-        upstream = urllib.parse.urlsplit(str(getattr(settings, "upstream", "") or ""))
-        ports = {_storePort(getattr(settings, name, None))
-                 for name in ("storeEndpoint", "adminEndpoint", "proxyEndpoint")}
+    def fromSettings(cls, settings: Settings) -> "DestinationPolicy":
+        upstream = urllib.parse.urlsplit(settings.upstream)
+        ports = {tcpPort(description) for description in
+                 (settings.storeEndpoint, settings.adminEndpoint, settings.proxyEndpoint)}
         return cls(upstream.hostname or "", {port for port in ports if port},
-                   getattr(settings, "proxyAllowInternal", ()) or (), _localAddresses())
+                   settings.proxyAllowInternal, localAddresses())
 
     def refusal(self, host: str, port: int, addresses: Iterable[str]) -> Optional[str]:
         """
@@ -171,17 +172,15 @@ class CheckedEndpointFactory:
 
 
 def checkedAgent(reactor: Any, settings: Any, tlsPolicy: Any, pool: Any,
-                 timeout: float) -> Agent:
+                 dialer: Any) -> Agent:
     """
     The direct outbound agent: an L{Agent} whose connections are checked
-    by the L{DestinationPolicy} of C{settings}.
+    by the L{DestinationPolicy} of C{settings}, dialled by C{dialer}
+    (L{snapstore.outbound.DirectDialer}: the checked addresses only).
     """
-    from snapstore.forward.factory import systemResolver
-    from snapstore.outbound import DirectDialer
-
     factory = CheckedEndpointFactory(DestinationPolicy.fromSettings(settings),
                                      _literalsFirst(systemResolver(reactor)),
-                                     DirectDialer(reactor, timeout), tlsPolicy)
+                                     dialer, tlsPolicy)
     return Agent.usingEndpointFactory(reactor, factory, pool=pool)
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_interfaces -*-
+# -*- test-case-name: tests.test_state,tests.test_cache,tests.test_rules -*-
 """
 Every zope interface of snapstore, declared once.
 
@@ -11,6 +11,14 @@ Sections: state, blob cache, rules, upstream.  Each section is owned by the
 module that implements it; extend a section, never redefine a name.
 """
 
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+)
 from zope.interface import Attribute, Interface
 
 # ---------------------------------------------------------------------------
@@ -323,6 +331,11 @@ class IBlobCache(Interface):
         @return: a Deferred firing with the list of removed digests.
         """
 
+    def whenIdle():
+        """
+        @return: a Deferred firing once no fill is in progress.
+        """
+
     def close():
         """
         Abandon fills in progress (at shutdown); complete blobs stay.
@@ -408,7 +421,7 @@ class IBlobFill(Interface):
 
 
 # ---------------------------------------------------------------------------
-# Rules (snapstore/rules/), design.md section 5
+# Rules (snapstore/rules/), docs/architecture.md "Rules in brief"
 # ---------------------------------------------------------------------------
 
 
@@ -522,10 +535,74 @@ class IConnectRule(IRule):
         """
 
 
+class IClientConfig(Interface):
+    """
+    The device setup a node describes: what a device runs to use this
+    proxy (served by the store endpoint's C{/v1/client-config} and by the
+    admin API's).  Each method takes the request being answered (its
+    C{Host} names the proxy when no public URL is set) or C{None}.
+    """
+
+    def storeURL(request):
+        """
+        The store endpoint's base URL as devices should use it.
+        """
+
+    def describe(request):
+        """
+        The setup as a JSON-ready dict.
+        """
+
+    def loopbackProblem(request):
+        """
+        Why the store URL devices would be told points at loopback (and
+        so cannot serve them), or C{None}.
+        """
+
+    def script(request, mode="store"):
+        """
+        The setup as a shell script; C{mode} is C{store} or C{forward}.
+        """
+
+    def cloudInit(request, mode="store"):
+        """
+        The setup as a cloud-init snippet.
+        """
+
+
+class ISiteObserver(Interface):
+    """
+    Sees every request a site serves (access log, request metrics); given
+    to L{snapstore.http.guard.GuardedSite}.
+    """
+
+    def requestFactory(channel, queued=None):
+        """
+        Build the request object for C{channel}: the site's C{requestFactory}.
+        """
+
+    def logRequest(request):
+        """
+        Stand in for L{twisted.web.server.Site.log} for a finished request.
+        """
+
+
+class IServiceReactor(
+    IReactorCore, IReactorTime, IReactorTCP, IReactorThreads, IReactorFDSet,
+    IReactorPluggableNameResolver,
+):
+    """
+    What the service asks of its reactor: time, TCP, threads, file
+    descriptors (splice, sendfile), name resolution and start-up and
+    shut-down triggers.  Parts that only keep time take an
+    L{IReactorTime} (a L{twisted.internet.task.Clock} in tests).
+    """
+
+
 class IBodyGate(Interface):
     """
     Decides on a request from its head, before any byte of its body is
-    read (L{snapstore.httpguard.GuardedChannel}): who may send a large body,
+    read (L{snapstore.http.guard.GuardedChannel}): who may send a large body,
     how large, and where it is stored while it arrives.
     """
 
@@ -554,7 +631,7 @@ class IBodyGate(Interface):
 
 class IFleetState(Interface):
     """
-    What the state store keeps about the fleet (design.md section 8), kept
+    What the state store keeps about the fleet (docs/architecture.md), kept
     apart from L{IStateStore} so that the fleet can grow without touching
     the core contract.  Both back-ends provide it.
     """

@@ -25,14 +25,18 @@ from hyperlink import URL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, TimeoutError
+from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
+
+from snapstore.fetchguard import checkedAgent
+from snapstore.interfaces import IServiceReactor
 
 CONNECT_TIMEOUT = 10
 MAX_CONNECT_RESPONSE = 16384
@@ -61,7 +65,7 @@ def tlsPolicy(caFile: str | None) -> BrowserLikePolicyForHTTPS:
     return BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(certificates))
 
 
-def makePool(reactor: Any) -> HTTPConnectionPool:
+def makePool(reactor: IServiceReactor) -> HTTPConnectionPool:
     """
     A persistent connection pool, so that relayed API calls reuse upstream
     connections instead of paying a TCP and TLS handshake each.
@@ -96,7 +100,7 @@ class ParentProxy:
             credentials = unquote(parsed.userinfo).encode("utf-8")
             self.authorization = b"Basic " + b64encode(credentials)
 
-    def endpoint(self, reactor: Any, timeout: float) -> HostnameEndpoint:
+    def endpoint(self, reactor: IServiceReactor, timeout: float) -> HostnameEndpoint:
         """
         An endpoint reaching the parent itself.
         """
@@ -126,7 +130,12 @@ class _ConnectClient(Protocol):
     connection to the real protocol and passes every later event on.
     """
 
-    def __init__(self, clock: Any, target: bytes, authorization: Optional[bytes],
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
+    def __init__(self, clock: IReactorTime, target: bytes, authorization: Optional[bytes],
                  factory: IProtocolFactory, established: Deferred[Any], timeout: float) -> None:
         self.clock = clock
         self.target = target
@@ -162,7 +171,7 @@ class _ConnectClient(Protocol):
         if self.inner is not None:
             self.inner.dataReceived(data)
             return
-        from snapstore.forward.head import HeadError, findHeadEnd, parseHead
+        from snapstore.http.head import HeadError, findHeadEnd, parseHead
 
         self._buffer += data
         end = findHeadEnd(self._buffer)
@@ -204,7 +213,7 @@ class _ConnectClient(Protocol):
         if self.inner is not None and IHalfCloseableProtocol.providedBy(self.inner):
             self.inner.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -223,7 +232,7 @@ class ConnectTunnelEndpoint:
     L{wrapClientTLS} for HTTPS origins, so TLS runs end to end.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, host: str, port: int,
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, host: str, port: int,
                  timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.parent = parent
@@ -243,7 +252,7 @@ class ConnectTunnelEndpoint:
         factory.noisy = False
         connecting = self.parent.endpoint(self.reactor, self.timeout).connect(factory)
 
-        def connected(protocol: _ConnectClient) -> Deferred[Any]:
+        def connected(protocol: Any) -> Deferred[Any]:
             return protocol.established
 
         return connecting.addCallback(connected)
@@ -255,7 +264,7 @@ class _TunnelEndpointFactory:
     Endpoints for C{https://} URLs through the parent: TLS inside CONNECT.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any, timeout: float) -> None:
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, policy: Any, timeout: float) -> None:
         self.reactor = reactor
         self.parent = parent
         self.policy = policy
@@ -276,7 +285,7 @@ class ParentProxyAgent:
     in absolute form (L{ProxyAgent}), C{https://} through C{CONNECT}.
     """
 
-    def __init__(self, reactor: Any, parent: ParentProxy, policy: Any,
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, policy: Any,
                  pool: HTTPConnectionPool, timeout: float = CONNECT_TIMEOUT) -> None:
         self.parent = parent
         self._plain = ProxyAgent(parent.endpoint(reactor, timeout), reactor, pool)
@@ -295,27 +304,21 @@ class ParentProxyAgent:
         return self._plain.request(method, uri, headers, bodyProducer)
 
 
-def makeAgent(reactor: Any, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
+def makeAgent(reactor: IServiceReactor, settings: Any, pool: HTTPConnectionPool | None = None) -> IAgent:
     """
     Build the outbound agent for C{settings} (C{upstreamCa},
-    C{upstreamProxy}).
+    C{upstreamProxy}).  An offline node is given no such agent: the
+    composition root gives it L{snapstore.offline.agent.RefusingAgent}.
     """
-    if getattr(settings, "offline", False):
-        # --offline: nothing may leave the machine (snapstore.offline).
-        from snapstore.offline.agent import RefusingAgent
-
-        return RefusingAgent()
     if pool is None:
         pool = makePool(reactor)
     policy = tlsPolicy(settings.upstreamCa)
-    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    upstreamProxy = settings.upstreamProxy
     if upstreamProxy:
         return ParentProxyAgent(reactor, ParentProxy(upstreamProxy), policy, pool)
     # Redirects and remote URLs come from upstream: checked like forward
     # proxy destinations (snapstore.fetchguard).
-    from snapstore.fetchguard import checkedAgent
-
-    return checkedAgent(reactor, settings, policy, pool, CONNECT_TIMEOUT)
+    return checkedAgent(reactor, settings, policy, pool, DirectDialer(reactor, CONNECT_TIMEOUT))
 
 
 class DirectDialer:
@@ -328,7 +331,7 @@ class DirectDialer:
 
     viaParent = False
 
-    def __init__(self, reactor: Any, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, reactor: IServiceReactor, timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.timeout = timeout
 
@@ -372,7 +375,7 @@ class ParentDialer:
 
     viaParent = True
 
-    def __init__(self, reactor: Any, parent: ParentProxy, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, reactor: IServiceReactor, parent: ParentProxy, timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.parent = parent
         self.timeout = timeout
@@ -387,11 +390,11 @@ class ParentDialer:
                                      self.timeout).connect(factory)
 
 
-def makeDialer(reactor: Any, settings: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
+def makeDialer(reactor: IServiceReactor, settings: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
     """
     What the forward proxy dials with, for C{settings.upstreamProxy}.
     """
-    upstreamProxy = getattr(settings, "upstreamProxy", None)
+    upstreamProxy = settings.upstreamProxy
     if upstreamProxy:
         return ParentDialer(reactor, ParentProxy(upstreamProxy), timeout)
     return DirectDialer(reactor, timeout)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Optional, cast
 
-from twisted.application.service import MultiService
+import attrs
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from snapstore.interfaces import IServiceReactor
 from snapstore import __version__
 from snapstore.config import DEFAULT_CONFIG, OPTIONS, ConfigError, Settings, buildSettings
-from snapstore.listeners import checkEndpoint, listen
+from snapstore.http.listeners import checkEndpoint, listen
 
 
 def _optionTables() -> tuple[list[list[Any]], list[list[Any]]]:
@@ -41,6 +43,10 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
+    #: twistd's own options when run as its subcommand (C{logfile}).
+    parent: Any = None
+    #: Set by L{postOptions}: the rules directory to load, or C{None}.
+    rulesDir: Optional[str] = None
     longdesc = (
         "Run the snapstore proxy: a store API relay for snapd "
         "(SNAPPY_FORCE_API_URL=http://this-host:8000/), a blob cache, and a "
@@ -67,7 +73,7 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as error:
-            if getattr(self, "parent", None) is None:
+            if self.parent is None:
                 raise
             sys.stderr.write(f"twistd snapstore: {error}\n"
                              f"(twistd snapstore --help lists the options)\n")
@@ -90,7 +96,7 @@ class Options(usage.Options):
             if option.flag and given[option.name] is not None:
                 given[option.name] = "yes"
         try:
-            self.settings = buildSettings(given, configFile)
+            self.settings: Settings = buildSettings(given, configFile)
         except ConfigError as error:
             raise usage.UsageError(str(error))
         _checkOperationSettings(self.settings)
@@ -103,7 +109,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(error))
         self.rulesDir = self._checkRules(configFile)
 
-    def _checkRules(self, configFile: Any) -> Any:
+    def _checkRules(self, configFile: Optional[str]) -> Optional[str]:
         """
         Load the rules directory once, so that a broken rules file stops
         start-up with its name; with C{--check-rules}, report and exit.
@@ -134,21 +140,24 @@ class Options(usage.Options):
         return directory
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd snapstore}.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
 
-    settings: Settings = options.settings
+    from snapstore.observe.logs import withLogFormat
+
+    # Twisted types the installed reactor by its common interfaces; the
+    # reactors twistd installs also run threads and resolve names.
+    reactor = cast(IServiceReactor, installed)
+    settings = options.settings
     top = MultiService()
     _warnLoopbackPublicURL(settings)
-    parts = _addStoreService(top, reactor, settings, getattr(options, "rulesDir", None))
-    _addForwardService(top, reactor, settings, parts.root)
-    _addAdminService(top, reactor, settings, parts)
-    from snapstore.admin.logs import withLogFormat
-
-    return withLogFormat(top, settings.logFormat, (getattr(options, "parent", None) or {}).get("logfile"))
+    store = _addStoreService(top, reactor, settings, options.rulesDir)
+    _addForwardService(top, reactor, settings, store.parts)
+    _addAdminService(top, reactor, settings, store)
+    return withLogFormat(top, settings.logFormat, (options.parent or {}).get("logfile"))
 
 
 def _warnLoopbackPublicURL(settings: Settings) -> None:
@@ -201,54 +210,127 @@ def _checkEndpoints(settings: Settings) -> None:
                 raise usage.UsageError(str(error))
 
 
-def _addAdminService(top: MultiService, reactor: Any, settings: Settings, parts: Any) -> None:
-    """
-    The admin API and C{/metrics} (C{--admin-endpoint}), over the store
-    parts' state, upstream, cache and metrics.
-    """
-    from snapstore.admin.rulesaudit import RulesAuditService
-    from snapstore.admin.service import makeAdminSite
+#: C{(upstream, verdictObserver) -> RulesService}: what makes the rules
+#: once the upstream client exists.
+MakeRules = Callable[[Any, Callable[[str, Any], None]], Any]
 
-    if getattr(parts, "rules", None) is not None:
-        RulesAuditService(parts.rules, parts.state).setServiceParent(top)
-    if not settings.adminEndpoint:
-        return
-    metrics = getattr(parts, "metrics", None)
-    if metrics is not None and settings.proxyEndpoint and not settings.offline:
-        # The forward proxy counts its tunnels; the gauge reads the count.
-        proxy = top.getServiceNamed("proxy-endpoint")
-        metrics.watchTunnels(lambda: getattr(proxy.factory, "tunnels", 0))
-    try:
-        site = makeAdminSite(reactor, settings, parts)
-    except ValueError as error:
-        raise usage.UsageError(str(error))
-    listen(reactor, "admin-endpoint", settings.adminEndpoint, site).setServiceParent(top)
+#: Where an offline node's answers come from, for errors that name it.
+OFFLINE_ORIGIN = "this offline node's imported content (import a bundle that has it)"
 
 
-def _addForwardService(top: MultiService, reactor: Any, settings: Settings,
-                       localResource: Any) -> None:
+@attrs.frozen
+class Store:
     """
-    The forward proxy (C{--proxy-endpoint}), serving requests for the
-    store API itself from C{localResource}.
-    """
-    from snapstore.forward.factory import ForwardProxyFactory
+    The store endpoint and what runs beside it.
 
-    if not settings.proxyEndpoint:
-        return
+    @ivar parts: the L{snapstore.store.service.StoreParts}.
+    @ivar services: every service the store needs, in start order (the
+        parts' own, the uplink's, the cluster node).
+    @ivar uplink: the L{snapstore.uplink.wiring.Uplink} (stale answers,
+        follows, rate caps), or C{None} offline.
+    @ivar cluster: the L{snapstore.cluster.service.ClusterNode}, or
+        C{None} when this node keeps its cache to itself.
+    """
+
+    parts: Any
+    services: tuple[IService, ...]
+    uplink: Any = None
+    cluster: Any = None
+
+
+def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
+                  makeRules: Optional[MakeRules] = None) -> Store:
+    """
+    Build every part of the store endpoint: the connection pool and the
+    outbound agent (the network's behind the uplink's stale answers, or for
+    C{--offline} the imported content's, refusing everything else), the
+    upstream client, the metrics, the rules, the proxy's own local
+    resources, the uplink's follower and the cluster node; the store room
+    assembles its resources and sites from them.
+
+    @param state: the L{snapstore.interfaces.IStateStore}.
+    """
+    from snapstore.admin.clientconfig import ClientConfig
+    from snapstore.cluster.service import joinCluster
+    from snapstore.observe.metrics import Metrics
+    from snapstore.outbound import makeAgent, makePool
+    from snapstore.store.local import LocalV1
+    from snapstore.store.service import PoolService, makeStoreParts
+    from snapstore.store.upstream import StoreUpstream
+    from snapstore.uplink.wiring import UplinkParts
+
+    pool = makePool(reactor)
+    metrics = Metrics()
+    services: list[IService] = [PoolService(pool)]
+    uplinkParts = None
     if settings.offline:
-        from twisted.logger import Logger
+        # Answer the store API from imported content (snapstore.offline);
+        # anything else is refused: nothing leaves the machine.
+        from snapstore.offline.agent import RefusingAgent
+        from snapstore.offline.store import LocalStoreAgent
 
-        Logger().info("offline: the forward proxy ({endpoint}) is not started",
-                      endpoint=settings.proxyEndpoint)
-        return
-    try:
-        factory = ForwardProxyFactory(reactor, settings, localResource=localResource)
-    except ValueError as error:
-        raise usage.UsageError(str(error))
-    listen(reactor, "proxy-endpoint", settings.proxyEndpoint, factory).setServiceParent(top)
+        upstream = StoreUpstream(LocalStoreAgent(state, settings.upstream, RefusingAgent()),
+                                 settings.upstream, reactor, settings.upstreamTimeout,
+                                 origin=OFFLINE_ORIGIN)
+    else:
+        # Stale answers, follows and prefetch, rate caps (snapstore.uplink).
+        uplinkParts = UplinkParts.fromSettings(reactor, settings, metrics)
+        services.extend(uplinkParts.services)
+        upstream = StoreUpstream(uplinkParts.agentFor(makeAgent(reactor, settings, pool)),
+                                 settings.upstream, reactor, settings.upstreamTimeout)
+    rules = makeRules(upstream, metrics.ruleVerdict) if makeRules is not None else None
+    deliveries = None
+    if rules is not None:
+        services.append(rules)
+        if hasattr(state, "appendDeliveries"):  # not the tests' memory states
+            from snapstore.fleet.deliveries import DeliveryLog, DeliveryService
+
+            # The delivery record (snapstore.fleet.deliveries), in batches.
+            deliveries = DeliveryLog(state, reactor)
+            services.append(DeliveryService(deliveries))
+    local = {b"v1": LocalV1(ClientConfig.fromSettings(settings))}
+    parts = makeStoreParts(reactor, settings, state, upstream, metrics, local,
+                           rules=rules, services=tuple(services), deliveries=deliveries,
+                           throttle=uplinkParts.throttle if uplinkParts is not None else None)
+    extra: list[IService] = []
+    uplink = None
+    if uplinkParts is not None:
+        uplink = uplinkParts.finish(reactor, settings, upstream, parts.download, state)
+        if uplink.follower is not None:
+            extra.append(uplink.follower)
+    # Several nodes, one cache (snapstore.cluster).
+    cluster = joinCluster(reactor, settings, parts.download, parts.root)
+    if cluster is not None:
+        extra.append(cluster)
+    return Store(parts, parts.services + tuple(extra), uplink, cluster)
 
 
-def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -> Any:
+def _addStoreService(top: MultiService, reactor: IServiceReactor, settings: Settings,
+                     rulesDir: Optional[str]) -> Store:
+    """
+    The state store and the store endpoint (C{--store-endpoint}).
+    """
+    from snapstore.state import makeStateStore
+    from snapstore.state.resilient import ResilientState
+    from snapstore.state.service import StateService
+
+    database = makeStateStore(reactor, settings.state, settings.dataDir)
+    StateService(database).setServiceParent(top)
+    # The data path keeps serving while the database is away; admin
+    # changes still fail loudly (see snapstore.state.resilient).
+    state = ResilientState(database, reactor)
+    store = assembleStore(reactor, settings, state,
+                          _rulesFactory(reactor, settings, state, rulesDir))
+    for service in store.services:
+        service.setServiceParent(top)
+    if settings.storeEndpoint:
+        listen(reactor, "store-endpoint", settings.storeEndpoint,
+               store.parts.site).setServiceParent(top)
+    return store
+
+
+def _rulesFactory(reactor: IServiceReactor, settings: Settings, state: Any,
+                  rulesDir: Optional[str]) -> Optional[MakeRules]:
     """
     What makes the L{RulesService} once the upstream client exists, or
     C{None} to run without rules.
@@ -259,44 +341,112 @@ def _rulesFactory(reactor: Any, settings: Settings, state: Any, rulesDir: Any) -
 
     if rulesDir is None:
         return None
+    directory = rulesDir
 
-    def makeRules(upstream: Any) -> Any:
+    def makeRules(upstream: Any, verdictObserver: Callable[[str, Any], None]) -> Any:
         env = RuleEnv(state=state, clock=reactor, settings=settings, upstream=upstream)
         try:
-            return RulesService(rulesDir, env)
+            return RulesService(directory, env, verdictObserver=verdictObserver)
         except RuleLoadError as error:
             raise usage.UsageError(f"rules: {error}")
 
     return makeRules
 
 
-def _addStoreService(top: MultiService, reactor: Any, settings: Settings,
-                     rulesDir: Any = None) -> Any:
-    from snapstore.state import makeStateStore
-    from snapstore.state.service import StateService
-    from snapstore.store.service import makeStoreParts
+def _addForwardService(top: MultiService, reactor: IServiceReactor, settings: Settings,
+                       parts: Any) -> Any:
+    """
+    The forward proxy (C{--proxy-endpoint}), serving requests for the
+    store API itself through the store parts' C{proxySite}.
 
-    from snapstore.state.resilient import ResilientState
+    @return: the L{snapstore.forward.factory.ForwardProxyFactory}, or
+        C{None} when there is no forward proxy.
+    """
+    from twisted.logger import Logger
 
-    database = makeStateStore(reactor, settings.state, settings.dataDir)
-    StateService(database).setServiceParent(top)
-    # The data path keeps serving while the database is away; admin
-    # changes still fail loudly (see snapstore.state.resilient).
-    state = ResilientState(database, reactor)
-    parts = makeStoreParts(reactor, settings, state,
-                           _rulesFactory(reactor, settings, state, rulesDir))
+    from snapstore.forward.factory import ForwardProxyFactory
+
+    if not settings.proxyEndpoint:
+        return None
     if settings.offline:
-        # Answer the store API from imported content (snapstore.offline).
-        from snapstore.offline.store import goOffline
+        Logger().info("offline: the forward proxy ({endpoint}) is not started",
+                      endpoint=settings.proxyEndpoint)
+        return None
+    try:
+        factory = ForwardProxyFactory(reactor, settings, localSite=parts.proxySite)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    # The active-tunnel gauge reads the proxy's own count at each scrape.
+    parts.metrics.watchTunnels(lambda: factory.tunnels)
+    # The access-log file is closed once the connections are gone (their
+    # last lines are written as they close).
+    reactor.addSystemEventTrigger("after", "shutdown", factory.accessLog.close)
+    listen(reactor, "proxy-endpoint", settings.proxyEndpoint, factory).setServiceParent(top)
+    return factory
 
-        goOffline(settings, parts)
-    else:
-        # Stale answers, follows and prefetch, rate caps (snapstore.uplink).
-        from snapstore.uplink.wiring import installUplink
 
-        installUplink(reactor, settings, parts)
-    for service in parts.services:
-        service.setServiceParent(top)
-    if settings.storeEndpoint:
-        listen(reactor, "store-endpoint", settings.storeEndpoint, parts.site).setServiceParent(top)
-    return parts
+def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Settings,
+                     store: Store) -> None:
+    """
+    The admin API and C{/metrics} (C{--admin-endpoint}): each area's
+    routes over the store parts' state, upstream, cache, rules and metrics,
+    the uplink and the cluster, registered on one router.
+    """
+    from snapstore.admin.audit import AuditRoutes
+    from snapstore.admin.cache import CacheRoutes
+    from snapstore.admin.clientconfig import ClientConfig
+    from snapstore.admin.devices import DeviceRoutes
+    from snapstore.admin.fleet import FleetRoutes
+    from snapstore.admin.imports import ImportRoutes
+    from snapstore.admin.nodes import NodeRoutes
+    from snapstore.admin.overrides import OverrideRoutes
+    from snapstore.admin.policy import PolicyRoutes
+    from snapstore.admin.router import Router
+    from snapstore.admin.rulesaudit import RulesAuditService
+    from snapstore.admin.service import makeAdminSite
+    from snapstore.admin.status import StatusRoutes
+    from snapstore.admin.uplink import UplinkRoutes
+    from snapstore.offline.importer import Importer, importRoots, stagingDirectory
+
+    parts = store.parts
+    if parts.rules is not None:
+        RulesAuditService(parts.rules, parts.state).setServiceParent(top)
+    if not settings.adminEndpoint:
+        return
+    router = Router()
+    devices = DeviceRoutes(reactor, parts.state, parts.metrics, parts.rules)
+    cache = CacheRoutes(parts.state, parts.cache, parts.metrics)
+    status = StatusRoutes(reactor, settings, parts.state, parts.upstream, parts.metrics,
+                          ClientConfig.fromSettings(settings), devices, cache, parts.rules)
+    # Bundle import and the list of imported snaps (snapstore.offline); an
+    # offline node keeps what it imports, a connected one may evict it.
+    importer = Importer(reactor, parts.state, parts.cache, stagingDirectory(settings),
+                        evict=not settings.offline, roots=importRoots(settings))
+    overrides = OverrideRoutes(parts.state, parts.upstream)
+    fleet = FleetRoutes(reactor, parts.state, parts.upstream, parts.rules, devices)
+    areas: list[Any] = [status, overrides, devices, cache, AuditRoutes(parts.state),
+                        ImportRoutes(importer, parts.state, parts.cache),
+                        # Devices, inventory, groups, what-would-refresh and
+                        # deliveries (snapstore.fleet); after devices, whose
+                        # GET /v1/devices it takes over.
+                        fleet,
+                        # Pins with scope and expiry, holds, approvals
+                        # (snapstore.policy); after overrides and fleet, it
+                        # takes over the /v1/overrides routes.
+                        PolicyRoutes(reactor, parts.state, overrides, fleet)]
+    # The cluster's nodes (snapstore.cluster), in the status too.
+    nodes = NodeRoutes(store.cluster)
+    status.addSection("nodes", nodes.section)
+    areas.append(nodes)
+    if store.uplink is not None:
+        # Follows and the uplink's state (snapstore.uplink).
+        uplink = UplinkRoutes(store.uplink, parts.state)
+        status.addSection("uplink", uplink.section)
+        areas.append(uplink)
+    for area in areas:
+        area.register(router)
+    try:
+        site = makeAdminSite(reactor, settings, router, status.scrape)
+    except ValueError as error:
+        raise usage.UsageError(str(error))
+    listen(reactor, "admin-endpoint", settings.adminEndpoint, site).setServiceParent(top)

@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from snapstore.forward.accesslog import AccessLog
+from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.factory import ForwardProxyFactory
 from tests.helpers import testSettings
 

@@ -123,3 +123,41 @@ def originSite(origin: Resource) -> Site:
     site = Site(origin)
     site.displayTracebacks = False
     return site
+
+
+class RunningStore:
+    """
+    A snapstore store endpoint listening on loopback for one test.
+
+    @ivar parts: its L{snapstore.store.service.StoreParts}.
+    @ivar port: the port it listens on.
+    @ivar url: C{http://127.0.0.1:PORT} (no trailing slash).
+    """
+
+    def __init__(self, parts: Any, port: int) -> None:
+        self.parts = parts
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+async def startStore(testCase: Any, settings: Any, state: Any = None,
+                     makeRules: Any = None) -> RunningStore:
+    """
+    The test fixture for "snapstore in front of an upstream": the store
+    parts built by the composition root (L{snapstore.tap.assembleStore},
+    the same assembly C{twistd snapstore} runs) around C{state} (default a
+    L{MemoryBlobs}), their services started and their site listening until
+    the test ends.
+
+    @param makeRules: C{(upstream, verdictObserver) -> RulesService}, or
+        C{None} for no rules.
+    """
+    from snapstore.tap import assembleStore
+
+    store = assembleStore(reactor, settings, state if state is not None else MemoryBlobs(),
+                          makeRules)
+    for service in store.services:
+        service.startService()
+        testCase.addCleanup(service.stopService)
+    port = await listen(testCase, store.parts.site)
+    return RunningStore(store.parts, port)

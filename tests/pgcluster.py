@@ -21,7 +21,7 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from tests.processes import freePort
+from tests.ports import freePort
 
 
 def binaries() -> Optional[str]:

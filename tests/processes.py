@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -17,31 +16,33 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
 from twisted.internet.task import deferLater
 
+from tests.ports import freePort
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def freePort() -> int:
-    """
-    A loopback port nothing listens on right now.
-    """
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 class _Collector(ProcessProtocol):
     def __init__(self) -> None:
         self.output = bytearray()
         self.ended: Deferred[Any] = Deferred()
+        self.waiters: list[tuple[bytes, int, Deferred[None]]] = []
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
+        for waiter in list(self.waiters):
+            text, start, waiting = waiter
+            if self.output.find(text, start) != -1:
+                self.waiters.remove(waiter)
+                waiting.callback(None)
 
     errReceived = outReceived
 
     def processEnded(self, reason: Any) -> None:
+        waiters, self.waiters = self.waiters, []
+        for text, _, waiting in waiters:
+            waiting.errback(AssertionError(
+                f"process ended before printing {text!r}:\n"
+                f"{self.output.decode('utf-8', 'replace')}"))
         self.ended.callback(reason.value)
 
 
@@ -61,6 +62,17 @@ class RunningProcess:
     @property
     def pid(self) -> int:
         return self.transport.pid
+
+    def printed(self, text: str, since: int = 0) -> Deferred[None]:
+        """
+        Fire once the process has printed C{text} at or after offset
+        C{since} of its output (C{len(process.output)} before an action
+        waits for what the action makes it print).
+        """
+        waiting: Deferred[None] = Deferred()
+        self.collector.waiters.append((text.encode("utf-8"), since, waiting))
+        self.collector.outReceived(b"")
+        return waiting
 
     def kill(self, signum: int = signal.SIGTERM) -> Deferred[Any]:
         if self.transport.pid is not None:

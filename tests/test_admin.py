@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import sqlite3
 from typing import Any
 
@@ -28,16 +27,7 @@ from snapstore.state.service import StateService
 from snapstore.tap import Options, makeService
 from tests.fakestore import FakeStore
 from tests.helpers import testAgent
-
-
-def freePort() -> int:
-    """
-    A TCP port free on 127.0.0.1 right now (the service binds it a moment
-    later; endpoint strings need the number up front).
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.ports import freePort
 
 
 class RunningService:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_admin_logs -*-
 """
-Tests for the access log (L{snapstore.admin.access}) and the JSON log
-format (L{snapstore.admin.logs}).
+Tests for the access log (L{snapstore.observe.access}) and the JSON log
+format (L{snapstore.observe.logs}).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from snapstore.admin.access import ACCESS_NAMESPACE
-from snapstore.admin.logs import eventAsJSON, jsonLogObserver, withLogFormat
+from snapstore.observe.access import ACCESS_NAMESPACE
+from snapstore.observe.logs import eventAsJSON, jsonLogObserver, withLogFormat
 from tests.test_admin import RunningService
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_admin_metrics -*-
 """
-Tests for L{snapstore.admin.metrics} and C{/metrics}: the exposition
+Tests for L{snapstore.observe.metrics} and C{/metrics}: the exposition
 parses, and the numbers move as requests flow through a running service.
 """
 
@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from snapstore.admin.metrics import Metrics, endpointOf
+from snapstore.observe.metrics import Metrics, endpointOf
 from snapstore.rules.verdicts import Abstain, Deny
 from tests.fakestore import FakeStore
 from tests.test_admin import RunningService
@@ -235,7 +235,7 @@ class PartsMetricsTests(TestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
         from twisted.internet.protocol import Protocol
 
-        from tests.test_admin import freePort
+        from tests.ports import freePort
 
         fake = FakeStore(reactor)
         yield fake.start()

@@ -600,3 +600,37 @@ class DocumentCacheTests(SynchronousTestCase):
         self.assertIsNone(documents.get("b"))
         self.assertEqual(documents.get("a").mediaType, b"application/x.ubuntu.assertion")
         self.assertEqual(documents.usedBytes, 8)
+
+
+class WhenIdleTests(SynchronousTestCase):
+    """
+    L{BlobCache.whenIdle} fires once no fill is in progress.
+    """
+
+    def test_idleNow(self) -> None:
+        cache = BlobCache(Clock(), self.mktemp(), 1 << 20, inThread=maybeDeferred,
+                          hashInThread=False)
+        self.successResultOf(cache.whenIdle())
+
+    def test_afterCommitAndAbort(self) -> None:
+        """
+        With two fills in progress it waits for both, whether committed or
+        abandoned, and fires on the reactor turn after the last.
+        """
+        clock = Clock()
+        cache = BlobCache(clock, self.mktemp(), 1 << 20, inThread=maybeDeferred,
+                          hashInThread=False)
+        data = b"x" * 1000
+        good = cache.beginFill(hashlib.sha3_384(data).hexdigest(), len(data))
+        bad = cache.beginFill("0" * 96, 10)
+        idle = cache.whenIdle()
+        good.start()
+        good.write(data)
+        self.assertTrue(self.successResultOf(good.finish()))
+        clock.advance(0)
+        self.assertNoResult(idle)
+        bad.start()
+        bad.abort(Failure(FillFailed("gone")))
+        self.assertNoResult(idle)
+        clock.advance(0)
+        self.successResultOf(idle)

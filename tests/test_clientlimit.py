@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_clientlimit -*-
 """
-Tests for L{snapstore.clientlimit}: the store endpoint bounds the
+Tests for L{snapstore.http.clientlimit}: the store endpoint bounds the
 connections of each client address (C{--store-max-per-client}), over real
 loopback sockets, and serves other addresses while one holds its maximum.
 """
@@ -15,9 +15,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from snapstore.store.service import makeStoreParts
+from snapstore.tap import assembleStore
 from tests.hardeninghelpers import RawClient, parseAnswer, statuses
-from tests.helpers import MemoryBlobs, listen, testSettings
+from tests.helpers import MemoryBlobs, listen, startStore, testSettings
 
 REQUEST = b"GET /v1/client-config HTTP/1.1\r\nHost: snapstore.example.lan:8000\r\n\r\n"
 
@@ -63,11 +63,9 @@ class StoreClientLimitTests(TestCase):
     async def _setUp(self) -> None:
         settings = testSettings(self, store_max_per_client="2",
                                 upstream="http://127.0.0.1:9/")
-        self.parts = makeStoreParts(reactor, settings, MemoryBlobs())
-        for service in self.parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
-        self.port = await listen(self, self.parts.site)
+        store = await startStore(self, settings)
+        self.parts = store.parts
+        self.port = store.port
         self.held = []
         self.addCleanup(self._dropHeld)
 
@@ -131,5 +129,5 @@ class StoreClientLimitTests(TestCase):
         C{--store-max-per-client 0} means no bound.
         """
         settings = testSettings(self, store_max_per_client="0")
-        parts = makeStoreParts(reactor, settings, MemoryBlobs())
+        parts = assembleStore(reactor, settings, MemoryBlobs()).parts
         self.assertIsNone(parts.site.clientLimit)

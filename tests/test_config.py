@@ -35,6 +35,21 @@ class BuildSettingsTests(SynchronousTestCase):
     Tests for L{buildSettings}.
     """
 
+    def test_fieldsDeclared(self):
+        """
+        L{Settings} declares one field per L{OPTIONS} entry (its camelCase
+        name), in the same order, and the config file; it is frozen.
+        """
+        import attrs
+
+        from snapstore.config import Settings
+
+        self.assertEqual([field.name for field in attrs.fields(Settings)],
+                         [option.attribute for option in OPTIONS] + ["configFile"])
+        settings = buildSettings({})
+        self.assertRaises(attrs.exceptions.FrozenInstanceError,
+                          setattr, settings, "offline", True)
+
     def test_defaults(self):
         """
         Without options or file, the defaults of design.md section 3 apply

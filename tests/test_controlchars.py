@@ -1,5 +1,5 @@
 """
-Tests for L{snapstore.controlchars}: control characters in requests are
+Tests for L{snapstore.http.controlchars}: control characters in requests are
 refused on every listener (raw bytes over real loopback sockets), and text
 from devices or upstream is escaped in logs and the command's output.
 """
@@ -17,9 +17,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from snapstore import cli
-from snapstore.admin.access import AccessObserver
-from snapstore.controlchars import escapeControls, requestControls
-from snapstore.forward.accesslog import AccessEntry
+from snapstore.observe.access import AccessObserver
+from snapstore.http.controlchars import escapeControls, requestControls
+from snapstore.observe.accesslog import AccessEntry
 from tests.hardeninghelpers import rawExchange, statuses
 from tests.processes import freePort
 from tests.test_admin import RunningService
@@ -99,7 +99,7 @@ class EscapingTests(SynchronousTestCase):
         The forward proxy refuses an origin's response head with control
         characters (C{502}) rather than relay it.
         """
-        from snapstore.forward.head import HeadError, parseHead
+        from snapstore.http.head import HeadError, parseHead
 
         error = self.assertRaises(HeadError, parseHead,
                                   b"HTTP/1.1 200 OK\r\nX-Note: a\x1bb\r\n\r\n", False)

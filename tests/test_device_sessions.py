@@ -20,7 +20,8 @@ from twisted.web.http_headers import Headers
 
 from tests.fakestore import FakeStore
 from tests.helpers import testAgent
-from tests.processes import freePort, startTwistd, waitForPort
+from tests.ports import freePort
+from tests.processes import startTwistd, waitForPort
 from tests.sessionclient import SnapdDevice
 from tests.test_rules_support import copyShipped
 

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.internet import ssl
@@ -237,8 +237,7 @@ class DownloadTestsMixin:
         Wait until no fill is in progress (a cut client's fill may outlive
         its response by a few reactor turns).
         """
-        while self.cache._fills:
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield self.cache.whenIdle()
 
     def header(self, response: Any, name: bytes) -> Any:
         values = response.headers.getRawHeaders(name)

@@ -282,7 +282,7 @@ class RefusalTests(TestCase):
         self.assertEqual((status, body), (403, "client 127.0.0.1 may not use this proxy\n"))
 
     async def test_unreachable(self) -> None:
-        from tests.processes import freePort
+        from tests.ports import freePort
 
         closed = freePort()
         settings = proxySettings(self, proxy_connect_ports=str(closed))
@@ -559,7 +559,7 @@ class RelayTests(TestCase):
         self.assertIn(b"Connection: close", bytes(client.received))
 
     async def test_unreachableOrigin(self) -> None:
-        from tests.processes import freePort
+        from tests.ports import freePort
 
         client = await connectClient(self, self.port)
         client.transport.write(b"GET http://fakestore.test:%d/ HTTP/1.1\r\n\r\n" % freePort())
@@ -589,16 +589,21 @@ class RelayTests(TestCase):
         """
         from twisted.web.resource import Resource
 
+        from snapstore.http.guard import GuardedSite
+        from snapstore.observe.access import AccessObserver
+        from snapstore.store.service import ProxiedStoreRequest
         from tests.forwardhelpers import EchoResource
 
         local = Resource()
         localEcho = EchoResource()
         local.putChild(b"v2", localEcho)
-        factory, port = await startProxy(self, proxySettings(self), localResource=local)
+        factory, port = await startProxy(self, proxySettings(self),
+                                         localSite=GuardedSite(local, reactor=reactor, observer=AccessObserver(
+                                             None, reactor, ProxiedStoreRequest)))
         factory.localPorts.add(port)
         client = await connectClient(self, port)
         client.transport.write(b"GET http://localhost:%d/v2/snaps/info/x HTTP/1.1\r\n"
-                               b"Host: localhost\r\n\r\n" % port)
+                               b"Host: localhost:%d\r\n\r\n" % (port, port))
         await client.waitForText(b"echo:GET:")
         self.assertEqual(localEcho.seen[0]["uri"], b"/v2/snaps/info/x")
         self.assertEqual(self.echo.seen, [])
@@ -686,16 +691,38 @@ class WiringTests(TestCase):
 
     def test_addForwardService(self) -> None:
         from twisted.application.service import MultiService
-        from twisted.web.resource import Resource
 
-        from snapstore.tap import _addForwardService
+        from snapstore.tap import _addForwardService, assembleStore
+        from tests.helpers import MemoryBlobs
 
         top = MultiService()
         settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1")
-        _addForwardService(top, reactor, settings, Resource())
+        parts = assembleStore(reactor, settings, MemoryBlobs()).parts
+        _addForwardService(top, reactor, settings, parts)
         listener = top.getServiceNamed("proxy-endpoint")
         self.assertEqual(listener.endpoint._interface, "127.0.0.1")
         self.assertIsNotNone(listener.factory.localSite)
+
+    def test_accessLogClosedAtShutdown(self) -> None:
+        """
+        The access-log file is closed after the reactor's shutdown, once
+        the last connections have written their lines.
+        """
+        from twisted.application.service import MultiService
+        from twisted.internet.testing import MemoryReactorClock
+
+        from snapstore.tap import _addForwardService, assembleStore
+        from tests.helpers import MemoryBlobs
+
+        memory = MemoryReactorClock()
+        settings = proxySettings(self, proxy_endpoint="tcp:0:interface=127.0.0.1",
+                                 proxy_access_log=self.mktemp())
+        parts = assembleStore(memory, settings, MemoryBlobs()).parts
+        factory = _addForwardService(MultiService(), memory, settings, parts)
+        self.assertFalse(factory.accessLog._file.closed)
+        for call, args, kwargs in memory.triggers["after"]["shutdown"]:
+            call(*args, **kwargs)
+        self.assertIsNone(factory.accessLog._file)
 
     def test_disabled(self) -> None:
         from twisted.application.service import MultiService

@@ -39,10 +39,7 @@ async def untilTunnelsClosed(factory) -> None:
     tunnel is logged when it closes, which may be just after the client
     process exited).
     """
-    from twisted.internet.task import deferLater
-
-    while factory.tunnels:
-        await deferLater(reactor, 0.01, lambda: None)
+    await factory.whenNoTunnels()
 
 
 class CurlTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{snapstore.forward.head} and, with L{StringTransport}s, the
+Tests for L{snapstore.http.head} and, with L{StringTransport}s, the
 CONNECT path of L{snapstore.forward.channel} without sockets.
 """
 
@@ -10,9 +10,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from snapstore.forward.accesslog import AccessLog
+from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.factory import ForwardProxyFactory
-from snapstore.forward.head import BodyFraming, HeadError, bodyFraming, findHeadEnd, parseHead
+from snapstore.http.head import BodyFraming, HeadError, bodyFraming, findHeadEnd, parseHead
 from tests.helpers import testSettings
 
 

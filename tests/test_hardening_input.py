@@ -19,11 +19,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from snapstore.httpguard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
+from snapstore.http.guard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
 from tests.hardeninghelpers import (
     blockingExchange, parseAnswer, rawConnect, rawExchange, statuses, storeErrorCode,
 )
-from tests.processes import freePort, spawn, startTwistd, waitForPort
+from tests.ports import freePort
+from tests.processes import spawn, startTwistd, waitForPort
 from tests.test_admin import RunningService
 
 REFRESH = json.dumps({

@@ -24,11 +24,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from snapstore.cache import blobs as blobsModule
 from snapstore.cache.blobs import BlobCache
-from snapstore.store.service import makeStoreParts
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawConnect, rawExchange, startFront, rawRequest
-from tests.helpers import MemoryBlobs, listen, testSettings
-from tests.processes import freePort, startTwistd
+from tests.helpers import MemoryBlobs, listen, startStore, testSettings
+from tests.ports import freePort
+from tests.processes import startTwistd
 
 class _FullDisk:
     """
@@ -96,17 +96,14 @@ class CacheFaultTests(CacheTestsMixin, TestCase):
     async def setUp(self) -> None:
         await self.startFake()
         self.settings = testSettings(self, upstream=self.fake.apiURL)
-        self.parts = makeStoreParts(reactor, self.settings, MemoryBlobs())
-        for service in self.parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
+        store = await startStore(self, self.settings)
+        self.parts = store.parts
         self.cache = self.parts.cache
-        self.port = await listen(self, self.parts.site)
+        self.port = store.port
         self.path = await self.downloadPath(self.port)
 
     async def fillsDone(self) -> None:
-        while self.cache._fills:
-            await deferLater(reactor, 0.01, lambda: None)
+        await self.cache.whenIdle()
 
     def blobFile(self) -> str:
         return os.path.join(self.settings.cacheDir, "blobs", f"{self.digest}-{self.size}")

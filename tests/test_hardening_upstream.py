@@ -16,17 +16,15 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from snapstore.store.service import makeStoreParts
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawExchange, startFront, storeErrorCode, rawRequest
-from tests.helpers import MemoryBlobs, listen, testSettings
+from tests.helpers import MemoryBlobs, listen, startStore, testSettings
 
 class UpstreamFaultTests(TestCase):
     """
-    The store endpoint (L{makeStoreParts}) relaying to a L{FaultyFront}
+    The store endpoint (L{startStore}) relaying to a L{FaultyFront}
     before a L{FakeStore}.
     """
 
@@ -40,14 +38,15 @@ class UpstreamFaultTests(TestCase):
         await self.fake.start()
         self.addCleanup(self.fake.stop)
         self.front = await startFront(self, self.fake.apiPort)
-        self.settings = testSettings(self, upstream=self.front.url, upstream_timeout="1")
-        self.parts = makeStoreParts(reactor, self.settings, MemoryBlobs())
-        for service in self.parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
+        # The relay's own answers to upstream faults, not stale ones
+        # (snapstore.uplink has its own tests).
+        self.settings = testSettings(self, upstream=self.front.url, upstream_timeout="1",
+                                     serve_stale="no")
+        store = await startStore(self, self.settings)
+        self.parts = store.parts
         self.parts.root.download.headerTimeout = 1.0
         self.pool = self.parts.services[0].pool
-        self.port = await listen(self, self.parts.site)
+        self.port = store.port
         self.cache = self.parts.cache
         self.data = self.fake.blobBytes("hello", 1)
         self.digest = self.fake.blobDigest("hello", 1)
@@ -89,8 +88,7 @@ class UpstreamFaultTests(TestCase):
         self.assertIn(storeErrorCode(body), codes)
 
     async def fillsDone(self) -> None:
-        while self.cache._fills:
-            await deferLater(reactor, 0.01, lambda: None)
+        await self.cache.whenIdle()
 
     def assertNoWrongBlob(self) -> None:
         """

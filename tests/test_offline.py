@@ -29,7 +29,8 @@ from snapstore.offline.bundle import MANIFEST, digestBase64, readManifest
 from tests.fakestore import FakeStore
 from tests.fakestore.assertions import _encodedKey as encodedKey, formatAssertion, \
     signingKey, testRootAssertion, testRootKey
-from tests.processes import CHECKOUT, freePort, processEnvironment, startTwistd
+from tests.ports import freePort
+from tests.processes import CHECKOUT, processEnvironment, startTwistd
 
 SNAP = "/usr/bin/snap"
 

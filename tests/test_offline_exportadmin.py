@@ -13,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from snapstore.offline.bundle import readManifest
-from snapstore.offline.cli import STORE_ENV
+from snapstore.cli.offline import STORE_ENV
 from snapstore.tap import Options, makeService
 from tests.fakestore import FakeStore
 from tests.processes import freePort

@@ -17,10 +17,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from snapstore.interfaces import IBodyGate
-from snapstore.offline.importgate import ImportGate
+from snapstore.admin.importgate import ImportGate
 
 from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, statuses
-from tests.processes import freePort, startTwistd
+from tests.ports import freePort
+from tests.processes import startTwistd
 from tests.test_offline import runCLI
 
 TOKEN = "import-gate-test-token-0123456789"

@@ -29,7 +29,6 @@ from snapstore.offline.bundle import (
 )
 from snapstore.offline.export import ExportError, Progress, dependencies, parseSpec
 from snapstore.offline.store import LocalStoreAgent, fallbacks
-from snapstore.outbound import makeAgent
 from snapstore.state.imported import (
     ImportedAssertion,
     ImportedChannel,
@@ -209,9 +208,21 @@ class RefusingAgentTests(TestCase):
     With C{offline}, the outbound agent opens no connection.
     """
 
-    def test_makeAgentOffline(self) -> None:
-        agent = makeAgent(Clock(), testSettings(self, offline="yes"))
-        self.assertIsInstance(agent, RefusingAgent)
+    def test_offlineStoreAgent(self) -> None:
+        """
+        The composition root gives an offline node's upstream client the
+        local store, behind which every other URL is refused.
+        """
+        from snapstore.tap import assembleStore
+        from tests.helpers import MemoryBlobs
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        parts = assembleStore(MemoryReactorClock(), testSettings(self, offline="yes"),
+                              MemoryBlobs()).parts
+        agent = parts.upstream.agent
+        self.assertIsInstance(agent, LocalStoreAgent)
+        self.assertIsInstance(agent.outside, RefusingAgent)
         self.failureResultOf(agent.request(b"GET", b"http://example.com/"), OfflineRefused)
 
     def test_upstreamSaysWhy(self) -> None:

@@ -9,6 +9,7 @@ import json
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.portforward import ProxyFactory
@@ -21,7 +22,7 @@ from snapstore.outbound import (
     DirectDialer, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent, makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
-from tests.helpers import MemoryBlobs, testSettings
+from tests.helpers import MemoryBlobs, startStore, testSettings
 from tests.test_forward_clients import CURL, CLEAN_ENV, untilTunnelsClosed
 from tests.tlshelpers import TestAuthority
 
@@ -144,16 +145,11 @@ class ChainTests(TestCase):
         snapstore's store endpoint, with C{--upstream-proxy} pointing at
         snapstore's own forward proxy, relays to the fake store through it.
         """
-        from snapstore.store.service import makeStoreParts
-
         settings = testSettings(
             self, upstream=f"https://fakestore.test:{self.tlsPort}/", upstream_ca=self.caFile,
             upstream_proxy=f"http://127.0.0.1:{self.parentPort}")
-        parts = makeStoreParts(reactor, settings, MemoryBlobs())
-        for service in parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
-        storePort = (await listen(self, parts.site)).getHost().port
+        store = await startStore(self, settings)
+        parts, storePort = store.parts, store.port
         client = Agent(reactor, pool=self.pool)
         response, body = await self.get(client,
                                         f"http://127.0.0.1:{storePort}/v2/snaps/info/hello")
@@ -161,7 +157,7 @@ class ChainTests(TestCase):
         self.assertEqual(json.loads(body)["name"], "hello")
         self.assertEqual(self.store.count("GET", "/v2/snaps/info/hello"), 1)
         for service in parts.services:
-            await service.stopService()
+            await maybeDeferred(service.stopService)
         await untilTunnelsClosed(self.parent)
         self.assertIn(("CONNECT", f"fakestore.test:{self.tlsPort}", 200),
                       [(e.method, e.target, e.status) for e in self.parent.accessLog.entries])

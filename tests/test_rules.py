@@ -847,7 +847,6 @@ class TwistdReloadTests(TestCase):
         """
         from twisted.internet import reactor
         from twisted.internet.defer import ensureDeferred
-        from twisted.internet.task import deferLater
 
         from tests.processes import startTwistd
 
@@ -869,24 +868,17 @@ class TwistdReloadTests(TestCase):
                 code, _ = await proxy.call(b"GET", "v2/snaps/info/hello")
                 return code
 
-            async def waitFor(code):
-                for _ in range(100):
-                    if await infoCode() == code:
-                        return
-                    await deferLater(reactor, 0.1, lambda: None)
-                self.fail(f"no {code} after SIGHUP:\n{process.output}")
-
             self.assertEqual(await infoCode(), 200)
             writeRules(self, {"10-closed.py": verdictRule(
                 "closed", "StoreDeny(403, 'closed', errorCode='closed')")}, directory)
+            reloaded = process.printed("Reloaded", since=len(process.collector.output))
             process.transport.signalProcess("HUP")
-            await waitFor(403)
+            await reloaded
+            self.assertEqual(await infoCode(), 403)
             writeRules(self, {"30-broken.py": "rules = (\n"}, directory)
+            failed = process.printed("Rules reload failed", since=len(process.collector.output))
             process.transport.signalProcess("HUP")
-            for _ in range(50):
-                if "Rules reload failed" in process.output:
-                    break
-                await deferLater(reactor, 0.1, lambda: None)
+            await failed
             self.assertIn("30-broken.py", process.output)
             self.assertEqual(await infoCode(), 403)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.web.client import FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -24,8 +24,7 @@ from snapstore.interfaces import IStateStore
 from snapstore.rules.engine import RuleEnv
 from snapstore.rules.service import RulesService
 from snapstore.state.records import Device, DeviceSession, normaliseChannel
-from snapstore.store.service import makeStoreParts
-from tests.helpers import listen, testAgent, testSettings
+from tests.helpers import listen, startStore, testAgent, testSettings
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_RULES = os.path.join(CHECKOUT, "rules.d")
@@ -232,18 +231,17 @@ class Proxy:
 
     @inlineCallbacks
     def start(self) -> Any:
-        def makeRules(upstream: Any) -> RulesService:
+        def makeRules(upstream: Any, verdictObserver: Any) -> RulesService:
             env = RuleEnv(state=self.state, clock=self.clock, settings=self.settings,
                           upstream=upstream)
-            return RulesService(self.rulesDir, env, installSignal=lambda *a: None)
+            return RulesService(self.rulesDir, env, installSignal=lambda *a: None,
+                                verdictObserver=verdictObserver)
 
-        self.parts = makeStoreParts(reactor, self.settings, self.state, makeRules)
+        store = yield Deferred.fromCoroutine(
+            startStore(self.testCase, self.settings, self.state, makeRules))
+        self.parts = store.parts
         self.rules = self.parts.rules
-        for service in self.parts.services:
-            service.startService()
-            self.testCase.addCleanup(service.stopService)
-        port = yield listen(self.testCase, self.parts.site)
-        self.url = f"http://127.0.0.1:{port}/"
+        self.url = store.url + "/"
         return self
 
     @inlineCallbacks

@@ -9,20 +9,20 @@ import json
 import socket
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
-from snapstore.store.errors import storeErrorBody
-from snapstore.store.service import makeStoreParts
+from snapstore.http.storeerror import storeErrorBody
 from tests.helpers import (
     MemoryBlobs,
     RecordingOrigin,
     garbageFactory,
     listen,
     originSite,
+    startStore,
     testAgent,
     testSettings,
 )
@@ -80,12 +80,9 @@ class StoreRelayTests(TestCase):
     def startProxy(self, **given):
         self.settings = testSettings(self, **given)
         self.state = MemoryBlobs()
-        self.parts = makeStoreParts(reactor, self.settings, self.state)
-        for service in self.parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
-        port = yield listen(self, self.parts.site)
-        self.proxyURL = f"http://127.0.0.1:{port}"
+        store = yield Deferred.fromCoroutine(startStore(self, self.settings, self.state))
+        self.parts = store.parts
+        self.proxyURL = store.url
 
     @inlineCallbacks
     def call(self, method, path, body=None, headers=()):
@@ -249,12 +246,8 @@ class UpstreamFailureTests(TestCase):
     @inlineCallbacks
     def proxyFor(self, upstream, **given):
         settings = testSettings(self, upstream=upstream, **given)
-        parts = makeStoreParts(reactor, settings, MemoryBlobs())
-        for service in parts.services:
-            service.startService()
-            self.addCleanup(service.stopService)
-        port = yield listen(self, parts.site)
-        return f"http://127.0.0.1:{port}"
+        store = yield Deferred.fromCoroutine(startStore(self, settings))
+        return store.url
 
     @inlineCallbacks
     def fetch(self, proxyURL, method=b"GET", path=b"/v2/snaps/info/hello"):

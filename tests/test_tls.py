@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{snapstore.tls}: self-signed certificates, the checks of
+Tests for L{snapstore.http.tls}: self-signed certificates, the checks of
 C{ssl:} endpoint files, and a store endpoint really serving HTTPS with a
 certificate made by C{snapstore certificate}.
 """
@@ -22,7 +22,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from snapstore.cli import main
 from snapstore.tap import Options
-from snapstore.tls import (
+from snapstore.http.tls import (
     TLSConfigError,
     checkServerEndpoint,
     endpointCertificate,
@@ -164,7 +164,7 @@ class HTTPSStoreTests(TestCase):
         directory = os.path.abspath(self.mktemp())
         key, cert = writeSelfSigned(directory, "localhost", ["127.0.0.1"])
         service = RunningService(self)
-        from tests.test_admin import freePort
+        from tests.ports import freePort
 
         port = freePort()
         yield service.start("--store-endpoint",

@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.test_admin -*-
 """
-Operating snapstore: the admin HTTP API and C{/metrics}
-(L{snapstore.admin.api}, assembled by L{snapstore.admin.service}), the
-metric objects every part counts in (L{snapstore.admin.metrics}), the
-per-request access log (L{snapstore.admin.access}), log formats
-(L{snapstore.admin.logs}) and the device setup (L{snapstore.admin.clientconfig}).
+Operating snapstore: the admin HTTP API and C{/metrics}.
+
+L{snapstore.admin.resource} authenticates, routes and encodes; each area
+is one module registering its routes on a L{snapstore.admin.router.Router}
+(L{status}, L{overrides}, L{devices}, L{cache}, L{audit}, L{imports});
+L{snapstore.admin.service} checks the endpoint's settings and makes its
+site; L{snapstore.admin.clientconfig} describes the device setup.  The
+composition root (C{snapstore.tap}) builds the areas and registers them.
 
 The C{snapstore} command (L{snapstore.cli}) is the API's client.
 """

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import attrs
 
+from snapstore.http.endpoints import isLoopbackEndpoint
+
 #: The header the C{snapstore} command sends the local user name in.
 USER_HEADER = b"x-snapstore-user"
 
@@ -31,69 +33,6 @@ class AdminConfigError(ValueError):
     """
     The admin endpoint's settings are unsafe or unreadable.
     """
-
-
-def _splitEndpoint(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    Split an endpoint string into positional and keyword arguments,
-    honouring backslash escapes as L{twisted.internet.endpoints} does.
-    """
-    parts: list[str] = []
-    current = ""
-    escaped = False
-    for char in description:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    args = []
-    kwargs = {}
-    for part in parts:
-        name, sep, value = part.partition("=")
-        if sep:
-            kwargs[name] = value
-        else:
-            args.append(part)
-    return args, kwargs
-
-
-def splitEndpoint(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    @return: the positional and keyword arguments of an endpoint string,
-        e.g. C{(["ssl", "8443"], {"privateKey": "k.pem"})}.
-    """
-    return _splitEndpoint(description)
-
-
-def isLoopbackEndpoint(description: str) -> bool:
-    """
-    Whether a server endpoint string only accepts local connections.
-
-    C{tcp:} and C{ssl:} count as local only with an C{interface=} on a
-    loopback address (no interface means every address); C{unix:} sockets
-    are local; anything else (C{systemd:} and plugins) cannot be known and
-    is treated as not local.
-    """
-    args, kwargs = _splitEndpoint(description)
-    kind = args[0].lower() if args else ""
-    if kind == "unix":
-        return True
-    if kind in ("tcp", "tcp6", "ssl") or (kind.isdigit() and len(args) == 1):
-        interface = kwargs.get("interface", "")
-        if interface == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(interface).is_loopback
-        except ValueError:
-            return False
-    return False
 
 
 def readTokens(path: str) -> dict[str, str]:

@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.test_admin_clientconfig -*-
+# -*- test-case-name: tests.test_admin,tests.test_tls -*-
 """
 What a device needs to use this proxy, ready to run.
 
-snapd has two ways in (store-api.md sections 1 and 8):
+snapd has two ways in (docs/architecture.md, "The store API in brief"):
 
   - store mode: C{SNAPPY_FORCE_API_URL} in a C{snapd.service} drop-in
     points snapd's store API (and assertions) at the store endpoint, which
@@ -24,36 +24,16 @@ import json
 import socket
 from typing import Any, Optional
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
-from snapstore.admin.auth import splitEndpoint
-from snapstore.tls import certificatePEM, endpointCertificate, isSelfSigned
+from snapstore.interfaces import IClientConfig
+from snapstore.http.endpoints import endpointPort, isTLSEndpoint
+from snapstore.http.tls import certificatePEM, endpointCertificate, isSelfSigned
 
 DROP_IN_PATH = "/etc/systemd/system/snapd.service.d/snapstore.conf"
 STORE_CERT_PATH = "/var/lib/snapd/ssl/store-certs/snapstore.pem"
 _HOST_HEADER_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
-
-
-def _endpointPort(description: Optional[str]) -> Optional[int]:
-    if not description:
-        return None
-    args, kwargs = splitEndpoint(description)
-    if kwargs.get("port", "").isdigit():
-        return int(kwargs["port"])
-    for arg in args[1:]:
-        if arg.isdigit():
-            return int(arg)
-    if args and args[0].isdigit():
-        return int(args[0])
-    return None
-
-
-def _isTLS(description: Optional[str]) -> bool:
-    if not description:
-        return False
-    args, _ = splitEndpoint(description)
-    return bool(args) and args[0].lower() == "ssl"
 
 
 def resolvesToLoopback(host: str) -> bool:
@@ -72,12 +52,13 @@ def resolvesToLoopback(host: str) -> bool:
     addresses = set()
     for address in found:
         try:
-            addresses.add(ipaddress.ip_address(address.split("%", 1)[0]))
+            addresses.add(ipaddress.ip_address(str(address).split("%", 1)[0]))
         except ValueError:
             return False
     return bool(addresses) and all(address.is_loopback for address in addresses)
 
 
+@implementer(IClientConfig)
 class ClientConfig:
     """
     Builds the device setup from the service's settings.
@@ -106,9 +87,8 @@ class ClientConfig:
     def _requestHost(self, request: Optional[Request]) -> Optional[str]:
         if request is None:
             return None
-        host = request.getHeader(b"host")
-        if isinstance(host, bytes):
-            host = host.decode("latin-1")
+        raw = request.getHeader(b"host")
+        host = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         if host and set(host) <= _HOST_HEADER_OK:
             return host
         return None
@@ -122,9 +102,9 @@ class ClientConfig:
         if self.publicURL:
             return self.publicURL
         host = self._requestHost(request)
-        scheme = "https" if _isTLS(self.storeEndpoint) else "http"
+        scheme = "https" if isTLSEndpoint(self.storeEndpoint) else "http"
         if host is None:
-            port = _endpointPort(self.storeEndpoint)
+            port = endpointPort(self.storeEndpoint)
             default = 443 if scheme == "https" else 80
             host = self.hostName + (f":{port}" if port and port != default else "")
         return f"{scheme}://{host}/"
@@ -150,14 +130,14 @@ class ClientConfig:
         return (f"the store URL for devices, {url}, comes from {source} and points at a "
                 f"loopback address, so devices would talk to themselves: set --public-url "
                 f"to the URL devices reach this service at, e.g. --public-url "
-                f"http://snapstore.example.lan:{_endpointPort(self.storeEndpoint) or 8000}/")
+                f"http://snapstore.example.lan:{endpointPort(self.storeEndpoint) or 8000}/")
 
     def proxyURL(self, request: Optional[Request]) -> Optional[str]:
         """
         The forward proxy's URL for C{proxy.http}/C{proxy.https}, or
         C{None} when it is disabled.
         """
-        port = _endpointPort(self.proxyEndpoint)
+        port = endpointPort(self.proxyEndpoint)
         if port is None:
             return None
         from hyperlink import URL
@@ -278,63 +258,3 @@ class ClientConfig:
             '  - ["systemctl", "restart", "snapd.service"]',
         ]
         return "\n".join(lines) + "\n"
-
-
-class ClientConfigResource(Resource):
-    """
-    Serves C{/v1/client-config} on the store endpoint, where devices can
-    reach it: a shell script by default, C{?format=cloud-init} or
-    C{?format=json}; C{?mode=forward} for forward-proxy mode.
-    """
-
-    isLeaf = True
-
-    def __init__(self, clientConfig: ClientConfig) -> None:
-        super().__init__()
-        self.clientConfig = clientConfig
-
-    def render_GET(self, request: Request) -> bytes:
-        problem = self.clientConfig.loopbackProblem(request)
-        if problem is not None:
-            request.setResponseCode(409)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return problem.encode("utf-8") + b"\n"
-        form = (request.args.get(b"format") or [b"sh"])[0].decode("ascii", "replace")
-        mode = (request.args.get(b"mode") or [b"store"])[0].decode("ascii", "replace")
-        if mode not in ("store", "forward"):
-            request.setResponseCode(400)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"mode must be store or forward\n"
-        if form == "json":
-            body = json.dumps(self.clientConfig.describe(request), indent=1).encode("utf-8")
-            request.setHeader(b"content-type", b"application/json")
-        elif form == "cloud-init":
-            body = self.clientConfig.cloudInit(request, mode).encode("utf-8")
-            request.setHeader(b"content-type", b"text/cloud-config; charset=utf-8")
-        elif form == "sh":
-            body = self.clientConfig.script(request, mode).encode("utf-8")
-            request.setHeader(b"content-type", b"text/x-shellscript; charset=utf-8")
-        else:
-            request.setResponseCode(400)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"format must be sh, cloud-init or json\n"
-        return body
-
-    render_HEAD = render_GET
-
-
-class LocalV1(Resource):
-    """
-    The proxy's own C{/v1/} tree on the store endpoint (only
-    C{client-config} so far), given to L{snapstore.store.resource.StoreRoot}
-    as C{local={b"v1": LocalV1(...)}}.
-    """
-
-    def __init__(self, clientConfig: ClientConfig) -> None:
-        super().__init__()
-        self.putChild(b"client-config", ClientConfigResource(clientConfig))
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        from snapstore.store.resource import NotFoundResource
-
-        return NotFoundResource()

@@ -36,7 +36,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from snapstore.httpheaders import finishWith
+from snapstore.admin.resource import AdminResource
+from snapstore.http.headers import finishWith
 
 #: Methods that change nothing, so need no content type.
 SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS"])
@@ -106,20 +107,20 @@ class CrossSiteGuard(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, wrapped: Resource, names: Iterable[str] = ()) -> None:
+    def __init__(self, wrapped: AdminResource, names: Iterable[str] = ()) -> None:
         super().__init__()
         self.wrapped = wrapped
         self.names = frozenset(name.lower().rstrip(".") for name in names if name)
 
     @classmethod
-    def fromSettings(cls, wrapped: Resource, settings: Any) -> "CrossSiteGuard":
+    def fromSettings(cls, wrapped: AdminResource, settings: Any) -> "CrossSiteGuard":
         """
         The guard for the names an operator configured: C{--admin-hosts},
         C{--public-url}'s host, and this machine's host names.
         """
         names = set(machineNames())
-        names.update(getattr(settings, "adminHosts", None) or ())
-        publicURL = getattr(settings, "publicUrl", None) or getattr(settings, "publicURL", None)
+        names.update(settings.adminHosts)
+        publicURL = settings.publicUrl
         if publicURL:
             host = urllib.parse.urlsplit(str(publicURL)).hostname
             if host:
@@ -155,7 +156,7 @@ class CrossSiteGuard(Resource):
     def importRefusal(self, request: Any) -> Optional[tuple[int, str, str]]:
         """
         L{refusal} for a bundle upload, asked from the request's head (by
-        L{snapstore.offline.importgate}) before any body byte is spooled,
+        L{snapstore.admin.importgate}) before any body byte is spooled,
         when Twisted has not yet set the request's method and path.
         """
         return (self.originRefusal(request)
@@ -202,8 +203,7 @@ class CrossSiteGuard(Resource):
             return False
         if request.method == b"DELETE" and not _hasBody(request):
             return False
-        handles = getattr(self.wrapped, "handles", None)
-        return handles is None or handles(request)
+        return self.wrapped.handles(request)
 
     def hostAllowed(self, value: str, request: Any) -> bool:
         try:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fleet -*-
 """
-The admin API's fleet routes (design.md section 8)::
+The admin API's fleet routes (docs/architecture.md)::
 
     GET    /v1/devices[?group=G&snap=NAME&all=1]   devices with their snaps and groups
     GET    /v1/devices/IDENTITY                    one device (identity URL-encoded)
@@ -10,12 +10,12 @@ The admin API's fleet routes (design.md section 8)::
     GET    /v1/groups/NAME                         the group and its members
     DELETE /v1/groups/NAME                         delete it (audited)
     GET    /v1/what-would-refresh[?snap=&group=]   what a refresh would change now
-    (POST /v1/overrides/SNAP?dry-run=1 and the other change-control dry runs
-    answer the same report: see snapstore.admin.policy)
+    (the change-control dry runs answer the same report: snapstore.admin.policy)
     GET    /v1/deliveries[?device=&snap=&since=]   the delivery record
     GET    /v1/deliveries/verify                   check its hash chain
 
-They are mounted on L{snapstore.admin.api.AdminAPI} by L{mountFleet}, so
+The composition root registers them on the admin router after the
+devices area (whose C{GET /v1/devices} they take over), so
 they share its authorisation, error shape and access log.  The fleet logic
 is L{snapstore.fleet}'s; this module only speaks HTTP.
 """
@@ -25,15 +25,15 @@ from __future__ import annotations
 import datetime
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
+from snapstore.admin.devices import CONNECTED_WINDOW, DeviceRoutes
+from snapstore.admin.router import APIError, Router, readJSON
 from snapstore.fleet.groups import GroupDirectory, GroupError, checkName, checkSelectors, groupsOf
 from snapstore.fleet.whatwould import WhatWouldRefresh
 from snapstore.rules.engine import RuleSet
 from snapstore.state import audit
 from snapstore.state.fleet import SELECTOR_KINDS, DeviceGroup
-
-#: Devices seen within this many seconds are listed by default.
-CONNECTED_WINDOW = 24 * 3600
-
 
 def rfc3339(posix: Optional[float]) -> Optional[str]:
     """
@@ -68,7 +68,7 @@ def parseSince(value: Optional[str]) -> Optional[float]:
 
 def deviceJSON(device: Any, groups: Any) -> dict[str, Any]:
     """
-    The DEVICE document of design.md section 8.
+    The DEVICE document (docs/architecture.md, "The store API in brief": devices).
     """
     return {
         "identity": device.identity, "model": device.model, "address": device.address,
@@ -99,17 +99,39 @@ class FleetRoutes:
     arguments)} to C{(status, JSON value)}.
     """
 
-    def __init__(self, api: Any) -> None:
-        self.api = api
-        self.state = api.state
-        rules = getattr(api, "rules", None)
-        directory = getattr(rules, "groups", None)
-        self.directory = directory if directory is not None else GroupDirectory(api.state)
-        self.planner = WhatWouldRefresh(api.upstream, self.directory.groupsFor)
+    def __init__(self, clock: IReactorTime, state: Any, upstream: Any, rules: Any,
+                 devices: DeviceRoutes) -> None:
+        """
+        @param rules: the L{snapstore.rules.service.RulesService} (its
+            device groups, and the rule set what-would-refresh asks), or
+            C{None}.
+        @param devices: the devices area (connected count and limit).
+        """
+        self.clock = clock
+        self.state = state
+        self.rules = rules
+        self.devicesArea = devices
+        groups = rules.groups if rules is not None else None
+        self.directory = groups if groups is not None else GroupDirectory(state)
+        self.planner = WhatWouldRefresh(upstream, self.directory.groupsFor)
+
+    def register(self, router: Router) -> None:
+        """
+        Add the fleet routes; they take over C{GET /v1/devices} (the DEVICE
+        shape of docs/architecture.md) from the devices area.
+        """
+        router.add(b"GET", ("v1", "devices"), self.devices)
+        router.add(b"GET", ("v1", "devices", "*"), self.device)
+        router.add(b"GET", ("v1", "inventory"), self.inventory)
+        router.add(b"GET", ("v1", "groups"), self.listGroups)
+        router.add(b"GET", ("v1", "groups", "*"), self.showGroup)
+        router.add(b"PUT", ("v1", "groups", "*"), self.putGroup)
+        router.add(b"DELETE", ("v1", "groups", "*"), self.deleteGroup)
+        router.add(b"GET", ("v1", "what-would-refresh"), self.whatWouldRefresh)
+        router.add(b"GET", ("v1", "deliveries"), self.deliveries)
+        router.add(b"GET", ("v1", "deliveries", "verify"), self.verifyDeliveries)
 
     def _error(self, status: int, code: str, message: str) -> Exception:
-        from snapstore.admin.api import APIError
-
         return APIError(status, code, message)
 
     def _arg(self, request: Any, name: bytes) -> Optional[str]:
@@ -127,7 +149,7 @@ class FleetRoutes:
 
     async def _devices(self, request: Any, everyone: bool = False) -> list[Any]:
         showAll = everyone or self._arg(request, b"all") in ("1", "yes", "true")
-        since = None if showAll else self.api.clock.seconds() - CONNECTED_WINDOW
+        since = None if showAll else self.clock.seconds() - CONNECTED_WINDOW
         devices = await self.state.listFleet(seenSince=since, snapName=self._arg(request, b"snap"))
         groupName = self._arg(request, b"group")
         if groupName is not None:
@@ -140,7 +162,7 @@ class FleetRoutes:
         devices = await self._devices(request)
         groups = await self.state.listGroups()
         answer: dict[str, Any] = {"devices": [deviceJSON(d, groups) for d in devices]}
-        connected, limit = await self.api._deviceStatus()
+        connected, limit = await self.devicesArea.deviceStatus()
         answer.update({"connected": connected, "limit": limit})
         return 200, answer
 
@@ -178,9 +200,7 @@ class FleetRoutes:
         return 200, dict(groupJSON(group, members), members=members)
 
     async def putGroup(self, request: Any, caller: Any, name: str) -> tuple[int, Any]:
-        from snapstore.admin.api import _readJSON
-
-        body = _readJSON(request)
+        body = readJSON(request)
         try:
             checkName(name)
             selectors = checkSelectors(body.get("selectors") if isinstance(body, dict) else None)
@@ -200,7 +220,7 @@ class FleetRoutes:
     # -- what would refresh ----------------------------------------------------
 
     def _ruleSet(self) -> RuleSet:
-        rules = getattr(self.api, "rules", None)
+        rules = self.rules
         return rules.ruleSet if rules is not None else RuleSet()
 
     async def _report(self, request: Any, ruleSet: RuleSet, snap: Optional[str] = None) -> Any:
@@ -238,26 +258,3 @@ class FleetRoutes:
         head = rows[-1] if rows else None
         return 200, {"ok": bad is None, "rows": len(rows), "first-bad-id": bad,
                      "head": None if head is None else {"id": head.id, "row-hash": head.rowHash}}
-
-
-def mountFleet(api: Any) -> FleetRoutes:
-    """
-    Add the fleet routes to an admin API resource; they take over
-    C{GET /v1/devices} (the DEVICE shape of design.md section 8).
-    """
-    routes = FleetRoutes(api)
-    taken = {(b"GET", ("v1", "devices"))}
-    api._routes[:] = [r for r in api._routes if (r[0], r[1]) not in taken]
-    api._routes.extend([
-        (b"GET", ("v1", "devices"), routes.devices),
-        (b"GET", ("v1", "devices", "*"), routes.device),
-        (b"GET", ("v1", "inventory"), routes.inventory),
-        (b"GET", ("v1", "groups"), routes.listGroups),
-        (b"GET", ("v1", "groups", "*"), routes.showGroup),
-        (b"PUT", ("v1", "groups", "*"), routes.putGroup),
-        (b"DELETE", ("v1", "groups", "*"), routes.deleteGroup),
-        (b"GET", ("v1", "what-would-refresh"), routes.whatWouldRefresh),
-        (b"GET", ("v1", "deliveries"), routes.deliveries),
-        (b"GET", ("v1", "deliveries", "verify"), routes.verifyDeliveries),
-    ])
-    return routes

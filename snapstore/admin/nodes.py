@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from twisted.web.server import Request
 
+from snapstore.admin.router import Router
+
 #: What C{/v1/nodes} says when this node is not part of a cluster.
 NOT_CLUSTERED = ("this node is not part of a cluster (it needs a PostgreSQL --state and "
                  "--node-url or --public-url)")
@@ -24,6 +26,20 @@ class NodeRoutes:
 
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
+
+    def register(self, router: Router) -> None:
+        router.add(b"GET", ("v1", "nodes"), self.nodes)
+
+    async def section(self) -> Any:
+        """
+        The C{nodes} section of C{GET /v1/status}: the node list, C{None}
+        outside a cluster.
+        """
+        try:
+            listing = await self.listing()
+        except Exception as error:
+            listing = {"error": f"cannot list the nodes: {error}"}
+        return None if listing is None else listing.get("nodes", listing)
 
     async def listing(self) -> Optional[dict[str, Any]]:
         if self.cluster is None:
@@ -40,28 +56,3 @@ class NodeRoutes:
         if listing is None:
             return 200, {"nodes": [], "note": NOT_CLUSTERED}
         return 200, listing
-
-
-def mountNodes(api: Any, cluster: Any) -> NodeRoutes:
-    """
-    Add C{GET /v1/nodes} to an admin API resource, and the node list to
-    its C{/v1/status} answer (under C{"nodes"}, C{null} outside a cluster).
-    """
-    routes = NodeRoutes(cluster)
-    # The status route as it is now (another part may already extend it).
-    status = next(handler for method, pattern, handler in api._routes
-                  if (method, pattern) == (b"GET", ("v1", "status")))
-
-    async def statusWithNodes(request: Request, caller: Any) -> tuple[int, Any]:
-        code, answer = await status(request, caller)
-        try:
-            listing = await routes.listing()
-        except Exception as error:
-            listing = {"error": f"cannot list the nodes: {error}"}
-        answer["nodes"] = None if listing is None else listing.get("nodes", listing)
-        return code, answer
-
-    api._routes[:] = [(method, pattern, statusWithNodes if handler is status else handler)
-                      for method, pattern, handler in api._routes]
-    api._routes.append((b"GET", ("v1", "nodes"), routes.nodes))
-    return routes

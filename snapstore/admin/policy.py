@@ -14,10 +14,12 @@ The admin API's change-control routes (design.md section 9)::
 
 TIME values (C{until}) and DURATIONs (C{for}) are read here, against this
 node's clock (L{snapstore.policy.timespec}).  A C{?dry-run=1} answers the
-what-would-refresh document (design.md section 8) for the state the change
-would produce, writes nothing.  Every change is audited with its reason by
-the state store.  Mounted on L{snapstore.admin.api.AdminAPI} by
-L{mountPolicy}, so it shares its authorisation, error shape and access log.
+what-would-refresh document (the fleet area's report) for the state the
+change would produce, and writes nothing.  Every change is audited with its
+reason by the state store.  The composition root registers this area after
+the overrides and fleet areas: it takes over the C{/v1/overrides} routes
+(adding scope, expiry and reason), and shares the admin resource's
+authorisation, error shape and access log.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from typing import Any, Optional
 
 import attrs
 
-from snapstore.admin.fleet import rfc3339
+from snapstore.admin.fleet import FleetRoutes, rfc3339
+from snapstore.admin.overrides import OverrideRoutes
+from snapstore.admin.router import APIError, Router
 from snapstore.fleet.whatwould import withProposedPolicy
 from snapstore.policy.timespec import TimeSpecError, parseDuration, parseTime
 from snapstore.state.policy import Approval, Hold
@@ -76,22 +80,36 @@ class PolicyRoutes:
     """
     The handlers, in the admin API's shape.
 
-    @ivar fleet: the L{snapstore.admin.fleet.FleetRoutes} whose report
-        answers dry runs.
+    @ivar overrides: the overrides area (pins checked upstream).
+    @ivar fleet: the fleet area, whose report answers dry runs.
     """
 
-    def __init__(self, api: Any, fleet: Any) -> None:
-        self.api = api
+    def __init__(self, clock: Any, state: Any, overrides: OverrideRoutes,
+                 fleet: FleetRoutes) -> None:
+        self.clock = clock
+        self.state = state
+        self.overrides = overrides
         self.fleet = fleet
-        self.state = api.state
+
+    def register(self, router: Router) -> None:
+        """
+        Add the routes; they take over the overrides area's.
+        """
+        router.add(b"GET", ("v1", "overrides"), self.listOverrides)
+        router.add(b"GET", ("v1", "overrides", "*"), self.listOverrides)
+        router.add(b"POST", ("v1", "overrides", "*"), self.setOverrides)
+        router.add(b"DELETE", ("v1", "overrides", "*"), self.deleteOverride)
+        router.add(b"GET", ("v1", "holds"), self.listHolds)
+        router.add(b"POST", ("v1", "holds"), self.setHold)
+        router.add(b"DELETE", ("v1", "holds"), self.releaseHold)
+        router.add(b"GET", ("v1", "approvals"), self.listApprovals)
+        router.add(b"POST", ("v1", "approvals"), self.approve)
 
     def _error(self, status: int, code: str, message: str) -> Exception:
-        from snapstore.admin.api import APIError
-
         return APIError(status, code, message)
 
     def _now(self) -> float:
-        return float(self.api.clock.seconds())
+        return float(self.clock.seconds())
 
     def _dryRun(self, request: Any) -> bool:
         return self.fleet._arg(request, b"dry-run") in ("1", "yes", "true")
@@ -163,7 +181,7 @@ class PolicyRoutes:
                 raise self._error(400, "bad-time", f"until {untilText!r} is already past")
         reason = self._text(body, "reason", MAX_REASON)
         resolved = [attrs.evolve(o, group=group, until=until, reason=reason)
-                    for o in await self.api.resolveOverrides(request, snapName)]
+                    for o in await self.overrides.resolveOverrides(request, snapName)]
         if self._dryRun(request):
             return await self._report(request, withProposedPolicy(self.fleet._ruleSet(),
                                                                   pins=resolved), snapName)
@@ -258,26 +276,3 @@ class PolicyRoutes:
                 self.fleet._ruleSet(), approvals=[approval]), snap)
         stored = await self.state.approve(approval, caller.actor)
         return 200, {"approved": approvalJSON(stored)}
-
-
-def mountPolicy(api: Any, fleet: Any) -> PolicyRoutes:
-    """
-    Add the change-control routes to an admin API resource; they take over
-    the C{/v1/overrides} routes (adding scope, expiry and reason).
-    """
-    routes = PolicyRoutes(api, fleet)
-    taken = {(b"GET", ("v1", "overrides")), (b"GET", ("v1", "overrides", "*")),
-             (b"POST", ("v1", "overrides", "*")), (b"DELETE", ("v1", "overrides", "*"))}
-    api._routes[:] = [r for r in api._routes if (r[0], r[1]) not in taken]
-    api._routes.extend([
-        (b"GET", ("v1", "overrides"), routes.listOverrides),
-        (b"GET", ("v1", "overrides", "*"), routes.listOverrides),
-        (b"POST", ("v1", "overrides", "*"), routes.setOverrides),
-        (b"DELETE", ("v1", "overrides", "*"), routes.deleteOverride),
-        (b"GET", ("v1", "holds"), routes.listHolds),
-        (b"POST", ("v1", "holds"), routes.setHold),
-        (b"DELETE", ("v1", "holds"), routes.releaseHold),
-        (b"GET", ("v1", "approvals"), routes.listApprovals),
-        (b"POST", ("v1", "approvals"), routes.approve),
-    ])
-    return routes

@@ -18,7 +18,7 @@ import os
 from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 #: The actor of rule changes: they arrive through the file system.
@@ -30,7 +30,7 @@ def summarise(ruleSet: Any, directory: str) -> dict[str, Any]:
     What an admin changes in C{rules.d}: each file's SHA-256 (first 16 hex
     digits) and the device limit of the loaded device-limit rule.
     """
-    files = {}
+    files: dict[str, Optional[str]] = {}
     for name in getattr(ruleSet, "files", ()):
         try:
             with open(os.path.join(directory, name), "rb") as ruleFile:
@@ -72,7 +72,7 @@ class RulesAuditor:
             when nothing changed; failures are logged, not raised (a rule
             reload must not fail because the audit log is unavailable).
         """
-        d = self._lock.run(lambda: ensureDeferred(self._note(ruleSet)))
+        d = self._lock.run(lambda: Deferred.fromCoroutine(self._note(ruleSet)))
 
         def failed(failure: Any) -> None:
             self.log.failure("cannot audit the rules loaded from {directory}", failure,
@@ -111,7 +111,7 @@ class RulesAuditService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.rules.reloadObserver = self.auditor.reloaded
+        self._stopObserving = self.rules.observeReloads(self.auditor.reloaded)
         ready = self.state.whenReady()
         ready.addCallback(lambda _: self.auditor.noteRuleSet(self.rules.ruleSet))
         ready.addErrback(lambda failure: None)  # the state service logs why
@@ -119,5 +119,4 @@ class RulesAuditService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self.rules.reloadObserver == self.auditor.reloaded:
-            self.rules.reloadObserver = None
+        self._stopObserving()

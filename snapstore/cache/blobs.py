@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource
+from snapstore.cache.chunks import fileChunks
+from snapstore.interfaces import IBlobCache, IBlobFill, IBlobSource, IServiceReactor
 
 _DIGEST = re.compile(r"^[0-9a-f]{96}$")
 _BLOB_NAME = re.compile(r"^([0-9a-f]{96})-([0-9]+)$")
@@ -252,10 +253,12 @@ class Fill:
             self.abort(Failure(VerificationFailed(
                 f"blob {self.digest[:16]}... is longer than the {self.size} bytes promised")))
             return
+        fd = self._fd
+        assert fd is not None, "written after the fill was committed"
         try:
             view = memoryview(data)
             while view:
-                count = os.write(self._fd, view)
+                count = os.write(fd, view)
                 view = view[count:]
         except OSError as error:
             self._cache.diskFailed(error)
@@ -286,7 +289,7 @@ class Fill:
             self.abort(Failure(VerificationFailed(
                 f"blob {self.digest[:16]}... ended after {self.written} of {self.size} bytes")))
             return succeed(False)
-        if self._hasher is not None:
+        if self._hasher is not None and self._hashed is not None:
             self._hasher.end()
             hashed = self._hashed
         else:
@@ -305,6 +308,7 @@ class Fill:
                 f"sha3-384 mismatch: got {actual} but expected {self.digest}")))
             return succeed(False)
         fd, self._fd = self._fd, None
+        assert fd is not None, "committed twice"
         target = self._cache._blobPath(self.digest, self.size)
 
         def commit() -> None:
@@ -324,7 +328,7 @@ class Fill:
             return True
 
         def failed(reason: Failure) -> bool:
-            if reason.check(OSError):
+            if isinstance(reason.value, OSError):
                 self._cache.diskFailed(reason.value)
             self.abort(Failure(FillFailed(f"cannot commit blob to the cache: {reason.getErrorMessage()}")))
             return False
@@ -446,7 +450,7 @@ class BlobCache:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, directory: str | FilePath, maxSize: int,
+    def __init__(self, reactor: IServiceReactor, directory: str | FilePath, maxSize: int,
                  inThread: Optional[Callable[..., Deferred[Any]]] = None,
                  hashInThread: Optional[bool] = None) -> None:
         """
@@ -477,6 +481,7 @@ class BlobCache:
         self._tmp = self.directory.child("tmp")
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._fills: dict[str, Fill] = {}
+        self._idleWaiters: list[Deferred[None]] = []
         self._tmpCounter = 0
         #: Told C{blobAdded(digest, size)} and C{blobRemoved(digest)} as
         #: blobs are committed and dropped (the cluster's blob locations).
@@ -727,6 +732,25 @@ class BlobCache:
             self.log.info("evicting {digest} ({size} bytes)", digest=entry.digest, size=entry.size)
             self._drop(entry)
 
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fire once no fill is in progress: at once when none is, else on the
+        reactor turn after the last one was committed or abandoned (a fill
+        may outlive the response of the client that started it).
+        """
+        if not self._fills:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._idleWaiters.append(waiting)
+        return waiting
+
+    def _fillEnded(self) -> None:
+        if self._fills:
+            return
+        waiters, self._idleWaiters = self._idleWaiters, []
+        for waiting in waiters:
+            self.clock.callLater(0, waiting.callback, None)
+
     def _committed(self, fill: Fill) -> None:
         self._fills.pop(fill.digest, None)
         entry = fill._entry
@@ -735,6 +759,7 @@ class BlobCache:
         self._lru.move_to_end(entry.digest)
         for observer in self.observers:
             observer.blobAdded(entry.digest, entry.size)
+        self._fillEnded()
 
     def _abandoned(self, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
@@ -744,6 +769,7 @@ class BlobCache:
             entry.removed = True
         else:
             self.usedSize -= entry.size
+        self._fillEnded()
 
 
 def _hashFile(path: str) -> Optional[str]:
@@ -753,10 +779,7 @@ def _hashFile(path: str) -> Optional[str]:
     digest = hashlib.sha3_384()
     try:
         with open(path, "rb") as blob:
-            while True:
-                chunk = blob.read(1 << 20)
-                if not chunk:
-                    break
+            for chunk in fileChunks(blob):
                 digest.update(chunk)
     except FileNotFoundError:
         return None

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
 import attrs
 
 
@@ -38,7 +40,7 @@ class DocumentCache:
     exceed C{maxBytes}.
     """
 
-    def __init__(self, clock: Any, maxBytes: int = 64 << 20) -> None:
+    def __init__(self, clock: IReactorTime, maxBytes: int = 64 << 20) -> None:
         self.clock = clock
         self.maxBytes = maxBytes
         self.usedBytes = 0

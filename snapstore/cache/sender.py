@@ -40,8 +40,10 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from snapstore.interfaces import IServiceReactor
 from snapstore.cache.blobs import FillFailed
 
 #: Most bytes one C{sendfile} call may move; the loop goes on until the
@@ -100,7 +102,7 @@ class SendfileThreads:
     @ivar minimum: ranges shorter than this stay with the reactor.
     """
 
-    def __init__(self, reactor: Any, maxThreads: int = 16,
+    def __init__(self, reactor: IServiceReactor, maxThreads: int = 16,
                  minimum: int = THREAD_THRESHOLD) -> None:
         self.reactor = reactor
         self.maxThreads = maxThreads
@@ -203,7 +205,7 @@ class BlobSender:
 
     def __init__(self, source: Any, start: int, end: int, consumer: Any,
                  transport: Any = None, sendfile: bool = True,
-                 clock: Any = None, threads: Optional[SendfileThreads] = None) -> None:
+                 clock: Optional[IReactorTime] = None, threads: Optional[SendfileThreads] = None) -> None:
         """
         @param consumer: an C{IConsumer} that has already written anything
             that must precede the bytes (the response headers).
@@ -284,14 +286,15 @@ class BlobSender:
         Once the headers left, give a complete blob to a sending thread.
         """
         threads = self._threads
-        if (threads is None or self.usedThread or not threads.available()
+        if (threads is None or self._socket is None or self.usedThread
+                or not threads.available()
                 or self.source.failure is not None
                 or self.source.available() < self.end
                 or self.end - self.position < threads.minimum):
             return False
         self.usedThread = True
-        sending, self._threaded = threads.send(self._socket, self.source.fd,
-                                               self.position, self.end)
+        sending, threaded = threads.send(self._socket, self.source.fd, self.position, self.end)
+        self._threaded = threaded
 
         def sent(count: int) -> None:
             self.position += count
@@ -303,9 +306,9 @@ class BlobSender:
 
         def failed(reason: Failure) -> None:
             # Count what left before the cut, for the access log.
-            self.sent += self._threaded.sent
+            self.sent += threaded.sent
             if hasattr(self.consumer, "sentLength"):
-                self.consumer.sentLength += self._threaded.sent
+                self.consumer.sentLength += threaded.sent
             if not self._finished:
                 self._fail(reason)
 
@@ -339,7 +342,7 @@ class BlobSender:
                 if self.clock is not None:
                     self.clock.callLater(0, self._pump)
                     return
-            if self.usedSendfile:
+            if self.usedSendfile and self._socket is not None:
                 try:
                     count = os.sendfile(self._socket, source.fd, self.position,
                                         min(limit - self.position, SENDFILE_CHUNK))

@@ -24,7 +24,7 @@ device's retry fetches the blob elsewhere).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -65,6 +65,8 @@ class _PieceWriter(Protocol):
     without ending the fill: the filler decides what comes next.
     """
 
+    transport: Any
+
     def __init__(self, fill: Any, clock: Any, idleTimeout: float,
                  counted: Any = None) -> None:
         self.fill = fill
@@ -99,7 +101,7 @@ class _PieceWriter(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
@@ -213,8 +215,8 @@ class ClusterFiller:
             if holders:
                 # Committed elsewhere between the look and the lock.
                 await self.database.unlock(digest)
-                await self._fromPeer(fill, holders[0], True, set()) or await self._fill(
-                    fill, record, headers)
+                if not await self._fromPeer(fill, holders[0], True, set()):
+                    await self._fill(fill, record, headers)
                 return
             await self.database.setLocation(digest, self.nodeURL, False)
             await self._fromUpstream(fill, record, headers)

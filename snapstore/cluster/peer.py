@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from snapstore.store.download import UNSATISFIABLE, parseRange
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 
 #: The path prefix of peer requests, below the store endpoint's root.
 PEER_ROOT = b"_cluster"
@@ -81,13 +81,13 @@ class PeerResource(Resource):
             request.responseHeaders.setRawHeaders(b"allow", [b"GET, HEAD"])
             writeStoreError(request, 405, "method-not-allowed", "peer blobs take GET and HEAD")
             return NOT_DONE_YET
-        segments = [segment.decode("ascii", "replace") for segment in request.postpath]
+        segments = [segment.decode("ascii", "replace") for segment in request.postpath or []]
         if len(segments) != 3 or segments[:2] != ["v1", "blobs"] or not _DIGEST.match(segments[2]):
             writeStoreError(request, 404, "not-found", "no such peer resource")
             return NOT_DONE_YET
         digest = segments[2]
         blob = self.cache.open(digest)
-        fill = None if blob is not None else self.cache.filling(digest)
+        fill: Any = None if blob is not None else self.cache.filling(digest)
         if blob is None and fill is None:
             writeStoreError(request, 404, "not-found", f"this node neither holds nor fills {digest}")
             return NOT_DONE_YET

@@ -148,11 +148,11 @@ def joinCluster(reactor: Any, settings: Any, download: Any, root: Any) -> Option
 
     @raise ClusterTokenError: if the token file is configured but unusable.
     """
-    token = readToken(getattr(settings, "clusterTokenFile", None))
-    cache = getattr(download, "cache", None)
+    token = readToken(settings.clusterTokenFile)
+    cache = download.cache
     if cache is None:
         return None
-    root.local[PEER_ROOT] = PeerResource(download, token)
+    root.mount(PEER_ROOT, PeerResource(download, token))
     state = settings.state or ""
     if not state.startswith(("postgresql://", "postgres://")) or settings.offline:
         if settings.nodeUrl or token is not None:
@@ -168,7 +168,7 @@ def joinCluster(reactor: Any, settings: Any, download: Any, root: Any) -> Option
     filler = None
     if token is not None:
         filler = ClusterFiller(reactor, database, download, url, token)
-        download.filler = filler
+        download.useFiller(filler)
     else:
         Logger().warn("no --cluster-token-file: this node is listed among the nodes but "
                       "neither serves nor asks peers for blobs")

@@ -1,5 +1,5 @@
 """
-Fleet visibility (design.md section 8): what each device runs, device
+Fleet visibility (docs/architecture.md): what each device runs, device
 groups, what a refresh would change, and the record of deliveries.
 
 Nothing here speaks HTTP: the store endpoint feeds it what devices sent and

@@ -49,7 +49,7 @@ def describeDelivery(request: Any, blob: Any, device: str, now: float) -> Option
     reachesEnd = True
     if request.code == 206:
         match = _CONTENT_RANGE.match(_header(request, b"content-range"))
-        reachesEnd = bool(match) and int(match.group(2)) + 1 == int(match.group(3))
+        reachesEnd = match is not None and int(match.group(2)) + 1 == int(match.group(3))
     complete = promised is not None and sent >= promised and reachesEnd \
         and bool(getattr(request, "finished", False))
     cache = _header(request, b"x-cache").decode("latin-1").upper() or "-"

@@ -62,7 +62,8 @@ def namesIn(answer: Any) -> dict[str, str]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        snap = item.get("snap") if isinstance(item.get("snap"), dict) else {}
+        found = item.get("snap")
+        snap: dict[str, Any] = found if isinstance(found, dict) else {}
         snapId = item.get("snap-id") or snap.get("snap-id")
         name = item.get("name") or snap.get("name")
         if isinstance(snapId, str) and snapId and isinstance(name, str) and name:

@@ -161,7 +161,8 @@ class WhatWouldRefresh:
         for result in answer.get("results") or []:
             if not isinstance(result, dict) or result.get("result") != "refresh":
                 continue
-            snap = result.get("snap") if isinstance(result.get("snap"), dict) else {}
+            found = result.get("snap")
+            snap: dict[str, Any] = found if isinstance(found, dict) else {}
             revision = snap.get("revision")
             snapId = keys.get(result.get("instance-key")) or result.get("snap-id")
             if isinstance(revision, int) and snapId:

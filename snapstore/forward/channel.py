@@ -3,14 +3,15 @@
 The forward proxy's connection protocol: one instance per client
 connection, reading request heads itself and then either opening a
 C{CONNECT} tunnel, relaying an absolute-URI request, or handing the
-connection to the local store site.
+connection to the local store site.  The absolute-URI relay itself is
+L{snapstore.forward.relay}; tunnels are L{snapstore.forward.tunnel}.
 
 Why not L{twisted.web.http.HTTPChannel}: after a C{CONNECT} head every
 byte belongs to the tunnel, including bytes the client pipelined behind
 the head, which C{HTTPChannel} keeps in a private buffer (C{_dataBuffer} in
 Twisted 26.10, the line buffer in 22.4); it buffers whole request bodies
 before a resource sees them; and it answers oversized heads with a bare
-400.  Parsing heads here (L{snapstore.forward.head}) keeps all of that in
+400.  Parsing heads here (L{snapstore.http.head}) keeps all of that in
 plain sight and lets bodies pass through unchanged with flow control.
 
 One request is handled at a time: while a response is relayed the client
@@ -25,24 +26,19 @@ from typing import Any, Optional
 
 from twisted.internet.error import ConnectionDone, TimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from snapstore.forward.accesslog import AccessEntry
-from snapstore.forward.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
-from snapstore.forward.splice import SpliceBody, SpliceTunnel, canSplice
+from snapstore.forward.relay import OriginRelay, quietFactory
+from snapstore.forward.splice import SpliceTunnel, canSplice
 from snapstore.forward.tunnel import TargetProtocol, Tunnel
-from snapstore.httpheaders import HOP_BY_HOP, VIA_TOKEN
+from snapstore.http.head import BodyFraming, Head, HeadError, bodyFraming, findHeadEnd, parseHead
+from snapstore.http.headers import VIA_TOKEN
+from snapstore.observe.accesslog import AccessEntry
 from snapstore.outbound import TunnelError
 from snapstore.rules.verdicts import Allow, ConnectTarget, Deny
-
-MAX_RESPONSE_HEAD = 65536
-
-# Bodies at least this long are spliced in the kernel when possible;
-# shorter ones are not worth taking the sockets away from the reactor.
-SPLICE_BODY_MINIMUM = 256 * 1024
 
 REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
@@ -96,63 +92,12 @@ def splitAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, i
     return host, port
 
 
-def _quietFactory(protocol: type) -> Factory:
-    factory = Factory.forProtocol(protocol)
-    factory.noisy = False
-    return factory
-
-
 def _isIPLiteral(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
-
-
-class OriginProtocol(Protocol):
-    """
-    A connection to an origin server (or the parent proxy) for relayed
-    requests.  It belongs to one client connection and may be reused for
-    that client's next request to the same destination.
-    """
-
-    channel: Optional["ForwardProxyProtocol"] = None
-    key: Any = None
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.channel is not None:
-            self.channel.originData(data)
-        else:
-            self.transport.abortConnection()
-
-    def connectionLost(self, reason: Failure) -> None:
-        channel, self.channel = self.channel, None
-        if channel is not None:
-            channel.originLost(self, reason)
-
-
-class _Exchange:
-    """
-    The state of one relayed request.
-    """
-
-    def __init__(self, entry: AccessEntry, method: bytes, key: Any,
-                 requestFraming: BodyFraming, clientPersistent: bool, clientVersion: bytes) -> None:
-        self.entry = entry
-        self.method = method
-        self.key = key
-        self.requestFraming = requestFraming
-        self.clientPersistent = clientPersistent
-        self.clientVersion = clientVersion
-        self.origin: Optional[OriginProtocol] = None
-        self.pendingHead = b""
-        self.responseBuffer = b""
-        self.responseFraming: Optional[BodyFraming] = None
-        self.originPersistent = False
-        self.responseStarted = False
-        self.dialing: Any = None
-        self.splice: Any = None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -164,23 +109,28 @@ class ForwardProxyProtocol(Protocol):
         holding settings, rules, counters and the access log.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     log = Logger()
 
     def __init__(self, factory: Any) -> None:
         self.factory = factory
         self.clock = factory.clock
         self.state = "idle"
-        self._buffer = b""
+        self.buffer = b""
         self._timer: Any = None
         self._deadline = 0.0
         self._lastActivity = 0.0
         self._paused = False
-        self._clientEOF = False
-        self._exchange: Optional[_Exchange] = None
-        self._origin: Optional[OriginProtocol] = None
-        self._tunnel: Optional[Tunnel] = None
+        self.clientEOF = False
+        self.relay = OriginRelay(self)
+        self._tunnel: Optional[Tunnel | SpliceTunnel] = None
         self._tunnelEntry: Optional[AccessEntry] = None
         self._local: Any = None
+        self._localFraming: Optional[BodyFraming] = None
         self._pending: Any = None
         self.clientAddress = ""
         self.counted = False
@@ -194,14 +144,14 @@ class ForwardProxyProtocol(Protocol):
             self.counted = False
             self.log.warn("refusing connection from {client}: too many connections",
                           client=self.clientAddress)
-            self._writeStatus(429, "too many connections from this address", close=True)
+            self.writeStatus(429, "too many connections from this address", close=True)
             self._record(AccessEntry(self.clock.seconds(), self.clientAddress, "-", "-",
                                      429, note="too many connections from this address"))
             self.transport.loseConnection()
             self.state = "closed"
             return
         self.counted = True
-        self._waitForHead()
+        self.waitForHead()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.state = "closed"
@@ -216,33 +166,18 @@ class ForwardProxyProtocol(Protocol):
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.cancel()
-        exchange, self._exchange = self._exchange, None
-        if exchange is not None:
-            if exchange.splice is not None:
-                exchange.splice.abort()
-            if exchange.dialing is not None:
-                exchange.dialing.cancel()
-            if exchange.origin is not None:
-                exchange.origin.channel = None
-                exchange.origin.transport.abortConnection()
-            exchange.entry.note = exchange.entry.note if exchange.entry.note != "-" else "client went away"
-            self._finishEntry(exchange.entry, exchange.entry.status or 499)
-        origin, self._origin = self._origin, None
-        if origin is not None:
-            origin.channel = None
-            origin.transport.loseConnection()
+        self.relay.clientLost()
 
     def readConnectionLost(self) -> None:
-        self._clientEOF = True
-        if self.state == "tunnel":
+        self.clientEOF = True
+        if self.state == "tunnel" and self._tunnel is not None:
             self._tunnel.clientEndedSending()
         elif self.state in ("idle", "head", "local"):
             self.transport.loseConnection()
         elif self.state == "request-body":
-            self._exchange.origin.transport.unregisterProducer()
-            self._abortExchange(400, "client closed before sending the whole body")
+            self.relay.clientEnded()
         # While admitting, dialing or relaying, finish first; the exchange
-        # closes the connection when it is done because of _clientEOF.
+        # closes the connection when it is done because of clientEOF.
 
     def writeConnectionLost(self) -> None:
         pass
@@ -254,7 +189,7 @@ class ForwardProxyProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
 
-    def _waitForHead(self) -> None:
+    def waitForHead(self) -> None:
         """
         Between requests: wait up to the idle timeout for a first byte.
         """
@@ -274,16 +209,16 @@ class ForwardProxyProtocol(Protocol):
         self.log.info("dropping {client}: no complete request head within {seconds}s",
                       client=self.clientAddress, seconds=self.factory.headerTimeout)
         self._record(AccessEntry(self.clock.seconds(), self.clientAddress, "-", "-", 408,
-                                 up=len(self._buffer), note="request head not completed in time"))
-        self._buffer = b""
+                                 up=len(self.buffer), note="request head not completed in time"))
+        self.buffer = b""
         self.state = "closed"
         self.transport.abortConnection()
 
-    def _touch(self) -> None:
+    def touch(self) -> None:
         self._lastActivity = self.clock.seconds()
 
-    def _startWatchdog(self) -> None:
-        self._touch()
+    def startWatchdog(self) -> None:
+        self.touch()
         self._setTimer(self.factory.idleTimeout, self._watchdog)
 
     def _watchdog(self) -> None:
@@ -299,48 +234,43 @@ class ForwardProxyProtocol(Protocol):
                 self._tunnelEntry.note = "idle timeout"
             self._tunnel.abort()
         else:
-            if self._exchange is not None:
-                self._exchange.entry.note = "idle timeout"
-                if self._exchange.splice is not None:
-                    self._exchange.splice.abort()
-                    return
-            self.transport.abortConnection()
+            self.relay.idleTimeout()
 
     # -- reading ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         state = self.state
-        if state == "tunnel":
+        if state == "tunnel" and self._tunnel is not None:
             self._tunnel.fromClient(data)
         elif state == "local":
-            self._local.dataReceived(data)
+            self._localBody(data)
         elif state == "request-body":
-            self._requestBody(data)
+            self.relay.requestBody(data)
         elif state == "closed":
             return
         else:
-            self._buffer += data
+            self.buffer += data
             if state == "idle":
                 self.state = "head"
                 self._setTimer(self.factory.headerTimeout, self._headExpired)
             if self.state == "head":
                 self._readHead()
-            elif len(self._buffer) > self.factory.maxHeaderSize + 65536:
+            elif len(self.buffer) > self.factory.maxHeaderSize + 65536:
                 # Pipelining far ahead while we are busy: stop reading.
-                self._pause()
+                self.pause()
 
-    def _pause(self) -> None:
+    def pause(self) -> None:
         if not self._paused:
             self._paused = True
             self.transport.pauseProducing()
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
 
     def _readHead(self) -> None:
-        buffer = self._buffer
+        buffer = self.buffer
         end = findHeadEnd(buffer)
         lineEnd = buffer.find(b"\n")
         maxLine, maxHead = self.factory.maxRequestLine, self.factory.maxHeaderSize
@@ -355,7 +285,7 @@ class ForwardProxyProtocol(Protocol):
             self._refuseHead(431, "request header fields too large")
             return
         self._cancelTimer()
-        self._buffer = buffer[end:]
+        self.buffer = buffer[end:]
         try:
             head = parseHead(buffer[:end], request=True, maxHeaders=self.factory.maxHeaders)
         except HeadError as error:
@@ -369,15 +299,15 @@ class ForwardProxyProtocol(Protocol):
         method = parts[0].decode("ascii", "replace") if head else "-"
         target = parts[1].decode("ascii", "replace")[:200] if len(parts) > 1 else "-"
         self._record(AccessEntry(self.clock.seconds(), self.clientAddress, method, target,
-                                 code, up=len(self._buffer), note=reason))
-        self._buffer = b""
+                                 code, up=len(self.buffer), note=reason))
+        self.buffer = b""
         self.state = "closed"
-        self._writeStatus(code, reason, close=True)
+        self.writeStatus(code, reason, close=True)
         self.transport.loseConnection()
 
     # -- responses written by the proxy itself ------------------------------
 
-    def _writeStatus(self, code: int, reason: str, close: bool,
+    def writeStatus(self, code: int, reason: str, close: bool,
                      headers: tuple[tuple[bytes, bytes], ...] = ()) -> int:
         body = reason.encode("utf-8", "replace") + b"\n"
         lines = [b"HTTP/1.1 %d %s" % (code, REASONS.get(code, b"Error")),
@@ -394,7 +324,7 @@ class ForwardProxyProtocol(Protocol):
     def _record(self, entry: AccessEntry) -> None:
         self.factory.accessLog.record(entry)
 
-    def _finishEntry(self, entry: AccessEntry, status: Optional[int] = None) -> None:
+    def finishEntry(self, entry: AccessEntry, status: Optional[int] = None) -> None:
         if status is not None:
             entry.status = status
         entry.duration = max(0.0, self.clock.seconds() - entry.started)
@@ -416,7 +346,10 @@ class ForwardProxyProtocol(Protocol):
             lowered = target[:8].lower()
             if target.startswith(b"/") or target == b"*":
                 if self.factory.localSite is not None:
-                    self._goLocal(head)
+                    hostHeader = (head.get(b"host") or [b""])[0]
+                    self._admitLocal(head, entry,
+                                     hostHeader.decode("latin-1").rpartition(":")[0] or "-",
+                                     getattr(self.transport.getHost(), "port", 0))
                     return
                 raise _Refusal(400, "this is a proxy: send absolute URIs or CONNECT")
             if lowered.startswith(b"https://"):
@@ -432,43 +365,140 @@ class ForwardProxyProtocol(Protocol):
             host, port = splitAuthority(authority, 80)
             if self.factory.localSite is not None and self.factory.isLocal(
                     host, port, getattr(self.transport.getHost(), "host", None)):
-                self._goLocal(head)
+                self._admitLocal(head, entry, host, port)
                 return
-            self._admit(head, entry, host, port, self._startRelay)
+            self._admit(head, entry, host, port, self.relay.start)
         except _Refusal as refusal:
             entry.note = refusal.reason
-            entry.down = self._writeStatus(refusal.code, refusal.reason, close=True)
-            self._finishEntry(entry, refusal.code)
+            entry.down = self.writeStatus(refusal.code, refusal.reason, close=True)
+            self.finishEntry(entry, refusal.code)
             self.state = "closed"
             self.transport.loseConnection()
 
+    def _targetOf(self, head: Head, host: str, port: int,
+                  addresses: tuple[str, ...]) -> ConnectTarget:
+        """
+        What the connect rules are asked about for a request with C{head}.
+        """
+        return ConnectTarget(host, port, addresses, self.clientAddress,
+                             tuple((name.lower(), value) for name, value in head.headers),
+                             head.first[0])
+
+    def _admitLocal(self, head: Head, entry: AccessEntry, host: str, port: int) -> None:
+        """
+        Ask the rules about the client (its network, its proxy credentials)
+        before handing a request for this proxy's own store to the store
+        site: those hold for every request on the proxy port.
+        """
+        self.state = "admitting"
+        self.pause()
+        target = self._targetOf(head, host, port, ())
+        checking = self.factory.checkClient(target)
+        self._pending = checking
+
+        def decided(result: Any) -> None:
+            if self.state == "closed":
+                return
+            self._pending = None
+            verdict, ruleName = result
+            if isinstance(verdict, Deny):
+                self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
+                return
+            self._goLocal(head)
+
+        def broken(failure: Failure) -> None:
+            self.log.failure("admission failed", failure)
+            self.refuse(entry, 500, "internal error")
+
+        checking.addCallback(decided).addErrback(broken)
+
     def _goLocal(self, head: Head) -> None:
         """
-        Give the connection to the store site for good: the request names
-        this proxy's own store API.
+        Give this one request (head and body) to the store site: it names
+        this proxy's own store API.  Once it is answered the connection
+        comes back here, so that the next request on it is routed by its
+        own target.
         """
         raw = b"%s %s %s\r\n" % head.first + b"".join(
             name + b": " + value + b"\r\n" for name, value in head.headers) + b"\r\n"
-        rest, self._buffer = self._buffer, b""
+        rest, self.buffer = self.buffer, b""
+        framing: Optional[BodyFraming]
+        try:
+            framing = bodyFraming(head, request=True)
+            used = framing.feed(rest)
+        except HeadError:
+            # Framing the store channel refuses (400) itself: it gets
+            # everything, and the connection ends with its refusal.
+            framing, used = None, len(rest)
+        # What follows the body is the next request: it waits here.
+        body, self.buffer = rest[:used], rest[used:]
         self.state = "local"
         self._cancelTimer()
         channel = self.factory.localSite.buildProtocol(self.transport.getPeer())
         self._local = channel
+        self._localFraming = framing
         channel.makeConnection(self.transport)
-        channel.dataReceived(raw + rest)
+        if framing is not None:
+            channel.whenRequestDone().addCallback(self._localAnswered, channel)
+        # Admission paused the client; the store channel pauses it again
+        # itself while it is busy.
+        self.resume()
+        channel.dataReceived(raw + body)
 
-    def _refuse(self, entry: AccessEntry, code: int, reason: str,
+    def _localBody(self, data: bytes) -> None:
+        """
+        Pass the local request's body on; what follows it waits here for
+        the next dispatch.
+        """
+        local, framing = self._local, self._localFraming
+        if local is None:
+            return
+        if framing is None:
+            local.dataReceived(data)
+            return
+        try:
+            used = framing.feed(data) if not framing.done else 0
+        except HeadError:
+            used = len(data)  # the store channel refuses a broken body itself
+        if used:
+            local.dataReceived(data if used == len(data) else data[:used])
+        if used < len(data):
+            self.buffer += data[used:]
+            if len(self.buffer) > self.factory.maxHeaderSize + 65536:
+                self.pause()
+
+    def _localAnswered(self, request: Any, channel: Any) -> None:
+        """
+        The store site answered the local request: unless the connection
+        is closing, take it back and read the next request.
+        """
+        if self._local is not channel or self.state != "local":
+            return
+        if self.transport.disconnecting:
+            return
+        self._local = None
+        self._localFraming = None
+        # The store channel made itself the transport's producer when it
+        # was connected; it gives that up only when it closes.
+        self.transport.unregisterProducer()
+        channel.connectionLost(Failure(ConnectionDone("the request was answered")))
+        self.waitForHead()
+        self.resume()
+        if self.buffer:
+            self.dataReceived(b"")
+
+    def refuse(self, entry: AccessEntry, code: int, reason: str,
                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.log.info("refused {method} {target} from {client}: {code} {reason}",
                       method=entry.method, target=entry.target, client=entry.client,
                       code=code, reason=reason)
         entry.note = reason
         if self.state != "closed":
-            entry.down = self._writeStatus(code, reason, close=True, headers=headers)
+            entry.down = self.writeStatus(code, reason, close=True, headers=headers)
             self.state = "closed"
-            self._resume()
+            self.resume()
             self.transport.loseConnection()
-        self._finishEntry(entry, code)
+        self.finishEntry(entry, code)
 
     def _admit(self, head: Head, entry: AccessEntry, host: str, port: int, then: Any) -> None:
         """
@@ -476,14 +506,12 @@ class ForwardProxyProtocol(Protocol):
         checked addresses when allowed.
         """
         self.state = "admitting"
-        self._pause()
+        self.pause()
         resolving = self.factory.resolve(host, port)
         self._pending = resolving
 
         def resolved(addresses: tuple[str, ...]) -> Any:
-            target = ConnectTarget(host, port, tuple(addresses), self.clientAddress,
-                                   tuple((name.lower(), value) for name, value in head.headers),
-                                   head.first[0])
+            target = self._targetOf(head, host, port, tuple(addresses))
             return self.factory.checkConnect(target).addCallback(lambda result: (result, addresses))
 
         def notResolved(failure: Failure) -> Any:
@@ -491,9 +519,7 @@ class ForwardProxyProtocol(Protocol):
                 return None
             # Policy first: a client the rules refuse (network, port, auth)
             # gets their refusal, not a DNS answer about a name it may not ask.
-            target = ConnectTarget(host, port, (), self.clientAddress,
-                                   tuple((name.lower(), value) for name, value in head.headers),
-                                   head.first[0])
+            target = self._targetOf(head, host, port, ())
 
             def refuse(result: Any) -> None:
                 if self.state == "closed":
@@ -501,9 +527,9 @@ class ForwardProxyProtocol(Protocol):
                 self._pending = None
                 verdict, ruleName = result
                 if isinstance(verdict, Deny):
-                    self._refuse(entry, verdict.code, verdict.reason, verdict.headers)
+                    self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
                 else:
-                    self._refuse(entry, 502, f"cannot resolve {host}: {failure.getErrorMessage()}")
+                    self.refuse(entry, 502, f"cannot resolve {host}: {failure.getErrorMessage()}")
 
             return self.factory.checkConnect(target).addCallback(refuse)
 
@@ -516,20 +542,24 @@ class ForwardProxyProtocol(Protocol):
                 then(head, entry, host, port, tuple(addresses))
             else:
                 assert isinstance(verdict, Deny)
-                self._refuse(entry, verdict.code, verdict.reason, verdict.headers)
+                self.refuse(entry, verdict.code, verdict.reason, verdict.headers)
 
         resolving.addCallbacks(resolved, notResolved).addCallback(decided)
-        resolving.addErrback(lambda failure: self.log.failure("admission failed", failure)
-                             or self._refuse(entry, 500, "internal error"))
 
-    def _dialFailed(self, entry: AccessEntry, host: str, port: int, failure: Failure) -> None:
+        def broken(failure: Failure) -> None:
+            self.log.failure("admission failed", failure)
+            self.refuse(entry, 500, "internal error")
+
+        resolving.addErrback(broken)
+
+    def dialFailed(self, entry: AccessEntry, host: str, port: int, failure: Failure) -> None:
         if failure.check(TimeoutError):
-            self._refuse(entry, 504, f"{host}:{port} did not accept within "
+            self.refuse(entry, 504, f"{host}:{port} did not accept within "
                                      f"{self.factory.connectTimeout:g}s")
-        elif failure.check(TunnelError):
-            self._refuse(entry, 502, failure.value.reason)
+        elif isinstance(failure.value, TunnelError):
+            self.refuse(entry, 502, failure.value.reason)
         else:
-            self._refuse(entry, 502, f"cannot connect to {host}:{port}: "
+            self.refuse(entry, 502, f"cannot connect to {host}:{port}: "
                                      f"{failure.getErrorMessage()}")
 
     # -- CONNECT ----------------------------------------------------------------
@@ -537,11 +567,11 @@ class ForwardProxyProtocol(Protocol):
     def _startTunnel(self, head: Head, entry: AccessEntry, host: str, port: int,
                      addresses: tuple[str, ...]) -> None:
         if not self.factory.openTunnel():
-            self._refuse(entry, 503, "too many tunnels open")
+            self.refuse(entry, 503, "too many tunnels open")
             return
         self.state = "dialing"
         dialing = self.factory.dialer.tunnel(host, port, addresses,
-                                             _quietFactory(TargetProtocol))
+                                             quietFactory(TargetProtocol))
         self._pending = dialing
 
         def connected(target: TargetProtocol) -> None:
@@ -552,23 +582,25 @@ class ForwardProxyProtocol(Protocol):
                 return
             entry.status = 200
             self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            early, self._buffer = self._buffer, b""
+            early, self.buffer = self.buffer, b""
             self._tunnelEntry = entry
             self.state = "tunnel"
-            self._startWatchdog()
+            self.startWatchdog()
             if self.factory.splice and canSplice(self.factory.reactor, self.transport,
                                                  target.transport):
                 # The splice reads the sockets itself; the transport must
                 # stay paused (it is, since admission).
-                self._tunnel = SpliceTunnel(self.factory.reactor, self.transport, target,
-                                            self._touch, self._tunnelClosed)
+                splice = SpliceTunnel(self.factory.reactor, self.transport, target,
+                                      self.touch, self._tunnelClosed)
+                self._tunnel = splice
                 self._paused = False
-                self._tunnel.start(early)
+                splice.start(early)
                 return
-            self._tunnel = Tunnel(self.transport, target, self._touch, self._tunnelClosed)
-            self._tunnel.start(early)
-            self._resume()
-            if self._clientEOF:
+            tunnel = Tunnel(self.transport, target, self.touch, self._tunnelClosed)
+            self._tunnel = tunnel
+            tunnel.start(early)
+            self.resume()
+            if self.clientEOF:
                 self._tunnel.clientEndedSending()
 
         def failed(failure: Failure) -> None:
@@ -576,9 +608,9 @@ class ForwardProxyProtocol(Protocol):
             self.factory.closeTunnel()
             if self.state == "closed":
                 entry.note = "client went away"
-                self._finishEntry(entry, 499)
+                self.finishEntry(entry, 499)
                 return
-            self._dialFailed(entry, host, port, failure)
+            self.dialFailed(entry, host, port, failure)
 
         dialing.addCallbacks(connected, failed)
 
@@ -588,303 +620,4 @@ class ForwardProxyProtocol(Protocol):
         entry, self._tunnelEntry = self._tunnelEntry, None
         if entry is not None and self._tunnel is not None:
             entry.up, entry.down = self._tunnel.up, self._tunnel.down
-            self._finishEntry(entry)
-
-    # -- absolute-URI relay ----------------------------------------------------
-
-    def _startRelay(self, head: Head, entry: AccessEntry, host: str, port: int,
-                    addresses: tuple[str, ...]) -> None:
-        method, target, version = head.first
-        try:
-            framing = bodyFraming(head, request=True)
-        except HeadError as error:
-            self._refuse(entry, error.code, error.reason)
-            return
-        connectionTokens = head.tokens(b"connection") | head.tokens(b"proxy-connection")
-        persistent = version == b"HTTP/1.1" and b"close" not in connectionTokens
-        outVersion = b"HTTP/1.1" if version == b"HTTP/1.1" else b"HTTP/1.0"
-        if self.factory.dialer.viaParent:
-            requestTarget = target
-        else:
-            rest = target[7:]
-            cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i != -1),
-                      default=len(rest))
-            requestTarget = rest[cut:] or b"/"
-            if requestTarget.startswith(b"?"):
-                requestTarget = b"/" + requestTarget
-        excluded = HOP_BY_HOP | connectionTokens | {b"host", b"via"}
-        authority = target[7:].split(b"/", 1)[0].split(b"?", 1)[0]
-        forwarded, vias = _endToEndHeaderLines(head.headers, excluded)
-        lines = [method + b" " + requestTarget + b" " + outVersion, b"Host: " + authority] + forwarded
-        if framing.chunked:
-            lines.append(b"Transfer-Encoding: chunked")
-        lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
-        parentAuth = getattr(getattr(self.factory.dialer, "parent", None), "authorization", None)
-        if parentAuth:
-            lines.append(b"Proxy-Authorization: " + parentAuth)
-        key = (host, port)
-        exchange = _Exchange(entry, method, key, framing, persistent, version)
-        exchange.pendingHead = b"\r\n".join(lines) + b"\r\n\r\n"
-        self._exchange = exchange
-        self.state = "dialing"
-        origin, self._origin = self._origin, None
-        if origin is not None and origin.key == key and origin.transport is not None \
-                and origin.transport.connected:
-            self._originReady(origin)
-            return
-        if origin is not None:
-            origin.channel = None
-            origin.transport.loseConnection()
-        dialing = self.factory.dialer.dial(host, port, addresses,
-                                           _quietFactory(OriginProtocol))
-        exchange.dialing = dialing
-
-        def connected(origin: OriginProtocol) -> None:
-            exchange.dialing = None
-            if self._exchange is not exchange:
-                origin.transport.loseConnection()
-                return
-            origin.key = key
-            self._originReady(origin)
-
-        def failed(failure: Failure) -> None:
-            exchange.dialing = None
-            if self._exchange is not exchange:
-                return
-            self._exchange = None
-            self._dialFailed(entry, host, port, failure)
-
-        dialing.addCallbacks(connected, failed)
-
-    def _originReady(self, origin: OriginProtocol) -> None:
-        exchange = self._exchange
-        exchange.origin = origin
-        origin.channel = self
-        self._startWatchdog()
-        head, exchange.pendingHead = exchange.pendingHead, b""
-        exchange.entry.up += len(head)
-        origin.transport.write(head)
-        self.state = "request-body"
-        pending, self._buffer = self._buffer, b""
-        # Also for an empty body: that is when a GET's request is complete.
-        self._requestBody(pending)
-        if self.state == "request-body":
-            origin.transport.registerProducer(self.transport, True)
-            self._resume()
-
-    def _requestBody(self, data: bytes) -> None:
-        exchange = self._exchange
-        framing = exchange.requestFraming
-        try:
-            used = framing.feed(data)
-        except HeadError as error:
-            self._abortExchange(error.code, error.reason)
-            return
-        if used:
-            self._touch()
-            exchange.entry.up += used
-            exchange.origin.transport.write(data if used == len(data) else data[:used])
-        if framing.done:
-            if used < len(data):
-                self._buffer += data[used:]
-            exchange.origin.transport.unregisterProducer()
-            self.state = "awaiting-response"
-            self._pause()
-
-    def _abortExchange(self, code: int, reason: str) -> None:
-        exchange, self._exchange = self._exchange, None
-        if exchange.origin is not None:
-            exchange.origin.channel = None
-            exchange.origin.transport.abortConnection()
-        exchange.entry.note = reason
-        if not exchange.responseStarted:
-            exchange.entry.down += self._writeStatus(code, reason, close=True)
-            self.transport.loseConnection()
-        else:
-            self.transport.abortConnection()
-        self.state = "closed"
-        self._finishEntry(exchange.entry, exchange.entry.status or code)
-
-    def originData(self, data: bytes) -> None:
-        exchange = self._exchange
-        if exchange is None:
-            return
-        self._touch()
-        if exchange.responseFraming is None:
-            exchange.responseBuffer += data
-            self._readResponseHead(exchange)
-            return
-        self._responseBody(exchange, data)
-
-    def _readResponseHead(self, exchange: _Exchange) -> None:
-        while exchange.responseFraming is None:
-            buffer = exchange.responseBuffer
-            end = findHeadEnd(buffer)
-            if end == -1:
-                if len(buffer) > MAX_RESPONSE_HEAD:
-                    self._abortExchange(502, "upstream response head too large")
-                return
-            try:
-                head = parseHead(buffer[:end], request=False, maxHeaders=500)
-                framing = bodyFraming(head, request=False, requestMethod=exchange.method)
-            except HeadError as error:
-                self._abortExchange(502, error.reason)
-                return
-            exchange.responseBuffer = buffer[end:]
-            code = int(head.first[1])
-            if 100 <= code < 200:
-                if code != 101 and exchange.clientVersion == b"HTTP/1.1":
-                    interim = self._responseHead(head, exchange, interim=True)
-                    exchange.entry.down += len(interim)
-                    self.transport.write(interim)
-                continue
-            exchange.responseFraming = framing
-            exchange.entry.status = code
-            tokens = head.tokens(b"connection")
-            exchange.originPersistent = (head.first[0] == b"HTTP/1.1" and b"close" not in tokens
-                                         and not framing.untilClose)
-            if framing.untilClose or self._clientEOF:
-                exchange.clientPersistent = False
-            data = self._responseHead(head, exchange)
-            exchange.responseStarted = True
-            exchange.entry.down += len(data)
-            self.transport.write(data)
-            rest, exchange.responseBuffer = exchange.responseBuffer, b""
-            if self._spliceBody(exchange, rest):
-                return
-            self.transport.registerProducer(exchange.origin.transport, True)
-            if rest or framing.done:
-                self._responseBody(exchange, rest)
-
-    def _spliceBody(self, exchange: _Exchange, rest: bytes) -> bool:
-        """
-        Hand a large fixed-length body to L{SpliceBody}, when the request is
-        complete and both sides are plain TCP.
-
-        @return: whether the body is being spliced.
-        """
-        framing = exchange.responseFraming
-        if (not self.factory.splice or framing.chunked or framing.untilClose
-                or framing.remaining - len(rest) < SPLICE_BODY_MINIMUM
-                or self.state != "awaiting-response"
-                or not SpliceBody.possible(self.factory.reactor, exchange.origin.transport,
-                                           self.transport)):
-            return False
-        used = framing.feed(rest)
-        exchange.entry.down += used
-        if used:
-            self.transport.write(rest[:used])
-        splice = SpliceBody(self.factory.reactor, exchange.origin.transport, self.transport,
-                            framing.remaining, self._touch,
-                            lambda problem: self._splicedBodyDone(exchange, splice, problem))
-        exchange.splice = splice
-        self.state = "splicing"
-        splice.start()
-        return True
-
-    def _splicedBodyDone(self, exchange: _Exchange, splice: SpliceBody,
-                         problem: Optional[str]) -> None:
-        exchange.splice = None
-        exchange.entry.down += splice.moved
-        if self._exchange is not exchange:
-            return
-        self.state = "awaiting-response"
-        if problem is None:
-            exchange.responseFraming.remaining = 0
-            exchange.responseFraming.done = True
-            self._exchangeDone(exchange)
-        else:
-            self._abortExchange(502, problem)
-
-    def _responseHead(self, head: Head, exchange: _Exchange, interim: bool = False) -> bytes:
-        version, code, phrase = head.first
-        tokens = head.tokens(b"connection")
-        excluded = HOP_BY_HOP | tokens | {b"via"}
-        forwarded, vias = _endToEndHeaderLines(head.headers, excluded)
-        lines = [exchange.clientVersion + b" " + code + b" " + phrase] + forwarded
-        lines.append(b"Via: " + b", ".join(vias + [VIA_TOKEN]))
-        if not interim:
-            if exchange.responseFraming is not None and exchange.responseFraming.chunked:
-                lines.append(b"Transfer-Encoding: chunked")
-            if not exchange.clientPersistent:
-                lines.append(b"Connection: close")
-            elif exchange.clientVersion == b"HTTP/1.0":
-                lines.append(b"Connection: keep-alive")
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
-    def _responseBody(self, exchange: _Exchange, data: bytes) -> None:
-        framing = exchange.responseFraming
-        try:
-            used = framing.feed(data) if data else 0
-        except HeadError as error:
-            self._abortExchange(502, error.reason)
-            return
-        if used:
-            exchange.entry.down += used
-            self.transport.write(data if used == len(data) else data[:used])
-        if framing.done:
-            if used < len(data):
-                # An origin sending more than it framed cannot be trusted
-                # with another request.
-                exchange.originPersistent = False
-            self._exchangeDone(exchange)
-
-    def _exchangeDone(self, exchange: _Exchange) -> None:
-        self._exchange = None
-        self.transport.unregisterProducer()
-        origin = exchange.origin
-        requestComplete = self.state == "awaiting-response"
-        if requestComplete is False and self.state == "request-body":
-            origin.transport.unregisterProducer()
-            exchange.clientPersistent = False
-        origin.channel = None
-        if exchange.originPersistent and requestComplete:
-            # It may have been paused by a slow client; an idle origin
-            # must be read so that its close is noticed.
-            origin.transport.resumeProducing()
-            self._origin = origin
-        else:
-            origin.transport.loseConnection()
-        self._finishEntry(exchange.entry)
-        if exchange.clientPersistent and not self._clientEOF:
-            self._waitForHead()
-            self._resume()
-            if self._buffer:
-                self.dataReceived(b"")
-        else:
-            self.state = "closed"
-            self._resume()
-            self.transport.loseConnection()
-
-    def originLost(self, origin: OriginProtocol, reason: Failure) -> None:
-        exchange = self._exchange
-        if origin is self._origin:
-            self._origin = None
-            return
-        if exchange is None or exchange.origin is not origin:
-            return
-        framing = exchange.responseFraming
-        if framing is not None and framing.untilClose:
-            self._exchangeDone(exchange)
-            return
-        if self.state == "request-body":
-            origin.transport.unregisterProducer()
-        self._abortExchange(502, "upstream closed the connection: "
-                                 + (reason.getErrorMessage() or "connection lost"))
-
-
-def _endToEndHeaderLines(headers: Any, excluded: Any) -> tuple[list[bytes], list[bytes]]:
-    """
-    The C{name: value} lines of C{headers} a proxy passes on (all but the
-    C{excluded} lower-case names), and the C{Via} values, kept apart so the
-    caller can append this hop to them.
-    """
-    lines = []
-    vias = []
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"via":
-            vias.append(value)
-        elif lowered not in excluded:
-            lines.append(name + b": " + value)
-    return lines, vias
+            self.finishEntry(entry)

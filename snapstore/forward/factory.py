@@ -13,68 +13,32 @@ from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from snapstore.clientlimit import ClientLimit
-from snapstore.forward.accesslog import AccessLog
+from snapstore.http.clientlimit import ClientLimit
+from snapstore.interfaces import IServiceReactor
+from snapstore.observe.accesslog import AccessLog
 from snapstore.forward.channel import ForwardProxyProtocol, _isIPLiteral
-from snapstore.forward.head import Head
-from snapstore.forward.request import localSite
+from snapstore.http.endpoints import tcpPort
+from snapstore.http.resolve import localAddresses, systemResolver
+from snapstore.http.guard import GuardedSite
+from snapstore.http.head import Head
 from snapstore.outbound import makeDialer
-from snapstore.rules.connect import builtinConnectRules, evaluateConnect
+from snapstore.rules.connect import (
+    AllowRemaining,
+    ClientNetworkRule,
+    ProxyAuthRule,
+    builtinConnectRules,
+    evaluateConnect,
+)
 from snapstore.rules.verdicts import ConnectTarget
 
 # RFC 6761 names that must never be sent to real DNS: tests map them with
 # --proxy-hosts, and without a mapping they fail here.
 _NEVER_RESOLVED = (".test", ".invalid", ".example")
-
-
-def systemResolver(reactor: Any) -> Callable[[str, int], Deferred[tuple[str, ...]]]:
-    """
-    Resolve with C{getaddrinfo} in the reactor's thread pool (the system
-    resolver, honouring C{/etc/hosts} and nsswitch like other programs).
-    """
-
-    def resolve(host: str, port: int) -> Deferred[tuple[str, ...]]:
-        def lookup() -> tuple[str, ...]:
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as error:
-                raise DNSLookupError(f"{host}: {error.strerror}")
-            seen: list[str] = []
-            for family, _, _, _, address in infos:
-                if family in (socket.AF_INET, socket.AF_INET6) and address[0] not in seen:
-                    seen.append(address[0])
-            return tuple(seen)
-
-        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
-
-    return resolve
-
-
-def _storePort(endpoint: Optional[str]) -> Optional[int]:
-    if not endpoint:
-        return None
-    parts = endpoint.split(":")
-    if parts[0] in ("tcp", "ssl", "tcp6") and len(parts) > 1:
-        for part in parts[1:]:
-            if part.isdigit():
-                return int(part)
-            if part.startswith("port=") and part[5:].isdigit():
-                return int(part[5:])
-    return None
-
-
-def _localAddresses() -> set[str]:
-    found = {"127.0.0.1", "::1"}
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(info[4][0])
-    except OSError:
-        pass
-    return found
 
 
 class ForwardProxyFactory(Factory):
@@ -85,8 +49,9 @@ class ForwardProxyFactory(Factory):
     @param settings: L{snapstore.config.Settings}.
     @param clock: for timeouts (defaults to C{reactor}); tests pass a
         L{twisted.internet.task.Clock}.
-    @param localResource: the store's root resource, served for requests
-        that name this proxy's store endpoint; C{None} relays everything.
+    @param localSite: the store's site for requests that name this
+        proxy's store endpoint (the store parts' C{proxySite}: guarded and
+        observed like the store endpoint); C{None} relays everything.
     @param resolver: C{resolver(host, port)} firing with address texts.
     @param rules: connect rules; default L{builtinConnectRules}.
     @param dialer: default L{snapstore.outbound.makeDialer}.
@@ -97,8 +62,8 @@ class ForwardProxyFactory(Factory):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: Any, clock: Any = None,
-                 localResource: Any = None, resolver: Any = None, rules: Any = None,
+    def __init__(self, reactor: IServiceReactor, settings: Any, clock: Optional[IReactorTime] = None,
+                 localSite: Optional[GuardedSite] = None, resolver: Any = None, rules: Any = None,
                  dialer: Any = None, accessLog: Optional[AccessLog] = None,
                  localNames: Iterable[str] = (), splice: Optional[bool] = None) -> None:
         self.reactor = reactor
@@ -117,7 +82,7 @@ class ForwardProxyFactory(Factory):
         self.dialer = dialer if dialer is not None else makeDialer(
             reactor, settings, settings.proxyConnectTimeout)
         self._resolver = resolver if resolver is not None else systemResolver(reactor)
-        self.selfAddresses = _localAddresses()
+        self.selfAddresses = localAddresses()
         self.passwords = None
         if rules is None:
             check = None
@@ -128,13 +93,19 @@ class ForwardProxyFactory(Factory):
                 check = self.passwords.check
             rules = builtinConnectRules(settings, check, lambda: self.selfAddresses)
         self.rules = rules
+        # What holds for requests to this proxy's own store: the rules
+        # about the client, not about a destination.
+        self.clientRules: list[Any] = [ClientNetworkRule(settings.proxyClients)]
+        if self.passwords is not None:
+            self.clientRules.append(ProxyAuthRule(self.passwords.check))
+        self.clientRules.append(AllowRemaining())
         self.accessLog = accessLog if accessLog is not None else AccessLog(settings.proxyAccessLog)
-        self.localSite = localSite(localResource, reactor) if localResource is not None else None
+        self.localSite = localSite
         self.localNames = {"localhost", socket.gethostname().lower(),
                            socket.getfqdn().lower()} | set(localNames)
-        self.localPorts = {port for port in (_storePort(settings.storeEndpoint),
-                                             _storePort(settings.proxyEndpoint)) if port}
-        publicUrl = getattr(settings, "publicUrl", None)
+        self.localPorts = {port for port in (tcpPort(settings.storeEndpoint),
+                                             tcpPort(settings.proxyEndpoint)) if port}
+        publicUrl = settings.publicUrl
         if publicUrl:
             from hyperlink import URL
 
@@ -143,6 +114,7 @@ class ForwardProxyFactory(Factory):
             if url.port:
                 self.localPorts.add(url.port)
         self.tunnels = 0
+        self._tunnelWaiters: list[Deferred[None]] = []
         # The same per-address count as the store endpoint's.
         self.clients = ClientLimit(self.maxPerClient, self.clock)
         self.perClient = self.clients.open
@@ -170,6 +142,22 @@ class ForwardProxyFactory(Factory):
 
     def closeTunnel(self) -> None:
         self.tunnels -= 1
+        if not self.tunnels:
+            waiters, self._tunnelWaiters = self._tunnelWaiters, []
+            for waiting in waiters:
+                # The next turn: the closing tunnel's access-log line is
+                # written right after this call.
+                self.clock.callLater(0, waiting.callback, None)
+
+    def whenNoTunnels(self) -> Deferred[None]:
+        """
+        Fire once no tunnel is open (at once when none is).
+        """
+        if not self.tunnels:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._tunnelWaiters.append(waiting)
+        return waiting
 
     # -- admission --------------------------------------------------------------
 
@@ -201,6 +189,16 @@ class ForwardProxyFactory(Factory):
 
     def checkConnect(self, target: ConnectTarget) -> Deferred[Any]:
         return evaluateConnect(self.rules, target)
+
+    def checkClient(self, target: ConnectTarget) -> Deferred[Any]:
+        """
+        Ask only the rules about the client (C{--proxy-clients} and, with
+        C{--proxy-auth-file}, its credentials), for a request to this
+        proxy's own store.
+
+        @return: as L{checkConnect}.
+        """
+        return evaluateConnect(self.clientRules, target)
 
     @staticmethod
     def userOf(head: Head) -> str:

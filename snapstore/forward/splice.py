@@ -35,8 +35,10 @@ PIPE_SIZE = 1 << 20
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _MAX_ROUNDS = 16
 
+from snapstore.interfaces import IServiceReactor
 
-def canSplice(reactor: Any, client: Any, target: Any) -> bool:
+
+def canSplice(reactor: IServiceReactor, client: Any, target: Any) -> bool:
     """
     Whether L{SpliceTunnel} can carry a tunnel between these transports:
     both plain TCP transports of L{twisted.internet.tcp} (not TLS, not
@@ -181,7 +183,7 @@ class _End:
     The reactor's view of one tunnel socket while the tunnel owns it.
     """
 
-    def __init__(self, tunnel: "SpliceTunnel", fd: int, name: str) -> None:
+    def __init__(self, tunnel: "SpliceTunnel | SpliceBody", fd: int, name: str) -> None:
         self.tunnel = tunnel
         self.fd = fd
         self.name = name
@@ -212,7 +214,7 @@ class SpliceTunnel:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, client: Any, target: Any,
+    def __init__(self, reactor: IServiceReactor, client: Any, target: Any,
                  touch: Callable[[], None], onClose: Callable[[], None]) -> None:
         self.reactor = reactor
         self.client = client
@@ -368,7 +370,7 @@ class SpliceBody:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, source: Any, destination: Any, length: int,
+    def __init__(self, reactor: IServiceReactor, source: Any, destination: Any, length: int,
                  touch: Callable[[], None], done: Callable[[Optional[str]], None]) -> None:
         self.reactor = reactor
         self.source = source
@@ -380,7 +382,7 @@ class SpliceBody:
         self.closed = False
 
     @staticmethod
-    def possible(reactor: Any, source: Any, destination: Any) -> bool:
+    def possible(reactor: IServiceReactor, source: Any, destination: Any) -> bool:
         """
         Whether the body can be spliced: both plain TCP, and the origin has
         nothing left to send (its request went out completely).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -28,7 +29,14 @@ class TargetProtocol(Protocol):
     L{Tunnel} it is attached to once the tunnel starts.
     """
 
-    tunnel: Optional["Tunnel"] = None
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
+    #: The tunnel (a L{Tunnel} or L{snapstore.forward.splice.SpliceTunnel}),
+    #: attached before the target's first byte is read.
+    tunnel: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         self.tunnel.fromTarget(data)
@@ -39,7 +47,7 @@ class TargetProtocol(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if self.tunnel is not None:
             self.tunnel.targetLost(reason)
 

@@ -4,8 +4,9 @@ The outbound agent of an offline node: it refuses every request.
 
 C{--offline} promises that nothing leaves the machine.  Rather than trusting
 every part that might reach out (the relay, the download path, the rules,
-the admin API's connection check) to remember the mode, the one place that
-makes outbound agents (L{snapstore.outbound.makeAgent}) hands out this one,
+the admin API's connection check) to remember the mode, the composition
+root (C{snapstore.tap}) gives the upstream client this one (behind the
+offline store, L{snapstore.offline.store.LocalStoreAgent}),
 so a request that slips through fails at once with a message that says why,
 instead of hanging on an unreachable network.
 """

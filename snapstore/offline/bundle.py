@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offline_bundle -*-
+# -*- test-case-name: tests.test_offline_units,tests.test_offline -*-
 """
 The bundle format: one uncompressed tar file carrying snap blobs, their
 store metadata and their signed assertions from a connected node to an
@@ -65,7 +65,7 @@ PRIMARY_KEYS = {
     "validation-set": ("series", "account-id", "name", "sequence"),
     "model": ("series", "brand-id", "model"),
 }
-#: Compiled into stock snapd (store-api.md 7.4): a chain ends here, and a
+#: Compiled into stock snapd (docs/architecture.md, "The store API in brief": assertions): a chain ends here, and a
 #: bundle need not carry them.
 TRUSTED_KEYS = frozenset(["-CvQKAwRQ5h3Ffn10FILJoEZUXOv6km9FwA80-Rcj-f-6jadQ89VRswHNiEB9Lxk"])
 TRUSTED_ACCOUNTS = frozenset(["canonical"])
@@ -151,7 +151,7 @@ class Assertion:
 
 def parseAssertion(text: bytes) -> Assertion:
     """
-    Read the headers of one assertion (store-api.md 7.1).
+    Read the headers of one assertion (docs/architecture.md, "The store API in brief": assertions).
 
     @raise ValueError: when C{text} is not an assertion.
     """
@@ -302,10 +302,11 @@ def readManifest(path: str) -> dict[str, Any]:
         if tarfile.is_tarfile(path):
             with tarfile.open(path, mode="r|") as archive:
                 member = archive.next()
-                _check(member is not None and member.name == MANIFEST, path,
-                       "the first member is not manifest.json")
+                if member is None or member.name != MANIFEST:
+                    raise BundleError(path, "the first member is not manifest.json")
                 extracted = archive.extractfile(member)
-                _check(extracted is not None, path, "manifest.json is not a file")
+                if extracted is None:
+                    raise BundleError(path, "manifest.json is not a file")
                 raw = extracted.read(MAX_MANIFEST + 1)
         else:
             with open(path, "rb") as manifestFile:
@@ -364,8 +365,8 @@ def stageBundle(stream: IO[bytes], stagingDir: str) -> StagedBundle:
     assertions: dict[str, Assertion] = {}
     try:
         first = archive.next()
-        _check(first is not None and first.name == MANIFEST and first.isfile(), MANIFEST,
-               "missing: a bundle starts with manifest.json")
+        if first is None or first.name != MANIFEST or not first.isfile():
+            raise BundleError(MANIFEST, "missing: a bundle starts with manifest.json")
         _check(first.size <= MAX_MANIFEST, MANIFEST, "too large")
         extracted = archive.extractfile(first)
         assert extracted is not None

@@ -44,7 +44,7 @@ from snapstore.offline.bundle import (
 )
 from snapstore.state.records import normaliseChannel
 
-#: The snap fields asked for, those snapd asks for (store-api.md 3.1).
+#: The snap fields asked for, those snapd asks for (docs/architecture.md, "The store API in brief": calls).
 REFRESH_FIELDS = [
     "architectures", "base", "confinement", "links", "contact", "created-at",
     "description", "download", "epoch", "license", "name", "prices", "private",

@@ -40,6 +40,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from snapstore.cache.chunks import fileChunks
+from snapstore.interfaces import IServiceReactor
 from snapstore.offline.bundle import (
     BLOB_DIR,
     TRUSTED_ACCOUNTS,
@@ -81,7 +83,7 @@ class Importer:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, state: Any, cache: Any, stagingRoot: str,
+    def __init__(self, reactor: IServiceReactor, state: Any, cache: Any, stagingRoot: str,
                  evict: bool = True, roots: Optional[dict[str, Any]] = None) -> None:
         """
         @param evict: whether an import may evict cached blobs to make
@@ -359,10 +361,7 @@ class Importer:
         fill.start()
         written = 0
         with open(stagedPath, "rb") as staged:
-            while True:
-                chunk = staged.read(1 << 20)
-                if not chunk:
-                    break
+            for chunk in fileChunks(staged):
                 fill.write(chunk)
                 if fill.failure is not None:
                     break
@@ -372,3 +371,24 @@ class Importer:
         if not await fill.finish():
             reason = fill.failure.getErrorMessage() if fill.failure is not None else "?"
             raise BundleError(path, f"refused by the blob cache: {reason}")
+
+
+def stagingDirectory(settings: Any) -> str:
+    """
+    Where bundles are received and staged: in the data directory, on disk
+    (never C{/tmp}, which may be memory).
+    """
+    return os.path.join(settings.dataDir or ".", "import-staging")
+
+
+def importRoots(settings: Any) -> dict[str, Any]:
+    """
+    The root keys imports trust: the built-in one and C{--trusted-keys}.
+
+    @raise ValueError: naming the option, when the file is unusable.
+    """
+    try:
+        return trustedRoots(settings.trustedKeys)
+    except SignatureError as error:
+        raise ValueError(f"--trusted-keys: {error}")
+

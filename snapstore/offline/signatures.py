@@ -4,7 +4,7 @@ Checking the signatures of snap assertions up to trusted root keys, so
 that an imported bundle cannot plant metadata (and so blobs) no store
 signed.
 
-The format is snapd's (store-api.md 7): an assertion is its I{content}
+The format is snapd's (docs/architecture.md, "The store API in brief"): an assertion is its I{content}
 (the headers, and the body when C{body-length} is not 0), a blank line,
 and its I{signature}: base64 of a format byte C{0x01} followed by one
 OpenPGP v4 signature packet (RFC 4880 5.2.3), RSA over SHA-512, of the
@@ -301,7 +301,7 @@ def splitAssertions(data: bytes) -> list[bytes]:
 
     @raise SignatureError: when the stream is malformed.
     """
-    found = []
+    found: list[bytes] = []
     position = 0
     while True:
         while data[position:position + 1] == b"\n":

@@ -6,8 +6,8 @@ An offline node keeps its whole store endpoint (the relay, the URL rewrite,
 the rules, the assertion and download resources) and swaps only what sits
 behind it: the upstream client's agent becomes a L{LocalStoreAgent} that
 answers the store API from the state store's imported content, with the
-store's own JSON shapes, status codes and error codes (store-api.md 3 and
-6; the same as C{tests/fakestore}).  So everything the relay does online
+store's own JSON shapes, status codes and error codes (docs/architecture.md,
+"The store API in brief"; the same as C{tests/fakestore}).  So everything the relay does online
 happens offline too, the same way: download URLs are pointed at the proxy,
 blobs are recorded, admission rules (device limit, deny lists) run before
 an answer, and override pins amend it, resolving the pinned revision
@@ -25,7 +25,7 @@ import secrets
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
+from snapstore.http.storeerror import storeErrorDocument
 from snapstore.offline.validationsets import latest
 from snapstore.state.records import RISKS, deviceChannel
 
@@ -210,7 +211,7 @@ class LocalStoreAgent:
         text = uri.decode("ascii", "replace")
         if not text.startswith(self.base):
             return self.outside.request(method, uri, headers, bodyProducer)
-        return ensureDeferred(self._answer(method, text[len(self.base) - 1:],
+        return Deferred.fromCoroutine(self._answer(method, text[len(self.base) - 1:],
                                            headers or Headers(), bodyProducer))
 
     async def _answer(self, method: bytes, relative: str, headers: Headers,
@@ -226,8 +227,7 @@ class LocalStoreAgent:
         try:
             return await self._route(method, path, query, headers, body)
         except _Answer as error:
-            document = {"error-list": [{"code": error.errorCode, "message": error.message}]}
-            return self._json(document, error.code, error.contentType)
+            return self._json(storeErrorDocument(error.errorCode, error.message), error.code, error.contentType)
 
     async def _route(self, method: bytes, path: str, query: dict[str, str],
                      headers: Headers, body: bytes) -> IResponse:
@@ -471,11 +471,12 @@ class LocalStoreAgent:
                         and c.revision in snap.revisions]
                 if not ours:
                     continue
-                found = (snap.revisions[ours[0].revision], ours[0].channel)
+                found: Optional[tuple[Any, str]] = (snap.revisions[ours[0].revision],
+                                                    ours[0].channel)
             else:
                 found = resolve(snap, channel, architecture)
-                if found is None:
-                    continue
+            if found is None:
+                continue
             revision, effective = found
             if allowed is not None and revision.snap.get("confinement") not in allowed:
                 continue
@@ -509,21 +510,4 @@ class LocalStoreAgent:
         return LocalResponse(200, b"OK", headers, body)
 
 
-def goOffline(settings: Any, parts: Any) -> LocalStoreAgent:
-    """
-    Make the store parts answer from imported content: the upstream client
-    (shared by the relay, the assertion and download resources and the
-    rules) gets a L{LocalStoreAgent}; anything it does not answer goes to
-    the agent L{snapstore.outbound.makeAgent} made, which refuses offline.
-
-    @return: the agent installed.
-    """
-    agent = LocalStoreAgent(parts.state, settings.upstream, parts.upstream.agent)
-    parts.upstream.agent = agent
-    # Errors that name where an answer came from (an unknown revision for
-    # an override) must not send the operator to the upstream store.
-    parts.upstream.origin = "this offline node's imported content (import a bundle that has it)"
-    return agent
-
-
-__all__ = ["LocalStoreAgent", "LocalResponse", "goOffline", "resolve", "fallbacks"]
+__all__ = ["LocalStoreAgent", "LocalResponse", "resolve", "fallbacks"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import attrs
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from snapstore.state.errors import StateUnavailable
@@ -58,7 +58,7 @@ class PolicyTable:
                 cached.stale = True
                 # Read the new rows now rather than on the next refresh, so
                 # that a database lost in between does not leave the old ones.
-                ensureDeferred(self._read(name)).addErrback(lambda _: None)
+                Deferred.fromCoroutine(self._read(name)).addErrback(lambda _: None)
 
     async def _read(self, kind: str) -> list[Any]:
         if self._stopObserving is None and hasattr(self.state, "observeChanges"):

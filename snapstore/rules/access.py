@@ -155,7 +155,8 @@ class SnapAccessRule:
             self._learn(action.get("snap-id"), denied)
             return None if denied else result
         if kind == "find":
-            snap = result.get("snap") if isinstance(result.get("snap"), dict) else {}
+            found = result.get("snap")
+            snap: dict[str, Any] = found if isinstance(found, dict) else {}
             denied = self.denied(result.get("name") or snap.get("name"), snap.get("publisher"))
             self._learn(result.get("snap-id"), denied)
             return None if denied else result
@@ -171,7 +172,8 @@ class SnapAccessRule:
         return result
 
     def _amendAction(self, action: dict[str, Any], result: dict[str, Any]) -> Any:
-        snap = result.get("snap") if isinstance(result.get("snap"), dict) else {}
+        found = result.get("snap")
+        snap: dict[str, Any] = found if isinstance(found, dict) else {}
         name = result.get("name") or snap.get("name") or action.get("name")
         snapId = result.get("snap-id") or snap.get("snap-id") or action.get("snap-id")
         denied = self.denied(name, snap.get("publisher"))

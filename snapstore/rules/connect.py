@@ -7,7 +7,7 @@ reach this port, is this destination internal, did it authenticate) and
 abstains otherwise, so the chain reads like a checklist and an admin's
 rule from C{rules.d} can be slotted in between.  The chain built by
 L{builtinConnectRules} ends in L{AllowRemaining}: a request that no check
-refused is allowed.  L{evaluateConnect} applies design.md section 5: the
+refused is allowed.  L{evaluateConnect} applies docs/architecture.md "Rules in brief": the
 first non-abstaining verdict wins, a rule that raises refuses (fail
 closed), and a chain in which every rule abstains refuses too.
 """
@@ -238,8 +238,7 @@ def builtinConnectRules(settings: Any, passwordCheck: Optional[Callable[[str, st
     rules: list[Any] = [ClientNetworkRule(settings.proxyClients)]
     if passwordCheck is not None:
         rules.append(ProxyAuthRule(passwordCheck))
-    rules.append(ConnectPortRule(settings.proxyConnectPorts,
-                                 getattr(settings, "proxyRelayPorts", None)))
+    rules.append(ConnectPortRule(settings.proxyConnectPorts, settings.proxyRelayPorts))
     rules.append(InternalDestinationRule(settings.proxyAllowInternal, selfAddresses))
     rules.append(AllowRemaining())
     for rule in rules:

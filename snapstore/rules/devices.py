@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_devices -*-
 """
 Knowing which device made a request, and limiting how many may use the
-proxy (design.md section 7, proxy-features.md 1.15).
+proxy (docs/architecture.md, "The store API in brief": devices).
 
 A device proves who it is to the store with a device session: it sends a
 C{device-session-request} assertion (brand, model, serial) to
@@ -21,8 +21,9 @@ import re
 from typing import Any, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from snapstore.interfaces import IAdmissionRule
@@ -124,7 +125,7 @@ class DeviceStatus:
     window: float
 
 
-def connectedDevices(state: Any, clock: Any, window: float = DAY) -> Deferred[list[Device]]:
+def connectedDevices(state: Any, clock: IReactorTime, window: float = DAY) -> Deferred[list[Device]]:
     """
     The devices seen within C{window} seconds, from the state store (so,
     with a shared PostgreSQL database, those of every node).
@@ -163,7 +164,7 @@ class DeviceLimitRule:
 
     log = Logger()
 
-    def __init__(self, state: Any, clock: Any, limit: Optional[int] = None,
+    def __init__(self, state: Any, clock: IReactorTime, limit: Optional[int] = None,
                  window: float = DAY, name: str = "device-limit",
                  recordEvery: float = 60.0, reloadEvery: float = 60.0,
                  settingEvery: float = 0.5) -> None:
@@ -193,14 +194,14 @@ class DeviceLimitRule:
         """
         Whether this rule must know the device making C{request}: with a
         limit, every call it counts, except downloads (snapd does not open a
-        new session on a download's answer, store-api.md 4.1; the refresh
+        new session on a download's answer, docs/architecture.md, "The store API in brief"; the refresh
         before it identified the device).
         """
         return (self.limit is not None and request.blob is None
                 and request.path not in (NONCE_PATH, SESSION_PATH))
 
     def admit(self, request: StoreRequest) -> Deferred[Any]:
-        return ensureDeferred(self._admit(request))
+        return Deferred.fromCoroutine(self._admit(request))
 
     async def _admit(self, request: StoreRequest) -> Any:
         if request.path in (NONCE_PATH, SESSION_PATH):
@@ -294,9 +295,12 @@ class DeviceLimitRule:
         @return: a Deferred firing with the L{DeviceStatus} (the count read
             from the state store).
         """
-        d = ensureDeferred(self._loadLimitSetting(self.clock.seconds()))
+        d = Deferred.fromCoroutine(self._loadLimitSetting(self.clock.seconds()))
         d.addCallback(lambda _: connectedDevices(self.state, self.clock, self.window))
-        return d.addCallback(lambda devices: DeviceStatus(len(devices), self.limit, self.window))
+        return d.addCallback(self._status)
+
+    def _status(self, devices: Any) -> DeviceStatus:
+        return DeviceStatus(len(devices), self.limit, self.window)
 
 
 def _hours(seconds: float) -> str:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_rules -*-
 """
-Evaluating a loaded rule set (design.md section 5).
+Evaluating a loaded rule set (docs/architecture.md, "Rules in brief").
 
 Rules run in load order.  For verdicts (admission, connect) the first one
 that does not abstain wins; amendments (L{IActionRule}) form a pipeline in
@@ -16,7 +16,8 @@ import copy
 from typing import Any, Optional, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
@@ -24,6 +25,7 @@ from snapstore.rules.values import (
     NO_CACHE,
     CachePolicy,
     ResponseHead,
+    RuleFailed,
     StoreDeny,
     StoreRequest,
 )
@@ -38,25 +40,6 @@ CATALOGUE_KEY = "clickindex:package"
 
 #: The cache policy used when no rule decides.
 DEFAULT_ASSERTION_TTL = 3600.0
-
-
-class RuleFailed(Exception):
-    """
-    A rule raised or answered nonsense; the request must be refused.
-
-    @ivar ruleName: the rule's name.
-    """
-
-    def __init__(self, ruleName: str, why: str) -> None:
-        super().__init__(f"rule {ruleName!r} failed: {why}")
-        self.ruleName = ruleName
-
-    def verdict(self) -> StoreDeny:
-        """
-        The refusal the device gets.
-        """
-        return StoreDeny(403, f"request refused: the proxy's rule {self.ruleName!r} failed",
-                         errorCode="rule-failed")
 
 
 @attrs.define
@@ -74,9 +57,13 @@ class RuleEnv:
     """
 
     state: Any
-    clock: Any
+    clock: IReactorTime
     settings: Any = None
     upstream: Any = None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _describe(rule: Any) -> str:
@@ -97,7 +84,9 @@ class RuleSet:
     #: (C{"error"} when it raised), for metrics; C{None}: nobody listens.
     verdictObserver: Optional[Any] = None
 
-    def __init__(self, rules: Sequence[Any] = (), files: Sequence[str] = ()) -> None:
+    def __init__(self, rules: Sequence[Any] = (), files: Sequence[str] = (),
+                 verdictObserver: Optional[Any] = None) -> None:
+        self.verdictObserver = verdictObserver
         self.rules = tuple(rules)
         self.files = tuple(files)
         self.admissionRules = tuple(r for r in self.rules if IAdmissionRule.providedBy(r))
@@ -141,7 +130,7 @@ class RuleSet:
             L{Abstain}, or L{Allow} when every rule abstains; a failing rule
             gives a L{StoreDeny} (never an errback).
         """
-        return ensureDeferred(self._firstVerdict(
+        return Deferred.fromCoroutine(self._firstVerdict(
             self.admissionRules, lambda rule: rule.admit(request), request.path))
 
     def checkConnect(self, target: Any, default: Any = None) -> Deferred[Any]:
@@ -154,7 +143,7 @@ class RuleSet:
         """
         if default is None:
             default = Deny(403, "no rule allows this destination")
-        return ensureDeferred(self._firstVerdict(
+        return Deferred.fromCoroutine(self._firstVerdict(
             self.connectRules, lambda rule: rule.checkConnect(target),
             f"{getattr(target, 'host', '?')}:{getattr(target, 'port', '?')}", default))
 
@@ -225,7 +214,7 @@ class RuleSet:
             upstream's bytes unchanged); failing with L{RuleFailed} when a
             rule failed.
         """
-        return ensureDeferred(self._amendRefresh(request, answer))
+        return Deferred.fromCoroutine(self._amendRefresh(request, answer))
 
     async def _amendRefresh(self, request: StoreRequest, answer: Any) -> Any:
         if not self.actionRules or not isinstance(answer, dict):
@@ -267,7 +256,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return ensureDeferred(self._amendList(request, answer, "channel-map", "info"))
+        return Deferred.fromCoroutine(self._amendList(request, answer, "channel-map", "info"))
 
     def amendFind(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -276,7 +265,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return ensureDeferred(self._amendList(request, answer, "results", "find"))
+        return Deferred.fromCoroutine(self._amendList(request, answer, "results", "find"))
 
     def amendCatalogue(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -287,7 +276,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return ensureDeferred(self._amendCatalogue(request, answer))
+        return Deferred.fromCoroutine(self._amendCatalogue(request, answer))
 
     async def _amendCatalogue(self, request: StoreRequest, answer: Any) -> Any:
         embedded = answer.get("_embedded") if isinstance(answer, dict) else None
@@ -315,7 +304,7 @@ class RuleSet:
             return None
         action: dict[str, Any] = {"action": kind}
         if kind == "info":
-            snap = answer.get("snap") if isinstance(answer.get("snap"), dict) else {}
+            snap = _dict(answer.get("snap"))
             action.update({"name": answer.get("name"), "snap-id": answer.get("snap-id"),
                            "publisher": snap.get("publisher")})
         changed = False
@@ -335,7 +324,7 @@ class RuleSet:
 
     # -- caching ---------------------------------------------------------------
 
-    def cachePolicy(self, request: StoreRequest, response: ResponseHead) -> CachePolicy:
+    def cachePolicy(self, request: Optional[StoreRequest], response: ResponseHead) -> CachePolicy:
         """
         How to cache C{response}: the first cache rule's answer that is not
         C{None}; when all abstain, blobs forever, assertions for an hour,

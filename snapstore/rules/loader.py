@@ -23,6 +23,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -150,9 +151,12 @@ def checkRule(rule: Any, path: str, index: int) -> None:
         raise RuleLoadError(path, f"{where} has no name (a non-empty string)")
 
 
-def loadRules(directory: str, env: RuleEnv) -> RuleSet:
+def loadRules(directory: str, env: RuleEnv,
+              verdictObserver: Optional[Any] = None) -> RuleSet:
     """
     Load every rule file of C{directory} into a new L{RuleSet}.
+
+    @param verdictObserver: the set's C{verdictObserver} (metrics).
 
     @raise RuleLoadError: naming the first broken file; nothing of the
         directory is used then.
@@ -167,7 +171,7 @@ def loadRules(directory: str, env: RuleEnv) -> RuleSet:
                                           f"by {names[rule.name]}")
             names[rule.name] = path
             rules.append(rule)
-    return RuleSet(rules, [os.path.basename(path) for path in files])
+    return RuleSet(rules, [os.path.basename(path) for path in files], verdictObserver)
 
 
 def describeRuleSet(ruleSet: RuleSet) -> str:
@@ -181,7 +185,7 @@ def describeRuleSet(ruleSet: RuleSet) -> str:
     return "\n".join(lines)
 
 
-def checkDirectory(directory: str, clock: Any = None, settings: Any = None) -> RuleSet:
+def checkDirectory(directory: str, clock: Optional[IReactorTime] = None, settings: Any = None) -> RuleSet:
     """
     Load C{directory} the way the service would, with a state store that
     refuses every call, to validate it (the rule objects are not used).
@@ -189,7 +193,9 @@ def checkDirectory(directory: str, clock: Any = None, settings: Any = None) -> R
     @raise RuleLoadError: as L{loadRules}.
     """
     if clock is None:
-        from twisted.internet import reactor as clock
+        from twisted.internet import reactor
+
+        clock = reactor
     env = RuleEnv(state=_NoState(), clock=clock, settings=settings, upstream=None)
     return loadRules(directory, env)
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_overrides -*-
 """
 Revision overrides: pinning what a channel serves, with the vendor proxy's
-semantics (proxy-features.md 1.10).
+semantics.
 
 An override says "devices on C{channel} of C{snap} get C{revision}" for the
 architecture that revision was built for.  Whatever upstream's channel holds
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -161,7 +161,7 @@ def resolveOverrides(upstream: Any, snapName: str, channel: str, revision: int,
         or the revision, or the channel is not one; other failures are the
         upstream client's (unreachable, timeout).
     """
-    return ensureDeferred(_resolve(upstream, snapName, channel, revision, architecture))
+    return Deferred.fromCoroutine(_resolve(upstream, snapName, channel, revision, architecture))
 
 
 def resolveOverride(upstream: Any, snapName: str, channel: str, revision: int,
@@ -219,11 +219,11 @@ class OverrideRule:
         this once the state store answers), so that a database lost before
         the first refresh still leaves them known.
         """
-        return ensureDeferred(self.table.warm())
+        return Deferred.fromCoroutine(self.table.warm())
 
     def amend(self, request: StoreRequest, action: dict[str, Any],
               result: dict[str, Any]) -> Deferred[Any]:
-        return ensureDeferred(self._amend(request, action, result))
+        return Deferred.fromCoroutine(self._amend(request, action, result))
 
     async def _amend(self, request: StoreRequest, action: dict[str, Any],
                      result: dict[str, Any]) -> Any:

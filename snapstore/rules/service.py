@@ -58,23 +58,26 @@ class RulesService(Service):
 
     log = Logger()
 
-    #: Called with C{(old, new)} rule sets after each successful reload.
-    reloadObserver: Optional[Callable[[Any, Any], None]] = None
-
     def __init__(self, directory: str, env: RuleEnv, ruleSet: Optional[RuleSet] = None,
-                 installSignal: Callable[..., Any] = signal.signal) -> None:
+                 installSignal: Callable[..., Any] = signal.signal,
+                 verdictObserver: Optional[Callable[[str, Any], None]] = None) -> None:
         """
         @param ruleSet: an already loaded set (tap loads it while parsing
             options, so that a broken file stops start-up); loaded from
             C{directory} now when C{None}.
         @param installSignal: L{signal.signal}, or a fake in tests.
+        @param verdictObserver: called with C{(ruleName, verdict)} for each
+            verdict of every rule set this service loads (metrics).
         @raise RuleLoadError: when C{ruleSet} is C{None} and the directory
             is broken.
         """
         self.setName("rules")
         self.directory = directory
         self.env = env
-        self.ruleSet = ruleSet if ruleSet is not None else loadRules(directory, env)
+        self.verdictObserver = verdictObserver
+        self.ruleSet = ruleSet if ruleSet is not None else loadRules(
+            directory, env, verdictObserver=verdictObserver)
+        self._reloadObservers: list[Callable[[Any, Any], None]] = []
         self.sessions = SessionDirectory(env.state, env.clock)
         perMinute = getattr(env.settings, "deviceSessionRate", 600)
         self.challenges = SessionChallenges(
@@ -92,6 +95,15 @@ class RulesService(Service):
             self.inventory = InventoryRecorder(env.state)
         self._installSignal = installSignal
         self._previousHandler: Any = None
+
+    def observeReloads(self, observer: Callable[[Any, Any], None]) -> Callable[[], None]:
+        """
+        Call C{observer(old, new)} after each successful reload.
+
+        @return: a function that stops the calls.
+        """
+        self._reloadObservers.append(observer)
+        return lambda: self._reloadObservers.remove(observer)
 
     # -- lifetime ----------------------------------------------------------
 
@@ -176,17 +188,16 @@ class RulesService(Service):
         @return: whether the new set is in use.
         """
         try:
-            new = loadRules(self.directory, self.env)
+            new = loadRules(self.directory, self.env, verdictObserver=self.verdictObserver)
         except RuleLoadError as error:
             self.log.error("Rules reload failed, keeping the {count} rules loaded "
                            "before: {error}", count=len(self.ruleSet.rules), error=str(error))
             return False
-        new.verdictObserver = self.ruleSet.verdictObserver
         old, self.ruleSet = self.ruleSet, new
         self._warm(new)
         old.close()
-        if self.reloadObserver is not None:  # auditing (snapstore.admin.rulesaudit)
-            self.reloadObserver(old, new)
+        for observer in list(self._reloadObservers):  # auditing (admin.rulesaudit)
+            observer(old, new)
         self.log.info("Reloaded {count} rules from {directory}: {names}",
                       count=len(new.rules), directory=self.directory,
                       names=", ".join(rule.name for rule in new.rules))
@@ -233,7 +244,7 @@ class RulesService(Service):
         notes = getattr(request, "snapstoreAccess", None)
         if isinstance(notes, dict):  # the access log's columns
             notes["device"] = device.identity
-            if blob is not None and getattr(blob, "snapName", ""):
+            if blob is not None and getattr(blob, "snapName", None):
                 notes["snap"] = blob.snapName
         return StoreRequest(method=request.method, path=path, query=query, headers=headers,
                             body=body, device=device, upstreamHeaders=upstreamHeaders,

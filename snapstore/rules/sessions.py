@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rules_sessions -*-
 """
 Knowing a device by the session upstream granted it, on every node and
-after a restart (design.md sections 7 and 8).
+after a restart (docs/architecture.md).
 
 snapd sends its device-session macaroon on every call.  When the proxy
 relays the session request that got it, upstream's answer proves the
@@ -37,7 +37,7 @@ from snapstore.rules.values import DAY, DeviceIdentity, StoreDeny
 from snapstore.state.records import DeviceSession
 
 #: The header that makes snapd open a new device session and retry
-#: (store-api.md section 2).
+#: (docs/architecture.md, "The store API in brief").
 REFRESH_DEVICE_SESSION = (b"WWW-Authenticate", b"Macaroon refresh_device_session=1")
 
 

@@ -38,7 +38,7 @@ class StoreDeny(Deny):
 @attrs.frozen
 class DeviceIdentity:
     """
-    Who made a request, as design.md section 7 counts devices.
+    Who made a request, as docs/architecture.md ("Devices") counts devices.
 
     @ivar identity: C{brand/model/serial}, or C{address:<ip>} when the
         device sent no known session.
@@ -169,3 +169,22 @@ class CachePolicy:
 
 #: The policy for answers that must never be cached.
 NO_CACHE = CachePolicy(cache=False, ttl=0, shared=False)
+
+
+class RuleFailed(Exception):
+    """
+    A rule raised or answered nonsense; the request must be refused.
+
+    @ivar ruleName: the rule's name.
+    """
+
+    def __init__(self, ruleName: str, why: str) -> None:
+        super().__init__(f"rule {ruleName!r} failed: {why}")
+        self.ruleName = ruleName
+
+    def verdict(self) -> StoreDeny:
+        """
+        The refusal the device gets.
+        """
+        return StoreDeny(403, f"request refused: the proxy's rule {self.ruleName!r} failed",
+                         errorCode="rule-failed")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from snapstore.interfaces import IServiceReactor
 from snapstore.state.errors import MigrationError, StateUnavailable
 
 __all__ = ["makeStateStore", "StateUnavailable", "MigrationError"]
 
 
-def makeStateStore(reactor: Any, spec: str | None, dataDir: str) -> Any:
+def makeStateStore(reactor: IServiceReactor, spec: str | None, dataDir: str) -> Any:
     """
     Build the state store the C{--state} option names (not yet started).
 

@@ -14,6 +14,7 @@ import enum
 from typing import Any, Awaitable, Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -73,7 +74,7 @@ class StateStoreBase:
 
     log = Logger()
 
-    def __init__(self, clock: Any, migrations: Sequence[Migration]) -> None:
+    def __init__(self, clock: IReactorTime, migrations: Sequence[Migration]) -> None:
         """
         @param clock: see L{clock}.
         @param migrations: see L{migrations}.
@@ -442,9 +443,7 @@ class StateStoreBase:
         """
         @see: L{snapstore.interfaces.IStateStore.verifyAudit}
         """
-        d = self.listAudit()
-        d.addCallback(audit.verifyChain)
-        return d
+        return self.listAudit().addCallback(audit.verifyChain)
 
     def getSetting(self, key: str) -> Deferred[Any]:
         """
@@ -585,9 +584,7 @@ class StateStoreBase:
         """
         @see: L{snapstore.interfaces.IFleetState.verifyDeliveries}
         """
-        d = self.listDeliveries()
-        d.addCallback(audit.verifyChain, None, fleet.deliveryHash)
-        return d
+        return self.listDeliveries().addCallback(audit.verifyChain, None, fleet.deliveryHash)
 
     # -- change control (snapstore.state.policy) ---------------------------
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_state -*-
 """
-What the state store keeps about the fleet (design.md section 8): each
+What the state store keeps about the fleet (docs/architecture.md): each
 device's installed snaps and architecture, snap names, device groups, and
 the hash-chained record of deliveries.
 

@@ -94,9 +94,38 @@ def postgresParameters(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+@attrs.frozen
+class Finished:
+    """
+    An operation's end: C{value} is what it returned.
+    """
+
+    value: Any
+
+
+def nextQuery(operation: Operation, value: Any,
+              announcements: list[Announcement]) -> "Query | Finished":
+    """
+    Send C{value} (the previous query's rows, or C{None}) into C{operation}
+    and run it to its next query or its end; the L{Notify} and L{Audited}
+    instructions it gives on the way are added to C{announcements}.  The
+    one step every driver of operations shares (L{runSynchronously}, the
+    PostgreSQL store's transactions).
+    """
+    while True:
+        try:
+            instruction = operation.send(value)
+        except StopIteration as stop:
+            return Finished(stop.value)
+        if not isinstance(instruction, (Notify, Audited)):
+            return instruction
+        announcements.append(instruction)
+        value = None
+
+
 def runSynchronously(
     operation: Operation, execute: Callable[[Query], Any]
-) -> tuple[Any, list[dict[str, Any]]]:
+) -> tuple[Any, list[Announcement]]:
     """
     Drive C{operation} with a blocking C{execute}.
 
@@ -107,15 +136,10 @@ def runSynchronously(
     announcements: list[Announcement] = []
     value: Any = None
     while True:
-        try:
-            instruction = operation.send(value)
-        except StopIteration as stop:
-            return stop.value, announcements
-        if isinstance(instruction, (Notify, Audited)):
-            announcements.append(instruction)
-            value = None
-        else:
-            value = execute(instruction)
+        step = nextQuery(operation, value, announcements)
+        if isinstance(step, Finished):
+            return step.value, announcements
+        value = execute(step)
 
 
 # ---------------------------------------------------------------------------

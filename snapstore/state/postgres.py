@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Optional
 
 import psycopg2
 import psycopg2.extensions
@@ -39,19 +39,21 @@ from twisted.internet.defer import (
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Cooperator, deferLater
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from txpostgres.txpostgres import Connection, ConnectionPool, RollbackFailed
 from zope.interface import implementer
 
-from snapstore.interfaces import IStateStore
+from snapstore.interfaces import IServiceReactor, IStateStore
 from snapstore.state.base import Phase, StateStoreBase
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
 from snapstore.state.operations import (
     Announcement,
-    Audited,
+    Finished,
     Mode,
     Notify,
     Operation,
+    nextQuery,
     postgresParameters,
 )
 
@@ -174,7 +176,7 @@ class _Pool(ConnectionPool):
     A txpostgres pool whose connections belong to one L{_Link}.
     """
 
-    def __init__(self, reactor: Any, cooperator: Cooperator, link: "_Link",
+    def __init__(self, reactor: IServiceReactor, cooperator: Cooperator, link: "_Link",
                  size: int) -> None:
         """
         @param size: how many connections the pool holds.
@@ -184,7 +186,7 @@ class _Pool(ConnectionPool):
         self._link = link
         ConnectionPool.__init__(self, None, min=size)
 
-    def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:
+    def connectionFactory(self, reactor: IServiceReactor, cooperator: Any) -> _Connection:
         """
         @return: a connection reporting to this pool's link.
         """
@@ -300,9 +302,9 @@ class PostgresStateStore(StateStoreBase):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServiceReactor,
         dsn: str,
-        clock: Any = None,
+        clock: Optional[IReactorTime] = None,
         poolSize: int = 3,
         connectTimeout: float = 10.0,
         retryDelays: Callable[[], Iterator[float]] = defaultRetryDelays,
@@ -544,27 +546,19 @@ class PostgresStateStore(StateStoreBase):
         announcements: list[Announcement] = []
         value: Any = None
         while True:
-            try:
-                instruction = operation.send(value)
-            except StopIteration as stop:
-                return stop.value, announcements
-            if isinstance(instruction, Audited):
-                announcements.append(instruction)
-                value = None
-            elif isinstance(instruction, Notify):
-                announcements.append(instruction)
-                payload = json.dumps(dict(instruction.event,
-                                          origin=self.origin))
+            step = nextQuery(operation, value, announcements)
+            if isinstance(step, Finished):
+                break
+            await cursor.execute(postgresParameters(step.sql), step.params)
+            value = cursor.fetchall() if cursor.description is not None else None
+        # NOTIFY is delivered at commit, in the order sent: sending them
+        # after the queries, still inside the transaction, is the same.
+        for announcement in announcements:
+            if isinstance(announcement, Notify):
+                payload = json.dumps(dict(announcement.event, origin=self.origin))
                 if len(payload.encode("utf-8")) > MAX_PAYLOAD:
                     # NOTIFY refuses payloads of 8000 bytes or more; a
                     # resync says the same thing less precisely.
-                    payload = json.dumps({"kind": "resync",
-                                          "origin": self.origin})
-                await cursor.execute("SELECT pg_notify(%s, %s)",
-                                     (CHANNEL, payload))
-                value = None
-            else:
-                await cursor.execute(postgresParameters(instruction.sql),
-                                     instruction.params)
-                value = (cursor.fetchall()
-                         if cursor.description is not None else None)
+                    payload = json.dumps({"kind": "resync", "origin": self.origin})
+                await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        return step.value, announcements

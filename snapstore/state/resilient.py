@@ -20,6 +20,7 @@ import attrs
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from snapstore.interfaces import IStateStore
@@ -44,7 +45,7 @@ class ResilientState:
 
     log = Logger()
 
-    def __init__(self, store: Any, clock: Any, maxBlobs: int = 100_000,
+    def __init__(self, store: Any, clock: IReactorTime, maxBlobs: int = 100_000,
                  maxQueuedDevices: int = 10_000) -> None:
         self._store = store
         self._clock = clock

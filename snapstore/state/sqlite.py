@@ -18,14 +18,15 @@ another process, which is why several nodes need PostgreSQL.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Sequence
+from typing import Any, Sequence, Optional
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from snapstore.interfaces import IStateStore
+from snapstore.interfaces import IServiceReactor, IStateStore
 from snapstore.state.base import Phase, StateStoreBase
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import MIGRATIONS, Migration
@@ -64,9 +65,9 @@ class SQLiteStateStore(StateStoreBase):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServiceReactor,
         path: str,
-        clock: Any = None,
+        clock: Optional[IReactorTime] = None,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         """

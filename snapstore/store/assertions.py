@@ -16,18 +16,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.documents import Document, DocumentCache
 from snapstore.store.compression import encodeFor
+from snapstore.http.storeerror import writeStoreError
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
-from snapstore.store.errors import writeStoreError
 from snapstore.store.relay import copyResponseHead, outboundHeaders
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 
@@ -96,9 +97,14 @@ class AssertionsResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, reactor: Any, upstream: StoreUpstream, documents: DocumentCache,
+    def __init__(self, reactor: IReactorTime, upstream: StoreUpstream, documents: DocumentCache,
                  fallback: IResource, ttl: float = MUTABLE_TTL,
-                 policy: Optional[Callable[[str, int], Any]] = None) -> None:
+                 policy: Optional[Callable[[str, int], Any]] = None,
+                 admit: Optional[Callable[[Request], Any]] = None) -> None:
+        """
+        @param admit: C{request -> Deferred[verdict]}: the admission rules,
+            or C{None}.
+        """
         super().__init__()
         self.policy = policy
         self.clock = reactor
@@ -106,13 +112,12 @@ class AssertionsResource(Resource):
         self.documents = documents
         self.fallback = fallback
         self.ttl = ttl
-        #: C{request -> Deferred[verdict]}: the admission rules, when set.
-        self.admit: Optional[Callable[[Request], Any]] = None
+        self.admit = admit
 
     def render(self, request: Request) -> Any:
         if request.method != b"GET":
             return self.fallback.render(request)
-        self._answer(request).addErrback(self._failed, request)
+        Deferred.fromCoroutine(self._answer(request)).addErrback(self._failed, request)
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
@@ -148,12 +153,11 @@ class AssertionsResource(Resource):
             return True
         return self.clock.seconds() - document.storedAt < self.ttl
 
-    @inlineCallbacks
-    def _answer(self, request: Request) -> Any:
+    async def _answer(self, request: Request) -> None:
         if self.admit is not None:
             # The admission rules (device limit, ...) hold for assertions
             # as for every other store call.
-            verdict = yield self.admit(request)
+            verdict = await maybeDeferred(self.admit, request)
             if isinstance(verdict, Deny):
                 writeStoreError(request, verdict.code, getattr(verdict, "errorCode", "forbidden"),
                                 verdict.reason)
@@ -168,9 +172,9 @@ class AssertionsResource(Resource):
         try:
             headers = outboundHeaders(request)
             headers.setRawHeaders(b"accept", [representation(request).encode("ascii")])
-            response = yield self.upstream.request(
+            response = await self.upstream.request(
                 b"GET", self.upstream.url(request.uri), headers)
-            body = yield self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
+            body = await self.upstream.readBody(response, what, limit=MAX_ASSERTION_SIZE)
         except UpstreamError as error:
             if cached is not None:
                 self.log.warn("upstream failed ({message}); serving stale {uri}",

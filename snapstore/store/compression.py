@@ -235,6 +235,8 @@ class DecodedBody(Protocol):
         stops the transfer.
     """
 
+    transport: Any
+
     def __init__(self, inflater: Optional[Inflater], limit: int) -> None:
         self.inflater = inflater
         self.limit = limit

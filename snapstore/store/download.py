@@ -21,7 +21,7 @@ import re
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urljoin
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,14 +31,15 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.blobs import FillFailed
 from snapstore.cache.sender import BlobSender
-from snapstore.httpheaders import AUTHORIZATION_HEADERS, addVia, endToEnd
-from snapstore.interfaces import IBlobCache
-from snapstore.store.errors import writeStoreError
+from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
+from snapstore.interfaces import IBlobCache, IServiceReactor
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
-from snapstore.store.streaming import relayBody
+from snapstore.store.streaming import abortClient, relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 
 DOWNLOAD_PATH = b"api/v1/snaps/download/"
@@ -128,8 +129,11 @@ class _Discard(Protocol):
     Drops a body nobody needs (a redirect's), closing its connection.
     """
 
+    transport: Any
+
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        if self.transport is not None:
+            self.transport.stopProducing()
 
 
 class _FillWriter(Protocol):
@@ -138,9 +142,14 @@ class _FillWriter(Protocol):
     the body ended.
     """
 
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
+
     log = Logger()
 
-    def __init__(self, fill: Any, clock: Any, idleTimeout: float, what: str,
+    def __init__(self, fill: Any, clock: IReactorTime, idleTimeout: float, what: str,
                  metrics: Any = None) -> None:
         self.fill = fill
         self.metrics = metrics
@@ -175,7 +184,7 @@ class _FillWriter(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
@@ -185,9 +194,9 @@ class _FillWriter(Protocol):
             self.fill.finish().addCallback(self._finished)
         else:
             message = reason.getErrorMessage() if reason is not None else "connection lost"
-            if hasattr(reason.value, "reasons"):
-                message = "; ".join(r.getErrorMessage() or r.type.__name__
-                                    for r in reason.value.reasons)
+            reasons = getattr(reason.value, "reasons", None) if reason is not None else None
+            if reasons is not None:
+                message = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
             self.fill.abort(Failure(FillFailed(
                 f"upstream transfer of {self.what} broke off after "
                 f"{self.fill.written} of {self.fill.size} bytes: {message}")))
@@ -210,19 +219,21 @@ class DownloadResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, reactor: Any, upstream: StoreUpstream, state: Any,
+    def __init__(self, reactor: IServiceReactor, upstream: StoreUpstream, state: Any,
                  cache: IBlobCache, headerTimeout: float = HEADER_TIMEOUT,
                  idleTimeout: float = IDLE_TIMEOUT, offline: bool = False,
                  sendfile: bool = True, metrics: Any = None,
-                 sendfileThreads: Any = None) -> None:
+                 sendfileThreads: Any = None, throttle: Any = None) -> None:
         """
         @param state: provides C{getBlob(name)} (an L{IStateStore}).
         @param offline: never contact upstream; misses are refused with 404.
         @param sendfile: C{False} disables the kernel copy for hits.
-        @param metrics: a L{snapstore.admin.metrics.Metrics} counting the
+        @param metrics: a L{snapstore.observe.metrics.Metrics} counting the
             blob bytes fetched upstream, or C{None}.
         @param sendfileThreads: L{snapstore.cache.sender.SendfileThreads}
             sending cache hits, or C{None} to send them from the reactor.
+        @param throttle: a L{snapstore.uplink.rate.Throttle} every fill's
+            upstream body passes (C{--upstream-rate}), or C{None}.
         """
         super().__init__()
         self.metrics = metrics
@@ -235,12 +246,17 @@ class DownloadResource(Resource):
         self.idleTimeout = idleTimeout
         self.offline = offline
         self.sendfile = sendfile
-        #: A L{snapstore.uplink.rate.Throttle} every fill's upstream body
-        #: passes (C{--upstream-rate}), or C{None}.
-        self.throttle: Any = None
-        #: Fills misses instead of L{_startFill} when set (the cluster's
-        #: L{snapstore.cluster.filler.ClusterFiller}: peers before upstream).
+        self.throttle = throttle
+        #: Fills misses instead of L{_startFill} once L{useFiller} gave one.
         self.filler: Any = None
+
+    def useFiller(self, filler: Any) -> None:
+        """
+        Fill misses with C{filler} instead of L{_startFill}: the cluster's
+        L{snapstore.cluster.filler.ClusterFiller} (peers before upstream),
+        which is made around this resource and so after it.
+        """
+        self.filler = filler
 
     # -- entry ---------------------------------------------------------------
 
@@ -249,7 +265,8 @@ class DownloadResource(Resource):
             request.responseHeaders.setRawHeaders(b"allow", [b"GET, HEAD"])
             writeStoreError(request, 405, "method-not-allowed", "downloads take GET and HEAD")
             return NOT_DONE_YET
-        name = request.postpath[0].decode("ascii", "replace") if len(request.postpath) == 1 else ""
+        postpath = request.postpath or []
+        name = postpath[0].decode("ascii", "replace") if len(postpath) == 1 else ""
         if not _NAME.match(name):
             writeStoreError(request, 404, "not-found", "no such download")
             return NOT_DONE_YET
@@ -260,8 +277,8 @@ class DownloadResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request, name: str) -> None:
-        if failure.check(UpstreamError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, UpstreamError):
             self.log.warn("download {name} failed: {message}", name=name, message=error.message)
             writeStoreError(request, error.status, error.code, error.message)
             return
@@ -368,25 +385,26 @@ class DownloadResource(Resource):
             if reason.check(FillFailed):
                 self.log.warn("cutting off {uri} after {sent} bytes: {why}",
                               uri=request.uri, sent=sender.sent, why=reason.getErrorMessage())
-                if request.transport is not None:
-                    request.transport.abortConnection()
+                abortClient(request)
 
         sender.start().addCallbacks(sent, cut)
 
     # -- upstream --------------------------------------------------------------
 
-    @inlineCallbacks
-    def fetch(self, method: bytes, url: bytes, headers: Headers) -> Any:
+    def fetch(self, method: bytes, url: bytes, headers: Headers) -> Deferred[IResponse]:
         """
         Request C{url}, following redirects (credentials dropped past the
         first hop), within the header timeout overall.
 
         @return: a Deferred firing with the final L{IResponse}.
         """
+        return Deferred.fromCoroutine(self._fetch(method, url, headers))
+
+    async def _fetch(self, method: bytes, url: bytes, headers: Headers) -> IResponse:
         deadline = self.clock.seconds() + self.headerTimeout
         for _ in range(MAX_REDIRECTS + 1):
             remaining = max(0.5, deadline - self.clock.seconds())
-            response = yield self.upstream.request(method, url, headers, timeout=remaining)
+            response = await self.upstream.request(method, url, headers, timeout=remaining)
             location = response.headers.getRawHeaders(b"location")
             if response.code not in _REDIRECT_CODES or not location:
                 return response
@@ -449,7 +467,7 @@ class DownloadResource(Resource):
                                                 f"fetching {what} failed: {failure.getErrorMessage()}"))
             else:
                 self.log.warn("cannot fetch {what}: {message}", what=what,
-                              message=failure.value.message)
+                              message=getattr(failure.value, "message", ""))
             fill.abort(failure)
 
         fetching.addCallback(answered).addErrback(failed)

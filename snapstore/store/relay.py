@@ -15,16 +15,17 @@ import json
 import re
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.interfaces import IReactorTime
 
-from snapstore.httpheaders import addVia, endToEnd
-from snapstore.rules.engine import RuleFailed
+from snapstore.http.headers import addVia, endToEnd
+from snapstore.rules.values import RuleFailed
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
 from snapstore.store.compression import (
@@ -36,7 +37,7 @@ from snapstore.store.compression import (
     contentCodings,
     encodeFor,
 )
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
@@ -63,12 +64,12 @@ def publicBaseFor(request: Request, configured: Optional[str]) -> str:
     """
     if configured:
         return configured
-    host = request.getHeader(b"host") or b""
-    if not _HOST.match(host.encode() if isinstance(host, str) else host):
+    raw = request.getHeader(b"host") or b""
+    if _HOST.match(raw.encode() if isinstance(raw, str) else raw):
+        host = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    else:
         address = request.getHost()
         host = f"{address.host}:{address.port}"
-    if isinstance(host, bytes):
-        host = host.decode("ascii")
     scheme = "https" if request.isSecure() else "http"
     return f"{scheme}://{host}/"
 
@@ -115,7 +116,7 @@ class RelayResource(Resource):
     @ivar rules: the L{snapstore.rules.service.RulesService} asked before
         relaying (admission) and after (amending answers, learning device
         sessions); C{None} relays everything unchanged.
-    @ivar metrics: a L{snapstore.admin.metrics.Metrics} told how long
+    @ivar metrics: a L{snapstore.observe.metrics.Metrics} told how long
         upstream took and how it failed, or C{None}.
     """
 
@@ -123,7 +124,7 @@ class RelayResource(Resource):
     log = Logger()
 
     def __init__(self, upstream: StoreUpstream, remoteURLs: RemoteURLs,
-                 recordBlob: Callable[[Any], Any], clock: Any,
+                 recordBlob: Callable[[Any], Any], clock: IReactorTime,
                  publicURL: Optional[str] = None, rules: Any = None,
                  metrics: Any = None) -> None:
         super().__init__()
@@ -136,12 +137,12 @@ class RelayResource(Resource):
         self.publicURL = publicURL
 
     def render(self, request: Request) -> Any:
-        self._relay(request).addErrback(self._failed, request)
+        Deferred.fromCoroutine(self._relay(request)).addErrback(self._failed, request)
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
-        if failure.check(UpstreamError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, UpstreamError):
             if self.metrics is not None:
                 self.metrics.upstreamFailed(error.code)
             writeStoreError(request, error.status, error.code, error.message)
@@ -155,8 +156,7 @@ class RelayResource(Resource):
         self.log.failure("relaying {uri} failed", failure, uri=request.uri)
         writeStoreError(request, 500, "internal-error", "the proxy failed to relay this call")
 
-    @inlineCallbacks
-    def _relay(self, request: Request) -> Any:
+    async def _relay(self, request: Request) -> None:
         body = request.content.read(MAX_REQUEST_BODY + 1) if request.content else b""
         if len(body) > MAX_REQUEST_BODY:
             writeStoreError(request, 413, "request-too-large",
@@ -167,8 +167,8 @@ class RelayResource(Resource):
         headers = outboundHeaders(request)
         described = None
         if self.rules is not None:
-            described = yield self.rules.describe(request, body, headers)
-            verdict = yield self.rules.admit(described)
+            described = await maybeDeferred(self.rules.describe, request, body, headers)
+            verdict = await maybeDeferred(self.rules.admit, described)
             if isinstance(verdict, Deny):
                 for name, value in verdict.headers:
                     request.responseHeaders.setRawHeaders(name, [value])
@@ -176,18 +176,18 @@ class RelayResource(Resource):
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
         asked = self.clock.seconds()
-        response = yield self.upstream.request(
+        response = await self.upstream.request(
             request.method, url, headers, body if hasBody else None
         )
         if self.metrics is not None:
             self.metrics.upstreamAnswered(request.path, self.clock.seconds() - asked)
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
-            raw = yield self.upstream.readBody(response, what)
+            raw = await self.upstream.readBody(response, what)
             document = None
             if described is not None:
                 try:
-                    raw, document = yield self._amend(described, raw)
+                    raw, document = await self._amend(described, raw)
                 except RuleFailed as failed:
                     verdict = failed.verdict()
                     writeStoreError(request, verdict.code, verdict.errorCode, verdict.reason)
@@ -202,7 +202,7 @@ class RelayResource(Resource):
             self.remoteURLs.update(rewritten.remotes)
             for blob in rewritten.blobs:
                 try:
-                    yield self.recordBlob(blob)
+                    await maybeDeferred(self.recordBlob, blob)
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
             copyResponseHead(response, request, keepLength=False)
@@ -218,12 +218,11 @@ class RelayResource(Resource):
         if inflater is not None:
             request.responseHeaders.removeHeader(b"content-encoding")
         try:
-            yield relayBody(response, request, inflater)
+            await relayBody(response, request, inflater)
         except Exception:
             pass  # BodyRelay logged why and cut the client off; nothing to answer.
 
-    @inlineCallbacks
-    def _amend(self, described: Any, raw: bytes) -> Any:
+    async def _amend(self, described: Any, raw: bytes) -> tuple[bytes, Any]:
         """
         Let the rules amend a refresh, info or find answer; fire with the
         bytes to relay (upstream's own when nothing changed) and their
@@ -239,7 +238,7 @@ class RelayResource(Resource):
             answer = json.loads(raw)
         except ValueError:
             return raw, None  # the rewrite reports it
-        amended = yield getattr(self.rules, method)(described, answer)
+        amended = await maybeDeferred(getattr(self.rules, method), described, answer)
         if amended is None:
             return raw, answer
         return json.dumps(amended).encode("utf-8"), amended

@@ -14,8 +14,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from snapstore.httpheaders import addVia
-from snapstore.store.errors import writeStoreError
+from snapstore.http.headers import addVia
+from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.rewrite import REMOTE_PREFIX, RemoteURLs
 from snapstore.store.streaming import relayBody
@@ -62,7 +62,7 @@ class RemoteResource(Resource):
         headers = Headers()
         for name in (b"user-agent", b"if-none-match"):
             if request.requestHeaders.hasHeader(name):
-                headers.setRawHeaders(name, request.requestHeaders.getRawHeaders(name))
+                headers.setRawHeaders(name, request.requestHeaders.getRawHeaders(name, []))
         addVia(headers)
         requested = self.upstream.request(request.method, url.encode("ascii"), headers)
 
@@ -71,8 +71,8 @@ class RemoteResource(Resource):
             return relayBody(response, request)
 
         def failed(failure: Failure) -> None:
-            if failure.check(UpstreamError):
-                error = failure.value
+            error = failure.value
+            if isinstance(error, UpstreamError):
                 writeStoreError(request, error.status, error.code, error.message)
 
         requested.addCallback(relay).addErrback(failed)
@@ -102,7 +102,15 @@ class StoreRoot(Resource):
         self.local = dict(local or {})
         self.notFound = NotFoundResource()
 
-    def getChild(self, path: bytes, request: Request) -> IResource:
+    def mount(self, name: bytes, resource: IResource) -> None:
+        """
+        Serve C{resource} under C{/<name>/} beside the store API (a part
+        made around this root's own resources: the cluster's peer
+        endpoint around the download path).
+        """
+        self.local[name] = resource
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
         segments = [path] + request.postpath
         if segments[:4] == [b"api", b"v1", b"snaps", b"download"]:
             request.prepath.extend(request.postpath[:3])

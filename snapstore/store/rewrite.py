@@ -115,13 +115,17 @@ class URLRewriter:
             url=url,
             snapId=_text(context.get("snap-id")),
             snapName=_text(context.get("name")),
-            revision=context.get("revision") if isinstance(context.get("revision"), int) else 0,
+            revision=_int(context.get("revision")),
             architectures=tuple(
                 arch for arch in context.get("architectures") or () if isinstance(arch, str)
             ),
             seenAt=self.seenAt,
         )
         return local
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _text(value: Any) -> str:

@@ -23,7 +23,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from snapstore.store.compression import EncodingError, Inflater
-from snapstore.store.errors import writeStoreError
+from snapstore.http.storeerror import writeStoreError
 
 
 class BodyRelay(Protocol):
@@ -35,6 +35,11 @@ class BodyRelay(Protocol):
     @ivar inflater: undoes the body's C{Content-Encoding} on the way, for a
         client that does not accept it; C{None} relays the bytes as sent.
     """
+
+    #: A TCP transport (or TLS over one) once connected; Twisted types
+    #: it as an optional L{ITransport}, which lacks the producer and
+    #: abort methods used here.
+    transport: Any
 
     log = Logger()
 
@@ -80,8 +85,8 @@ class BodyRelay(Protocol):
         self._clientGone = True
         request.unregisterProducer()
         writeStoreError(request, 502, "upstream-bad-response", f"upstream answer {error}")
-        if not request.finished and request.transport is not None:
-            request.transport.abortConnection()
+        if not request.finished:
+            abortClient(request)
         if self.transport is not None:
             self.transport.stopProducing()
 
@@ -114,9 +119,18 @@ class BodyRelay(Protocol):
                 relayed=self.relayed,
                 reason=reason.getErrorMessage(),
             )
-            if request.transport is not None:
-                request.transport.abortConnection()
+            abortClient(request)
             self.done.errback(reason)
+
+
+def abortClient(request: Request) -> None:
+    """
+    Cut C{request}'s client off at once (no orderly close): the answer it
+    was getting is incomplete, and only an abort tells the client so.
+    """
+    transport: Any = request.transport
+    if transport is not None:
+        transport.abortConnection()
 
 
 def relayBody(response: IResponse, request: Request,

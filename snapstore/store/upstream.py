@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
+from twisted.internet.interfaces import IReactorTime
 
 from snapstore.store.compression import DecodedBody, EncodingError, Inflater, contentCodings
 
@@ -44,7 +45,7 @@ def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamErro
     """
     Turn a failed upstream request into the error the client should see.
     """
-    if failure.check(UpstreamError):
+    if isinstance(failure.value, UpstreamError):
         return failure.value
     if failure.check(TimeoutError, CancelledError, netError.TimeoutError):
         return UpstreamError(504, "upstream-timeout",
@@ -55,7 +56,7 @@ def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamErro
     if failure.check(netError.ConnectError, netError.ConnectionRefusedError):
         return UpstreamError(502, "upstream-unreachable",
                              f"cannot connect to the upstream store for {what}: {failure.getErrorMessage()}")
-    if failure.check(ResponseFailed):
+    if isinstance(failure.value, ResponseFailed):
         reasons = "; ".join(reason.getErrorMessage() or reason.type.__name__
                             for reason in failure.value.reasons)
         return UpstreamError(502, "upstream-bad-response",
@@ -73,7 +74,13 @@ class StoreUpstream:
 
     log = Logger()
 
-    def __init__(self, agent: IAgent, base: str, clock: Any, timeout: float) -> None:
+    def __init__(self, agent: IAgent, base: str, clock: IReactorTime, timeout: float,
+                 origin: str = "the upstream store") -> None:
+        """
+        @param origin: where answers come from, as errors that name it
+            should say (an offline node: its imported content).
+        """
+        self.origin = origin
         self.agent = agent
         self.base = base.encode("ascii")
         self.clock = clock
@@ -166,5 +173,8 @@ class _Discard(Protocol):
     Drops a body the proxy will not use, closing its connection.
     """
 
+    transport: Any
+
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        if self.transport is not None:
+            self.transport.stopProducing()

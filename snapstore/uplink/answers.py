@@ -153,10 +153,11 @@ class RelayedAnswers:
             return
         now = self.clock.seconds()
         architecture = architectureOf(headers)
+        # Keys a device may send as anything JSON: only strings name a pair.
         actions = {a.get("instance-key"): a for a in request.get("actions") or []
-                   if isinstance(a, dict)}
+                   if isinstance(a, dict) and isinstance(a.get("instance-key"), str)}
         context = {c.get("instance-key"): c for c in request.get("context") or []
-                   if isinstance(c, dict)}
+                   if isinstance(c, dict) and isinstance(c.get("instance-key"), str)}
         for installed in context.values():
             channel = deviceChannel(installed.get("tracking-channel"))
             if isinstance(installed.get("snap-id"), str) and channel is not None:
@@ -176,6 +177,8 @@ class RelayedAnswers:
             if number is None:
                 continue
             key = result.get("instance-key")
+            if not isinstance(key, str):
+                key = None
             action = actions.get(key) or {}
             channel = result.get("effective-channel") or action.get("channel")
             if channel is None and action.get("revision") is None:

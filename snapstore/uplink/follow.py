@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
+from snapstore.config import parseWindow
 from snapstore.state.records import deviceChannel
 from snapstore.store.rewrite import rewriteAnswer
 
@@ -44,27 +45,7 @@ FOLLOWS_FILE = "follows.json"
 #: the blob and its assertions for.
 FIELDS = ["architectures", "base", "confinement", "created-at", "download", "epoch",
           "name", "revision", "snap-id", "summary", "title", "type", "version"]
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _SNAP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
-
-
-def parseWindow(text: str) -> Optional[tuple[int, int]]:
-    """
-    C{HH:MM-HH:MM} to minutes after local midnight C{(start, end)}; an end
-    before the start wraps past midnight.  Empty: C{None} (any time).
-    """
-    if not text.strip():
-        return None
-    match = _WINDOW.match(text)
-    if match is None:
-        raise ValueError(f"not a window: {text!r} (use HH:MM-HH:MM, e.g. 01:00-05:00)")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
-        raise ValueError(f"not a window: {text!r} (hours 00-24, minutes 00-59)")
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if start == end:
-        raise ValueError(f"empty window: {text!r}")
-    return start, end
 
 
 def secondsUntilOpen(window: Optional[tuple[int, int]], now: float) -> float:
@@ -234,7 +215,11 @@ class Follower(Service):
         """
         if self._running is not None:
             waiter: Deferred[dict[str, Any]] = Deferred()
-            self._running.addBoth(lambda result: (waiter.callback(result), result)[1])
+            def relay(result: Any) -> Any:
+                waiter.callback(result)
+                return result
+
+            self._running.addBoth(relay)
             return waiter
         self._running = Deferred.fromCoroutine(self._round())
 
@@ -266,8 +251,8 @@ class Follower(Service):
         self.rounds += 1
         summary: dict[str, Any] = {"fetched": [], "cached": [], "failed": []}
         byArchitecture: dict[str, list[tuple[str, str, bool]]] = {}
-        for snap, channel, architecture, deps in self.wanted():
-            byArchitecture.setdefault(architecture, []).append((snap, channel, deps))
+        for snap, channel, architecture, withDependencies in self.wanted():
+            byArchitecture.setdefault(architecture, []).append((snap, channel, withDependencies))
         fills = []
         for architecture, items in sorted(byArchitecture.items()):
             seen: set[tuple[str, str]] = set()
@@ -281,7 +266,7 @@ class Follower(Service):
                                                   "error": str(error)})
                     break
                 seen.update((snap, channel) for snap, channel, _ in items)
-                deps = []
+                deps: list[tuple[str, str, bool]] = []
                 for (snap, channel, withDeps), result in zip(items, results):
                     entry = {"snap": snap, "channel": channel, "architecture": architecture}
                     if result.get("result") == "error" or "record" not in result:

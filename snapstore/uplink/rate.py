@@ -167,11 +167,11 @@ class ThrottledProtocol(Protocol):
         if self._joint is not None:
             self._joint.throttle(False)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         if self._resume is not None and self._resume.active():
             self._resume.cancel()
         self._resume = None
-        self.inner.connectionLost(reason)
+        self.inner.connectionLost(reason)  # type: ignore[arg-type]
 
 
 @implementer(IResponse)

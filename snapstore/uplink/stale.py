@@ -25,7 +25,7 @@ from io import BytesIO
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -114,6 +114,8 @@ class _Gather(Protocol):
     C{limit} bytes, the bound the relay puts on the answers it reads.
     """
 
+    transport: Any
+
     def __init__(self, limit: int, what: str) -> None:
         self.parts: list[bytes] = []
         self.size = 0
@@ -138,7 +140,7 @@ class _Gather(Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         if self.done.called:
             return
         if reason is None or reason.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
@@ -200,7 +202,7 @@ class StaleAgent:
             kind = classify(method, urlsplit(text[len(self.base) - 1:]).path)
         if kind is None:
             return self.live.request(method, uri, headers, bodyProducer)
-        return ensureDeferred(self._request(kind, method, uri, headers or Headers(),
+        return Deferred.fromCoroutine(self._request(kind, method, uri, headers or Headers(),
                                             bodyProducer))
 
     async def _request(self, kind: str, method: bytes, uri: bytes, headers: Headers,
@@ -220,7 +222,7 @@ class StaleAgent:
                 code = "upstream-timeout"
             else:
                 code = describeFailure(why, uri.decode("ascii", "replace"), self.deadline).code
-            self.health.failed(why.getErrorMessage() or why.type.__name__)
+            self.health.failed(why.getErrorMessage() or type(why.value).__name__)
             stale = await self._stale(kind, method, uri, headers, body, code)
             if stale is None:
                 if isinstance(error, _TooSlow):

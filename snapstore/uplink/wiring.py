@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_uplink -*-
 """
-Fitting the uplink's parts into the store endpoint (called by the
-composition root for a node that is not C{--offline}).
+The uplink's parts, built by the composition root for a node that is
+not C{--offline}: the stale-answering agent goes under the upstream
+client, the rate cap into the download resource, the follower among the
+services (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -38,48 +40,56 @@ class Uplink:
     throttle: Throttle
 
 
-def installUplink(reactor: Any, settings: Any, parts: Any) -> Uplink:
+@attrs.define
+class UplinkParts:
     """
-    Put the stale-answering agent under the shared upstream client, the
-    C{--upstream-rate} throttle on the download resource's fills, and the
-    follower among the parts' services; record the result in
-    C{parts.uplink}.
+    The uplink's parts that exist before the store endpoint: the health
+    record, the relayed answers, the rate cap on fills, the answers file;
+    L{agentFor} puts the stale-answering agent under the upstream client,
+    and L{finish} makes the follower once the download resource exists.
     """
-    counter = None
-    if getattr(parts, "metrics", None) is not None:
+
+    health: UplinkHealth
+    answers: RelayedAnswers
+    throttle: Throttle
+    serveStale: bool
+    services: list[Any]
+    clock: Any
+    base: str
+    staleDeadline: float
+
+    @classmethod
+    def fromSettings(cls, reactor: Any, settings: Any, metrics: Any) -> "UplinkParts":
         counter = Counter("snapstore_stale_answers",
                           "Answers given from relayed content while upstream failed, by kind.",
-                          ["kind"], registry=parts.metrics.registry)
-    health = UplinkHealth(reactor, counter, getattr(parts, "metrics", None))
-    answers = RelayedAnswers(reactor, settings.staleMaxAge)
-    if settings.serveStale:
-        parts.services.append(AnswersFile(reactor, answers,
-                                          os.path.join(settings.dataDir, ANSWERS_FILE)))
-    upstream = parts.upstream
-    upstream.agent = StaleAgent(upstream.agent, settings.upstream, answers, reactor,
-                                max(0.5, settings.upstreamTimeout * STALE_DEADLINE_SHARE),
-                                health, enabled=settings.serveStale)
-    throttle = makeThrottle(reactor, settings.upstreamRate)
-    download = _downloadOf(parts)
-    follower = None
-    follows = FollowList(os.path.join(settings.dataDir, FOLLOWS_FILE))
-    if download is not None:
-        if throttle:
-            download.throttle = throttle
-        follower = Follower(reactor, follows, upstream, download, parts.state.recordBlob,
+                          ["kind"], registry=metrics.registry)
+        health = UplinkHealth(reactor, counter, metrics)
+        answers = RelayedAnswers(reactor, settings.staleMaxAge)
+        services: list[Any] = []
+        if settings.serveStale:
+            services.append(AnswersFile(reactor, answers,
+                                        os.path.join(settings.dataDir, ANSWERS_FILE)))
+        return cls(health, answers, makeThrottle(reactor, settings.upstreamRate),
+                   settings.serveStale, services, reactor, settings.upstream,
+                   max(0.5, settings.upstreamTimeout * STALE_DEADLINE_SHARE))
+
+    def agentFor(self, live: Any) -> StaleAgent:
+        """
+        The agent the upstream client should use: C{live}, answering from
+        relayed content when upstream fails (C{--serve-stale}).
+        """
+        return StaleAgent(live, self.base, self.answers, self.clock, self.staleDeadline,
+                          self.health, enabled=self.serveStale)
+
+    def finish(self, reactor: Any, settings: Any, upstream: Any, download: Any,
+               state: Any) -> Uplink:
+        """
+        The follower (follows and prefetch through C{download}) and the
+        L{Uplink} the admin API shows.
+        """
+        follows = FollowList(os.path.join(settings.dataDir, FOLLOWS_FILE))
+        follower = Follower(reactor, follows, upstream, download, state.recordBlob,
                             settings.followInterval, parseWindow(settings.prefetchWindow),
-                            makeThrottle(reactor, settings.prefetchRate), answers.reported)
-        parts.services.append(follower)
-    parts.uplink = Uplink(health, answers, follows, follower, settings.serveStale, throttle)
-    return parts.uplink
-
-
-def _downloadOf(parts: Any) -> Any:
-    """
-    The L{DownloadResource} behind the store root (under the rules' gate
-    when there are rules), or C{None}.
-    """
-    download = getattr(parts.root, "download", None)
-    while download is not None and not hasattr(download, "prefetch"):
-        download = getattr(download, "download", None)
-    return download
+                            makeThrottle(reactor, settings.prefetchRate), self.answers.reported)
+        return Uplink(self.health, self.answers, follows, follower, self.serveStale,
+                      self.throttle)

@@ -1,0 +1,9 @@
+"""
+C{python3 -m snapstore.cli}: the C{snapstore} command.
+"""
+
+import sys
+
+from snapstore.cli import main
+
+sys.exit(main())
