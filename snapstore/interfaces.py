@@ -85,10 +85,11 @@ class IStateStore(Interface):
         @return: a Deferred firing with the previous L{Override} or C{None}.
         """
 
-    def deleteOverride(snapName, channel, actor, architecture=None):
+    def deleteOverride(snapName, channel, actor, architecture=None, group=""):
         """
         Remove pins of C{snapName} on C{channel} (for one architecture, or
-        all when C{None}), appending an audit row.
+        all when C{None}) of one scope (C{group}; C{""}: the pins for every
+        device), appending an audit row.
 
         @return: a Deferred firing with the list of removed L{Override}s.
         """
@@ -245,6 +246,13 @@ class IImportedContent(Interface):
         """
         @return: a Deferred firing with the
             L{snapstore.state.imported.ImportedAssertion} or C{None}.
+        """
+
+    def listImportedSequence(type, sequenceKey):
+        """
+        @return: a Deferred firing with every imported assertion of a
+            sequence-forming C{type} (C{validation-set}) whose primary key
+            is C{sequenceKey} plus a sequence number.
         """
 
 
@@ -696,4 +704,60 @@ class IFleetState(Interface):
         """
         @return: a Deferred firing with the id of the first bad delivery
             row, or C{None} when the chain is intact.
+        """
+
+
+class IPolicyState(Interface):
+    """
+    The change-control part of the state store (design.md section 9):
+    holds, approvals and when each revision was first seen on a channel.
+    Pins are L{IStateStore}'s overrides.  Every change is audited and
+    announced (kinds C{hold}, C{approval}) to every node.
+    """
+
+    def setHold(hold, actor):
+        """
+        Create or replace the hold of C{hold}'s snap, channel and group.
+
+        @param hold: a L{snapstore.state.policy.Hold}.
+        @return: a Deferred firing with the previous hold or C{None}.
+        """
+
+    def releaseHold(snapName, channel, group, actor):
+        """
+        Remove one hold (C{""} for every snap, channel, device).
+
+        @return: a Deferred firing with the removed hold or C{None}.
+        """
+
+    def listHolds():
+        """
+        @return: a Deferred firing with every L{snapstore.state.policy.Hold}.
+        """
+
+    def approve(approval, actor):
+        """
+        Record an L{snapstore.state.policy.Approval}.
+
+        @return: a Deferred firing with it.
+        """
+
+    def listApprovals(snapName=None):
+        """
+        @return: a Deferred firing with the approvals (of one snap).
+        """
+
+    def recordChannelRevisions(seen):
+        """
+        Note revisions seen on channels; the first time kept is never
+        moved.
+
+        @param seen: L{snapstore.state.policy.ChannelRevision}s.
+        @return: a Deferred firing with C{None}.
+        """
+
+    def channelHistory(snapName, channel, architecture):
+        """
+        @return: a Deferred firing with the L{ChannelRevision}s seen on one
+            channel for one architecture, oldest first.
         """

@@ -405,6 +405,7 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     from snapstore.admin.imports import ImportRoutes
     from snapstore.admin.nodes import NodeRoutes
     from snapstore.admin.overrides import OverrideRoutes
+    from snapstore.admin.policy import PolicyRoutes
     from snapstore.admin.router import Router
     from snapstore.admin.rulesaudit import RulesAuditService
     from snapstore.admin.service import makeAdminSite
@@ -427,13 +428,17 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     importer = Importer(reactor, parts.state, parts.cache, stagingDirectory(settings),
                         evict=not settings.offline, roots=importRoots(settings))
     overrides = OverrideRoutes(parts.state, parts.upstream)
+    fleet = FleetRoutes(reactor, parts.state, parts.upstream, parts.rules, devices)
     areas: list[Any] = [status, overrides, devices, cache, AuditRoutes(parts.state),
                         ImportRoutes(importer, parts.state, parts.cache),
                         # Devices, inventory, groups, what-would-refresh and
-                        # deliveries (snapstore.fleet); after devices and
-                        # overrides, whose two routes it takes over.
-                        FleetRoutes(reactor, parts.state, parts.upstream, parts.rules,
-                                    devices, overrides)]
+                        # deliveries (snapstore.fleet); after devices, whose
+                        # GET /v1/devices it takes over.
+                        fleet,
+                        # Pins with scope and expiry, holds, approvals
+                        # (snapstore.policy); after overrides and fleet, it
+                        # takes over the /v1/overrides routes.
+                        PolicyRoutes(reactor, parts.state, overrides, fleet)]
     # The cluster's nodes (snapstore.cluster), in the status too.
     nodes = NodeRoutes(store.cluster)
     status.addSection("nodes", nodes.section)

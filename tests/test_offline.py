@@ -372,6 +372,89 @@ class OfflineEndToEndTests(TestCase):
         with self.assertRaises(Exception):
             await self.request(b"GET", f"http://127.0.0.1:{self.forwardPort}/")
 
+    async def test_validationSetOffline(self) -> None:
+        """
+        C{export --validation-set ACCOUNT/NAME[=SEQUENCE]} carries the
+        validation-set assertion (a pinned sequence and the latest) and the
+        revisions it requires, which need be on no exported channel; the
+        offline node then answers snapd's calls (store-api.md 6.1 and 3.1):
+        C{/v2/assertions/validation-set/16/<account>/<name>} with
+        C{?sequence=N}, C{latest} or none, byte for byte what the store
+        signed, and installs of the required revisions.  (C{snap validate
+        --enforce} itself needs snapd's daemon, not available to these
+        tests; these are the store calls it makes.)
+        """
+        self.store.addValidationSet("canonical", "base-set", 1, [
+            {"name": "hello", "id": self.helloId, "presence": "required", "revision": "10"},
+            {"name": "tool", "id": self.toolId, "presence": "required", "revision": "5"},
+            {"name": "other", "id": "x" * 32, "presence": "invalid"}])
+        self.store.addValidationSet("canonical", "base-set", 2, [
+            {"name": "hello", "id": self.helloId, "presence": "required", "revision": "12"}])
+        bundle = os.path.abspath(self.mktemp())
+        out, err, code = await runCLI("export", "--validation-set", "canonical/base-set=1",
+                                      "--validation-set", "canonical/base-set", "--store",
+                                      self.online, "-o", bundle, "--json")
+        self.assertEqual(code, 0, err)
+        manifest = json.loads(out)
+        self.assertEqual(sorted((s["name"], [r["revision"] for r in s["revisions"]], s["channels"])
+                                for s in manifest["snaps"]),
+                         [("hello", [10, 12], []), ("tool", [5], [])])
+        self.assertIn(["16", "canonical", "base-set", "1"],
+                      [a["primary-key"] for a in manifest["assertions"]])
+        out, err, code = await self.importBundle(bundle)
+        self.assertEqual(code, 0, err)
+        base = self.offline + "v2/assertions/validation-set/16/canonical/base-set"
+        for query, sequence in (("?sequence=1", "1"), ("?sequence=2", "2"),
+                                ("?sequence=latest&max-format=0", "2"), ("", "2")):
+            code, headers, body = await self.request(b"GET", base + query)
+            self.assertEqual(code, 200, body)
+            self.assertEqual(body, self.store.assertions.validationSet(
+                "16", "canonical", "base-set", sequence))
+            self.assertEqual(headers.getRawHeaders(b"content-type"),
+                             [b"application/x.ubuntu.assertion"])
+        code, headers, body = await self.request(b"GET", base + "?sequence=3")
+        self.assertEqual((code, json.loads(body)["error-list"][0]["code"]), (404, "not-found"))
+        # The refresh-time check snapd makes for an enforced set: a
+        # fetch-assertions action by sequence key, pinned or "newer than".
+        key = ["16", "canonical", "base-set"]
+        code, _, body = await self.request(b"POST", self.offline + "v2/snaps/refresh", {
+            "context": [], "fields": [], "actions": [{
+                "action": "fetch-assertions", "key": "g1", "assertions": [
+                    {"type": "validation-set", "sequence-key": key, "sequence": 1},
+                    {"type": "validation-set", "sequence-key": key,
+                     "if-sequence-equal-or-newer-than": 1},
+                    {"type": "validation-set", "sequence-key": key,
+                     "if-sequence-equal-or-newer-than": 3},
+                    {"type": "validation-set", "sequence-key": ["16", "canonical", "none"],
+                     "sequence": 1}]}]})
+        self.assertEqual(code, 200, body)
+        [result] = json.loads(body)["results"]
+        self.assertEqual(result["assertion-stream-urls"], [base + "?sequence=1",
+                                                           base + "?sequence=2"])
+        self.assertEqual([e["code"] for e in result["error-list"]], ["not-found"])
+        code, _, body = await self.request(b"GET", result["assertion-stream-urls"][1])
+        self.assertEqual(body, self.store.assertions.validationSet(
+            "16", "canonical", "base-set", "2"))
+        code, headers, body = await self.request(
+            b"GET", self.offline + "v2/assertions/validation-set/16/canonical/other-set")
+        self.assertEqual(code, 404)
+        for name, revision in (("hello", 10), ("hello", 12), ("tool", 5)):
+            result = await self.install(self.offline, name, "stable", revision=revision)
+            self.assertEqual((result["result"], result["snap"]["revision"]),
+                             ("install", revision), result)
+            response = await self.agent.request(b"GET",
+                                                result["snap"]["download"]["url"].encode())
+            blob = await readBody(response)
+            self.assertEqual((response.code, len(blob)),
+                             (200, result["snap"]["download"]["size"]))
+        self.assertEqual(self.trap.connections, 0)
+        out, err, code = await runCLI("export", "--validation-set", "canonical/nothing",
+                                      "--store", self.online, "-o", bundle + ".2")
+        self.assertEqual(code, 5, err)
+        self.assertIn(b"no validation set canonical/nothing", err)
+        out, err, code = await runCLI("export", "--validation-set", "base-set", "-o", bundle)
+        self.assertEqual(code, 2, err)
+
     async def test_snapDownload(self) -> None:
         """
         Stock C{snap download} against the offline node gets the exact bytes

@@ -71,7 +71,7 @@ class MemoryState:
         except ValueError:
             return fail()
         override = attrs.evolve(override, channel=channel)
-        key = (override.snapName, channel, override.architecture)
+        key = (override.snapName, channel, override.architecture, override.group)
         previous = self.overrides.get(key)
         self.overrides[key] = override
         self.audit.append((actor, "override.set", f"snap:{override.snapName}",
@@ -81,12 +81,13 @@ class MemoryState:
         return succeed(previous)
 
     def deleteOverride(self, snapName: str, channel: str, actor: str,
-                       architecture: Any = None) -> Any:
+                       architecture: Any = None, group: str = "") -> Any:
         channel = normaliseChannel(channel)
         removed = [o for k, o in sorted(self.overrides.items())
-                   if k[:2] == (snapName, channel) and architecture in (None, k[2])]
+                   if k[:2] == (snapName, channel) and architecture in (None, k[2])
+                   and k[3] == group]
         for override in removed:
-            del self.overrides[(snapName, channel, override.architecture)]
+            del self.overrides[(snapName, channel, override.architecture, group)]
         self.audit.append((actor, "override.delete", f"snap:{snapName}", removed, None))
         self._tell({"kind": "override", "snapName": snapName, "channel": channel,
                     "architecture": architecture})

@@ -28,7 +28,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from snapstore.interfaces import IFleetState, IStateStore
+from snapstore.interfaces import IFleetState, IPolicyState, IStateStore
+from snapstore.state.policy import Approval, ChannelRevision, Hold
 from snapstore.state.fleet import (
     Delivery,
     DeviceGroup,
@@ -275,6 +276,80 @@ class StateStoreContractMixin:
             ["hello", "hello"],
         )
         self.assertEqual(await store.listOverrides("nothing"), [])
+
+    @asyncTest
+    async def test_scopedExpiringOverrides(self) -> None:
+        """
+        A pin for a group is kept beside the global pin of the same snap,
+        channel and architecture, with its expiry and reason;
+        C{deleteOverride} with a group removes only that group's pin; the
+        audit rows carry scope, expiry and reason.
+        """
+        store = await self.started()
+        await store.setOverride(Override("hello", "stable", 1, "amd64"), "alice")
+        await store.setOverride(Override("hello", "stable", 2, "amd64", group="canary",
+                                         until=T0 + 60, reason="audit"), "alice")
+        pins = await store.listOverrides("hello")
+        self.assertEqual([(p.group, p.revision, p.until, p.reason) for p in pins],
+                         [("", 1, None, ""), ("canary", 2, T0 + 60, "audit")])
+        self.assertFalse(pins[1].expired(T0 + 59))
+        self.assertTrue(pins[1].expired(T0 + 60))
+        entries = await store.listAudit()
+        self.assertEqual(entries[-1].after["group"], "canary")
+        self.assertEqual(entries[-1].after["reason"], "audit")
+        self.assertNotIn("group", entries[-2].after)
+        removed = await store.deleteOverride("hello", "stable", "bob", group="canary")
+        self.assertEqual([p.revision for p in removed], [2])
+        self.assertEqual([p.revision for p in await store.listOverrides()], [1])
+
+    @asyncTest
+    async def test_holdsApprovalsHistory(self) -> None:
+        """
+        Holds are keyed by snap, channel and group and replaced in place;
+        releasing one returns it (C{None} when there is none); approvals
+        are kept per snap, revision and group; the first sighting of a
+        revision on a channel is kept, never moved; every change is
+        audited and announced.
+        """
+        store = await self.started()
+        events: list[Any] = []
+        store.observeChanges(events.append)
+        self.assertIsNone(await store.setHold(Hold("hello", "", "", 3600.0, "soak"), "alice"))
+        self.clock.advance(10)
+        previous = await store.setHold(Hold("hello", "", "", None, "qa"), "alice")
+        self.assertEqual(previous.holdFor, 3600.0)
+        # Replaced, a hold keeps its start: what was new under it stays new.
+        self.assertEqual([h.createdAt for h in await store.listHolds()], [T0])
+        await store.setHold(Hold("", "latest/stable", "line", 60.0), "alice")
+        holds = await store.listHolds()
+        self.assertEqual([(h.snapName, h.channel, h.group, h.holdFor, h.untilApproved)
+                          for h in holds],
+                         [("", "latest/stable", "line", 60.0, False),
+                          ("hello", "", "", None, True)])
+        gone = await store.releaseHold("", "latest/stable", "line", "bob")
+        self.assertEqual(gone.group, "line")
+        self.assertIsNone(await store.releaseHold("", "latest/stable", "line", "bob"))
+        await store.approve(Approval("hello", 12, "", "QA ticket 7"), "carol")
+        await store.approve(Approval("hello", 12, "line"), "carol")
+        self.assertEqual([(a.revision, a.group) for a in await store.listApprovals("hello")],
+                         [(12, ""), (12, "line")])
+        self.assertEqual(await store.listApprovals("other"), [])
+        await store.recordChannelRevisions([ChannelRevision("hello", "latest/stable",
+                                                            "amd64", 10)])
+        self.clock.advance(30)
+        await store.recordChannelRevisions([
+            ChannelRevision("hello", "latest/stable", "amd64", 10),
+            ChannelRevision("hello", "latest/stable", "amd64", 12)])
+        history = await store.channelHistory("hello", "latest/stable", "amd64")
+        self.assertEqual([(c.revision, c.firstSeen) for c in history],
+                         [(10, T0 + 10), (12, T0 + 40)])
+        self.assertEqual(await store.channelHistory("hello", "latest/edge", "amd64"), [])
+        actions = [e.action for e in await store.listAudit()]
+        self.assertEqual(actions, ["hold.set", "hold.set", "hold.set", "hold.release",
+                                   "approve", "approve"])
+        self.assertEqual((await store.listAudit())[-2].after["reason"], "QA ticket 7")
+        self.assertEqual({e["kind"] for e in events}, {"hold", "approval"})
+        self.assertTrue(verifyObject(IPolicyState, store))
 
     @asyncTest
     async def test_overrideDelete(self) -> None:
@@ -763,12 +838,23 @@ class StateStoreContractMixin:
             if version >= 1:
                 await old.recordBlob(blob())
                 await old.appendAudit("alice", "note", "t", None, version)
+                # A pin as the schema of that version stores it.
+                await old.close()
+                self.rawExecute(database, "INSERT INTO overrides (snap_name, channel,"
+                                " architecture, revision, snap_id, created_at) VALUES"
+                                " ('pinned', 'latest/stable', 'amd64', 3, '', 1)")
             await old.close()
             new = await self.started(database)
             self.assertEqual(await new.schemaVersion(), LATEST)
             if version >= 1:
                 self.assertEqual(await new.getBlob(blob().name),
                                  blob(seenAt=T0))
+                # Pins made before change control apply to everyone, forever.
+                [pin] = await new.listOverrides("pinned")
+                self.assertEqual((pin.revision, pin.group, pin.until, pin.reason),
+                                 (3, "", None, ""))
+            await new.setHold(Hold("n", "", "", 60.0, "soak"), "admin")
+            self.assertEqual(len(await new.listHolds()), 1)
             await new.recordSession(DeviceSession("d", "a/b/c"))
             self.assertEqual((await new.getSession("d")).identity, "a/b/c")
             await new.setSetting("device-limit", 5, "admin")

@@ -10,12 +10,12 @@ The admin API's fleet routes (docs/architecture.md)::
     GET    /v1/groups/NAME                         the group and its members
     DELETE /v1/groups/NAME                         delete it (audited)
     GET    /v1/what-would-refresh[?snap=&group=]   what a refresh would change now
-    POST   /v1/overrides/SNAP?dry-run=1            the same report, with the pins set
+    (the change-control dry runs answer the same report: snapstore.admin.policy)
     GET    /v1/deliveries[?device=&snap=&since=]   the delivery record
     GET    /v1/deliveries/verify                   check its hash chain
 
 The composition root registers them on the admin router after the
-devices and overrides areas (whose two routes they take over), so
+devices area (whose C{GET /v1/devices} they take over), so
 they share its authorisation, error shape and access log.  The fleet logic
 is L{snapstore.fleet}'s; this module only speaks HTTP.
 """
@@ -28,10 +28,9 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.admin.devices import CONNECTED_WINDOW, DeviceRoutes
-from snapstore.admin.overrides import OverrideRoutes
 from snapstore.admin.router import APIError, Router, readJSON
 from snapstore.fleet.groups import GroupDirectory, GroupError, checkName, checkSelectors, groupsOf
-from snapstore.fleet.whatwould import WhatWouldRefresh, withProposedOverrides
+from snapstore.fleet.whatwould import WhatWouldRefresh
 from snapstore.rules.engine import RuleSet
 from snapstore.state import audit
 from snapstore.state.fleet import SELECTOR_KINDS, DeviceGroup
@@ -101,19 +100,17 @@ class FleetRoutes:
     """
 
     def __init__(self, clock: IReactorTime, state: Any, upstream: Any, rules: Any,
-                 devices: DeviceRoutes, overrides: OverrideRoutes) -> None:
+                 devices: DeviceRoutes) -> None:
         """
         @param rules: the L{snapstore.rules.service.RulesService} (its
             device groups, and the rule set what-would-refresh asks), or
             C{None}.
         @param devices: the devices area (connected count and limit).
-        @param overrides: the overrides area (pins checked upstream).
         """
         self.clock = clock
         self.state = state
         self.rules = rules
         self.devicesArea = devices
-        self.overrides = overrides
         groups = rules.groups if rules is not None else None
         self.directory = groups if groups is not None else GroupDirectory(state)
         self.planner = WhatWouldRefresh(upstream, self.directory.groupsFor)
@@ -121,8 +118,7 @@ class FleetRoutes:
     def register(self, router: Router) -> None:
         """
         Add the fleet routes; they take over C{GET /v1/devices} (the DEVICE
-        shape of docs/architecture.md) and C{POST /v1/overrides/SNAP}
-        (adding C{?dry-run=1}) from the devices and overrides areas.
+        shape of docs/architecture.md) from the devices area.
         """
         router.add(b"GET", ("v1", "devices"), self.devices)
         router.add(b"GET", ("v1", "devices", "*"), self.device)
@@ -132,7 +128,6 @@ class FleetRoutes:
         router.add(b"PUT", ("v1", "groups", "*"), self.putGroup)
         router.add(b"DELETE", ("v1", "groups", "*"), self.deleteGroup)
         router.add(b"GET", ("v1", "what-would-refresh"), self.whatWouldRefresh)
-        router.add(b"POST", ("v1", "overrides", "*"), self.setOverrides)
         router.add(b"GET", ("v1", "deliveries"), self.deliveries)
         router.add(b"GET", ("v1", "deliveries", "verify"), self.verifyDeliveries)
 
@@ -243,18 +238,6 @@ class FleetRoutes:
 
     async def whatWouldRefresh(self, request: Any, caller: Any) -> tuple[int, Any]:
         return 200, await self._report(request, self._ruleSet(), self._arg(request, b"snap"))
-
-    async def setOverrides(self, request: Any, caller: Any, snapName: str) -> tuple[int, Any]:
-        """
-        C{?dry-run=1}: resolve the pins as a real override would, and report
-        what a refresh would change with them set; nothing is written.
-        Without it, the admin API's own handler.
-        """
-        if self._arg(request, b"dry-run") not in ("1", "yes", "true"):
-            return await self.overrides.setOverrides(request, caller, snapName)
-        resolved = await self.overrides.resolveOverrides(request, snapName)
-        ruleSet = withProposedOverrides(self._ruleSet(), resolved)
-        return 200, await self._report(request, ruleSet, snapName)
 
     # -- deliveries --------------------------------------------------------------
 

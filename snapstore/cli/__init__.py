@@ -55,7 +55,7 @@ from snapstore.cli.format import (
     parseTime,
 )
 from snapstore.cli.offline import addVerbs
-from snapstore.cli.overrides import cmdDeleteOverride, cmdListOverrides, cmdOverride
+from snapstore.cli.policy import addVerbs as addPolicyVerbs
 from snapstore.cli.status import cmdCheckConnections, cmdClientConfig, cmdStatus
 from snapstore.cli.uplink import addVerbs as addUplinkVerbs
 
@@ -95,16 +95,9 @@ def makeParser() -> argparse.ArgumentParser:
 
     verb("status", cmdStatus, "version, uptime, health, devices, cache, overrides")
     verb("check-connections", cmdCheckConnections, "check that upstream and the database answer")
-    sub = verb("override", cmdOverride, "pin a snap's channels to revisions")
-    sub.add_argument("snap")
-    sub.add_argument("pins", nargs="+", metavar="CHANNEL=REVISION")
-    sub.add_argument("--dry-run", action="store_true",
-                     help="change nothing: print what a refresh would change with these pins")
-    sub = verb("list-overrides", cmdListOverrides, "list a snap's overrides (all when no SNAP)")
-    sub.add_argument("snap", nargs="?")
-    sub = verb("delete-override", cmdDeleteOverride, "delete a snap's override on channels")
-    sub.add_argument("snap")
-    sub.add_argument("channels", nargs="+", metavar="CHANNEL")
+    # Change control: override, list-overrides, delete-override, hold,
+    # holds, release-hold, approve (snapstore.policy).
+    addPolicyVerbs(verb)
     sub = verb("device-limit", cmdDeviceLimit,
                "set how many devices may use the proxy (all nodes): N, none, or reset "
                "to the rules.d value")

@@ -3,7 +3,7 @@
 The C{snapstore} command's fleet verbs (docs/architecture.md): C{devices},
 C{device}, C{inventory}, C{group}, C{what-would-refresh} and
 C{deliveries}, registered by L{addVerbs} from L{snapstore.cli.makeParser};
-and the C{--dry-run} report of C{override}.
+and the report C{--dry-run} prints (L{printChanges}).
 
 Like every verb they speak to the admin API only; C{--json} prints the
 API's document exactly.
@@ -198,19 +198,6 @@ def printChanges(answer: dict[str, Any], options: argparse.Namespace, out: TextI
 def cmdWhatWouldRefresh(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/v1/what-would-refresh", query={
         "snap": options.snap, "group": options.group})
-    return printChanges(answer, options, out)
-
-
-def dryRunOverride(client: Any, options: argparse.Namespace, channelMap: list[Any],
-                   out: TextIO) -> int:
-    """
-    C{snapstore override SNAP CHANNEL=REVISION... --dry-run}: what a
-    refresh would change with these pins set; nothing is set.
-    """
-    answer = client.call("POST", f"/v1/overrides/{quote(options.snap)}",
-                         {"channel-map": channelMap}, query={"dry-run": "1"})
-    if not options.json:
-        out.write(f"Dry run: nothing changed. With these pins, a refresh would change:\n")
     return printChanges(answer, options, out)
 
 

@@ -21,6 +21,8 @@ from snapstore.cli.client import (
 from snapstore.cli.format import dumpJSON, table
 from snapstore.offline.bundle import BundleError, readManifest
 from snapstore.offline.export import ExportError, Progress, StoreClient, export, parseSpec
+from snapstore.offline.validationsets import ValidationSetError
+from snapstore.offline.validationsets import parseSpec as parseValidationSet
 
 STORE_ENV = "SNAPSTORE_STORE"
 DEFAULT_STORE = "http://127.0.0.1:8000/"
@@ -32,8 +34,12 @@ def addVerbs(verb: Any) -> None:
     """
     sub = verb("export", cmdExport,
                "write a bundle of snaps (blobs, metadata, assertions) for an offline node")
-    sub.add_argument("snaps", nargs="+", metavar="SNAP[=CHANNEL]",
+    sub.add_argument("snaps", nargs="*", metavar="SNAP[=CHANNEL]",
                      help="a snap and channel (default stable); CHANNEL may be a comma list")
+    sub.add_argument("--validation-set", action="append", default=[], dest="validation_sets",
+                     metavar="ACCOUNT/NAME[=SEQUENCE]",
+                     help="also carry this validation set (default: its latest sequence) "
+                          "and the snap revisions it requires (repeatable)")
     sub.add_argument("--arch", action="append", dest="architectures", metavar="ARCH",
                      help="architecture to export (repeatable) [default: amd64]")
     sub.add_argument("--since", metavar="MANIFEST",
@@ -55,14 +61,18 @@ def addVerbs(verb: Any) -> None:
 def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     try:
         specs = [pair for spec in options.snaps for pair in parseSpec(spec)]
+        validationSets = [parseValidationSet(text) for text in options.validation_sets]
         since = readManifest(options.since) if options.since else None
-    except (ExportError, BundleError) as error:
+    except (ExportError, BundleError, ValidationSetError) as error:
         raise CommandError(str(error), EXIT_USAGE)
+    if not specs and not validationSets:
+        raise CommandError("name at least one SNAP or --validation-set", EXIT_USAGE)
     architectures = options.architectures or ["amd64"]
     store = StoreClient(options.store or _nodeStoreURL(options), timeout=options.timeout)
     try:
         manifest = export(store, specs, architectures, options.output, since=since,
-                          withDeps=options.with_deps, progressOut=sys.stderr)
+                          withDeps=options.with_deps, progressOut=sys.stderr,
+                          validationSets=validationSets)
     except ExportError as error:
         raise CommandError(error.message, EXIT_UNREACHABLE if error.unreachable
                            else EXIT_REFUSED)
@@ -79,6 +89,10 @@ def cmdExport(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         for channel in snap["channels"]:
             out.write(f"  {snap['name']} {channel['channel']} {channel['architecture']} "
                       f"revision {channel['revision']}\n")
+    for assertion in manifest["assertions"]:
+        if assertion["type"] == "validation-set":
+            _, account, name, sequence = assertion["primary-key"]
+            out.write(f"  validation set {account}/{name} sequence {sequence}\n")
     return EXIT_OK
 
 

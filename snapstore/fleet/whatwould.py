@@ -15,9 +15,10 @@ Devices that would send the same question (same architecture, groups and
 installed set) share one upstream call, so a fleet of identical devices
 costs one call per distinct installed set.
 
-A proposed change (C{snapstore override ... --dry-run}) is evaluated by
-giving the same rules a view of the pins in which the proposal is already
-made (L{withProposedOverrides}); nothing is written.
+A proposed change (C{snapstore override ... --dry-run}, C{hold ...
+--dry-run}) is evaluated by giving the same rules a view of the pins and
+holds in which the proposal is already made (L{withProposedPolicy});
+nothing is written.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from twisted.web.http_headers import Headers
 
 from snapstore.rules.engine import RuleSet
-from snapstore.rules.overrides import OverrideRule, OverrideTable
+from snapstore.policy.table import ProposedPolicy
+from snapstore.rules.overrides import OverrideRule
 from snapstore.rules.values import DeviceIdentity, StoreRequest
 from snapstore.state.fleet import FleetDevice
 
@@ -37,37 +39,19 @@ REFRESH_PATH = "/v2/snaps/refresh"
 FIELDS = ["revision", "snap-id", "name", "version", "architectures"]
 
 
-class ProposedOverrides(OverrideTable):
+def withProposedPolicy(ruleSet: RuleSet, pins: Sequence[Any] = (), holds: Sequence[Any] = (),
+                       released: Sequence[Any] = (), approvals: Sequence[Any] = ()) -> RuleSet:
     """
-    The pins in force, with C{proposed} ones set on top (replacing any on
-    the same snap, channel and architecture); reads only.
-    """
-
-    def __init__(self, table: OverrideTable, proposed: Sequence[Any]) -> None:
-        self.table = table
-        self.proposed = list(proposed)
-
-    async def overrides(self) -> list[Any]:
-        current = await self.table.overrides()
-        replaced = {(o.snapName, o.channel, o.architecture) for o in self.proposed}
-        return self.proposed + [o for o in current
-                                if (o.snapName, o.channel, o.architecture) not in replaced]
-
-    def close(self) -> None:
-        pass
-
-
-def withProposedOverrides(ruleSet: RuleSet, proposed: Sequence[Any]) -> RuleSet:
-    """
-    A rule set like C{ruleSet} in which the override rules see C{proposed}
-    as already set.  The rules are shallow copies: nothing of the running
-    set changes.
+    A rule set like C{ruleSet} in which the override rules see the proposed
+    pins, holds, released holds (C{(snap, channel, group)} keys) and
+    approvals as already made (L{ProposedPolicy}).  The rules are shallow
+    copies: nothing of the running set changes.
     """
     rules = []
     for rule in ruleSet.rules:
         if isinstance(rule, OverrideRule):
             rule = copy.copy(rule)
-            rule.table = ProposedOverrides(rule.table, proposed)
+            rule.table = ProposedPolicy(rule.table, pins, holds, released, approvals)
         rules.append(rule)
     return RuleSet(rules, ruleSet.files)
 

@@ -149,14 +149,20 @@ class StoreClient:
             raise ExportError(f"{what}: the store answered HTTP {response.status} "
                               f"without JSON")
 
-    def refresh(self, name: str, channel: str, architecture: str) -> dict[str, Any]:
+    def refresh(self, name: str, channel: str, architecture: str,
+                revision: Optional[int] = None) -> dict[str, Any]:
         """
-        What an install of C{name} from C{channel} on C{architecture} gets.
+        What an install of C{name} from C{channel} on C{architecture} gets
+        (of C{revision} when given, as C{snap download --revision}).
         """
+        action: dict[str, Any] = {"action": "install", "instance-key": "install-1",
+                                  "name": name, "channel": channel, "epoch": None}
+        if revision is not None:
+            action = {"action": "download", "instance-key": "download-1", "name": name,
+                      "revision": revision, "epoch": None}
         body = json.dumps({
             "context": [],
-            "actions": [{"action": "install", "instance-key": "install-1", "name": name,
-                         "channel": channel, "epoch": None}],
+            "actions": [action],
             "fields": REFRESH_FIELDS,
         }).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json",
@@ -186,12 +192,18 @@ class StoreClient:
             raise ExportError(f"info {name}: {_errors(answer) or response.status}")
         return answer
 
-    def assertion(self, type: str, key: Sequence[str]) -> Optional[bytes]:
+    def assertion(self, type: str, key: Sequence[str],
+                  sequence: Optional[str] = None) -> Optional[bytes]:
         """
         One assertion's text, or C{None} when the store has none.
+
+        @param sequence: for sequence-forming types (C{validation-set}),
+            C{latest} or a number; C{key} is then the sequence key.
         """
         path = "/".join([type] + [urllib.parse.quote(k, safe="") for k in key])
         url = f"{self.base}v2/assertions/{path}?max-format={MAX_FORMATS.get(type, 0)}"
+        if sequence is not None:
+            url += "&sequence=" + urllib.parse.quote(sequence, safe="")
         response = self._request("GET", url, {"Accept": "application/x.ubuntu.assertion"})
         with response:
             body = response.read()
@@ -275,18 +287,25 @@ def parseSpec(spec: str) -> list[tuple[str, str]]:
 def export(client: StoreClient, specs: Sequence[tuple[str, str]],
            architectures: Sequence[str], output: str, since: Optional[dict[str, Any]] = None,
            withDeps: bool = False, progressOut: Optional[IO[str]] = None,
-           now: Optional[float] = None) -> dict[str, Any]:
+           now: Optional[float] = None,
+           validationSets: Sequence[Any] = ()) -> dict[str, Any]:
     """
     Write a bundle of C{specs} for C{architectures} to C{output}.
 
     @param since: a previous bundle's manifest: blobs and assertions it
         carried (same digest) are left out.
+    @param validationSets: L{snapstore.offline.validationsets.ValidationSetSpec}s:
+        each one's assertion goes in, with the revisions it requires (its
+        required snaps without a revision: their stable channel).
     @return: the manifest written.
     """
     now = time.time() if now is None else now
     progressOut = progressOut if progressOut is not None else sys.stderr
     snaps: dict[str, dict[str, Any]] = {}
     queue = list(specs)
+    extraTexts, pinned = _validationSets(client, validationSets)
+    queue += [(requirement.name, "stable") for requirement in pinned if
+              requirement.revision is None]
     seen: set[tuple[str, str]] = set()
     while queue:
         name, channel = queue.pop(0)
@@ -323,13 +342,16 @@ def export(client: StoreClient, specs: Sequence[tuple[str, str]],
                                             "size": download["size"], "snap": snap}
             if withDeps:
                 queue += [(dependency, "stable") for dependency in dependencies(snap)]
+    for requirement in pinned:
+        if requirement.revision is not None:
+            _addRevision(client, snaps, requirement.name, requirement.revision, architectures)
     carried = {blob["sha3-384"] for blob in (since or {}).get("blobs", [])}
     carriedAssertions = {(a["path"], a["sha3-384"]) for a in (since or {}).get("assertions", [])}
     work = tempfile.mkdtemp(prefix=".snapstore-export-",
                             dir=os.path.dirname(os.path.abspath(output)))
     try:
         blobs, blobFiles = _downloadBlobs(client, snaps, carried, work, progressOut)
-        texts = _fetchChain(client, snaps)
+        texts = _fetchChain(client, snaps, extraTexts)
         assertions = []
         for path in sorted(texts):
             digest = hashlib.sha3_384(texts[path]).hexdigest()
@@ -388,14 +410,81 @@ def _downloadBlobs(client: StoreClient, snaps: dict[str, Any], carried: set[str]
     return blobs, files
 
 
-def _fetchChain(client: StoreClient, snaps: dict[str, Any]) -> dict[str, bytes]:
+def _validationSets(client: StoreClient, specs: Sequence[Any]) -> tuple[dict[str, bytes],
+                                                                        list[Any]]:
+    """
+    Fetch each validation set asked for.
+
+    @return: the assertions by bundle path, and the snaps they require.
+    """
+    from snapstore.offline.validationsets import ValidationSetError, requirements
+
+    texts: dict[str, bytes] = {}
+    required = []
+    for spec in specs:
+        wanted = "latest" if spec.sequence is None else str(spec.sequence)
+        text = client.assertion("validation-set", spec.key, sequence=wanted)
+        where = f"{spec.account}/{spec.name}" + (f"={spec.sequence}" if spec.sequence else "")
+        if text is None:
+            raise ExportError(f"the store has no validation set {where}")
+        parsed = parseAssertion(text)
+        texts[assertionPath(parsed.type, parsed.primaryKey)] = text
+        try:
+            found = requirements(text)
+        except ValidationSetError as error:
+            raise ExportError(f"validation set {where}: {error}")
+        required += [r for r in found if r.presence == "required"]
+    return texts, required
+
+
+def _addRevision(client: StoreClient, snaps: dict[str, Any], name: str, revision: int,
+                 architectures: Sequence[str]) -> None:
+    """
+    Add one revision a validation set requires (for each of
+    C{architectures} it was built for) to C{snaps}, with no channel.
+    """
+    for architecture in architectures:
+        try:
+            result = client.refresh(name, "stable", architecture, revision=revision)
+        except ExportError:
+            continue  # not built for this architecture
+        snap = dict(result["snap"], media=[])
+        download = snap["download"] = dict(snap.get("download") or {}, deltas=[])
+        entry = snaps.get(snap["snap-id"])
+        if entry is None:
+            info = client.info(name)
+            entry = snaps[snap["snap-id"]] = {
+                "name": snap["name"], "snap-id": snap["snap-id"], "channels": [],
+                "revisions": {},
+                "info": {"snap": dict(info.get("snap") or {}, media=[]),
+                         "default-track": info.get("default-track")}}
+        entry["revisions"][revision] = {"revision": revision,
+                                        "sha3-384": download["sha3-384"].lower(),
+                                        "size": download["size"], "snap": snap}
+        return
+    raise ExportError(f"{name} revision {revision}, required by a validation set, is not "
+                      f"available for {', '.join(architectures)}")
+
+
+def _fetchChain(client: StoreClient, snaps: dict[str, Any],
+                extra: Optional[dict[str, bytes]] = None) -> dict[str, bytes]:
     """
     Every assertion a device needs to verify the snaps: each revision's
     C{snap-revision}, each snap's C{snap-declaration}, and the accounts and
-    account keys they name, up to the compiled-in root.
+    account keys they name, up to the compiled-in root; and those of the
+    C{extra} assertions (validation sets), which are included.
     """
     texts: dict[str, bytes] = {}
     pending: list[tuple[str, tuple[str, ...], bool]] = []
+    for path, extraText in (extra or {}).items():
+        parsed = parseAssertion(extraText)
+        texts[path] = extraText
+        if parsed.signKey not in TRUSTED_KEYS:
+            pending.append(("account-key", (parsed.signKey,), True))
+        for header in ("authority-id", "account-id"):
+            account = parsed.headers.get(header)
+            if account and account not in TRUSTED_ACCOUNTS:
+                pending.append(("account", (account,), True))
     for entry in snaps.values():
         pending.append(("snap-declaration", ("16", entry["snap-id"]), True))
         for described in entry["revisions"].values():

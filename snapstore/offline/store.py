@@ -34,6 +34,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from snapstore.http.storeerror import storeErrorDocument
+from snapstore.offline.validationsets import latest
 from snapstore.state.records import RISKS, deviceChannel
 
 #: The API level answered in C{Snap-Store-Version} (that of the fake store,
@@ -240,7 +241,7 @@ class LocalStoreAgent:
         if method == b"GET" and segments == ["v2", "snaps", "find"]:
             return await self._find(headers, query)
         if method == b"GET" and segments[:2] == ["v2", "assertions"] and len(segments) > 3:
-            return await self._assertion(segments[2], segments[3:])
+            return await self._assertion(segments[2], segments[3:], query)
         if method == b"GET" and segments == ["v2", "snaps", "categories"]:
             return self._json({"categories": []})
         if method == b"GET" and segments == ["api", "v1", "snaps", "sections"]:
@@ -353,11 +354,15 @@ class LocalStoreAgent:
         return result
 
     async def _fetchAssertions(self, action: dict[str, Any]) -> dict[str, Any]:
-        urls, errors = [], []
+        urls: list[str] = []
+        errors: list[Any] = []
         for wanted in action.get("assertions") or []:
             if not isinstance(wanted, dict):
                 continue
             kind = str(wanted.get("type", ""))
+            if "sequence-key" in wanted:
+                await self._fetchSequence(kind, wanted, urls, errors)
+                continue
             primary = [str(p) for p in wanted.get("primary-key") or []]
             found = await self.state.getImportedAssertion(kind, primary) if primary else None
             if found is None:
@@ -374,6 +379,36 @@ class LocalStoreAgent:
         if errors:
             result["error-list"] = errors
         return result
+
+    async def _fetchSequence(self, kind: str, wanted: dict[str, Any], urls: list[str],
+                             errors: list[Any]) -> None:
+        """
+        A sequence-forming assertion (C{validation-set}) asked for by
+        C{sequence-key}: the pinned C{sequence}, or the latest imported
+        when it is at least C{if-sequence-equal-or-newer-than} (and, at
+        that very sequence, newer than C{if-newer-than}); store-api.md 3.1.
+        """
+        key = [str(p) for p in wanted.get("sequence-key") or []]
+        candidates = await self.state.listImportedSequence(kind, key) if key else []
+        pinned = wanted.get("sequence")
+        if isinstance(pinned, int):
+            candidates = [c for c in candidates if c.primaryKey[-1] == str(pinned)]
+        found = latest(candidates)
+        if found is None:
+            errors.append({"code": "not-found", "message": "not found", "type": kind,
+                           "sequence-key": key})
+            return
+        sequence = int(found.primaryKey[-1])
+        atLeast = wanted.get("if-sequence-equal-or-newer-than")
+        newerThan = wanted.get("if-newer-than")
+        if isinstance(atLeast, int) and sequence < atLeast:
+            return
+        if isinstance(atLeast, int) and sequence == atLeast and isinstance(newerThan, int) \
+                and found.revision <= newerThan:
+            return
+        urls.append(self.base + "v2/assertions/"
+                    + "/".join([kind] + [quote(p, safe="") for p in key])
+                    + f"?sequence={sequence}")
 
     @staticmethod
     def _channelEntry(channel: Any, revision: Any, wanted: Any) -> dict[str, Any]:
@@ -457,8 +492,17 @@ class LocalStoreAgent:
                             "snap": snapLevel, "revision": revisionLevel})
         return self._json({"results": results})
 
-    async def _assertion(self, kind: str, key: list[str]) -> IResponse:
-        found = await self.state.getImportedAssertion(kind, key)
+    async def _assertion(self, kind: str, key: list[str],
+                         query: Optional[dict[str, str]] = None) -> IResponse:
+        if kind == "validation-set" and len(key) == 3:
+            # Sequence-forming: ?sequence=N, or the latest imported.
+            sequence = (query or {}).get("sequence") or "latest"
+            if sequence == "latest":
+                found = latest(await self.state.listImportedSequence(kind, key))
+            else:
+                found = await self.state.getImportedAssertion(kind, key + [sequence])
+        else:
+            found = await self.state.getImportedAssertion(kind, key)
         if found is None:
             raise _Answer(404, "not-found", "not found", PROBLEM_JSON)
         body = found.body.encode("utf-8")

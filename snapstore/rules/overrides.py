@@ -10,6 +10,12 @@ is offered exactly that revision, and a device already on it is told there
 is no update.  The pins live in the state store, so they survive restarts,
 are shared by the nodes of one database, and every change is audited.
 
+Change control (design.md section 9) goes through the same rule: a pin may
+be for one device group and may expire, and holds keep new revisions from
+devices for a cool-down or until approved.  Which applies to a device is
+L{snapstore.policy.decide}'s (pin > hold > upstream, groups first); this
+rule only applies the answer to results and channel maps.
+
 The rule asks upstream for the pinned revision's metadata with the device's
 own headers (a refresh call with a C{download} action carrying the
 revision), so the download URL, size and digest are upstream's and the blob
@@ -27,8 +33,11 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from snapstore.interfaces import IActionRule
+from snapstore.policy.decide import chooseHold, choosePin, heldRevision, revisionAllowed
+from snapstore.policy.table import PolicyTable
 from snapstore.rules.values import StoreRequest
 from snapstore.state.errors import StateUnavailable
+from snapstore.state.policy import ChannelRevision
 from snapstore.state.records import Override, deviceChannel, normaliseChannel
 
 #: Architectures tried, in order, when learning which ones a revision was
@@ -166,106 +175,51 @@ def resolveOverride(upstream: Any, snapName: str, channel: str, revision: int,
                             architecture).addCallback(lambda found: found[0])
 
 
-class OverrideTable:
-    """
-    The pins of the state store, read once and read again when the store
-    announces a change (made on this node or another), so that a refresh
-    costs no database query.
-
-    While the database is away the last pins read stay in force (a pinned
-    device must not be offered what upstream has); only a table that was
-    never read cannot decide, and fails with L{StateUnavailable}.
-    """
-
-    log = Logger()
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self._overrides: Optional[list[Override]] = None
-        self._stale = True
-        self._generation = 0
-        self._stopObserving: Any = None
-        self._unavailableLogged = False
-
-    def _changed(self, event: Any) -> None:
-        if not isinstance(event, dict) or event.get("kind") in ("override", "resync"):
-            self._generation += 1
-            self._stale = True
-            # Read the new pins now rather than on the next refresh, so that
-            # a database lost in between does not leave the old ones.
-            Deferred.fromCoroutine(self.overrides()).addErrback(lambda _: None)
-
-    async def overrides(self) -> list[Override]:
-        if self._stopObserving is None and hasattr(self.state, "observeChanges"):
-            self._stopObserving = self.state.observeChanges(self._changed)
-        while self._stale:
-            generation = self._generation
-            try:
-                loaded = await self.state.listOverrides()
-            except StateUnavailable:
-                if self._overrides is None:
-                    raise
-                if not self._unavailableLogged:
-                    self._unavailableLogged = True
-                    self.log.warn("Cannot read pins from the state store; serving the "
-                                  "{count} pins read last", count=len(self._overrides))
-                return self._overrides
-            self._unavailableLogged = False
-            if generation == self._generation:
-                self._overrides = list(loaded)
-                self._stale = False
-        assert self._overrides is not None
-        return self._overrides
-
-    async def find(self, snapName: Any, snapId: Any, channel: Any,
-                   architecture: str) -> Optional[Override]:
-        """
-        The pin for a snap (by name or snap-id) on a channel for an
-        architecture, or C{None}.
-        """
-        key = deviceChannel(channel)
-        if key is None or not (snapName or snapId):
-            return None
-        for override in await self.overrides():
-            if override.channel != key:
-                continue
-            if override.architecture not in (architecture, "all"):
-                continue
-            if (snapName and override.snapName == snapName) or (
-                    snapId and override.snapId == snapId):
-                return override
-        return None
-
-    def close(self) -> None:
-        stop, self._stopObserving = self._stopObserving, None
-        if stop is not None:
-            stop()
-
-
 @implementer(IActionRule)
 class OverrideRule:
     """
-    Serves pinned revisions: amends refresh, install and download results
-    and C{info} channel-map entries for channels with an override.
+    Serves pinned and held revisions: amends refresh, install and download
+    results and C{info} channel-map entries, per device, pin > hold >
+    upstream, group scope before global (L{snapstore.policy.decide}).
+
+    Every revision upstream shows on a channel is noted in the state store
+    the first time it is seen (the clock holds count from), whether or not
+    a hold applies yet, so a hold made later knows the channel's history.
+
+    @ivar table: the cached pins, holds and approvals
+        (L{snapstore.policy.table.PolicyTable}).
+    @ivar clock: what "now" is when deciding; an expiry or a hold's end
+        takes effect at its moment, on every node, with no admin action.
     """
 
     log = Logger()
 
-    def __init__(self, state: Any, upstream: Any, name: str = "overrides") -> None:
+    #: Sightings remembered per node, so that each costs one write.
+    maxSightings = 100_000
+
+    def __init__(self, state: Any, upstream: Any, name: str = "overrides",
+                 clock: Any = None) -> None:
         self.name = name
+        self.state = state
         self.upstream = upstream
-        self.table = OverrideTable(state)
+        self.table: Any = PolicyTable(state)
+        if clock is None:
+            clock = getattr(state, "clock", None)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self._sighted: set[tuple[str, str, str, int]] = set()
 
     def close(self) -> None:
         self.table.close()
 
     def warm(self) -> Deferred[Any]:
         """
-        Read the pins now (the rules service calls this once the state
-        store answers), so that a database lost before the first refresh
-        still leaves them known.
+        Read the pins, holds and approvals now (the rules service calls
+        this once the state store answers), so that a database lost before
+        the first refresh still leaves them known.
         """
-        return Deferred.fromCoroutine(self.table.overrides())
+        return Deferred.fromCoroutine(self.table.warm())
 
     def amend(self, request: StoreRequest, action: dict[str, Any],
               result: dict[str, Any]) -> Deferred[Any]:
@@ -280,26 +234,137 @@ class OverrideRule:
             return await self._amendInfo(request, action, result)
         return result
 
+    async def _sight(self, snapName: Any, channel: str, architecture: str,
+                        revision: Any) -> None:
+        """
+        Note that upstream shows C{revision} on C{channel}.
+        """
+        record = getattr(self.state, "recordChannelRevisions", None)
+        if (record is None or not isinstance(snapName, str) or not snapName
+                or not isinstance(revision, int) or isinstance(revision, bool)):
+            return
+        key = (snapName, channel, architecture, revision)
+        if key in self._sighted:
+            return
+        try:
+            await record([ChannelRevision(snapName, channel, architecture, revision)])
+        except StateUnavailable:
+            return
+        if len(self._sighted) >= self.maxSightings:
+            self._sighted.clear()
+        self._sighted.add(key)
+
+    async def _held(self, request: StoreRequest, snapName: Any, channel: str,
+                    architecture: str) -> tuple[bool, Optional[int]]:
+        """
+        @return: whether a hold applies to this device, and if so the
+            newest revision it may have (C{None}: nothing).
+        """
+        if not isinstance(snapName, str) or not snapName:
+            return False, None
+        groups = request.device.groups
+        hold = chooseHold(await self.table.holds(), snapName, channel, groups)
+        if hold is None:
+            return False, None
+        history = await self.state.channelHistory(snapName, channel, architecture)
+        target = heldRevision(hold, history, await self.table.approvals(), snapName,
+                              groups, self.clock.seconds())
+        return True, target
+
     async def _amendAction(self, request: StoreRequest, action: dict[str, Any],
                            result: dict[str, Any]) -> Any:
         if action.get("revision") is not None:
-            # The device asked for a revision by number: not a channel.
-            return result
+            # The device asked for a revision by number: not a channel, so
+            # no pin; a hold still decides whether it may have it.
+            return await self._amendByNumber(request, action, result)
         kind = action["action"]
+        context = _contextEntry(request, action) if kind == "refresh" else {}
         if kind == "refresh":
-            channel = action.get("channel") or action.get("tracking-channel") or "stable"
+            # snapd names the channel in the action only when switching;
+            # otherwise it is the context's tracking channel.
+            channel = (action.get("channel") or action.get("tracking-channel")
+                       or context.get("tracking-channel") or "stable")
         else:
             channel = action.get("channel") or "stable"
         snapName = result.get("name") or action.get("name")
         snapId = result.get("snap-id") or action.get("snap-id")
-        pin = await self.table.find(snapName, snapId, channel, request.architecture)
-        if pin is None:
+        key = deviceChannel(channel)
+        if key is None or not (snapName or snapId):
             return result
         snap = result.get("snap") if isinstance(result.get("snap"), dict) else None
-        if result.get("result") == kind and snap and snap.get("revision") == pin.revision:
+        offered = snap.get("revision") if result.get("result") == kind and snap else None
+        await self._sight(snapName, key, request.architecture, offered)
+        pin = choosePin(await self.table.overrides(), snapName, snapId, key,
+                        request.architecture, request.device.groups, self.clock.seconds())
+        if pin is not None:
+            if offered == pin.revision:
+                return result
+            self.log.debug("{snap} {channel} pinned to {revision} for {device}",
+                           snap=pin.snapName, channel=pin.channel, revision=pin.revision,
+                           device=request.device.identity)
+            return await self._serve(request, action, result, pin.snapName, pin.revision,
+                                     pin.channel)
+        if result.get("result") != kind:
             return result
-        pinned = await fetchRevision(self.upstream, request.upstreamHeaders, pin.snapName,
-                                     pin.revision, action.get("fields"))
+        held, target = await self._held(request, snapName, key, request.architecture)
+        if not held or target == offered:
+            return result
+        if kind == "refresh":
+            current = context.get("revision")
+            if not isinstance(current, int) or isinstance(current, bool):
+                current = None
+            if target is None or (current is not None and target <= current):
+                # Nothing newer than what it runs qualifies: no update.
+                return None
+        elif target is None:
+            return {"result": "error", "instance-key": action.get("instance-key"),
+                    "snap-id": result.get("snap-id") or "", "name": snapName,
+                    "error": {"code": "revision-not-found",
+                              "message": f"no revision of {snapName} on {key} has been "
+                                         f"released to this device yet (held by snapstore)"}}
+        self.log.debug("{snap} {channel} held at {revision} for {device}",
+                       snap=snapName, channel=key, revision=target,
+                       device=request.device.identity)
+        return await self._serve(request, action, result, str(snapName), target, key)
+
+    async def _amendByNumber(self, request: StoreRequest, action: dict[str, Any],
+                             result: dict[str, Any]) -> Any:
+        """
+        A revision asked for by number: refused (C{revision-not-found})
+        when a hold applies and the revision has not been released to the
+        device (L{revisionAllowed}).
+        """
+        revision = action.get("revision")
+        snapName = result.get("name") or action.get("name")
+        context = _contextEntry(request, action) if action.get("action") == "refresh" else {}
+        key = deviceChannel(action.get("channel") or context.get("tracking-channel")
+                            or "stable")
+        if (key is None or not isinstance(snapName, str) or not snapName
+                or not isinstance(revision, int) or result.get("result") == "error"):
+            return result
+        groups = request.device.groups
+        hold = chooseHold(await self.table.holds(), snapName, key, groups)
+        if hold is None:
+            return result
+        history = await self.state.channelHistory(snapName, key, request.architecture)
+        if revisionAllowed(hold, history, await self.table.approvals(), snapName, groups,
+                           self.clock.seconds(), revision):
+            return result
+        return {"result": "error", "instance-key": action.get("instance-key"),
+                "snap-id": result.get("snap-id") or "", "name": snapName,
+                "error": {"code": "revision-not-found",
+                          "message": f"revision {revision} of {snapName} has not been "
+                                     f"released to this device yet (held by snapstore)"}}
+
+    async def _serve(self, request: StoreRequest, action: dict[str, Any],
+                     result: dict[str, Any], snapName: str, revision: int,
+                     channel: str) -> Any:
+        """
+        C{result} replaced by upstream's answer for C{revision}.
+        """
+        kind = action["action"]
+        pinned = await fetchRevision(self.upstream, request.upstreamHeaders, snapName,
+                                     revision, action.get("fields"))
         amended = {
             key: value for key, value in pinned.items()
             if key not in ("instance-key", "effective-channel", "redirect-channel")
@@ -307,16 +372,13 @@ class OverrideRule:
         amended["instance-key"] = action.get("instance-key")
         if pinned.get("result") == "error":
             self.log.warn("Pinned revision {revision} of {snap} is not available "
-                          "upstream for {arch}", revision=pin.revision, snap=pin.snapName,
+                          "upstream for {arch}", revision=revision, snap=snapName,
                           arch=request.architecture)
             return amended
         amended["result"] = kind
         amended["effective-channel"] = (
             result.get("effective-channel") if result.get("result") != "error"
-            and result.get("effective-channel") else _shortName(pin.channel))
-        self.log.debug("{snap} {channel} pinned to {revision} for {device}",
-                       snap=pin.snapName, channel=pin.channel, revision=pin.revision,
-                       device=request.device.identity)
+            and result.get("effective-channel") else _shortName(channel))
         return amended
 
     async def _amendInfo(self, request: StoreRequest, action: dict[str, Any],
@@ -330,15 +392,31 @@ class OverrideRule:
         if (isinstance(name, str) and isinstance(track, str) and track
                 and track != "latest" and not name.startswith(track + "/")):
             name = f"{track}/{name}"
-        pin = await self.table.find(action.get("name"), action.get("snap-id"),
-                                    name, architecture or "")
-        if pin is None or entry.get("revision") == pin.revision:
+        key = deviceChannel(name)
+        snapName = action.get("name")
+        if key is None or not (snapName or action.get("snap-id")):
+            return entry
+        await self._sight(snapName, key, architecture or "", entry.get("revision"))
+        pin = choosePin(await self.table.overrides(), snapName, action.get("snap-id"),
+                        key, architecture or "", request.device.groups,
+                        self.clock.seconds())
+        if pin is not None:
+            target: Optional[int] = pin.revision
+            snapName = pin.snapName
+        else:
+            held, target = await self._held(request, snapName, key, architecture or "")
+            if not held:
+                return entry
+            if target is None:
+                # Nothing on this channel has been released to the device.
+                return None
+        if target is None or entry.get("revision") == target:
             return entry
         fields = [key for key in entry if key != "channel"] or ["revision"]
         if "revision" not in fields:
             fields.append("revision")
         headers = request.upstreamHeaders
-        pinned = await fetchRevision(self.upstream, headers, pin.snapName, pin.revision,
+        pinned = await fetchRevision(self.upstream, headers, str(snapName), target,
                                      fields, architecture)
         snap = pinned.get("snap")
         if pinned.get("result") == "error" or not isinstance(snap, dict):
@@ -348,6 +426,19 @@ class OverrideRule:
             if key in snap:
                 amended[key] = snap[key]
         return amended
+
+
+def _contextEntry(request: StoreRequest, action: dict[str, Any]) -> dict[str, Any]:
+    """
+    The context entry (what the device runs) of the snap of a refresh
+    C{action}, or C{{}}.
+    """
+    body = request.json()
+    context = body.get("context") if isinstance(body, dict) else None
+    for entry in context if isinstance(context, list) else []:
+        if isinstance(entry, dict) and entry.get("instance-key") == action.get("instance-key"):
+            return entry
+    return {}
 
 
 def _shortName(channel: str) -> str:

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from snapstore.interfaces import IFleetState, IImportedContent
-from snapstore.state import audit, fleet, operations
+from snapstore.interfaces import IFleetState, IImportedContent, IPolicyState
+from snapstore.state import audit, fleet, operations, policy
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import (
     Migration,
@@ -61,7 +61,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-@implementer(IImportedContent, IFleetState)
+@implementer(IImportedContent, IFleetState, IPolicyState)
 class StateStoreBase:
     """
     The back-end independent part of an L{IStateStore}.
@@ -345,6 +345,7 @@ class StateStoreBase:
         channel: str,
         actor: str,
         architecture: str | None = None,
+        group: str = "",
     ) -> Deferred[list[Override]]:
         """
         @see: L{snapstore.interfaces.IStateStore.deleteOverride}
@@ -355,7 +356,7 @@ class StateStoreBase:
             return fail()
         return self._do(
             operations.deleteOverride(
-                snapName, channel, actor, architecture, self.clock.seconds()
+                snapName, channel, actor, architecture, self.clock.seconds(), group
             ),
             Mode.SERIAL,
         )
@@ -500,6 +501,14 @@ class StateStoreBase:
 
         return self._do(imported.getImportedAssertion(type, tuple(primaryKey)))
 
+    def listImportedSequence(self, type: str, sequenceKey: Sequence[str]) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IImportedContent.listImportedSequence}
+        """
+        from snapstore.state import imported
+
+        return self._do(imported.listImportedSequence(type, tuple(sequenceKey)))
+
     # -- the fleet (snapstore.state.fleet) ---------------------------------
 
     def recordInventory(self, identity: str, model: str, address: str, architecture: str,
@@ -576,3 +585,51 @@ class StateStoreBase:
         @see: L{snapstore.interfaces.IFleetState.verifyDeliveries}
         """
         return self.listDeliveries().addCallback(audit.verifyChain, None, fleet.deliveryHash)
+
+    # -- change control (snapstore.state.policy) ---------------------------
+
+    def setHold(self, hold: Any, actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.setHold}
+        """
+        return self._do(policy.setHold(hold, actor, self.clock.seconds()), Mode.SERIAL)
+
+    def releaseHold(self, snapName: str, channel: str, group: str,
+                    actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.releaseHold}
+        """
+        return self._do(policy.releaseHold(snapName, channel, group, actor,
+                                           self.clock.seconds()), Mode.SERIAL)
+
+    def listHolds(self) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.listHolds}
+        """
+        return self._do(policy.listHolds())
+
+    def approve(self, approval: Any, actor: str) -> Deferred[Any]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.approve}
+        """
+        return self._do(policy.approve(approval, actor, self.clock.seconds()), Mode.SERIAL)
+
+    def listApprovals(self, snapName: str | None = None) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.listApprovals}
+        """
+        return self._do(policy.listApprovals(snapName))
+
+    def recordChannelRevisions(self, seen: Sequence[Any]) -> Deferred[None]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.recordChannelRevisions}
+        """
+        return self._do(policy.recordChannelRevisions(list(seen), self.clock.seconds()),
+                        Mode.WRITE)
+
+    def channelHistory(self, snapName: str, channel: str,
+                       architecture: str) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.IPolicyState.channelHistory}
+        """
+        return self._do(policy.channelHistory(snapName, channel, architecture))

@@ -294,3 +294,21 @@ def getImportedAssertion(type: str, primaryKey: Sequence[str]) -> Operation:
     if not rows:
         return None
     return ImportedAssertion(type, tuple(primaryKey), rows[0][1], int(rows[0][0]))
+
+
+def listImportedSequence(type: str, sequenceKey: Sequence[str]) -> Operation:
+    """
+    @return: the L{ImportedAssertion}s of a sequence-forming C{type} whose
+        primary key is C{sequenceKey} plus a sequence number (every
+        imported sequence of one validation set).
+    """
+    prefix = "/".join(sequenceKey) + "/"
+    rows = yield Query("SELECT primary_key, revision, body FROM imported_assertions"
+                       " WHERE type = ? AND primary_key > ? AND primary_key < ?",
+                       (type, prefix, prefix[:-1] + "0"))
+    found = []
+    for key, revision, body in rows:
+        rest = key[len(prefix):]
+        if key.startswith(prefix) and rest.isdigit():
+            found.append(ImportedAssertion(type, tuple(key.split("/")), body, int(revision)))
+    return found

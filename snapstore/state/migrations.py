@@ -244,6 +244,70 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX delivery_log_time ON delivery_log (time)",
         ),
     ),
+    Migration(
+        6,
+        "change control: scoped and expiring pins, holds, approvals, channel history",
+        (
+            # Pins gain a scope (a device group; '' = every device), an
+            # expiry (NULL = none) and a reason; the group joins the key,
+            # so the table is rebuilt (SQLite cannot change a primary key).
+            """
+            CREATE TABLE overrides_scoped (
+                snap_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                architecture TEXT NOT NULL,
+                group_name TEXT NOT NULL DEFAULT '',
+                revision BIGINT NOT NULL,
+                snap_id TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                until_at DOUBLE PRECISION,
+                reason TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (snap_name, channel, architecture, group_name)
+            )
+            """,
+            "INSERT INTO overrides_scoped (snap_name, channel, architecture, group_name,"
+            " revision, snap_id, created_at) SELECT snap_name, channel, architecture, '',"
+            " revision, snap_id, created_at FROM overrides",
+            "DROP TABLE overrides",
+            "ALTER TABLE overrides_scoped RENAME TO overrides",
+            # Cool-down and approval holds (snapstore.policy): '' in
+            # snap_name, channel or group_name means every snap, every
+            # channel, every device; hold_for NULL means until approved.
+            """
+            CREATE TABLE holds (
+                snap_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                group_name TEXT NOT NULL,
+                hold_for DOUBLE PRECISION,
+                reason TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_name, channel, group_name)
+            )
+            """,
+            """
+            CREATE TABLE approvals (
+                snap_name TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                group_name TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_name, revision, group_name)
+            )
+            """,
+            # When snapstore first saw each revision on each channel: the
+            # clock holds count from (first writer wins, shared by nodes).
+            """
+            CREATE TABLE channel_revisions (
+                snap_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                architecture TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                first_seen DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (snap_name, channel, architecture, revision)
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.

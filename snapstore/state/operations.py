@@ -151,7 +151,8 @@ BLOB_COLUMNS = (
     " architectures, seen_at"
 )
 OVERRIDE_COLUMNS = (
-    "snap_name, channel, architecture, revision, snap_id, created_at"
+    "snap_name, channel, architecture, revision, snap_id, created_at,"
+    " group_name, until_at, reason"
 )
 DEVICE_COLUMNS = "identity, model, address, first_seen, last_seen"
 SESSION_COLUMNS = "digest, identity, model, created_at, expires_at, last_used"
@@ -191,6 +192,9 @@ def overrideFromRow(row: Sequence[Any]) -> Override:
         revision=int(row[3]),
         snapId=row[4],
         createdAt=float(row[5]),
+        group=row[6] or "",
+        until=None if row[7] is None else float(row[7]),
+        reason=row[8] or "",
     )
 
 
@@ -206,6 +210,11 @@ def overrideAsJSON(override: Override | None) -> dict[str, Any] | None:
         "architecture": override.architecture,
         "revision": override.revision,
         "snapId": override.snapId,
+        # Scope, expiry and reason only when set, so that the audit form of
+        # an everyone-forever pin stays as it was.
+        **({"group": override.group} if override.group else {}),
+        **({"until": override.until} if override.until is not None else {}),
+        **({"reason": override.reason} if override.reason else {}),
     }
 
 
@@ -359,16 +368,18 @@ def setOverride(override: Override, actor: str, now: float) -> Operation:
     )
     rows = yield Query(
         f"SELECT {OVERRIDE_COLUMNS} FROM overrides"
-        " WHERE snap_name = ? AND channel = ? AND architecture = ?",
-        (new.snapName, new.channel, new.architecture),
+        " WHERE snap_name = ? AND channel = ? AND architecture = ?"
+        " AND group_name = ?",
+        (new.snapName, new.channel, new.architecture, new.group),
     )
     previous = overrideFromRow(rows[0]) if rows else None
     yield Query(
         f"INSERT INTO overrides ({OVERRIDE_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (snap_name, channel, architecture) DO UPDATE SET"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (snap_name, channel, architecture, group_name) DO UPDATE SET"
         " revision = excluded.revision, snap_id = excluded.snap_id,"
-        " created_at = excluded.created_at",
+        " created_at = excluded.created_at, until_at = excluded.until_at,"
+        " reason = excluded.reason",
         (
             new.snapName,
             new.channel,
@@ -376,6 +387,9 @@ def setOverride(override: Override, actor: str, now: float) -> Operation:
             new.revision,
             new.snapId,
             new.createdAt,
+            new.group,
+            new.until,
+            new.reason,
         ),
     )
     yield from appendAudit(
@@ -403,13 +417,15 @@ def deleteOverride(
     actor: str,
     architecture: str | None,
     now: float,
+    group: str = "",
 ) -> Operation:
     """
+    @param group: the scope whose pins go (C{""}: the pins for everyone).
     @return: the removed overrides (no audit row when there were none).
     """
     channel = normaliseChannel(channel)
-    where = "snap_name = ? AND channel = ?"
-    params: tuple[Any, ...] = (snapName, channel)
+    where = "snap_name = ? AND channel = ? AND group_name = ?"
+    params: tuple[Any, ...] = (snapName, channel, group)
     if architecture is not None:
         where += " AND architecture = ?"
         params += (architecture,)
@@ -450,12 +466,12 @@ def listOverrides(snapName: str | None) -> Operation:
     if snapName is None:
         rows = yield Query(
             f"SELECT {OVERRIDE_COLUMNS} FROM overrides"
-            " ORDER BY snap_name, channel, architecture"
+            " ORDER BY snap_name, channel, architecture, group_name"
         )
     else:
         rows = yield Query(
             f"SELECT {OVERRIDE_COLUMNS} FROM overrides WHERE snap_name = ?"
-            " ORDER BY snap_name, channel, architecture",
+            " ORDER BY snap_name, channel, architecture, group_name",
             (snapName,),
         )
     return [overrideFromRow(row) for row in rows]

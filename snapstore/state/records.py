@@ -45,6 +45,10 @@ class BlobRecord:
 class Override:
     """
     A revision pin: devices on C{channel} get C{revision} of C{snapName}.
+
+    @ivar group: the device group it is for; C{""} pins it for every device.
+    @ivar until: POSIX time from which it no longer applies, or C{None}.
+    @ivar reason: why, as the admin said it (kept for the audit log).
     """
 
     snapName: str
@@ -53,6 +57,15 @@ class Override:
     architecture: str
     snapId: str = ""
     createdAt: float = 0.0
+    group: str = ""
+    until: Optional[float] = None
+    reason: str = ""
+
+    def expired(self, now: float) -> bool:
+        """
+        Whether the pin's C{until} has come at C{now}.
+        """
+        return self.until is not None and now >= self.until
 
 
 @attrs.frozen

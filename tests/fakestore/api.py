@@ -696,7 +696,12 @@ class APIResource(Resource):
         parts = [unquote(p) for p in rest.split("/")]
         if len(parts) < 2 or not all(parts):
             raise StoreError(404, "not-found", "not found", PROBLEM_JSON)
-        text = self._store.assertions.lookup(parts[0], parts[1:])
+        if parts[0] == "validation-set" and len(parts) == 4:
+            # GET v2/assertions/validation-set/16/<account>/<name>?sequence=
+            sequence = (request.args.get(b"sequence") or [b"latest"])[0].decode()
+            text = self._store.assertions.validationSet(*parts[1:], sequence)
+        else:
+            text = self._store.assertions.lookup(parts[0], parts[1:])
         if text is None:
             raise StoreError(404, "not-found", "not found", PROBLEM_JSON)
         request.setHeader(b"content-type", ASSERTION)

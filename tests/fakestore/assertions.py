@@ -34,6 +34,7 @@ PRIMARY_KEYS = {
     "account-key": ("public-key-sha3-384",),
     "snap-declaration": ("series", "snap-id"),
     "snap-revision": ("snap-sha3-384",),
+    "validation-set": ("series", "account-id", "name", "sequence"),
 }
 
 AUTHORITY = "canonical"
@@ -179,8 +180,10 @@ def formatAssertion(
     primary = PRIMARY_KEYS[type]
     lines = [f"type: {type}", f"authority-id: {AUTHORITY}"]
     lines += [f"{name}: {headers[name]}" for name in primary]
+    # A list header (validation-set "snaps") is given already laid out, its
+    # value starting with a newline: "snaps:\n  -\n    name: x".
     lines += [
-        f"{name}: {value}"
+        f"{name}:{value}" if value.startswith("\n") else f"{name}: {value}"
         for name, value in sorted(headers.items())
         if name not in primary
     ]
@@ -208,6 +211,44 @@ class Assertions:
         """
         self._catalogue = catalogue
         self._signer = "store" if signed else None
+        #: (account-id, name) -> sequence -> the "snaps" list of maps.
+        self.validationSets: dict[tuple[str, str], dict[int, list[dict[str, str]]]] = {}
+
+    def addValidationSet(self, account: str, name: str, sequence: int,
+                         snaps: list[dict[str, str]]) -> None:
+        """
+        Publish a validation set (store-api.md 6.1): C{snaps} is a list of
+        C{{"name", "id", "presence"?, "revision"?}} maps, values strings.
+        The fake store signs for one account only, its own
+        (C{AUTHORITY}), so C{account} must be it for signatures to check.
+        """
+        self.validationSets.setdefault((account, name), {})[sequence] = snaps
+
+    def validationSet(self, series: str, account: str, name: str,
+                      sequence: str) -> bytes | None:
+        """
+        The validation-set assertion of that C{sequence} (a number, or
+        C{latest}/empty for the highest), or L{None}.
+        """
+        sequences = self.validationSets.get((account, name))
+        if series != "16" or not sequences:
+            return None
+        if sequence in ("", "latest"):
+            number = max(sequences)
+        elif sequence.isdigit() and int(sequence) in sequences:
+            number = int(sequence)
+        else:
+            return None
+        listed = ""
+        for snap in sequences[number]:
+            listed += "\n  -"
+            for key in ("name", "id", "presence", "revision"):
+                if key in snap:
+                    listed += f"\n    {key}: {snap[key]}"
+        return self._format("validation-set", {
+            "series": "16", "account-id": account, "name": name,
+            "sequence": str(number), "snaps": listed, "timestamp": ASSERTION_TIMESTAMP,
+        })
 
     def _format(self, type: str, headers: dict[str, str]) -> bytes:
         return formatAssertion(type, headers, signer=self._signer)
@@ -217,6 +258,10 @@ class Assertions:
         @return: the assertion text, or L{None} if the store has no such
             assertion (unknown type, key or wrong number of key parts).
         """
+        if type == "validation-set":
+            # Sequence-forming: the sequence comes as ?sequence= (see
+            # validationSet), never in the path.
+            return None
         finder = getattr(self, "_" + type.replace("-", "_"), None)
         if finder is None or type not in PRIMARY_KEYS:
             return None

@@ -254,6 +254,14 @@ class FakeStore:
             channels=channels, **kwargs
         )
 
+    def addValidationSet(self, account: str, name: str, sequence: int,
+                         snaps: list[dict[str, str]]) -> None:
+        """
+        Publish sequence C{sequence} of validation set C{account/name}
+        requiring C{snaps} (see L{Assertions.addValidationSet}).
+        """
+        self.assertions.addValidationSet(account, name, sequence, snaps)
+
     def release(self, name: str, channel: str, revision: int,
                 architecture: str = "amd64") -> None:
         """
