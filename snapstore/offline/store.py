@@ -155,9 +155,10 @@ class _NoTransport:
         pass
 
 
-class _Collect:
+class BodyCollector:
     """
-    A consumer gathering a request body.
+    A consumer gathering a request body (also used by
+    L{snapstore.uplink.stale}, which reads bodies the same way).
     """
 
     def __init__(self) -> None:
@@ -221,7 +222,7 @@ class LocalStoreAgent:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         body = b""
         if bodyProducer is not None:
-            collected = _Collect()
+            collected = BodyCollector()
             await bodyProducer.startProducing(collected)
             body = b"".join(collected.parts)
         try:

@@ -35,7 +35,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from snapstore.http.bodies import BytesProducer
-from snapstore.offline.store import LocalResponse, LocalStoreAgent
+from snapstore.offline.store import BodyCollector, LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
 from snapstore.store.upstream import UpstreamError, describeFailure
 from snapstore.uplink.answers import RelayedAnswers
@@ -149,20 +149,6 @@ class _Gather(Protocol):
             self.done.errback(reason)
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-
 class _TooSlow(Exception):
     """
     Upstream did not answer within the stale deadline.
@@ -209,7 +195,7 @@ class StaleAgent:
                        bodyProducer: Any) -> IResponse:
         body: Optional[bytes] = None
         if bodyProducer is not None:
-            collected = _Collect()
+            collected = BodyCollector()
             await bodyProducer.startProducing(collected)
             body = b"".join(collected.parts)
         try:
