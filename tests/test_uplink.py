@@ -784,6 +784,33 @@ class DeltaTests(NodeMixin, TestCase):
                               if r.hasHeader("snap-accept-delta-format")]), 2)
 
     @deferred
+    async def test_corruptDeltaFailsThenRetried(self):
+        """
+        A delta whose bytes do not match its sha3-384 fails the round (exit
+        1, listed as failed) and is not cached; the next round asks for it
+        again and fetches it.
+        """
+        await self.startStore(deltas=True)
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode()
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.store.addRevision("hello", 11, 100_000)
+        self.store.faults.failDelta("hello", 10, 11, "corrupt")
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 1,
+                         out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11\n", out.text)
+        self.assertIn("failed: hello latest/stable amd64 r11 (delta from r10): ", out.text)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 2)
+
+    @deferred
     async def test_noDeltaOffered(self):
         """
         A store that offers no deltas: the round still fetches the new
