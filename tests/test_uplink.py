@@ -14,7 +14,7 @@ from io import BytesIO
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -809,6 +809,35 @@ class DeltaTests(NodeMixin, TestCase):
                          out.text)
         self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
         self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 2)
+
+    @deferred
+    async def test_firstRoundDeltaFromFleetInventory(self):
+        """
+        Revisions devices report running count as delta sources: a device
+        on r10 refreshed through this node (recorded in the fleet
+        inventory) before hello was followed, so the very first round
+        fetches the delta from r10 to stable's r11 beside r11's blob.
+        """
+        await self.startStore(deltas=True)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        self.store.addRevision("hello", 11, 100_000)
+        await self.startNode()
+        response, answer = await self.refresh(
+            [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}],
+            [{"snap-id": snapId, "instance-key": snapId, "revision": 10,
+              "tracking-channel": "stable", "epoch": {"read": [0], "write": [0]}}])
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 11)
+        for _ in range(50):
+            code, inventory = await self.admin(b"GET", "/v1/inventory")
+            if inventory.get("snaps"):
+                break
+            await deferLater(reactor, 0.1)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
 
     @deferred
     async def test_noDeltaOffered(self):

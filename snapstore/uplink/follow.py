@@ -57,7 +57,7 @@ _SNAP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 #: The delta format asked for, the one snapd applies (store-api.md 4.3).
 DELTA_FORMAT = "xdelta3"
 #: At most this many older revisions per new revision get a delta: the
-#: one the channel held before and the ones most devices run.
+#: one the channel held before, then the ones most devices run.
 MAX_DELTA_SOURCES = 3
 _DEFAULT_EPOCH = {"read": [0], "write": [0]}
 
@@ -160,10 +160,10 @@ def assertionPaths(snapId: str, sha3_384: str) -> list[str]:
 def revisionsKnownTo(state: Any) -> Callable[[str, str, str], Deferred[list[int]]]:
     """
     C{(snap, channel, architecture) -> Deferred[[revision, ...]]}: what
-    C{state} knows of the channel's older revisions, the newest seen on
-    the channel first (the override room's channel history), then those
-    devices report running from it (the fleet inventory), most devices
-    first.  Either part is skipped when the state store lacks it, and
+    C{state} knows of the channel's older revisions: those devices
+    report running from it (the fleet inventory), most devices first, then
+    those seen on the channel (the channel history cool-downs count
+    from), newest first.  Either part is skipped when the state store lacks it, and
     what was found so far is used when it fails (e.g. the database is
     away): deltas are an optimisation, never a reason to fail a round.
     """
@@ -173,15 +173,15 @@ def revisionsKnownTo(state: Any) -> Callable[[str, str, str], Deferred[list[int]
         history = getattr(state, "channelHistory", None)
         inventory = getattr(state, "inventory", None)
         try:
-            if history is not None:
-                seen = await history(snap, channel, architecture)
-                found.extend(sighting.revision for sighting in reversed(seen))
             if inventory is not None:
                 counts = await inventory(snap)
                 found.extend(count.revision for count in sorted(
                     counts, key=lambda count: -count.devices)
                     if count.architecture == architecture
                     and deviceChannel(count.channel) == channel)
+            if history is not None:
+                seen = await history(snap, channel, architecture)
+                found.extend(sighting.revision for sighting in reversed(seen))
         except Exception as error:
             Follower.log.warn("follow: cannot read the revisions known on {snap} {channel}:"
                               " {error}", snap=snap, channel=channel, error=error)
@@ -438,7 +438,8 @@ class Follower(Service):
                 record = records.get(str(delta.get("sha3-384", "")).lower()) \
                     if isinstance(delta, dict) else None
                 if record is None or delta.get("source") != source \
-                        or delta.get("format") != DELTA_FORMAT:
+                        or delta.get("format") != DELTA_FORMAT \
+                        or not isinstance(delta.get("target"), int):
                     continue
                 await self.recordBlob(record)
                 entry = dict(want["entry"], revision=delta.get("target"))
