@@ -300,7 +300,8 @@ def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
     extra: list[IService] = []
     uplink = None
     if uplinkParts is not None:
-        uplink = uplinkParts.finish(reactor, settings, upstream, parts.download, state)
+        uplink = uplinkParts.finish(reactor, settings, upstream, parts.download, state,
+                                    parts.assertions)
         if uplink.follower is not None:
             extra.append(uplink.follower)
     # Several nodes, one cache (snapstore.cluster).

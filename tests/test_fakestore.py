@@ -1002,6 +1002,70 @@ class HostnameTests(FakeStoreTestsMixin, TestCase):
         )
 
 
+class DeltaTests(FakeStoreTestsMixin, TestCase):
+    """
+    Deltas (store-api.md 4.3): offered to a refresh that accepts xdelta3
+    from the installed revision to a newer one, when the store offers
+    deltas at all; served from the CDN like blobs.
+    """
+
+    async def refreshFrom(self, installed, accept="xdelta3"):
+        headers = dict(V2_HEADERS)
+        if accept is not None:
+            headers["Snap-Accept-Delta-Format"] = accept
+        body = await self.refresh(
+            [{"action": "refresh", "instance-key": self.helloId, "snap-id": self.helloId,
+              "channel": "edge"}],
+            context=[{"snap-id": self.helloId, "instance-key": self.helloId,
+                      "revision": installed, "tracking-channel": "latest/edge",
+                      "epoch": {"read": [0], "write": [0]}}],
+            headers=headers)
+        return body["results"][0]["snap"]["download"]
+
+    async def test_offeredOnlyWhenAskedAndOn(self):
+        """
+        Off by default; on, only for a refresh that accepts xdelta3 (among
+        other formats) from an older revision the store holds.
+        """
+        self.assertEqual((await self.refreshFrom(10))["deltas"], [])
+        self.store.deltas = True
+        self.assertEqual((await self.refreshFrom(10, accept=None))["deltas"], [])
+        self.assertEqual((await self.refreshFrom(10, accept="bsdiff"))["deltas"], [])
+        self.assertEqual((await self.refreshFrom(12))["deltas"], [])
+        self.assertEqual((await self.refreshFrom(11))["deltas"], [])
+        [delta] = (await self.refreshFrom(10, accept="snap-1-1-xdelta3,xdelta3"))["deltas"]
+        blob = self.store.delta("hello", 10, 12)
+        self.assertEqual(delta, {
+            "format": "xdelta3", "source": 10, "target": 12,
+            "url": self.api(f"api/v1/snaps/download/{self.helloId}_10_12_xdelta3.delta"),
+            "size": blob.size, "sha3-384": blob.sha3_384})
+        self.assertEqual(blob.size, 15_000)
+
+    async def test_servedFromCDN(self):
+        """
+        The delta URL redirects to the CDN, which serves bytes matching the
+        announced sha3-384 and counts the download; a corrupt fault armed
+        for the delta spoils it once.
+        """
+        self.store.deltas = True
+        delta = (await self.refreshFrom(10))["deltas"][0]
+        response = await self.http.get(delta["url"])
+        data = await response.content()
+        self.assertEqual((response.code, len(data)), (200, delta["size"]))
+        self.assertEqual(hashlib.sha3_384(data).hexdigest(), delta["sha3-384"])
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 12)), 1)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 12)), 0)
+        self.store.faults.failDelta("hello", 10, 12, "corrupt")
+        response = await self.http.get(delta["url"])
+        self.assertNotEqual(hashlib.sha3_384(await response.content()).hexdigest(),
+                            delta["sha3-384"])
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello")), 2)
+        response = await self.http.get(
+            self.api(f"api/v1/snaps/download/{self.helloId}_12_10_xdelta3.delta"))
+        self.assertEqual(response.code, 404)
+        await response.content()
+
+
 class FaultTests(FakeStoreTestsMixin, TestCase):
     """
     Armed faults break exactly the requests they are armed for.

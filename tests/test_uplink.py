@@ -7,19 +7,21 @@ scheduling and the rate arithmetic with a L{Clock}.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from io import BytesIO
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from snapstore.cli import main as cliMain
 from snapstore.config import ConfigError, buildSettings, parseDuration
+from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
 from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
@@ -52,8 +54,8 @@ class NodeMixin:
 
     timeout = 240
 
-    async def startStore(self):
-        self.store = FakeStore(reactor)
+    async def startStore(self, **options):
+        self.store = FakeStore(reactor, **options)
         await self.store.start()
         self.addCleanup(self.store.stop)
 
@@ -68,21 +70,35 @@ class NodeMixin:
         self.url = f"http://127.0.0.1:{port}/"
         self.adminURL = f"http://127.0.0.1:{self.adminPort}"
 
-    async def call(self, method, path, body=None, architecture=b"amd64"):
+    async def call(self, method, path, body=None, architecture=b"amd64", extra=None):
         headers = Headers({b"snap-device-series": [b"16"],
                            b"snap-device-architecture": [architecture],
                            b"accept": [b"application/json"],
-                           b"content-type": [b"application/json"]})
+                           b"content-type": [b"application/json"], **(extra or {})})
         producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
         response = await testAgent(self).request(method, (self.url + path).encode(), headers,
                                                  producer)
         raw = await readBody(response)
         return response, raw
 
-    async def refresh(self, actions, context=(), architecture=b"amd64"):
+    async def refresh(self, actions, context=(), architecture=b"amd64", extra=None):
         response, raw = await self.call(b"POST", "v2/snaps/refresh", {
-            "context": list(context), "actions": actions, "fields": FIELDS}, architecture)
+            "context": list(context), "actions": actions, "fields": FIELDS}, architecture,
+            extra)
         return response, json.loads(raw)
+
+    async def refreshFrom(self, snapId, revision, channel="latest/stable"):
+        """
+        Refresh C{snapId} from C{revision} as a device accepting xdelta3
+        deltas does; the answer's C{download}.
+        """
+        response, answer = await self.refresh(
+            [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}],
+            [{"snap-id": snapId, "instance-key": snapId, "revision": revision,
+              "tracking-channel": channel, "epoch": {"read": [0], "write": [0]}}],
+            extra={b"snap-accept-delta-format": [b"xdelta3"]})
+        self.assertEqual(response.code, 200)
+        return answer["results"][0]["snap"]["download"]
 
     async def download(self, url):
         response = await testAgent(self).request(b"GET", url.encode())
@@ -650,3 +666,251 @@ class GatherTests(TestCase):
         self.assertEqual((failure.value.status, failure.value.code),
                          (502, "upstream-bad-response"))
         self.assertEqual(transport.producerState, "stopped")
+
+
+class DeltaTests(NodeMixin, TestCase):
+    """
+    Deltas (store-api.md 4.3) through snapstore: relayed to devices with
+    their URLs rewritten, cached verified like blobs, and prefetched by
+    follow rounds beside the new revision's blob.
+    """
+
+    async def fetch(self, url):
+        """
+        Download C{url}: the response and its body, or the response and
+        the exception that cut it.
+        """
+        response = await testAgent(self).request(b"GET", url.encode())
+        try:
+            return response, await readBody(response)
+        except Exception as error:
+            return response, error
+
+    @deferred
+    async def test_deltaCachedVerifiedLive(self):
+        """
+        A device refreshing from r10 with C{Snap-Accept-Delta-Format} gets
+        the store's delta with its URL on snapstore; the first download
+        fills the cache (one CDN fetch), the second is C{X-Cache: HIT} with
+        the same bytes.  A delta whose bytes do not match its sha3-384
+        (corrupted on the CDN) is cut off for the device and not cached:
+        the next download fetches it again.
+        """
+        await self.startStore(deltas=True)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        self.store.addRevision("hello", 11, 200_000)
+        await self.startNode()
+        download = await self.refreshFrom(snapId, 10)
+        [delta] = download["deltas"]
+        expected = self.store.delta("hello", 10, 11)
+        self.assertEqual(delta["url"], self.url + f"api/v1/snaps/download/{snapId}_10_11_xdelta3.delta")
+        self.assertEqual((delta["size"], delta["sha3-384"]), (expected.size, expected.sha3_384))
+        [asked] = self.store.requestsTo("POST", "/v2/snaps/refresh")
+        self.assertEqual(asked.header("snap-accept-delta-format"), "xdelta3")
+        for cache in (b"MISS", b"HIT"):
+            response, body = await self.fetch(delta["url"])
+            self.assertEqual((response.code, self.xcache(response)), (200, cache))
+            self.assertEqual(body, expected.read())
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 11)), 0)
+
+        self.store.addRevision("hello", 12, 100_000)
+        self.store.faults.failDelta("hello", 11, 12, "corrupt")
+        [delta] = (await self.refreshFrom(snapId, 11))["deltas"]
+        response, cut = await self.fetch(delta["url"])
+        self.assertIsInstance(cut, Exception)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 11, 12)), 1)
+        response, body = await self.fetch(delta["url"])
+        self.assertEqual((response.code, self.xcache(response)), (200, b"MISS"))
+        self.assertEqual(hashlib.sha3_384(body).hexdigest(), delta["sha3-384"])
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 11, 12)), 2)
+
+    @deferred
+    async def test_followRoundPrefetchesDelta(self):
+        """
+        Following hello's stable: the first round fetches r10 (no delta:
+        nothing older is known).  r11 released, the next round fetches
+        r11's blob and the delta from r10, each once, asking upstream as a
+        device on r10 accepting xdelta3 would; then a device on r10
+        refreshing through snapstore gets the delta with C{X-Cache: HIT}
+        and the CDN is not asked again.  The revision's assertions went
+        into the assertion cache: the device's fetch of them is a hit too.
+        """
+        await self.startStore(deltas=True)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode()
+        out = _Out()
+        code = await _cli(["--admin", self.adminURL, "follow", "hello=stable", "--now"], out)
+        self.assertEqual(code, 0, out.text)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello")), 0)
+
+        self.store.addRevision("hello", 11, 200_000)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11\n", out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
+        self.assertIn("2 fetched, 0 already cached, 0 failed", out.text)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 11)), 1)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
+        deltaAsk = [r for r in self.store.requestsTo("POST", "/v2/snaps/refresh")
+                    if r.hasHeader("snap-accept-delta-format")]
+        self.assertEqual(len(deltaAsk), 1)
+        self.assertEqual(json.loads(deltaAsk[0].body)["context"][0]["revision"], 10)
+
+        [delta] = (await self.refreshFrom(snapId, 10))["deltas"]
+        response, body = await self.fetch(delta["url"])
+        self.assertEqual((response.code, self.xcache(response)), (200, b"HIT"))
+        self.assertEqual(body, self.store.delta("hello", 10, 11).read())
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
+
+        digest = self.store.blob("hello", 11).digestBase64
+        path = f"/v2/assertions/snap-revision/{digest}"
+        before = self.store.count("GET", path)
+        self.assertEqual(before, 1)
+        response = await testAgent(self).request(
+            b"GET", (self.url + path[1:] + "?max-format=0").encode(),
+            Headers({b"accept": [b"application/x.ubuntu.assertion"]}))
+        await readBody(response)
+        self.assertEqual((response.code, self.xcache(response)), (200, b"HIT"))
+        self.assertEqual(self.store.count("GET", path), before)
+
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0)
+        self.assertIn("0 fetched, 1 already cached, 0 failed", out.text)
+        self.assertEqual(len([r for r in self.store.requestsTo("POST", "/v2/snaps/refresh")
+                              if r.hasHeader("snap-accept-delta-format")]), 2)
+
+    @deferred
+    async def test_corruptDeltaFailsThenRetried(self):
+        """
+        A delta whose bytes do not match its sha3-384 fails the round (exit
+        1, listed as failed) and is not cached; the next round asks for it
+        again and fetches it.
+        """
+        await self.startStore(deltas=True)
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode()
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.store.addRevision("hello", 11, 100_000)
+        self.store.faults.failDelta("hello", 10, 11, "corrupt")
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 1,
+                         out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11\n", out.text)
+        self.assertIn("failed: hello latest/stable amd64 r11 (delta from r10): ", out.text)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 2)
+
+    @deferred
+    async def test_firstRoundDeltaFromFleetInventory(self):
+        """
+        Revisions devices report running count as delta sources: a device
+        on r10 refreshed through this node (recorded in the fleet
+        inventory) before hello was followed, so the very first round
+        fetches the delta from r10 to stable's r11 beside r11's blob.
+        """
+        await self.startStore(deltas=True)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        self.store.addRevision("hello", 11, 100_000)
+        await self.startNode()
+        response, answer = await self.refresh(
+            [{"action": "refresh", "instance-key": snapId, "snap-id": snapId}],
+            [{"snap-id": snapId, "instance-key": snapId, "revision": 10,
+              "tracking-channel": "stable", "epoch": {"read": [0], "write": [0]}}])
+        self.assertEqual(answer["results"][0]["snap"]["revision"], 11)
+        for _ in range(50):
+            code, inventory = await self.admin(b"GET", "/v1/inventory")
+            if inventory.get("snaps"):
+                break
+            await deferLater(reactor, 0.1)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
+
+    @deferred
+    async def test_noDeltaOffered(self):
+        """
+        A store that offers no deltas: the round still fetches the new
+        revision's blob and does not fail.
+        """
+        await self.startStore()
+        self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode()
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.store.addRevision("hello", 11, 100_000)
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        self.assertIn("1 fetched, 0 already cached, 0 failed", out.text)
+        self.assertEqual(len(self.store.cdnDownloads("hello", 11)), 1)
+        self.assertEqual(len(self.store.cdnDeltaDownloads("hello")), 0)
+        self.assertEqual(len([r for r in self.store.requestsTo("POST", "/v2/snaps/refresh")
+                              if r.hasHeader("snap-accept-delta-format")]), 1)
+
+    @deferred
+    async def test_deltaPrefetchUnderPrefetchRate(self):
+        """
+        With C{--prefetch-rate 64K}, a round whose blob is already cached
+        (a device fetched it) still takes the delta at the cap: at least
+        half the time the delta's size at that rate, where uncapped it
+        takes milliseconds.
+        """
+        rate = 64 << 10
+        await self.startStore(deltas=True)
+        snapId = self.store.addSnap("hello")
+        self.store.addRevision("hello", 10, 65536)
+        await self.startNode("--prefetch-rate", "64K")
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
+                                     "--now"], out), 0, out.text)
+        self.store.addRevision("hello", 11, 3_000_000)
+        download = await self.refreshFrom(snapId, 10)
+        response, body = await self.fetch(download["url"])
+        self.assertEqual((response.code, len(body)), (200, 3_000_000))
+        size = self.store.delta("hello", 10, 11).size
+        started = time.monotonic()
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
+                         out.text)
+        seconds = time.monotonic() - started
+        self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)", out.text)
+        self.assertIn("already cached", out.text)
+        self.assertGreater(seconds, 0.5 * size / rate)
+
+
+class FollowerReportTests(TestCase):
+    """
+    The follower's own refresh calls are not devices reporting.
+    """
+
+    def test_followerContextNotReported(self):
+        """
+        A refresh whose context names an installed revision reports its
+        channel for fleet follows, unless the follower sent it.
+        """
+        answers = RelayedAnswers(Clock(), 3600.0)
+        request = {"context": [{"snap-id": "S" * 32, "instance-key": "S" * 32, "revision": 1,
+                                "tracking-channel": "latest/stable"}],
+                   "actions": [{"action": "refresh", "instance-key": "S" * 32}]}
+        answer = {"results": [{"result": "refresh", "instance-key": "S" * 32,
+                               "snap-id": "S" * 32, "name": "hello",
+                               "snap": {"revision": 2, "name": "hello", "snap-id": "S" * 32}}]}
+        answers.learnRefresh(request, Headers({b"user-agent": [FOLLOWER_AGENT]}), answer)
+        self.assertEqual(answers.reported(), [])
+        answers.learnRefresh(request, Headers({b"user-agent": [b"snapd/2.66"]}), answer)
+        self.assertEqual(answers.reported(), [("hello", "latest/stable", "amd64")])

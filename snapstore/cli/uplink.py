@@ -76,6 +76,8 @@ def cmdFollow(client: Any, options: argparse.Namespace, out: TextIO) -> int:
                 what = f"{entry['snap']} {entry['channel']} {entry['architecture']}"
                 if "revision" in entry:
                     what += f" r{entry['revision']}"
+                if "delta-from" in entry:
+                    what += f" (delta from r{entry['delta-from']})"
                 if label == "failed":
                     what += f": {entry.get('error', '')}"
                 out.write(f"{label}: {what}\n")

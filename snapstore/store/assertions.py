@@ -14,11 +14,12 @@ from the cache should not fail on a declaration it fetched ten minutes ago.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -26,6 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.documents import Document, DocumentCache
 from snapstore.store.compression import encodeFor
+from snapstore.http.headers import addVia
 from snapstore.http.storeerror import writeStoreError
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
@@ -67,6 +69,16 @@ def representation(request: Request) -> str:
             if mediaType in (JSON_TYPE, ASSERTION_TYPE) and quality > bestQuality:
                 best, bestQuality = mediaType, quality
     return best
+
+
+def documentKey(uri: str, mediaType: str, credentials: Optional[Sequence[bytes]] = None) -> str:
+    """
+    The cache key of an assertion answer: see L{AssertionsResource.cacheKey}.
+    """
+    key = uri + "\n" + mediaType
+    if credentials:
+        key += "\n" + hashlib.sha256(b"\n".join(credentials)).hexdigest()
+    return key
 
 
 def assertionType(request: Request) -> str:
@@ -137,11 +149,8 @@ class AssertionsResource(Resource):
         (C{Authorization}), a digest of them: an answer fetched with
         someone's credentials is never served to anyone else.
         """
-        key = request.uri.decode("latin-1") + "\n" + representation(request)
-        credentials = request.requestHeaders.getRawHeaders(b"authorization")
-        if credentials:
-            key += "\n" + hashlib.sha256(b"\n".join(credentials)).hexdigest()
-        return key
+        return documentKey(request.uri.decode("latin-1"), representation(request),
+                           request.requestHeaders.getRawHeaders(b"authorization"))
 
     def _fresh(self, kind: str, document: Document) -> bool:
         if self.policy is not None:
@@ -196,6 +205,31 @@ class AssertionsResource(Resource):
         request.responseHeaders.setRawHeaders(b"x-cache", [b"MISS"])
         request.write(encodeFor(request.requestHeaders, request.responseHeaders, body))
         request.finish()
+
+    def prefetch(self, uri: str) -> Deferred[None]:
+        """
+        Fetch C{uri} (C{/v2/assertions/...?max-format=N}) in the assertion
+        format for no device (a followed revision's), into the cache under
+        the key a device asking for the same URI without credentials uses,
+        unless a fresh copy is there; the cache rule decides as for a
+        device's.
+        """
+        return Deferred.fromCoroutine(self._prefetch(uri))
+
+    async def _prefetch(self, uri: str) -> None:
+        key = documentKey(uri, ASSERTION_TYPE)
+        kind = uri.split("?")[0].split("/")[3] if uri.count("/") >= 3 else ""
+        cached = self.documents.get(key)
+        if cached is not None and self._fresh(kind, cached):
+            return
+        headers = Headers({b"accept": [ASSERTION_TYPE.encode("ascii")]})
+        addVia(headers)
+        response = await self.upstream.request(b"GET", self.upstream.url(uri.encode("ascii")),
+                                               headers)
+        body = await self.upstream.readBody(response, f"GET {uri} (prefetch)",
+                                            limit=MAX_ASSERTION_SIZE)
+        if response.code == 200 and (self.policy is None or self.policy(kind, 200).cache):
+            self.documents.put(key, body, self._mediaType(response))
 
     @staticmethod
     def _mediaType(response: IResponse) -> bytes:

@@ -79,6 +79,8 @@ class StoreParts:
     @ivar download: the download resource (under the rules' gate in
         C{root} when there are rules): the uplink's follower and the
         cluster fill through it.
+    @ivar assertions: the assertion resource, whose memory cache the
+        uplink's follower fills.
     """
 
     site: GuardedSite
@@ -90,6 +92,7 @@ class StoreParts:
     metrics: Metrics
     cache: IBlobCache
     download: DownloadResource
+    assertions: AssertionsResource
     rules: Any = None
 
 
@@ -141,7 +144,8 @@ def makeStoreParts(reactor: IServiceReactor, settings: Settings, state: IStateSt
                    clientLimit=_clientLimit(reactor, settings)),
         proxySite=_site(root, reactor, AccessObserver(metrics, reactor, ProxiedStoreRequest)),
         root=root, state=state, upstream=upstream, services=tuple(services),
-        metrics=metrics, cache=cache, download=storeDownload, rules=rules)
+        metrics=metrics, cache=cache, download=storeDownload, assertions=assertions,
+        rules=rules)
 
 
 def _clientLimit(reactor: IReactorTime, settings: Settings) -> Optional[ClientLimit]:

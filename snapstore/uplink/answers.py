@@ -34,6 +34,9 @@ from snapstore.state.imported import (
 )
 from snapstore.state.records import deviceChannel
 
+#: The C{User-Agent} of the follower's own refresh calls: what they name
+#: in their context is not something a device reported running.
+FOLLOWER_AGENT = b"snapstore-follow"
 _ASSERTION_REVISION = re.compile(rb"^revision:\s*(\d+)\s*$", re.MULTILINE)
 
 
@@ -158,7 +161,8 @@ class RelayedAnswers:
                    if isinstance(a, dict) and isinstance(a.get("instance-key"), str)}
         context = {c.get("instance-key"): c for c in request.get("context") or []
                    if isinstance(c, dict) and isinstance(c.get("instance-key"), str)}
-        for installed in context.values():
+        fromFollower = FOLLOWER_AGENT in (headers.getRawHeaders(b"user-agent") or ())
+        for installed in () if fromFollower else context.values():
             channel = deviceChannel(installed.get("tracking-channel"))
             if isinstance(installed.get("snap-id"), str) and channel is not None:
                 self._reported[(installed["snap-id"], channel, architecture)] = now

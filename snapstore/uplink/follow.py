@@ -14,6 +14,13 @@ fills each new revision's blob into the cache through the download
 resource's own fill, verified as always.  The first device to ask then
 gets C{X-Cache: HIT}.
 
+When a channel's revision is new to the node, it also asks upstream as a
+device would that refreshes from a revision the node knows of (the one
+the channel held before, those seen on the channel, those devices report
+running), accepting xdelta3, and fills each delta offered beside the
+blob: a device refreshing from that revision then gets the delta from the
+cache too.
+
 C{--prefetch-window HH:MM-HH:MM} (local time) limits when rounds run;
 outside it, the next round waits for the window to open.
 
@@ -39,6 +46,7 @@ from twisted.web.http_headers import Headers
 from snapstore.config import parseWindow
 from snapstore.state.records import deviceChannel
 from snapstore.store.rewrite import rewriteAnswer
+from snapstore.uplink.answers import FOLLOWER_AGENT
 
 FOLLOWS_FILE = "follows.json"
 #: The fields asked for in a follow round: what a device's refresh needs
@@ -46,6 +54,12 @@ FOLLOWS_FILE = "follows.json"
 FIELDS = ["architectures", "base", "confinement", "created-at", "download", "epoch",
           "name", "revision", "snap-id", "summary", "title", "type", "version"]
 _SNAP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+#: The delta format asked for, the one snapd applies (store-api.md 4.3).
+DELTA_FORMAT = "xdelta3"
+#: At most this many older revisions per new revision get a delta: the
+#: one the channel held before, then the ones most devices run.
+MAX_DELTA_SOURCES = 3
+_DEFAULT_EPOCH = {"read": [0], "write": [0]}
 
 
 def secondsUntilOpen(window: Optional[tuple[int, int]], now: float) -> float:
@@ -134,10 +148,47 @@ class FollowList:
 def assertionPaths(snapId: str, sha3_384: str) -> list[str]:
     """
     The assertions a device installing a revision fetches first: its
-    C{snap-revision} and its snap's C{snap-declaration}.
+    C{snap-revision} and its snap's C{snap-declaration}, with the
+    C{max-format} current snapd asks with (store-api.md 6.1), so that a
+    device's request finds the cached answer under the same key.
     """
     digest = base64.urlsafe_b64encode(bytes.fromhex(sha3_384)).decode("ascii").rstrip("=")
-    return [f"v2/assertions/snap-revision/{digest}", f"v2/assertions/snap-declaration/16/{snapId}"]
+    return [f"/v2/assertions/snap-revision/{digest}?max-format=0",
+            f"/v2/assertions/snap-declaration/16/{snapId}?max-format=7"]
+
+
+def revisionsKnownTo(state: Any) -> Callable[[str, str, str], Deferred[list[int]]]:
+    """
+    C{(snap, channel, architecture) -> Deferred[[revision, ...]]}: what
+    C{state} knows of the channel's older revisions: those devices
+    report running from it (the fleet inventory), most devices first, then
+    those seen on the channel (the channel history cool-downs count
+    from), newest first.  Either part is skipped when the state store lacks it, and
+    what was found so far is used when it fails (e.g. the database is
+    away): deltas are an optimisation, never a reason to fail a round.
+    """
+
+    async def known(snap: str, channel: str, architecture: str) -> list[int]:
+        found: list[int] = []
+        history = getattr(state, "channelHistory", None)
+        inventory = getattr(state, "inventory", None)
+        try:
+            if inventory is not None:
+                counts = await inventory(snap)
+                found.extend(count.revision for count in sorted(
+                    counts, key=lambda count: -count.devices)
+                    if count.architecture == architecture
+                    and deviceChannel(count.channel) == channel)
+            if history is not None:
+                seen = await history(snap, channel, architecture)
+                found.extend(sighting.revision for sighting in reversed(seen))
+        except Exception as error:
+            Follower.log.warn("follow: cannot read the revisions known on {snap} {channel}:"
+                              " {error}", snap=snap, channel=channel, error=error)
+        return found
+
+    return lambda snap, channel, architecture: Deferred.fromCoroutine(
+        known(snap, channel, architecture))
 
 
 class Follower(Service):
@@ -151,6 +202,11 @@ class Follower(Service):
     @ivar recordBlob: records a L{BlobRecord} (the state store's).
     @ivar reported: C{() -> [(snap name, channel, architecture)]} that
         devices reported, for fleet follows.
+    @ivar knownRevisions: C{(snap, channel, architecture) ->
+        Deferred[[revision, ...]]}, older revisions worth a delta to the
+        channel's new one (L{revisionsKnownTo}).
+    @ivar assertions: the L{snapstore.store.assertions.AssertionsResource}
+        whose memory cache prefetched assertions go into, or C{None}.
     """
 
     log = Logger()
@@ -159,7 +215,9 @@ class Follower(Service):
                  recordBlob: Callable[[Any], Any], interval: float,
                  window: Optional[tuple[int, int]] = None, throttle: Any = None,
                  reported: Callable[[], list[tuple[str, str, str]]] = lambda: [],
-                 random: Callable[[], float] = random.random) -> None:
+                 random: Callable[[], float] = random.random,
+                 knownRevisions: Optional[Callable[[str, str, str], Any]] = None,
+                 assertions: Any = None) -> None:
         self.clock = clock
         self.follows = follows
         self.upstream = upstream
@@ -170,6 +228,15 @@ class Follower(Service):
         self.throttle = throttle
         self.reported = reported
         self.random = random
+        self.knownRevisions = knownRevisions
+        self.assertions = assertions
+        #: C{(snap, channel, architecture)} -> the newest revision a round
+        #: found there, and the one before it (a delta source).
+        self._newest: dict[tuple[str, str, str], int] = {}
+        self._previous: dict[tuple[str, str, str], int] = {}
+        #: C{(snap, source, target)} deltas dealt with: filled, being
+        #: filled, or not offered; a failed one is asked for again.
+        self._deltasDone: set[tuple[str, int, int]] = set()
         self.rounds = 0
         self.lastRound: Optional[dict[str, Any]] = None
         self._call: Any = None
@@ -253,8 +320,9 @@ class Follower(Service):
         byArchitecture: dict[str, list[tuple[str, str, bool]]] = {}
         for snap, channel, architecture, withDependencies in self.wanted():
             byArchitecture.setdefault(architecture, []).append((snap, channel, withDependencies))
-        fills = []
+        fills: list[tuple[dict[str, Any], Any]] = []
         for architecture, items in sorted(byArchitecture.items()):
+            deltas: list[dict[str, Any]] = []
             seen: set[tuple[str, str]] = set()
             while items:
                 try:
@@ -275,20 +343,24 @@ class Follower(Service):
                         continue
                     record = result["record"]
                     entry["revision"] = record.revision
-                    fill = self.download.prefetch(record, self.throttle)
-                    if fill is None:
-                        summary["cached"].append(entry)
-                    else:
-                        fills.append((entry, fill))
+                    self._prefetch(record, entry, summary, fills)
+                    deltas.extend(await self._deltasWanted(
+                        entry, record.snapId, result.get("epoch")))
                     base = result.get("base")
                     if withDeps and isinstance(base, str) and (base, "latest/stable") not in seen:
                         deps.append((base, "latest/stable", False))
                 items = deps
+            for batch in _batches(deltas):
+                await self._fetchDeltas(architecture, batch, summary, fills)
         outcomes = await DeferredList([_ended(fill) for _, fill in fills], consumeErrors=True)
         for (entry, fill), (_, committed) in zip(fills, outcomes):
             if committed:
                 summary["fetched"].append(entry)
             else:
+                if "delta-from" in entry:
+                    # Asked again next round.
+                    self._deltasDone.discard((entry["snap"], entry["delta-from"],
+                                              entry["revision"]))
                 entry["error"] = fill.failure.getErrorMessage() if fill.failure else "fill failed"
                 summary["failed"].append(entry)
         summary["at"] = self.clock.seconds()
@@ -297,6 +369,108 @@ class Follower(Service):
                       fetched=len(summary["fetched"]), cached=len(summary["cached"]),
                       failed=len(summary["failed"]))
         return summary
+
+    def _prefetch(self, record: Any, entry: dict[str, Any], summary: dict[str, Any],
+                  fills: list[tuple[dict[str, Any], Any]]) -> None:
+        """
+        Start filling C{record} (a blob or a delta) for the round.
+        """
+        fill = self.download.prefetch(record, self.throttle)
+        if fill is None:
+            summary["cached"].append(entry)
+        else:
+            fills.append((entry, fill))
+
+    async def _deltasWanted(self, entry: dict[str, Any], snapId: str,
+                            epoch: Any) -> list[dict[str, Any]]:
+        """
+        The deltas worth asking for to C{entry}'s revision: one from each
+        older revision the node knows of on the channel, not yet dealt
+        with.
+        """
+        key = (entry["snap"], entry["channel"], entry["architecture"])
+        target = entry["revision"]
+        newest = self._newest.get(key)
+        if newest is not None and newest != target:
+            self._previous[key] = newest
+        self._newest[key] = target
+        sources = [self._previous[key]] if key in self._previous else []
+        if self.knownRevisions is not None:
+            sources.extend(await self.knownRevisions(*key))
+        wanted: list[dict[str, Any]] = []
+        for source in dict.fromkeys(sources):
+            if len(wanted) == MAX_DELTA_SOURCES:
+                break
+            if source < target and (entry["snap"], source, target) not in self._deltasDone:
+                wanted.append({"entry": entry, "snap-id": snapId, "source": source,
+                               "epoch": epoch if isinstance(epoch, dict) else _DEFAULT_EPOCH})
+        return wanted
+
+    async def _fetchDeltas(self, architecture: str, batch: list[dict[str, Any]],
+                           summary: dict[str, Any],
+                           fills: list[tuple[dict[str, Any], Any]]) -> None:
+        """
+        Ask upstream, as devices running each source revision would, for
+        the deltas of one batch (one snap-id at most once), and start
+        filling those offered.  A store offering none is no failure; a
+        failed call is asked again next round.
+        """
+        context = [{"snap-id": want["snap-id"], "instance-key": want["snap-id"],
+                    "revision": want["source"], "tracking-channel": want["entry"]["channel"],
+                    "epoch": want["epoch"]} for want in batch]
+        actions = [{"action": "refresh", "instance-key": want["snap-id"],
+                    "snap-id": want["snap-id"], "channel": want["entry"]["channel"]}
+                   for want in batch]
+        try:
+            document, rewritten = await self._refresh(architecture, context, actions,
+                                                      {b"snap-accept-delta-format": [b"xdelta3"]})
+        except Exception as error:
+            self.log.warn("follow: cannot ask upstream for deltas: {error}", error=error)
+            return
+        records = {blob.sha3_384: blob for blob in rewritten.blobs}
+        byKey = {r.get("instance-key"): r for r in document.get("results") or []
+                 if isinstance(r, dict)}
+        for want in batch:
+            snapId, source, snap = want["snap-id"], want["source"], want["entry"]["snap"]
+            download = ((byKey.get(snapId) or {}).get("snap") or {}).get("download") or {}
+            self._deltasDone.add((snap, source, want["entry"]["revision"]))
+            for delta in download.get("deltas") or ():
+                record = records.get(str(delta.get("sha3-384", "")).lower()) \
+                    if isinstance(delta, dict) else None
+                if record is None or delta.get("source") != source \
+                        or delta.get("format") != DELTA_FORMAT \
+                        or not isinstance(delta.get("target"), int):
+                    continue
+                await self.recordBlob(record)
+                entry = dict(want["entry"], revision=delta.get("target"))
+                entry["delta-from"] = source
+                self._deltasDone.add((snap, source, entry["revision"]))
+                self._prefetch(record, entry, summary, fills)
+
+    async def _refresh(self, architecture: str, context: list[dict[str, Any]],
+                       actions: list[dict[str, Any]],
+                       extraHeaders: Optional[dict[bytes, list[bytes]]] = None) -> Any:
+        """
+        One refresh call upstream for C{architecture}, through the upstream
+        client (so that the answer is learned for stale answers).
+
+        @return: the decoded answer and its L{snapstore.store.rewrite.Rewritten}
+            form (the blobs it describes).
+        """
+        body = json.dumps({"context": context, "actions": actions, "fields": FIELDS}).encode()
+        headers = Headers({b"content-type": [b"application/json"],
+                           b"accept": [b"application/json"],
+                           b"snap-device-series": [b"16"],
+                           b"snap-device-architecture": [architecture.encode("ascii")],
+                           b"user-agent": [FOLLOWER_AGENT], **(extraHeaders or {})})
+        url = self.upstream.url(b"v2/snaps/refresh")
+        response = await self.upstream.request(b"POST", url, headers, body)
+        raw = await self.upstream.readBody(response, "POST v2/snaps/refresh (follow)")
+        if response.code != 200:
+            raise ValueError(f"upstream answered {response.code}")
+        document = json.loads(raw)
+        return document, rewriteAnswer(raw, "http://follow.invalid/", self.clock.seconds(),
+                                       document)
 
     async def _ask(self, architecture: str,
                    items: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
@@ -307,19 +481,7 @@ class Follower(Service):
         """
         actions = [{"action": "install", "instance-key": f"follow-{i}", "name": snap,
                     "channel": channel} for i, (snap, channel, _) in enumerate(items)]
-        body = json.dumps({"context": [], "actions": actions, "fields": FIELDS}).encode()
-        headers = Headers({b"content-type": [b"application/json"],
-                           b"accept": [b"application/json"],
-                           b"snap-device-series": [b"16"],
-                           b"snap-device-architecture": [architecture.encode("ascii")],
-                           b"user-agent": [b"snapstore-follow"]})
-        url = self.upstream.url(b"v2/snaps/refresh")
-        response = await self.upstream.request(b"POST", url, headers, body)
-        raw = await self.upstream.readBody(response, "POST v2/snaps/refresh (follow)")
-        if response.code != 200:
-            raise ValueError(f"upstream answered {response.code}")
-        document = json.loads(raw)
-        rewritten = rewriteAnswer(raw, "http://follow.invalid/", self.clock.seconds(), document)
+        document, rewritten = await self._refresh(architecture, [], actions)
         records = {blob.name: blob for blob in rewritten.blobs}
         byKey = {r.get("instance-key"): r for r in document.get("results") or []
                  if isinstance(r, dict)}
@@ -334,6 +496,7 @@ class Follower(Service):
                     result["record"] = record
                     break
             result["base"] = fields.get("base")
+            result["epoch"] = fields.get("epoch")
             if "record" in result:
                 await self._assertions(result["record"])
             answers.append(result)
@@ -343,16 +506,36 @@ class Follower(Service):
         """
         Fetch the assertions a device will ask for with the revision
         (through the upstream client, so that they are learned for stale
-        answers); a failure here does not stop the blob.
+        answers; into the assertion cache, when there is one, as a
+        device's would be); a failure here does not stop the blob.
         """
         for path in assertionPaths(record.snapId, record.sha3_384):
             try:
+                if self.assertions is not None:
+                    await self.assertions.prefetch(path)
+                    continue
                 response = await self.upstream.request(
                     b"GET", self.upstream.url(path.encode("ascii")),
                     Headers({b"accept": [b"application/x.ubuntu.assertion"]}))
                 await self.upstream.readBody(response, f"GET {path} (follow)")
             except Exception as error:
                 self.log.warn("follow: cannot fetch {path}: {error}", path=path, error=error)
+
+
+def _batches(wants: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """
+    Split delta asks so that no refresh call names a snap-id twice (its
+    context is keyed by it, as a device's is).
+    """
+    batches: list[list[dict[str, Any]]] = []
+    for want in wants:
+        for batch in batches:
+            if all(other["snap-id"] != want["snap-id"] for other in batch):
+                batch.append(want)
+                break
+        else:
+            batches.append([want])
+    return batches
 
 
 def _ended(fill: Any) -> Deferred[bool]:

@@ -15,7 +15,13 @@ import attrs
 from prometheus_client import Counter
 
 from snapstore.uplink.answers import AnswersFile, RelayedAnswers
-from snapstore.uplink.follow import Follower, FollowList, FOLLOWS_FILE, parseWindow
+from snapstore.uplink.follow import (
+    Follower,
+    FollowList,
+    FOLLOWS_FILE,
+    parseWindow,
+    revisionsKnownTo,
+)
 from snapstore.uplink.rate import Throttle, makeThrottle
 from snapstore.uplink.stale import StaleAgent, UplinkHealth
 
@@ -82,14 +88,15 @@ class UplinkParts:
                           self.health, enabled=self.serveStale)
 
     def finish(self, reactor: Any, settings: Any, upstream: Any, download: Any,
-               state: Any) -> Uplink:
+               state: Any, assertions: Any = None) -> Uplink:
         """
-        The follower (follows and prefetch through C{download}) and the
-        L{Uplink} the admin API shows.
+        The follower (follows and prefetch through C{download}, assertions
+        into C{assertions}' cache) and the L{Uplink} the admin API shows.
         """
         follows = FollowList(os.path.join(settings.dataDir, FOLLOWS_FILE))
         follower = Follower(reactor, follows, upstream, download, state.recordBlob,
                             settings.followInterval, parseWindow(settings.prefetchWindow),
-                            makeThrottle(reactor, settings.prefetchRate), self.answers.reported)
+                            makeThrottle(reactor, settings.prefetchRate), self.answers.reported,
+                            knownRevisions=revisionsKnownTo(state), assertions=assertions)
         return Uplink(self.health, self.answers, follows, follower, self.serveStale,
                       self.throttle)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tests.fakestore.blobs import deltaFileName
 from tests.fakestore.catalogue import Channel, UnknownSnap
 
 JSON = b"application/json"
@@ -46,6 +47,11 @@ REVISION_FIELDS = (
 )
 
 _DOWNLOAD = re.compile(r"^/api/v1/snaps/download/([A-Za-z0-9]{32})_([0-9]+)\.snap$")
+_DELTA_DOWNLOAD = re.compile(
+    r"^/api/v1/snaps/download/([A-Za-z0-9]{32})_([0-9]+)_([0-9]+)_xdelta3\.delta$"
+)
+#: The one delta format the fake offers (store-api.md 4.3).
+DELTA_FORMAT = "xdelta3"
 _ICON = re.compile(r"^/media/icon/([A-Za-z0-9]{32})\.png$")
 
 
@@ -240,6 +246,10 @@ class APIResource(Resource):
         match = _DOWNLOAD.match(path)
         if match and get:
             return self._download, (match.group(1), int(match.group(2)))
+        match = _DELTA_DOWNLOAD.match(path)
+        if match and get:
+            return self._deltaDownload, (match.group(1), int(match.group(2)),
+                                         int(match.group(3)))
         match = _ICON.match(path)
         if match and get:
             return self._icon, (match.group(1),)
@@ -486,7 +496,29 @@ class APIResource(Resource):
                 "No revision was found in the Store.",
                 self._notFoundReleases(snap),
             )
-        return self._result(request, "refresh", key, snap, revision, effective, wanted)
+        result = self._result(request, "refresh", key, snap, revision, effective, wanted)
+        self._offerDelta(request, result, snap, installed.get("revision"), revision)
+        return result
+
+    def _offerDelta(self, request, result, snap, installed, revision) -> None:
+        """
+        Add the delta from the installed revision to C{download.deltas}, as
+        the store does when the device accepts xdelta3 and the target is
+        newer (store-api.md 4.3), if the store offers deltas at all.
+        """
+        accepted = (request.getHeader(b"snap-accept-delta-format") or b"").decode("latin-1")
+        download = result["snap"].get("download")
+        if (not self._store.deltas or download is None or not isinstance(installed, int)
+                or DELTA_FORMAT not in [f.strip() for f in accepted.split(",")]):
+            return
+        delta = self._store._deltaById(snap.snapId, installed, revision.revision)
+        if delta is None:
+            return
+        name = deltaFileName(snap.snapId, installed, revision.revision)
+        download["deltas"] = [{
+            "format": DELTA_FORMAT, "source": installed, "target": revision.revision,
+            "url": f"{self._store._apiBase(request)}api/v1/snaps/download/{name}",
+            "size": delta.size, "sha3-384": delta.sha3_384}]
 
     def _assertionsAction(self, request, action):
         base = self._store._apiBase(request)
@@ -739,16 +771,28 @@ class APIResource(Resource):
     def _download(self, request, snapId, revision):
         if self._store._blobById(snapId, revision) is None:
             raise StoreError(404, "not-found", "not found")
+        return self._redirect(request, snapId, f"{snapId}_{revision}.snap")
+
+    def _redirect(self, request, snapId, fileName):
+        """
+        The 302 to the CDN with a fresh token; a paid snap without the
+        user's credentials gets 402 instead.
+        """
         if self._catalogue.byId(snapId).prices and not request.getHeader(b"authorization"):
             # Paid snaps need the user's macaroon on the first hop, which is
             # why a proxy must forward Authorization upstream (store-api.md
             # section 9.6); snapd maps 402 to "please buy".
             raise StoreError(402, "payment-required", "please buy this snap")
-        target = self._store._cdnURLFor(request, f"{snapId}_{revision}.snap")
+        target = self._store._cdnURLFor(request, fileName)
         request.setResponseCode(302)
         request.setHeader(b"location", target.encode("ascii"))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return b""
+
+    def _deltaDownload(self, request, snapId, source, target):
+        if self._store._deltaById(snapId, source, target) is None:
+            raise StoreError(404, "not-found", "not found")
+        return self._redirect(request, snapId, deltaFileName(snapId, source, target))
 
     def _icon(self, request, snapId):
         try:

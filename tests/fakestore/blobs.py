@@ -33,14 +33,18 @@ class Blob:
         C{download.sha3-384} carries it; computed once, by streaming.
     """
 
-    def __init__(self, snapId: str, revision: int, size: int) -> None:
+    def __init__(self, snapId: str, revision: int, size: int, seed: str | None = None) -> None:
+        """
+        @param seed: what the content is derived from, when not the pair
+            (a delta's content derives from its source and target).
+        """
         if size < 0:
             raise ValueError("blob size must not be negative")
         self.snapId = snapId
         self.revision = revision
         self.size = size
-        seed = f"{snapId}_{revision}".encode("ascii")
-        self._block = hashlib.shake_256(seed).digest(BLOCK_SIZE)
+        seed = seed if seed is not None else f"{snapId}_{revision}"
+        self._block = hashlib.shake_256(seed.encode("ascii")).digest(BLOCK_SIZE)
         digest = hashlib.sha3_384()
         for chunk in self.iterChunks(0, size):
             digest.update(chunk)
@@ -85,3 +89,21 @@ class Blob:
         if length > MAX_MATERIALISED:
             raise ValueError("blob too big to hold in memory; compare digests")
         return b"".join(self.iterChunks(offset, length))
+
+
+def deltaFileName(snapId: str, source: int, target: int) -> str:
+    """
+    The file name of the xdelta3 delta from C{source} to C{target}, as in
+    the store's delta URLs (store-api.md 4.1).
+    """
+    return f"{snapId}_{source}_{target}_xdelta3.delta"
+
+
+def deltaBlob(snapId: str, source: int, target: int, targetSize: int) -> Blob:
+    """
+    The delta from C{source} to C{target}: deterministic bytes a tenth of
+    the target's size (snapd checks only the delta's sha3-384 and then the
+    result's, so a proxy never needs real xdelta3 content).
+    """
+    return Blob(snapId, target, max(1024, targetSize // 10),
+                seed=deltaFileName(snapId, source, target))

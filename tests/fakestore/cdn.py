@@ -21,6 +21,7 @@ from zope.interface import implementer
 from tests.fakestore.blobs import BLOCK_SIZE
 
 _FILE = re.compile(r"^/download-origin/([A-Za-z0-9]{32})_([0-9]+)\.snap$")
+_DELTA = re.compile(r"^/download-origin/([A-Za-z0-9]{32})_([0-9]+)_([0-9]+)_xdelta3\.delta$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -173,7 +174,8 @@ class BlobProducer:
 
 class CDNResource(Resource):
     """
-    C{GET}/C{HEAD /download-origin/<snap-id>_<rev>.snap?interactive=1&token=...}.
+    C{GET}/C{HEAD /download-origin/<snap-id>_<rev>.snap?interactive=1&token=...}
+    and C{/download-origin/<snap-id>_<from>_<to>_xdelta3.delta?...} (deltas).
     """
 
     isLeaf = True
@@ -186,20 +188,26 @@ class CDNResource(Resource):
     def render(self, request):
         path = request.path.decode("latin-1")
         method = request.method.decode("ascii")
-        match = _FILE.match(path)
         if method not in ("GET", "HEAD"):
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET, HEAD")
             return self._text(request, "method not allowed")
-        if match is None:
+        match, delta = _FILE.match(path), _DELTA.match(path)
+        if match is not None:
+            snapId, revision = match.group(1), int(match.group(2))
+            blob = self._store._blobById(snapId, revision)
+        elif delta is not None:
+            snapId, source, target = delta.group(1), int(delta.group(2)), int(delta.group(3))
+            # Faults of a delta are armed under the pair (Faults.failDelta).
+            revision = (source, target)
+            blob = self._store._deltaById(snapId, source, target)
+        else:
             request.setResponseCode(404)
             return self._text(request, "not found")
-        snapId, revision = match.group(1), int(match.group(2))
         token = (request.args.get(b"token") or [b""])[0].decode("latin-1")
-        if not self._store._checkToken(f"{snapId}_{revision}.snap", token):
+        if not self._store._checkToken(path.rsplit("/", 1)[1], token):
             request.setResponseCode(403)
             return self._text(request, "invalid or expired token")
-        blob = self._store._blobById(snapId, revision)
         if blob is None:
             request.setResponseCode(404)
             return self._text(request, "not found")

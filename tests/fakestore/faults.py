@@ -98,6 +98,19 @@ class Faults:
             CDNFault(kind, offset, seconds) for _ in range(count)
         )
 
+    def failDelta(self, name: str, source: int, target: int, kind: str, count: int = 1,
+                  offset: int | None = None, seconds: float = 0.0) -> None:
+        """
+        Make the next C{count} CDN GETs of C{name}'s delta from C{source} to
+        C{target} fail as C{kind} (see L{CDNFault}).
+        """
+        if kind not in CDN_KINDS:
+            raise ValueError(f"unknown CDN fault {kind!r}; one of {CDN_KINDS}")
+        key = (self._snapIdOf(name), (source, target))
+        self._cdn.setdefault(key, []).extend(
+            CDNFault(kind, offset, seconds) for _ in range(count)
+        )
+
     def failAPI(
         self,
         kind: str,
@@ -132,7 +145,11 @@ class Faults:
     def pendingDownloadFaults(self, name: str, revision: int) -> int:
         return len(self._cdn.get((self._snapIdOf(name), revision), []))
 
-    def takeDownloadFault(self, snapId: str, revision: int) -> CDNFault | None:
+    def takeDownloadFault(self, snapId: str, revision) -> CDNFault | None:
+        """
+        The next fault for a blob (C{revision} an int) or a delta
+        (C{revision} the pair C{(source, target)}).
+        """
         queue = self._cdn.get((snapId, revision))
         if not queue:
             return None

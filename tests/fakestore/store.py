@@ -15,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tests.fakestore.api import CODINGS, APIResource
 from tests.fakestore.assertions import Assertions
+from tests.fakestore.blobs import deltaBlob, deltaFileName
 from tests.fakestore.catalogue import Catalogue, UnknownSnap
 from tests.fakestore.cdn import CDNResource
 from tests.fakestore.faults import Faults
@@ -96,6 +97,7 @@ class FakeStore:
         compress: str | None = None,
         compressUnasked: bool = False,
         signed: bool = False,
+        deltas: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen and schedule on; the global one
@@ -112,6 +114,10 @@ class FakeStore:
             every client, asked or not (a misbehaving front end).
         @param signed: sign assertions for real, up to a test root key
             (see L{tests.fakestore.assertions}).
+        @param deltas: offer xdelta3 deltas (store-api.md 4.3) to refreshes
+            that accept them, from the installed revision to a newer one;
+            off by default, so answers stay as they were for other tests.
+            May be changed while running.
         """
         if compress not in (None,) + CODINGS:
             raise ValueError(f"compress must be None or one of {CODINGS}, not {compress!r}")
@@ -126,6 +132,8 @@ class FakeStore:
         self.storeVersion = storeVersion
         self.tokenLifetime = tokenLifetime
         self.catalogue = Catalogue()
+        self.deltas = deltas
+        self._deltaBlobs: dict = {}
         self.assertions = Assertions(self.catalogue, signed=signed)
         self.faults = Faults(self.snapId)
         self.requests: list = []
@@ -319,6 +327,16 @@ class FakeStore:
             name, revision
         )[1:]
 
+    def delta(self, name: str, source: int, target: int):
+        """
+        @return: the L{tests.fakestore.blobs.Blob} of the delta from
+            C{source} to C{target} of C{name}.
+        """
+        found = self._deltaById(self.snapId(name), source, target)
+        if found is None:
+            raise KeyError(f"{name} has no delta {source} -> {target}")
+        return found
+
     # -- traffic ---------------------------------------------------------------
 
     def count(self, method: str | None = None, pathPrefix: str = "",
@@ -355,6 +373,19 @@ class FakeStore:
             if revision is not None:
                 prefix += f"{revision}.snap"
         return self.requestsTo("GET", prefix, "cdn")
+
+    def cdnDeltaDownloads(self, name: str, source: int | None = None,
+                          target: int | None = None) -> list:
+        """
+        The CDN GETs of C{name}'s deltas (from C{source} to C{target}, when
+        given).
+        """
+        prefix = f"/download-origin/{self.snapId(name)}_"
+        found = [r for r in self.requestsTo("GET", prefix, "cdn") if r.path.endswith(".delta")]
+        if source is not None and target is not None:
+            wanted = "/download-origin/" + deltaFileName(self.snapId(name), source, target)
+            found = [r for r in found if r.path == wanted]
+        return found
 
     def resetTraffic(self) -> None:
         """
@@ -419,6 +450,22 @@ class FakeStore:
             return None
         found = snap.revisions.get(revision)
         return None if found is None else found.blob
+
+    def _deltaById(self, snapId: str, source: int, target: int):
+        """
+        The delta between two revisions the store holds, the older first;
+        L{None} for any other pair.
+        """
+        try:
+            revisions = self.catalogue.byId(snapId).revisions
+        except UnknownSnap:
+            return None
+        if source >= target or source not in revisions or target not in revisions:
+            return None
+        key = (snapId, source, target)
+        if key not in self._deltaBlobs:
+            self._deltaBlobs[key] = deltaBlob(snapId, source, target, revisions[target].size)
+        return self._deltaBlobs[key]
 
     def _newNonce(self) -> str:
         nonce = f"fakestore-nonce-{next(self._counter)}"
