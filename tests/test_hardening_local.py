@@ -55,8 +55,7 @@ class CacheTestsMixin:
         self.fake = FakeStore(reactor)
         self.fake.addSnap("hello")
         self.fake.addRevision("hello", 1, self.size)
-        await self.fake.start()
-        self.addCleanup(self.fake.stop)
+        await self.fake.startFor(self)
         self.data = self.fake.blobBytes("hello", 1)
         self.digest = self.fake.blobDigest("hello", 1)
 

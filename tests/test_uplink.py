@@ -23,25 +23,12 @@ from snapstore.config import ConfigError, buildSettings, parseDuration
 from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
-from tests.helpers import testAgent
+from tests.helpers import deferred, testAgent
 from tests.processes import freePort, startTwistd, waitForPort
 from tests.test_rules_support import copyShipped
 
 FIELDS = ["architectures", "base", "confinement", "created-at", "download", "epoch", "name",
           "revision", "snap-id", "summary", "title", "type", "version", "publisher"]
-
-
-def deferred(f):
-    """
-    Run an C{async def} test method as a Deferred.
-    """
-
-    def run(self):
-        return Deferred.fromCoroutine(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 class NodeMixin:
@@ -53,9 +40,7 @@ class NodeMixin:
     timeout = 240
 
     async def startStore(self):
-        self.store = FakeStore(reactor)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor).startFor(self)
 
     async def startNode(self, *options):
         self.adminPort = freePort()
@@ -470,9 +455,7 @@ class StaleDetailTests(NodeMixin, TestCase):
         """
         Answers upstream sent gzipped are learned (decoded) all the same.
         """
-        self.store = FakeStore(reactor, compress="gzip")
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor, compress="gzip").startFor(self)
         snapId = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         await self.startNode()
