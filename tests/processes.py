@@ -153,3 +153,18 @@ def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> A
     process = spawn(testCase, argv)
     yield waitForPort(storePort, process)
     return process, storePort
+
+
+async def spawnFakeStore(testCase: Any, *snaps: str) -> str:
+    """
+    Run the standalone fake store (C{python -m tests.fakestore}) with
+    C{--snap} C{snaps} (C{name:revision:size}) until the test ends, as a
+    process of its own; fire with its API URL once it listens.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    argv = [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort),
+            "--cdn-port", str(cdnPort)]
+    for snap in snaps:
+        argv += ["--snap", snap]
+    await waitForPort(apiPort, spawn(testCase, argv))
+    return f"http://127.0.0.1:{apiPort}/"
