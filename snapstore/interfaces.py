@@ -206,7 +206,11 @@ class IStateStore(Interface):
             - C{{"kind": "setting", "key"}}
             - C{{"kind": "resync"}}: changes may have been missed (the
               database connection was lost and is back); reload everything.
-        Exceptions raised by C{callback} are logged and ignored.
+        Exceptions raised by C{callback} are logged and ignored.  A
+        C{callback} may return a Deferred firing once it has taken the
+        change in (read the changed rows again, say): a change made on
+        this node is answered only after that, so that this node applies
+        every change it answered, even if the database goes away at once.
 
         @return: a zero-argument callable that stops the observation.
         """

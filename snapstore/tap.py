@@ -439,7 +439,7 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
                         # Pins with scope and expiry, holds, approvals
                         # (snapstore.policy); after overrides and fleet, it
                         # takes over the /v1/overrides routes.
-                        PolicyRoutes(reactor, parts.state, overrides, fleet)]
+                        PolicyRoutes(reactor, parts.state, overrides, fleet.view)]
     # The cluster's nodes (snapstore.cluster), in the status too.
     nodes = NodeRoutes(store.cluster)
     status.addSection("nodes", nodes.section)

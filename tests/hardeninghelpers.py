@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ")
 
@@ -55,6 +56,21 @@ async def rawExchange(port: int, data: bytes) -> bytes:
     """
     client = await rawConnect(port)
     client.transport.write(data)
+    return await client.closed
+
+
+async def sendChunks(client: RawClient, mebibytes: float) -> bytes:
+    """
+    Send a chunked body of C{mebibytes} MiB in 64 KiB chunks on C{client}
+    (whose request head said C{Transfer-Encoding: chunked}), stopping early
+    when the server closes; fire with all it answered.
+    """
+    chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+    for _ in range(int(mebibytes * 16)):
+        if client.closed.called:
+            break
+        client.transport.write(chunk)
+        await deferLater(reactor, 0, lambda: None)
     return await client.closed
 
 

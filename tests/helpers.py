@@ -7,14 +7,28 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from snapstore.config import buildSettings
+
+
+def deferred(f: Any) -> Any:
+    """
+    Run an C{async def} test method as a Deferred for trial.
+    """
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return ensureDeferred(f(self, *args, **kwargs))
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper
 
 
 def testSettings(testCase: Any, **given: Any) -> Any:
@@ -40,6 +54,22 @@ def listen(testCase: Any, factory: Any) -> Any:
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     testCase.addCleanup(port.stopListening)
     return port.getHost().port
+
+
+def capturedEvents(testCase: Any, namespace: str | None = None) -> list[dict[str, Any]]:
+    """
+    A list that receives the log events published until the test ends
+    (only those of C{namespace}, when given).
+    """
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if namespace is None or event.get("log_namespace") == namespace:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    testCase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
 
 
 def testAgent(testCase: Any) -> Agent:

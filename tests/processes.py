@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -112,12 +113,15 @@ def spawn(testCase: Any, argv: list[str], **extraEnvironment: str) -> RunningPro
 
 
 @inlineCallbacks
-def waitForPort(port: int, process: RunningProcess, attempts: int = 200) -> Any:
+def waitForPort(port: int, process: RunningProcess, bound: float = 120.0) -> Any:
     """
     Wait until something accepts connections on C{port}, or fail with the
-    process's output if it ended first.
+    process's output if it ended first or nothing listened within C{bound}
+    seconds (a process starting on a loaded machine is slow, not broken:
+    the bound is only there to name the port in the failure).
     """
-    for _ in range(attempts):
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
         if process.collector.ended.called:
             raise AssertionError(f"process ended before listening:\n{process.output}")
         try:
@@ -127,7 +131,7 @@ def waitForPort(port: int, process: RunningProcess, attempts: int = 200) -> Any:
         else:
             protocol.transport.loseConnection()
             return
-    raise AssertionError(f"nothing listened on {port}:\n{process.output}")
+    raise AssertionError(f"nothing listened on {port} within {bound:g}s:\n{process.output}")
 
 
 @inlineCallbacks
@@ -149,3 +153,18 @@ def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> A
     process = spawn(testCase, argv)
     yield waitForPort(storePort, process)
     return process, storePort
+
+
+async def spawnFakeStore(testCase: Any, *snaps: str) -> str:
+    """
+    Run the standalone fake store (C{python -m tests.fakestore}) with
+    C{--snap} C{snaps} (C{name:revision:size}) until the test ends, as a
+    process of its own; fire with its API URL once it listens.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    argv = [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort),
+            "--cdn-port", str(cdnPort)]
+    for snap in snaps:
+        argv += ["--snap", snap]
+    await waitForPort(apiPort, spawn(testCase, argv))
+    return f"http://127.0.0.1:{apiPort}/"

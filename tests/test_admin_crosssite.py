@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from snapstore import cli
 from tests.hardeninghelpers import parseAnswer, rawExchange
-from tests.processes import freePort, spawn, startTwistd, waitForPort
+from tests.processes import freePort, spawnFakeStore, startTwistd, waitForPort
 
 PIN = json.dumps({"channel-map": [{"channel": "stable", "revision": 1}]}).encode()
 
@@ -46,13 +45,10 @@ class CrossSiteTests(TestCase):
     timeout = 120
 
     async def setUp(self) -> None:
-        apiPort, cdnPort = freePort(), freePort()
-        self.fake = spawn(self, [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort),
-                                 "--cdn-port", str(cdnPort), "--snap", "hello:1:4096"])
-        await waitForPort(apiPort, self.fake)
+        upstream = await spawnFakeStore(self, "hello:1:4096")
         self.adminPort = freePort()
         self.process, self.storePort = await startTwistd(
-            self, "--upstream", f"http://127.0.0.1:{apiPort}/", "--proxy-endpoint", "none",
+            self, "--upstream", upstream, "--proxy-endpoint", "none",
             "--admin-endpoint", f"tcp:{self.adminPort}:interface=127.0.0.1",
             "--data-dir", os.path.abspath(self.mktemp()))
         await waitForPort(self.adminPort, self.process)

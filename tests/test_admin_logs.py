@@ -11,12 +11,13 @@ import json
 
 from twisted.application.service import Application, MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from snapstore.observe.access import ACCESS_NAMESPACE
 from snapstore.observe.logs import eventAsJSON, jsonLogObserver, withLogFormat
+from tests.helpers import capturedEvents
 from tests.test_admin import RunningService
 
 
@@ -83,14 +84,7 @@ class AccessLogTests(TestCase):
     @inlineCallbacks
     def setUp(self):
         self.service = yield RunningService(self).start()
-        self.events = []
-
-        def observe(event):
-            if event.get("log_namespace") == ACCESS_NAMESPACE:
-                self.events.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.events = capturedEvents(self, ACCESS_NAMESPACE)
 
     @inlineCallbacks
     def test_downloadLine(self):

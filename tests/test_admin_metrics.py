@@ -237,9 +237,7 @@ class PartsMetricsTests(TestCase):
 
         from tests.ports import freePort
 
-        fake = FakeStore(reactor)
-        yield fake.start()
-        self.addCleanup(fake.stop)
+        fake = yield FakeStore(reactor).startFor(self)
         proxyPort = freePort()
         service = yield RunningService(self).start(
             "--proxy-endpoint", f"tcp:{proxyPort}:interface=127.0.0.1",

@@ -230,8 +230,7 @@ class CompressedUpstreamTests(TestCase):
             self.store = FakeStore(reactor, compress="gzip")
             self.snapId = self.store.addSnap("hello", summary="hello world")
             self.store.addRevision("hello", 1, 100_000)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            await self.store.startFor(self)
             self.proxy = await Proxy(self, self.store.apiURL, copyShipped(self)).start()
             self.pool = HTTPConnectionPool(reactor, persistent=False)
 
@@ -513,8 +512,7 @@ class FakeStoreCompressionTests(TestCase):
             self.store = FakeStore(reactor, compress="gzip")
             self.snapId = self.store.addSnap("hello")
             self.store.addRevision("hello", 1, 10_000)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            await self.store.startFor(self)
             self.pool = HTTPConnectionPool(reactor, persistent=False)
 
         return ensureDeferred(setUp())

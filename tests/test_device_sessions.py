@@ -13,32 +13,18 @@ import signal
 from io import BytesIO
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from tests.fakestore import FakeStore
-from tests.helpers import testAgent
+from tests.helpers import deferred, testAgent
 from tests.ports import freePort
 from tests.processes import startTwistd, waitForPort
 from tests.sessionclient import SnapdDevice
 from tests.test_rules_support import copyShipped
 
 LIMIT_ERROR = "device-limit-exceeded"
-
-
-def deferred(f):
-    """
-    Run an C{async def} test method as a Deferred.
-    """
-
-    def run(self):
-        return Deferred.fromCoroutine(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 class Node:
@@ -61,9 +47,7 @@ class NodeTestsMixin:
     timeout = 180
 
     async def setUpStore(self):
-        self.store = FakeStore(reactor)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor).startFor(self)
         self.snapId = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         self.store.addRevision("hello", 12, 4096)

@@ -137,9 +137,7 @@ class DownloadTestsMixin:
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.store = FakeStore(reactor)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = yield FakeStore(reactor).startFor(self)
         self.store.addSnap("hello")
         self.store.addRevision("hello", 1, self.size)
         self.store.addRevision("hello", 2, 50_000)

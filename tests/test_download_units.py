@@ -7,16 +7,17 @@ inline, and a L{MemoryReactorClock}; no socket, no thread, no process.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
 from snapstore.cache.blobs import BlobCache
 from snapstore.state.records import BlobRecord
-from snapstore.store.download import MAX_REDIRECTS, DownloadResource
+from snapstore.store.download import IDLE_TIMEOUT, MAX_REDIRECTS, DownloadResource
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 from tests.helpers import MemoryBlobs
 from tests.unithelpers import StoreRequest, TableAgent
@@ -103,3 +104,33 @@ class DownloadUnitTests(SynchronousTestCase):
             self.download.fetch(b"GET", b"https://api.store.test/loop", Headers()), UpstreamError)
         self.assertEqual(failure.value.status, 502)
         self.assertEqual(len(self.agent.requests), MAX_REDIRECTS + 1)
+
+    def test_stalledUpstreamAbortsFill(self) -> None:
+        """
+        An upstream body that sends nothing for the idle timeout is dropped
+        and its fill aborted with a reason saying so, so that the devices
+        waiting on it are cut short instead of waiting forever.
+        """
+        fill = self.cache.beginFill(self.digest, len(DATA))
+        transport = StringTransport()
+        filled = self.download.fillFrom(fill, _SilentResponse(transport), "hello_1.snap")
+        self.reactor.advance(IDLE_TIMEOUT - 1)
+        self.assertNoResult(filled)
+        self.reactor.advance(1)
+        self.assertFalse(self.successResultOf(filled))
+        self.assertEqual(transport.producerState, "stopped")
+        self.assertEqual(fill.failure.getErrorMessage(),
+                         f"upstream sent nothing for {IDLE_TIMEOUT:g}s while downloading hello_1.snap")
+        self.assertFalse(self.cache.contains(self.digest))
+
+
+class _SilentResponse:
+    """
+    An upstream answer whose body never sends a byte.
+    """
+
+    def __init__(self, transport: StringTransport) -> None:
+        self.transport = transport
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(self.transport)

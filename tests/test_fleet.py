@@ -18,7 +18,6 @@ import time
 from io import BytesIO
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -31,7 +30,7 @@ from snapstore.fleet.inventory import installedSnaps, namesIn
 from snapstore.state.fleet import DeviceGroup
 from tests import pgtest
 from tests.fakestore import FakeStore
-from tests.helpers import testAgent
+from tests.helpers import deferred, testAgent
 from tests.processes import freePort, startTwistd, waitForPort
 from tests.sessionclient import SnapdDevice
 from tests.test_multinode import databaseURL
@@ -60,15 +59,6 @@ def rules(env):
 '''
 
 
-def deferred(f):
-    def run(self):
-        return Deferred.fromCoroutine(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
-
-
 class FleetMixin:
     """
     The fake store: C{hello} (amd64 10 and 12, stable at 12; arm64 11 and
@@ -78,9 +68,7 @@ class FleetMixin:
     timeout = 240
 
     async def setUpStore(self, kiosks=False):
-        self.store = FakeStore(reactor)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor).startFor(self)
         self.hello = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         self.store.addRevision("hello", 12, 4096)

@@ -144,8 +144,7 @@ class SnapDownloadTests(TestCase):
         self.store = FakeStore(reactor, hostname="fakestore.test")
         self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 300_000)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        await self.store.startFor(self)
         self.authority = TestAuthority()
         # An HTTPS front for the fake store's API, so snapd's https_proxy
         # (CONNECT) path is used too.

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from snapstore.http.guard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT
 from tests.hardeninghelpers import (
-    blockingExchange, parseAnswer, rawConnect, rawExchange, statuses, storeErrorCode,
+    blockingExchange, parseAnswer, rawConnect, rawExchange, sendChunks, statuses,
+    storeErrorCode,
 )
 from tests.ports import freePort
-from tests.processes import spawn, startTwistd, waitForPort
+from tests.processes import spawnFakeStore, startTwistd
 from tests.test_admin import RunningService
 
 REFRESH = json.dumps({
@@ -232,13 +231,7 @@ class HostileInputTests(TestCase):
         client = await rawConnect(self.storePort)
         client.transport.write(
             b"POST /v2/snaps/refresh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
-        for _ in range(80):  # 5 MiB, past the 4 MiB cap
-            if client.closed.called:
-                break
-            client.transport.write(chunk)
-            await deferLater(reactor, 0, lambda: None)
-        answer = await client.closed
+        answer = await sendChunks(client, 5)  # past the 4 MiB cap
         self.assertEqual(statuses(answer), [413])
         self.assertEqual(self.upstreamSaw("/v2/snaps/refresh"), before)
         await self.assertStillServing()
@@ -256,13 +249,7 @@ class HostileInputTests(TestCase):
         client = await rawConnect(self.adminPort)
         client.transport.write(b"POST /v1/cache/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                b"Transfer-Encoding: chunked\r\n\r\n")
-        chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
-        for _ in range(40):  # 2.5 MiB
-            if client.closed.called:
-                break
-            client.transport.write(chunk)
-            await deferLater(reactor, 0, lambda: None)
-        self.assertEqual(statuses(await client.closed), [413])
+        self.assertEqual(statuses(await sendChunks(client, 2.5)), [413])
         bundle = b"x" * (2 << 20)
         answer = await rawExchange(self.adminPort, request(
             b"POST", b"/v1/import", [b"Content-Type: application/x-tar"], bundle))
@@ -382,12 +369,9 @@ class GeneratedRequestTests(TestCase):
     timeout = 120
 
     async def setUp(self) -> None:
-        apiPort, cdnPort = freePort(), freePort()
-        self.fake = spawn(self, [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort),
-                                 "--cdn-port", str(cdnPort), "--snap", "hello:1:4096"])
-        await waitForPort(apiPort, self.fake)
+        upstream = await spawnFakeStore(self, "hello:1:4096")
         self.process, self.port = await startTwistd(
-            self, "--upstream", f"http://127.0.0.1:{apiPort}/", "--proxy-endpoint", "none",
+            self, "--upstream", upstream, "--proxy-endpoint", "none",
             "--admin-endpoint", "none", "--data-dir", os.path.abspath(self.mktemp()))
 
     def test_generatedRequests(self) -> None:

@@ -18,7 +18,7 @@ import sqlite3
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -28,7 +28,7 @@ from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawConnect, rawExchange, startFront, rawRequest
 from tests.helpers import MemoryBlobs, listen, startStore, testSettings
 from tests.ports import freePort
-from tests.processes import startTwistd
+from tests.processes import startTwistd, waitForPort
 
 class _FullDisk:
     """
@@ -55,8 +55,7 @@ class CacheTestsMixin:
         self.fake = FakeStore(reactor)
         self.fake.addSnap("hello")
         self.fake.addRevision("hello", 1, self.size)
-        await self.fake.start()
-        self.addCleanup(self.fake.stop)
+        await self.fake.startFor(self)
         self.data = self.fake.blobBytes("hello", 1)
         self.digest = self.fake.blobDigest("hello", 1)
 
@@ -251,6 +250,7 @@ class KillTests(CacheTestsMixin, TestCase):
             self, "--upstream", self.front.url, "--data-dir", self.dataDir,
             "--proxy-endpoint", "none", "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
             "--rules-dir", os.path.join(self.dataDir, "no-rules"), *extra)
+        await waitForPort(adminPort, process)
         return process, port, adminPort
 
     async def test_killDuringFill(self) -> None:
@@ -300,19 +300,27 @@ class KillTests(CacheTestsMixin, TestCase):
         os.makedirs(os.path.join(self.dataDir, "no-rules"))
         process, port, adminPort = await self.start()
 
-        async def change(index: int) -> None:
+        async def change(index: int) -> int:
             body = json.dumps({"channel-map": [{"channel": "stable", "revision": 1 + index % 2}]})
-            try:
-                await rawExchange(adminPort, rawRequest(b"POST", b"/v1/overrides/hello", body.encode()))
-            except Exception:
-                pass
+            answer = await rawExchange(adminPort, rawRequest(b"POST", b"/v1/overrides/hello",
+                                                             body.encode()))
+            return parseAnswer(answer)[0]
 
-        first = [Deferred_from(change(index)) for index in range(5)]
-        await gatherResults(first)
-        burst = [Deferred_from(change(index)) for index in range(60)]
-        await deferLater(reactor, 0.05, lambda: None)
+        first = await gatherResults([Deferred_from(change(index)) for index in range(5)])
+        self.assertEqual(first, [200] * 5)
+
+        async def attempt(index: int) -> Any:
+            try:
+                return await change(index)
+            except Exception as error:
+                return error
+
+        burst = [Deferred_from(attempt(index)) for index in range(60)]
+        # Killed once the burst is under way (one change of it answered),
+        # however slow the machine: the others are in flight or queued.
+        await DeferredList(burst, fireOnOneCallback=True)
         await process.kill(signal.SIGKILL)
-        await gatherResults(burst, consumeErrors=True)
+        await gatherResults(burst)
 
         database = sqlite3.connect(os.path.join(self.dataDir, "state.sqlite"))
         self.assertEqual(database.execute("PRAGMA integrity_check").fetchall(), [("ok",)])

@@ -35,8 +35,7 @@ class UpstreamFaultTests(TestCase):
         self.fake = FakeStore(reactor)
         self.fake.addSnap("hello")
         self.fake.addRevision("hello", 1, self.size)
-        await self.fake.start()
-        self.addCleanup(self.fake.stop)
+        await self.fake.startFor(self)
         self.front = await startFront(self, self.fake.apiPort)
         # The relay's own answers to upstream faults, not stale ones
         # (snapstore.uplink has its own tests).

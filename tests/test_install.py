@@ -57,10 +57,22 @@ class InstallTests(SynchronousTestCase):
         if result.returncode != 0:
             raise SkipTest(f"pip could not build the package here: {result.stderr[-800:]}")
 
-    def twistd(self, *arguments):
+    def twistd(self, *arguments, systemRules=None):
+        """
+        Run the installed C{twistd} from the empty directory.
+
+        @param systemRules: the directory the installed code takes for the
+            system's rules (C{/etc/snapstore/rules.d}), so that what this
+            machine has there (an installed package's) does not decide the
+            outcome; C{None} leaves it as installed.
+        """
         environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        prelude = "" if systemRules is None else (
+            "import snapstore.rules.shipped as shipped; "
+            f"shipped.SYSTEM_RULES = {systemRules!r}; ")
         return subprocess.run(
-            [self.python, "-c", "from twisted.scripts.twistd import run; run()", *arguments],
+            [self.python, "-c", prelude + "from twisted.scripts.twistd import run; run()",
+             *arguments],
             capture_output=True, text=True, env=environment, cwd=self.empty, timeout=120)
 
     def test_editableInstallFindsPlugin(self):
@@ -77,16 +89,25 @@ class InstallTests(SynchronousTestCase):
         """
         A plain install puts the shipped rules under
         C{<prefix>/share/snapstore/rules.d}, and they are the rules used
-        when no rules directory exists.
+        when no rules directory exists (the system's included: it is
+        pointed at an absent directory, whatever this machine has in
+        C{/etc/snapstore/rules.d}).
         """
-        if os.path.isdir("/etc/snapstore/rules.d"):
-            raise SkipTest("/etc/snapstore/rules.d exists here (an installed package), "
-                           "and would be the default")
         self.pipInstall(self.source)
         shipped = os.path.join(self.venv, "share", "snapstore", "rules.d")
         self.assertEqual(sorted(name for name in os.listdir(shipped) if name.endswith(".py")),
                          sorted(name for name in os.listdir(os.path.join(CHECKOUT, "rules.d"))
                                 if name.endswith(".py")))
-        result = self.twistd("snapstore", "--config", os.devnull, "--check-rules")
+        absent = os.path.abspath(self.mktemp())
+        result = self.twistd("snapstore", "--config", os.devnull, "--check-rules",
+                             systemRules=absent)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertTrue(result.stdout.startswith(f"{shipped}: OK, "), result.stdout)
+        # A system directory, where there is one, comes first (and so the
+        # run above did not depend on this machine's /etc).
+        system = os.path.abspath(self.mktemp())
+        shutil.copytree(shipped, system)
+        result = self.twistd("snapstore", "--config", os.devnull, "--check-rules",
+                             systemRules=system)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertTrue(result.stdout.startswith(f"{system}: OK, "), result.stdout)

@@ -56,9 +56,7 @@ class NodesMixin:
     def setUpStoreAndDatabase(self):
         self.database = pgtest.TemporaryDatabase()
         self.addCleanup(self.database.drop)
-        self.store = FakeStore(reactor)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = yield FakeStore(reactor).startFor(self)
         self.snapId = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         self.store.addRevision("hello", 12, 4096)

@@ -159,8 +159,7 @@ class OfflineEndToEndTests(TestCase):
         self.store.addRevision("tool", 5, 35_000, channels=("edge",))
         self.store.addSnap("other", summary="Never exported")
         self.store.addRevision("other", 1, 10_000)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        await self.store.startFor(self)
         # The offline node's "upstream": a listener counting connections,
         # so that the test sees any attempt to connect out.
         trap = Factory.forProtocol(_Trap)

@@ -29,8 +29,7 @@ class ExportStoreFromAdminTests(TestCase):
         fake = FakeStore(reactor)
         fake.addSnap("hello")
         fake.addRevision("hello", 3, 3000)
-        yield fake.start()
-        self.addCleanup(fake.stop)
+        yield fake.startFor(self)
         storePort, adminPort = freePort(), freePort()
         self.adminURL = f"http://127.0.0.1:{adminPort}"
         options = Options()

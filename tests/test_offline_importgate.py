@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from snapstore.interfaces import IBodyGate
 from snapstore.admin.importgate import ImportGate
 
-from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, statuses
+from tests.hardeninghelpers import parseAnswer, rawConnect, rawExchange, sendChunks, statuses
 from tests.ports import freePort
 from tests.processes import startTwistd
 from tests.test_offline import runCLI
@@ -86,13 +86,7 @@ class ImportGateTests(TestCase):
         self.assertIn("--import-max-size", error["error"]["message"])
         client = await rawConnect(self.adminPort)
         client.transport.write(head(0, chunked=True))
-        chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
-        for _ in range(40):  # 2.5 MiB
-            if client.closed.called:
-                break
-            client.transport.write(chunk)
-            await deferLater(reactor, 0, lambda: None)
-        self.assertEqual(statuses(await client.closed), [413])
+        self.assertEqual(statuses(await sendChunks(client, 2.5)), [413])
 
     async def test_streamedToDisk(self) -> None:
         """

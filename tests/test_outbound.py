@@ -58,8 +58,7 @@ class ChainTests(TestCase):
         self.store = FakeStore(reactor, hostname="fakestore.test")
         self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 50_000)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        await self.store.startFor(self)
         self.authority = TestAuthority()
         self.caFile = self.authority.writeCA(self.mktemp())
         tls = SSL4ServerEndpoint(reactor, 0, self.authority.serverOptions(),

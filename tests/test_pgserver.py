@@ -111,7 +111,7 @@ class OutageTests(RealServerMixin, TestCase):
         lateDevice = SnapdDevice(self, late.url, "serial-1")
         code, answer = await lateDevice.refresh(self.snapId, 9)
         self.assertEqual((code, answer["error-list"][0]["code"]), (503, "state-unavailable"))
-        self.assertIn("State store not ready", late.process.output)
+        await late.process.printed("State store not ready")
 
         await self.cluster.restart()
         await self.untilAdminAccepts(node, "v1/overrides/hello", PIN)
@@ -173,13 +173,27 @@ class RestartUnderLoadTests(RealServerMixin, TestCase):
 
         loads = gatherResults([Deferred.fromCoroutine(load(d)) for d in devices],
                               consumeErrors=True)
-        await sleep(1.0)
+        def refreshed(count):
+            """
+            Until C{count} more refreshes were answered (every device
+            refreshes about twice), however slow the machine is.
+            """
+            target = len(outcomes) + count
+
+            async def enough():
+                return len(outcomes) >= target
+
+            return enough
+
+        await self.until(refreshed(2 * len(devices)), "no refresh was answered")
         before = len(outcomes)
         await self.cluster.stop()
-        await sleep(1.5)
+        await self.until(refreshed(2 * len(devices)),
+                         "no refresh was answered while the server was down")
         during = len(outcomes) - before
         await self.cluster.restart()
-        await sleep(1.5)
+        await self.until(refreshed(2 * len(devices)),
+                         "no refresh was answered after the server came back")
         running[0] = False
         await loads
 

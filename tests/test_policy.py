@@ -45,9 +45,7 @@ class PolicyMixin(FleetMixin):
     timeout = 300
 
     async def setUpStore(self):
-        self.store = FakeStore(reactor)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor).startFor(self)
         self.hello = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         self.store.addRevision("hello", 11, 4096, channels=())

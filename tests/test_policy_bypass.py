@@ -30,9 +30,7 @@ class PolicyTests(TestCase):
     timeout = 60
 
     async def setUp(self) -> None:
-        self.store = FakeStore(reactor)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor).startFor(self)
         self.store.addSnap("hello", summary="hello world")
         self.store.addSnap("jq", summary="hello json", publisher="shady")
         self.store.addRevision("hello", 1, 1000)

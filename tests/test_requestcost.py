@@ -10,7 +10,7 @@ import json
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web import http
@@ -19,6 +19,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from snapstore.http.bodies import BytesProducer
 from snapstore.observe.access import ACCESS_NAMESPACE, ObservedRequest
 from snapstore.observe.logs import eventAsJSON
+from tests.helpers import capturedEvents
 from tests.test_admin import RunningService
 
 
@@ -79,14 +80,7 @@ class AccessLineTests(TestCase):
     @inlineCallbacks
     def setUp(self):
         self.service = yield RunningService(self).start()
-        self.events = []
-
-        def observe(event):
-            if event.get("log_namespace") == ACCESS_NAMESPACE:
-                self.events.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.events = capturedEvents(self, ACCESS_NAMESPACE)
 
     @inlineCallbacks
     def test_lineFromFields(self):

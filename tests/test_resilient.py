@@ -180,9 +180,7 @@ class StateOutageAnswerTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.store = FakeStore(reactor)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = yield FakeStore(reactor).startFor(self)
         self.store.addSnap("hello")
         self.store.addRevision("hello", 1, 100)
         self.proxy = yield Proxy(self, self.store.apiURL, writeRules(self, self.RULES)).start()

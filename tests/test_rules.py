@@ -630,9 +630,7 @@ class AccessThroughProxyTests(TestCase):
         from twisted.internet.defer import ensureDeferred
 
         async def setUp():
-            self.store = FakeStore(reactor)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            self.store = await FakeStore(reactor).startFor(self)
             self.store.addSnap("hello", summary="hello world")
             self.store.addSnap("secret", summary="hello secret", publisher="shady")
             self.store.addRevision("hello", 1, 1000)
@@ -694,9 +692,7 @@ class CustomRuleTests(TestCase):
         from twisted.internet.defer import ensureDeferred
 
         async def setUp():
-            self.store = FakeStore(reactor)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            self.store = await FakeStore(reactor).startFor(self)
             self.store.addSnap("hello")
             self.store.addRevision("hello", 1, 1000)
             directory = copyShipped(self)
@@ -775,8 +771,7 @@ class AssertionPolicyTests(TestCase):
             self.store = FakeStore(reactor)
             self.store.addSnap("hello")
             self.store.addRevision("hello", 1, 1000)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            await self.store.startFor(self)
             pool = makePool(reactor)
             self.addCleanup(pool.closeCachedConnections)
             upstream = StoreUpstream(Agent(reactor, pool=pool), self.store.apiURL, reactor, 10)
@@ -854,8 +849,7 @@ class TwistdReloadTests(TestCase):
             store = FakeStore(reactor)
             store.addSnap("hello")
             store.addRevision("hello", 1, 1000)
-            await store.start()
-            self.addCleanup(store.stop)
+            await store.startFor(self)
             directory = copyShipped(self)
             process, port = await startTwistd(
                 self, "--upstream", store.apiURL, "--proxy-endpoint", "none",

@@ -264,8 +264,7 @@ class DeviceLimitThroughProxyTests(TestCase):
             self.store = FakeStore(reactor)
             self.store.addSnap("hello")
             self.store.addRevision("hello", 1, 1000)
-            await self.store.start()
-            self.addCleanup(self.store.stop)
+            await self.store.startFor(self)
             self.clock = Clock()
             self.clock.advance(1_000_000)
             self.proxy = await Proxy(self, self.store.apiURL, copyShipped(self, limit="2"),

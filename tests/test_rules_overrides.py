@@ -26,21 +26,8 @@ from snapstore.rules.overrides import (
 )
 from snapstore.state.records import deviceChannel, Override
 from tests.fakestore import FakeStore
-from tests.helpers import testAgent
+from tests.helpers import deferred, testAgent
 from tests.test_rules_support import Proxy, copyShipped
-
-
-def deferred(f):
-    """
-    Run an C{async def} test method as a Deferred for trial.
-    """
-
-    def wrapper(self, *args, **kwargs):
-        return ensureDeferred(f(self, *args, **kwargs))
-
-    wrapper.__name__ = f.__name__
-    wrapper.__doc__ = f.__doc__
-    return wrapper
 
 
 class ChannelKeyTests(TestCase):
@@ -81,8 +68,7 @@ class OverrideTestsMixin:
         self.store.addRevision("hello", 13, 23000, architectures=("arm64",))
         self.store.addSnap("other")
         self.store.addRevision("other", 5, 1000)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        await self.store.startFor(self)
         self.snapId = self.store.snapId("hello")
 
     async def startProxy(self, state=None):

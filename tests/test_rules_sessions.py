@@ -213,9 +213,7 @@ class PruningThroughProxyTests(TestCase):
         """
 
         async def check():
-            store = FakeStore(reactor)
-            await store.start()
-            self.addCleanup(store.stop)
+            store = await FakeStore(reactor).startFor(self)
             clock = Clock()
             clock.advance(1_000_000)
             proxy = await Proxy(self, store.apiURL, copyShipped(self), clock=clock).start()

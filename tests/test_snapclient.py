@@ -37,9 +37,7 @@ class SnapDownloadThroughProxyTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.store = FakeStore(reactor, compress=self.compress)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = yield FakeStore(reactor, compress=self.compress).startFor(self)
         self.snapId = self.store.addSnap("hello", summary="Hello")
         self.store.addRevision("hello", 10, 2_000_000)
         self.process, port = yield startTwistd(

@@ -176,9 +176,7 @@ class DefaultRulesTests(TestCase):
         """
         from tests.test_admin import runCLI
 
-        fake = FakeStore(reactor)
-        yield fake.start()
-        self.addCleanup(fake.stop)
+        fake = yield FakeStore(reactor).startFor(self)
         adminPort = freePort()
         options = self.options("--upstream", fake.apiURL,
                                "--store-endpoint", f"tcp:{freePort()}:interface=127.0.0.1",

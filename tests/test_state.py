@@ -21,6 +21,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
+    fail,
     gatherResults,
 )
 from twisted.internet.task import Clock, deferLater
@@ -767,6 +768,36 @@ class StateStoreContractMixin:
         await store.setSetting("device-limit", 4, "a")
         self.assertEqual(len(seen), 3)
         self.flushLoggedErrors(RuntimeError)
+
+    @asyncTest
+    async def test_changeAnsweredOnceObserversTookItIn(self) -> None:
+        """
+        A change is answered only once the Deferred an observer returned
+        fired (so that a node applies every change it answered); one that
+        fails is logged, and the change stands.
+        """
+        store = await self.started()
+        told: Deferred[None] = Deferred()
+        takenIn: Deferred[None] = Deferred()
+
+        def observer(event: dict[str, Any]) -> Deferred[None]:
+            told.callback(None)
+            return takenIn
+
+        stop = store.observeChanges(observer)
+        setting = store.setOverride(Override("hello", "stable", 1, "amd64"), "a")
+        await told
+        # Out of the observer's call, and a turn of the reactor later:
+        await deferLater(reactor, 0, lambda: None)
+        self.assertNoResult(setting)
+        takenIn.callback(None)
+        self.assertIsNone(await setting)
+        stop()
+
+        store.observeChanges(lambda event: fail(RuntimeError("observer bug")))
+        await store.setSetting("device-limit", 3, "a")
+        self.assertEqual(await store.getSetting("device-limit"), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     # -- concurrency -------------------------------------------------------
 

@@ -79,9 +79,7 @@ class TwistdProcessTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.store = FakeStore(reactor)
-        yield self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = yield FakeStore(reactor).startFor(self)
         self.store.addSnap("hello", summary="Hello world")
         self.store.addRevision("hello", 3, 300000)
         self.process, port = yield startTwistd(

@@ -25,25 +25,12 @@ from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
 from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
-from tests.helpers import testAgent
+from tests.helpers import deferred, testAgent
 from tests.processes import freePort, startTwistd, waitForPort
 from tests.test_rules_support import copyShipped
 
 FIELDS = ["architectures", "base", "confinement", "created-at", "download", "epoch", "name",
           "revision", "snap-id", "summary", "title", "type", "version", "publisher"]
-
-
-def deferred(f):
-    """
-    Run an C{async def} test method as a Deferred.
-    """
-
-    def run(self):
-        return Deferred.fromCoroutine(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 class NodeMixin:
@@ -55,9 +42,7 @@ class NodeMixin:
     timeout = 240
 
     async def startStore(self, **options):
-        self.store = FakeStore(reactor, **options)
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor, **options).startFor(self)
 
     async def startNode(self, *options):
         self.adminPort = freePort()
@@ -486,9 +471,7 @@ class StaleDetailTests(NodeMixin, TestCase):
         """
         Answers upstream sent gzipped are learned (decoded) all the same.
         """
-        self.store = FakeStore(reactor, compress="gzip")
-        await self.store.start()
-        self.addCleanup(self.store.stop)
+        self.store = await FakeStore(reactor, compress="gzip").startFor(self)
         snapId = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 4096)
         await self.startNode()

@@ -27,11 +27,10 @@ from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
-from snapstore.admin.devices import CONNECTED_WINDOW, DeviceRoutes
-from snapstore.admin.router import APIError, Router, readJSON
-from snapstore.fleet.groups import GroupDirectory, GroupError, checkName, checkSelectors, groupsOf
-from snapstore.fleet.whatwould import WhatWouldRefresh
-from snapstore.rules.engine import RuleSet
+from snapstore.admin.devices import DeviceRoutes
+from snapstore.admin.fleetview import FleetView, membersOf
+from snapstore.admin.router import APIError, Router, argument, readJSON
+from snapstore.fleet.groups import GroupError, checkName, checkSelectors, groupsOf
 from snapstore.state import audit
 from snapstore.state.fleet import SELECTOR_KINDS, DeviceGroup
 
@@ -107,13 +106,10 @@ class FleetRoutes:
             C{None}.
         @param devices: the devices area (connected count and limit).
         """
-        self.clock = clock
         self.state = state
-        self.rules = rules
         self.devicesArea = devices
-        groups = rules.groups if rules is not None else None
-        self.directory = groups if groups is not None else GroupDirectory(state)
-        self.planner = WhatWouldRefresh(upstream, self.directory.groupsFor)
+        #: Devices, groups and the report, shared with the change-control area.
+        self.view = FleetView(clock, state, upstream, rules)
 
     def register(self, router: Router) -> None:
         """
@@ -134,32 +130,10 @@ class FleetRoutes:
     def _error(self, status: int, code: str, message: str) -> Exception:
         return APIError(status, code, message)
 
-    def _arg(self, request: Any, name: bytes) -> Optional[str]:
-        values = request.args.get(name)
-        return values[0].decode("utf-8") if values else None
-
-    async def _members(self, devices: list[Any], group: DeviceGroup) -> list[Any]:
-        return [d for d in devices if group.name in groupsOf([group], d.identity, d.address)]
-
-    async def _group(self, name: str) -> DeviceGroup:
-        for group in await self.state.listGroups():
-            if group.name == name:
-                return group
-        raise self._error(404, "no-group", f"there is no device group {name!r}")
-
-    async def _devices(self, request: Any, everyone: bool = False) -> list[Any]:
-        showAll = everyone or self._arg(request, b"all") in ("1", "yes", "true")
-        since = None if showAll else self.clock.seconds() - CONNECTED_WINDOW
-        devices = await self.state.listFleet(seenSince=since, snapName=self._arg(request, b"snap"))
-        groupName = self._arg(request, b"group")
-        if groupName is not None:
-            devices = await self._members(devices, await self._group(groupName))
-        return devices
-
     # -- devices and inventory ---------------------------------------------
 
     async def devices(self, request: Any, caller: Any) -> tuple[int, Any]:
-        devices = await self._devices(request)
+        devices = await self.view.devices(request)
         groups = await self.state.listGroups()
         answer: dict[str, Any] = {"devices": [deviceJSON(d, groups) for d in devices]}
         connected, limit = await self.devicesArea.deviceStatus()
@@ -173,7 +147,7 @@ class FleetRoutes:
         return 200, deviceJSON(found[0], await self.state.listGroups())
 
     async def inventory(self, request: Any, caller: Any) -> tuple[int, Any]:
-        counts = await self.state.inventory(self._arg(request, b"snap"))
+        counts = await self.state.inventory(argument(request, b"snap"))
         snaps: dict[str, dict[str, Any]] = {}
         for count in counts:
             entry = snaps.setdefault(count.snapId, {"name": count.name, "snap-id": count.snapId,
@@ -190,13 +164,13 @@ class FleetRoutes:
         devices = await self.state.listFleet(seenSince=None) if groups else []
         answer = []
         for group in groups:
-            answer.append(groupJSON(group, await self._members(devices, group)))
+            answer.append(groupJSON(group, membersOf(devices, group)))
         return 200, {"groups": answer}
 
     async def showGroup(self, request: Any, caller: Any, name: str) -> tuple[int, Any]:
-        group = await self._group(name)
-        members = [d.identity for d in await self._members(
-            await self.state.listFleet(seenSince=None), group)]
+        group = await self.view.group(name)
+        members = [d.identity for d in membersOf(await self.state.listFleet(seenSince=None),
+                                                 group)]
         return 200, dict(groupJSON(group, members), members=members)
 
     async def putGroup(self, request: Any, caller: Any, name: str) -> tuple[int, Any]:
@@ -219,35 +193,19 @@ class FleetRoutes:
 
     # -- what would refresh ----------------------------------------------------
 
-    def _ruleSet(self) -> RuleSet:
-        rules = self.rules
-        return rules.ruleSet if rules is not None else RuleSet()
-
-    async def _report(self, request: Any, ruleSet: RuleSet, snap: Optional[str] = None) -> Any:
-        devices = await self._devices(request, everyone=True)
-        try:
-            return {"changes": await self.planner.changes(devices, ruleSet, snap)}
-        except Exception as error:
-            # The report needs upstream's channel maps: say so when it
-            # cannot be had, rather than "internal error".
-            if getattr(error, "status", None) in (502, 504) or isinstance(error, RuntimeError):
-                raise self._error(502, "upstream-unavailable",
-                                  f"cannot ask upstream what a refresh would offer: "
-                                  f"{getattr(error, 'message', error)}")
-            raise
-
     async def whatWouldRefresh(self, request: Any, caller: Any) -> tuple[int, Any]:
-        return 200, await self._report(request, self._ruleSet(), self._arg(request, b"snap"))
+        return 200, await self.view.report(request, self.view.ruleSet(),
+                                          argument(request, b"snap"))
 
     # -- deliveries --------------------------------------------------------------
 
     async def deliveries(self, request: Any, caller: Any) -> tuple[int, Any]:
         try:
-            since = parseSince(self._arg(request, b"since"))
+            since = parseSince(argument(request, b"since"))
         except ValueError:
             raise self._error(400, "bad-request", "since must be RFC 3339 or POSIX seconds")
-        rows = await self.state.listDeliveries(device=self._arg(request, b"device"),
-                                               snapName=self._arg(request, b"snap"), since=since)
+        rows = await self.state.listDeliveries(device=argument(request, b"device"),
+                                               snapName=argument(request, b"snap"), since=since)
         return 200, {"deliveries": [deliveryJSON(row) for row in rows]}
 
     async def verifyDeliveries(self, request: Any, caller: Any) -> tuple[int, Any]:

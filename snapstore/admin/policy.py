@@ -29,9 +29,10 @@ from typing import Any, Optional
 
 import attrs
 
-from snapstore.admin.fleet import FleetRoutes, rfc3339
-from snapstore.admin.overrides import OverrideRoutes
-from snapstore.admin.router import APIError, Router
+from snapstore.admin.fleet import rfc3339
+from snapstore.admin.fleetview import FleetView
+from snapstore.admin.overrides import OverrideRoutes, overrideJSON
+from snapstore.admin.router import APIError, Router, argument
 from snapstore.fleet.whatwould import withProposedPolicy
 from snapstore.policy.timespec import TimeSpecError, parseDuration, parseTime
 from snapstore.state.policy import Approval, Hold
@@ -43,19 +44,15 @@ MAX_REASON = 1000
 
 def pinJSON(override: Any, now: float) -> dict[str, Any]:
     """
-    A pin as C{list-overrides --json} shows it.
+    A pin as C{list-overrides --json} shows it: the overrides area's
+    spelling, with scope, expiry and reason.
     """
     return {
-        "snap": override.snapName,
-        "snap-id": override.snapId,
-        "channel": override.channel,
-        "revision": override.revision,
-        "architecture": override.architecture,
+        **overrideJSON(override),
         "group": override.group or None,
         "until": rfc3339(override.until),
         "expired": override.expired(now),
         "reason": override.reason,
-        "created-at": override.createdAt,
     }
 
 
@@ -81,11 +78,12 @@ class PolicyRoutes:
     The handlers, in the admin API's shape.
 
     @ivar overrides: the overrides area (pins checked upstream).
-    @ivar fleet: the fleet area, whose report answers dry runs.
+    @ivar fleet: the fleet area's view: its groups, and its report, which
+        answers dry runs.
     """
 
     def __init__(self, clock: Any, state: Any, overrides: OverrideRoutes,
-                 fleet: FleetRoutes) -> None:
+                 fleet: FleetView) -> None:
         self.clock = clock
         self.state = state
         self.overrides = overrides
@@ -112,7 +110,7 @@ class PolicyRoutes:
         return float(self.clock.seconds())
 
     def _dryRun(self, request: Any) -> bool:
-        return self.fleet._arg(request, b"dry-run") in ("1", "yes", "true")
+        return argument(request, b"dry-run") in ("1", "yes", "true")
 
     def _body(self, request: Any) -> dict[str, Any]:
         content = request.content
@@ -145,7 +143,7 @@ class PolicyRoutes:
         """
         name = self._text(body, "group")
         if name:
-            await self.fleet._group(name)
+            await self.fleet.group(name)
         return name
 
     def _channel(self, value: Any) -> str:
@@ -157,7 +155,7 @@ class PolicyRoutes:
             raise self._error(400, "bad-channel", str(error))
 
     async def _report(self, request: Any, ruleSet: Any, snap: Optional[str]) -> tuple[int, Any]:
-        return 200, await self.fleet._report(request, ruleSet, snap)
+        return 200, await self.fleet.report(request, ruleSet, snap)
 
     # -- pins ----------------------------------------------------------------
 
@@ -183,7 +181,7 @@ class PolicyRoutes:
         resolved = [attrs.evolve(o, group=group, until=until, reason=reason)
                     for o in await self.overrides.resolveOverrides(request, snapName)]
         if self._dryRun(request):
-            return await self._report(request, withProposedPolicy(self.fleet._ruleSet(),
+            return await self._report(request, withProposedPolicy(self.fleet.ruleSet(),
                                                                   pins=resolved), snapName)
         now = self._now()
         results = []
@@ -197,7 +195,7 @@ class PolicyRoutes:
         channels = [c.decode("utf-8") for c in request.args.get(b"channel", [])]
         if not channels:
             raise self._error(400, "bad-request", "say which channel: ?channel=latest/stable")
-        group = self.fleet._arg(request, b"group") or ""
+        group = argument(request, b"group") or ""
         removed = []
         for channel in channels:
             self._channel(channel)
@@ -236,19 +234,19 @@ class PolicyRoutes:
                 raise self._error(400, "bad-duration", str(error))
         hold = Hold(snap, channel, group, holdFor, reason, self._now())
         if self._dryRun(request):
-            return await self._report(request, withProposedPolicy(self.fleet._ruleSet(),
+            return await self._report(request, withProposedPolicy(self.fleet.ruleSet(),
                                                                   holds=[hold]), snap or None)
         previous = await self.state.setHold(hold, caller.actor)
         return 200, {"hold": holdJSON(hold),
                      "previous": holdJSON(previous) if previous else None}
 
     async def releaseHold(self, request: Any, caller: Any) -> tuple[int, Any]:
-        snap = self.fleet._arg(request, b"snap") or ""
-        channel = self._channel(self.fleet._arg(request, b"channel"))
-        group = self.fleet._arg(request, b"group") or ""
+        snap = argument(request, b"snap") or ""
+        channel = self._channel(argument(request, b"channel"))
+        group = argument(request, b"group") or ""
         if self._dryRun(request):
             return await self._report(request, withProposedPolicy(
-                self.fleet._ruleSet(), released=[(snap, channel, group)]), snap or None)
+                self.fleet.ruleSet(), released=[(snap, channel, group)]), snap or None)
         gone = await self.state.releaseHold(snap, channel, group, caller.actor)
         if gone is None:
             raise self._error(404, "no-hold", "there is no such hold (see snapstore holds)")
@@ -257,7 +255,7 @@ class PolicyRoutes:
     # -- approvals -------------------------------------------------------------
 
     async def listApprovals(self, request: Any, caller: Any) -> tuple[int, Any]:
-        rows = await self.state.listApprovals(self.fleet._arg(request, b"snap"))
+        rows = await self.state.listApprovals(argument(request, b"snap"))
         return 200, {"approvals": [approvalJSON(a) for a in rows]}
 
     async def approve(self, request: Any, caller: Any) -> tuple[int, Any]:
@@ -273,6 +271,6 @@ class PolicyRoutes:
                             self._now())
         if self._dryRun(request):
             return await self._report(request, withProposedPolicy(
-                self.fleet._ruleSet(), approvals=[approval]), snap)
+                self.fleet.ruleSet(), approvals=[approval]), snap)
         stored = await self.state.approve(approval, caller.actor)
         return 200, {"approved": approvalJSON(stored)}

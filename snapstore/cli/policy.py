@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from snapstore.cli.client import EXIT_OK, EXIT_USAGE, CommandError
 from snapstore.cli.fleet import printChanges
@@ -39,14 +39,28 @@ def _durationArgument(text: str) -> str:
     return text
 
 
-def _dryRun(options: argparse.Namespace) -> Optional[dict[str, str]]:
-    return {"dry-run": "1"} if getattr(options, "dry_run", False) else None
-
-
-def _printDryRun(answer: Any, options: argparse.Namespace, out: TextIO) -> int:
-    if not options.json:
-        out.write("Dry run: nothing changed. With this change, a refresh would change:\n")
-    return int(printChanges(answer, options, out))
+def _change(client: Any, options: argparse.Namespace, out: TextIO,
+            describe: Callable[[Any], str], method: str, path: str, body: Any = None,
+            query: Optional[dict[str, Any]] = None) -> int:
+    """
+    Make one change through the admin API and print its answer: as JSON
+    with C{--json}, else in the verb's words (C{describe(answer)}).  With
+    C{--dry-run} nothing changes: the API answers which devices' refresh
+    the change would alter, and that is printed instead.
+    """
+    dryRun = getattr(options, "dry_run", False)
+    if dryRun:
+        query = {**(query or {}), "dry-run": "1"}
+    answer = client.call(method, path, body, query=query)
+    if dryRun:
+        if not options.json:
+            out.write("Dry run: nothing changed. With this change, a refresh would change:\n")
+        return int(printChanges(answer, options, out))
+    if options.json:
+        dumpJSON(answer, out)
+    else:
+        out.write(describe(answer))
+    return EXIT_OK
 
 
 def _scope(group: Optional[str]) -> str:
@@ -75,19 +89,18 @@ def cmdOverride(client: Any, options: argparse.Namespace, out: TextIO) -> int:
                        ("reason", options.reason)):
         if value is not None:
             body[key] = value
-    answer = client.call("POST", f"/v1/overrides/{quote(options.snap)}", body,
-                         query=_dryRun(options))
-    if options.dry_run:
-        return _printDryRun(answer, options, out)
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    for item in answer["set"]:
-        new, old = item["override"], item["previous"]
-        was = f" (was {old['revision']})" if old else ""
-        until = f" until {new['until']}" if new.get("until") else ""
-        out.write(f"{_pinned(new)}: revision {new['revision']}{was}{until}\n")
-    return EXIT_OK
+
+    def describe(answer: Any) -> str:
+        lines = []
+        for item in answer["set"]:
+            new, old = item["override"], item["previous"]
+            was = f" (was {old['revision']})" if old else ""
+            until = f" until {new['until']}" if new.get("until") else ""
+            lines.append(f"{_pinned(new)}: revision {new['revision']}{was}{until}\n")
+        return "".join(lines)
+
+    return _change(client, options, out, describe,
+                   "POST", f"/v1/overrides/{quote(options.snap)}", body)
 
 
 def cmdListOverrides(client: Any, options: argparse.Namespace, out: TextIO) -> int:
@@ -145,15 +158,12 @@ def cmdHold(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         body["until-approved"] = True
     else:
         body["for"] = options.duration
-    answer = client.call("POST", "/v1/holds", body, query=_dryRun(options))
-    if options.dry_run:
-        return _printDryRun(answer, options, out)
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    line = _holdLine(answer["hold"])
-    out.write(f"hold set: {line[0]} on {line[1]} channel(s) for {line[2]}: {line[3]}\n")
-    return EXIT_OK
+
+    def describe(answer: Any) -> str:
+        line = _holdLine(answer["hold"])
+        return f"hold set: {line[0]} on {line[1]} channel(s) for {line[2]}: {line[3]}\n"
+
+    return _change(client, options, out, describe, "POST", "/v1/holds", body)
 
 
 def cmdHolds(client: Any, options: argparse.Namespace, out: TextIO) -> int:
@@ -172,32 +182,25 @@ def cmdHolds(client: Any, options: argparse.Namespace, out: TextIO) -> int:
 
 def cmdReleaseHold(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     snap = _holdKey(options)
-    answer = client.call("DELETE", "/v1/holds", query={
-        "snap": snap, "channel": options.channel, "group": options.group,
-        **(_dryRun(options) or {})})
-    if options.dry_run:
-        return _printDryRun(answer, options, out)
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    line = _holdLine(answer["released"])
-    out.write(f"hold released: {line[0]} on {line[1]} channel(s) for {line[2]}\n")
-    return EXIT_OK
+
+    def describe(answer: Any) -> str:
+        line = _holdLine(answer["released"])
+        return f"hold released: {line[0]} on {line[1]} channel(s) for {line[2]}\n"
+
+    return _change(client, options, out, describe, "DELETE", "/v1/holds", query={
+        "snap": snap, "channel": options.channel, "group": options.group})
 
 
 def cmdApprove(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     body = {"snap": options.snap, "revision": options.revision, "group": options.group,
             "reason": options.reason}
-    answer = client.call("POST", "/v1/approvals", body, query=_dryRun(options))
-    if options.dry_run:
-        return _printDryRun(answer, options, out)
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    approved = answer["approved"]
-    out.write(f"{approved['snap']} revision {approved['revision']} approved for "
-              f"{_scope(approved.get('group'))}\n")
-    return EXIT_OK
+
+    def describe(answer: Any) -> str:
+        approved = answer["approved"]
+        return (f"{approved['snap']} revision {approved['revision']} approved for "
+                f"{_scope(approved.get('group'))}\n")
+
+    return _change(client, options, out, describe, "POST", "/v1/approvals", body)
 
 
 def _revisionArgument(text: str) -> int:

@@ -105,12 +105,8 @@ class _Link:
             self._lock.release()
 
     def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:
-                pass
+        if self._connection is not None:
+            self.close()
             if self.onLost is not None:
                 self.onLost()
 

@@ -27,20 +27,19 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
-from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from snapstore.cache.blobs import FillFailed, VerificationFailed
 from snapstore.cluster.peer import peerBlobURL
-from snapstore.store.download import _Discard, upstreamHeaders
 from snapstore.interfaces import IBlobFiller
-from snapstore.store.upstream import UpstreamError
+from snapstore.store.download import checkBlobResponse, upstreamHeaders
+from snapstore.store.fillbody import BodyIntoFill, SourceGone
+from snapstore.store.upstream import UpstreamError, discardBody
 
 #: Seconds between two looks at the database while another node holds the
 #: fill lock but is not yet listed as filling.
@@ -51,66 +50,6 @@ PEER_TIMEOUT = 3.0
 REFUSED_FOR = 600.0
 #: Sources tried for one fill before it is given up.
 MAX_ATTEMPTS = 20
-
-
-class _SourceGone(Exception):
-    """
-    A source stopped before the end of the blob; the next one may go on.
-    """
-
-
-class _PieceWriter(Protocol):
-    """
-    Writes one source's body into a fill, from the fill's current end,
-    without ending the fill: the filler decides what comes next.
-    """
-
-    transport: Any
-
-    def __init__(self, fill: Any, clock: Any, idleTimeout: float,
-                 counted: Any = None) -> None:
-        self.fill = fill
-        self.clock = clock
-        self.idleTimeout = idleTimeout
-        self.counted = counted
-        self.done: Deferred[None] = Deferred()
-        self._idle: Any = None
-
-    def connectionMade(self) -> None:
-        self._idle = self.clock.callLater(self.idleTimeout, self._stalled)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.fill.failure is not None:
-            self._stop()
-            return
-        self._idle.reset(self.idleTimeout)
-        if self.counted is not None:
-            self.counted(len(data))
-        try:
-            self.fill.write(data)
-        except OSError:
-            pass
-        if self.fill.failure is not None:
-            self._stop()
-
-    def _stalled(self) -> None:
-        self._idle = None
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss,
-                                               HTTPPotentialDataLoss):
-            self.done.callback(None)
-        else:
-            message = reason.getErrorMessage() if reason is not None else "connection lost"
-            self.done.errback(_SourceGone(message))
 
 
 @implementer(IBlobFiller)
@@ -276,7 +215,7 @@ class ClusterFiller:
             return False
         expected = 206 if start else 200
         if response.code != expected or not _rangeStartsAt(response, start, fill.size):
-            response.deliverBody(_Discard())
+            discardBody(response)
             self.log.info("peer {peer} answered {code} for {digest} from byte {start}",
                           peer=url, code=response.code, digest=fill.digest[:16], start=start)
             self.counts["peer-failed"] += 1
@@ -284,11 +223,11 @@ class ClusterFiller:
         self.counts["peer" if complete else "peer-filling"] += 1
         contributors.add(url)
         fill.start()
-        writer = _PieceWriter(fill, self.clock, self.download.idleTimeout)
+        writer = BodyIntoFill(fill, self.clock, self.download.idleTimeout)
         response.deliverBody(writer)
         try:
             await writer.done
-        except _SourceGone as error:
+        except SourceGone as error:
             self.log.warn("peer {peer} broke off {digest} at byte {written}: {why}",
                           peer=url, digest=fill.digest[:16], written=fill.written, why=error)
             self.counts["peer-failed"] += 1
@@ -332,29 +271,12 @@ class ClusterFiller:
                                         f"upstream answered {response.code} to a resumed "
                                         f"download of {what} from byte {start}")
         else:
-            problem = self.download._checkBlobResponse(response, fill.size, what)
+            problem = checkBlobResponse(response, fill.size, what)
         if problem is not None:
-            response.deliverBody(_Discard())
+            discardBody(response)
             fill.abort(Failure(problem))
             return
-        metrics = getattr(self.download, "metrics", None)
-        writer = _PieceWriter(fill, self.clock, self.download.idleTimeout,
-                              metrics.fetchedUpstream if metrics is not None else None)
-        fill.start()
-        # --upstream-rate holds for the cluster's upstream fills too.
-        throttle = self.download.throttle
-        response.deliverBody(writer if throttle is None else throttle.wrap(writer))
-        try:
-            await writer.done
-        except _SourceGone as error:
-            fill.abort(Failure(FillFailed(
-                f"upstream transfer of {what} broke off after {fill.written} of "
-                f"{fill.size} bytes: {error}")))
-            return
-        if fill.failure is None:
-            if await fill.finish():
-                self.log.info("cached {what} ({size} bytes, sha3-384 {digest})",
-                              what=what, size=fill.size, digest=fill.digest)
+        await self.download.fillFrom(fill, response, what)
 
 
 def _rangeStartsAt(response: Any, start: int, size: int) -> bool:

@@ -101,10 +101,10 @@ class PeerResource(Resource):
             return NOT_DONE_YET
         request.notifyFinish().addErrback(lambda _: None)
         if blob is not None:
-            self.download._send(request, blob, wanted, b"HIT")
+            self.download.sendBlob(request, blob, wanted, b"HIT")
             return NOT_DONE_YET
         started = fill.whenStarted()
-        started.addCallback(lambda _: self.download._join(request, fill, wanted))
+        started.addCallback(lambda _: self.download.joinFill(request, fill, wanted))
         started.addErrback(lambda reason: writeStoreError(
             request, 502, "upstream-bad-response",
             f"this node's fill of {digest} failed: {reason.getErrorMessage()}"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from snapstore.state.errors import StateUnavailable
@@ -50,15 +50,23 @@ class PolicyTable:
         self._kinds = {kind: _Cached() for kind in KINDS}
         self._stopObserving: Optional[Callable[[], None]] = None
 
-    def _changed(self, event: Any) -> None:
+    def _changed(self, event: Any) -> Deferred[Any]:
+        """
+        Read the kinds C{event} changes again now rather than on the next
+        refresh, so that a database lost in between does not leave the old
+        ones.
+
+        @return: a Deferred firing once they are read (or could not be): a
+            change made on this node is answered only then.
+        """
         kind = event.get("kind") if isinstance(event, dict) else None
+        reads = []
         for name, cached in self._kinds.items():
             if kind in (name, "resync") or not isinstance(event, dict):
                 cached.generation += 1
                 cached.stale = True
-                # Read the new rows now rather than on the next refresh, so
-                # that a database lost in between does not leave the old ones.
-                Deferred.fromCoroutine(self._read(name)).addErrback(lambda _: None)
+                reads.append(Deferred.fromCoroutine(self._read(name)).addErrback(lambda _: None))
+        return gatherResults(reads)
 
     async def _read(self, kind: str) -> list[Any]:
         if self._stopObserving is None and hasattr(self.state, "observeChanges"):

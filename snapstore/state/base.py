@@ -186,7 +186,8 @@ class StateStoreBase:
     async def _call(self, operation: Operation, mode: Mode) -> Any:
         """
         Run one L{IStateStore} operation behind the gate and tell local
-        observers about the changes it made.
+        observers about the changes it made; a change is answered once the
+        observers took it in (see L{_dispatch}).
         """
         try:
             await self._gate()
@@ -194,6 +195,7 @@ class StateStoreBase:
             operation.close()
             raise
         result, announcements = await self._runTransaction(operation, mode)
+        takenIn: list[Deferred[Any]] = []
         for announcement in announcements:
             if isinstance(announcement, Audited):
                 entry = announcement.entry
@@ -203,7 +205,9 @@ class StateStoreBase:
                     actor=entry.actor, rowHash=entry.rowHash,
                 )
             else:
-                self._dispatch(announcement.event)
+                takenIn += self._dispatch(announcement.event)
+        for observed in takenIn:
+            await observed
         return result
 
     def _do(self, operation: Operation, mode: Mode = Mode.READ) -> Deferred[Any]:
@@ -292,20 +296,34 @@ class StateStoreBase:
 
         return stop
 
-    def _dispatch(self, event: dict[str, Any]) -> None:
+    def _dispatch(self, event: dict[str, Any]) -> list[Deferred[Any]]:
         """
         Call every observer with C{event}; one failing observer is logged
         and does not stop the others.
+
+        @return: the Deferreds observers returned (an observer that reads
+            the changed rows again says when it has them), each failure
+            logged and dropped.
         """
+        takenIn: list[Deferred[Any]] = []
         for observer in list(self._observers):
             try:
-                observer(dict(event))
+                outcome = observer(dict(event))
             except Exception:
-                self.log.failure(
-                    "State change observer {observer!r} failed on {event!r}",
-                    observer=observer,
-                    event=event,
-                )
+                self._observerFailed(Failure(), observer, event)
+                continue
+            if isinstance(outcome, Deferred):
+                takenIn.append(outcome.addErrback(self._observerFailed, observer, event))
+        return takenIn
+
+    def _observerFailed(self, reason: Failure, observer: ChangeObserver,
+                        event: dict[str, Any]) -> None:
+        self.log.failure(
+            "State change observer {observer!r} failed on {event!r}",
+            reason,
+            observer=observer,
+            event=event,
+        )
 
     # -- IStateStore -------------------------------------------------------
 

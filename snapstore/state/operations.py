@@ -509,17 +509,26 @@ def listDevices(seenSince: float | None) -> Operation:
     @return: the devices (seen at or after C{seenSince} when given),
         ordered by identity.
     """
-    if seenSince is None:
-        rows = yield Query(
-            f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY identity"
-        )
-    else:
-        rows = yield Query(
-            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE last_seen >= ?"
-            " ORDER BY identity",
-            (float(seenSince),),
-        )
+    rows = yield _selectSince(
+        DEVICE_COLUMNS, "devices", "last_seen", seenSince, "identity"
+    )
     return [deviceFromRow(row) for row in rows]
+
+
+def _selectSince(
+    columns: str, table: str, timeColumn: str, since: float | None, orderBy: str
+) -> Query:
+    """
+    @return: the query of C{columns} of the rows of C{table} whose
+        C{timeColumn} is at or after C{since} (every row when C{since} is
+        C{None}), ordered by C{orderBy}.
+    """
+    if since is None:
+        return Query(f"SELECT {columns} FROM {table} ORDER BY {orderBy}")
+    return Query(
+        f"SELECT {columns} FROM {table} WHERE {timeColumn} >= ? ORDER BY {orderBy}",
+        (float(since),),
+    )
 
 
 def sessionFromRow(row: Sequence[Any]) -> DeviceSession:
@@ -586,16 +595,9 @@ def listSessions(usedSince: float | None) -> Operation:
     @return: the sessions (used at or after C{usedSince} when given),
         ordered by digest.
     """
-    if usedSince is None:
-        rows = yield Query(
-            f"SELECT {SESSION_COLUMNS} FROM device_sessions ORDER BY digest"
-        )
-    else:
-        rows = yield Query(
-            f"SELECT {SESSION_COLUMNS} FROM device_sessions"
-            " WHERE last_used >= ? ORDER BY digest",
-            (float(usedSince),),
-        )
+    rows = yield _selectSince(
+        SESSION_COLUMNS, "device_sessions", "last_used", usedSince, "digest"
+    )
     return [sessionFromRow(row) for row in rows]
 
 

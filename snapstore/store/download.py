@@ -22,25 +22,22 @@ from typing import Any, Callable, Optional, Union
 from urllib.parse import urljoin
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from twisted.internet.interfaces import IReactorTime
 
 from snapstore.cache.blobs import FillFailed
 from snapstore.cache.sender import BlobSender
 from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
 from snapstore.interfaces import IBlobCache, IServiceReactor
 from snapstore.http.storeerror import writeStoreError
+from snapstore.store.fillbody import BodyIntoFill, SourceGone, SourceStalled
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.streaming import abortClient, relayBody
-from snapstore.store.upstream import StoreUpstream, UpstreamError
+from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
 
 DOWNLOAD_PATH = b"api/v1/snaps/download/"
 #: snapd abandons a download whose response headers take 15 s; answer
@@ -124,87 +121,24 @@ def redirectedHeaders(headers: Headers) -> Headers:
     return copy
 
 
-class _Discard(Protocol):
+def checkBlobResponse(response: IResponse, size: int, what: str) -> Optional[UpstreamError]:
     """
-    Drops a body nobody needs (a redirect's), closing its connection.
+    Why upstream's answer to the download of a whole blob of C{size}
+    bytes cannot fill the cache, or C{None} when it can.
     """
-
-    transport: Any
-
-    def connectionMade(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-
-class _FillWriter(Protocol):
-    """
-    Writes an upstream body into a cache fill, and ends the fill the way
-    the body ended.
-    """
-
-    #: A TCP transport (or TLS over one) once connected; Twisted types
-    #: it as an optional L{ITransport}, which lacks the producer and
-    #: abort methods used here.
-    transport: Any
-
-    log = Logger()
-
-    def __init__(self, fill: Any, clock: IReactorTime, idleTimeout: float, what: str,
-                 metrics: Any = None) -> None:
-        self.fill = fill
-        self.metrics = metrics
-        self.clock = clock
-        self.idleTimeout = idleTimeout
-        self.what = what
-        self._idle: Any = None
-
-    def connectionMade(self) -> None:
-        self._idle = self.clock.callLater(self.idleTimeout, self._stalled)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.fill.failure is not None:
-            return
-        self._idle.reset(self.idleTimeout)
-        if self.metrics is not None:
-            self.metrics.fetchedUpstream(len(data))
-        try:
-            self.fill.write(data)
-        except OSError:
-            pass
-        if self.fill.failure is not None:
-            self._stop()
-
-    def _stalled(self) -> None:
-        self._idle = None
-        self.fill.abort(Failure(FillFailed(
-            f"upstream sent nothing for {self.idleTimeout:g}s while downloading {self.what}")))
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        if self.fill.failure is not None:
-            return
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
-            self.fill.finish().addCallback(self._finished)
-        else:
-            message = reason.getErrorMessage() if reason is not None else "connection lost"
-            reasons = getattr(reason.value, "reasons", None) if reason is not None else None
-            if reasons is not None:
-                message = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
-            self.fill.abort(Failure(FillFailed(
-                f"upstream transfer of {self.what} broke off after "
-                f"{self.fill.written} of {self.fill.size} bytes: {message}")))
-
-    def _finished(self, committed: bool) -> None:
-        if committed:
-            self.log.info("cached {what} ({size} bytes, sha3-384 {digest})",
-                          what=self.what, size=self.fill.size, digest=self.fill.digest)
+    if response.code != 200:
+        status = response.code if response.code in _PASSED_STATUSES else 502
+        return UpstreamError(status, "upstream-bad-response",
+                             f"upstream answered {response.code} to the download of {what}")
+    if isinstance(response.length, int) and response.length != size:
+        return UpstreamError(502, "upstream-bad-response",
+                             f"upstream offers {response.length} bytes of {what}, "
+                             f"the store said {size}")
+    encoding = (response.headers.getRawHeaders(b"content-encoding") or [b"identity"])[0]
+    if encoding.strip().lower() != b"identity":
+        return UpstreamError(502, "upstream-bad-response",
+                             f"upstream sent {what} with content-encoding {encoding!r}")
+    return None
 
 
 class DownloadResource(Resource):
@@ -308,7 +242,7 @@ class DownloadResource(Resource):
         digest = record.sha3_384
         blob = self.cache.open(digest)
         if blob is not None:
-            self._send(request, blob, wanted, b"HIT")
+            self.sendBlob(request, blob, wanted, b"HIT")
             return None
         if request.method == b"HEAD":
             self._writeHead(request, record.size, wanted, b"MISS")
@@ -331,7 +265,7 @@ class DownloadResource(Resource):
             else:
                 self._startFill(fill, record, upstreamHeaders(request))
         started = fill.whenStarted()
-        started.addCallback(lambda _: self._join(request, fill, wanted))
+        started.addCallback(lambda _: self.joinFill(request, fill, wanted))
         started.addErrback(self._failed, request, name)
         return None
 
@@ -349,9 +283,10 @@ class DownloadResource(Resource):
         headers.setRawHeaders(b"x-cache", [cache])
         return start, end
 
-    def _join(self, request: Request, fill: Any, wanted: Range) -> None:
+    def joinFill(self, request: Request, fill: Any, wanted: Range) -> None:
         """
-        Stream a fill in progress to C{request}.
+        Stream a fill in progress to C{request} (a device's, or another
+        node's through L{snapstore.cluster.peer.PeerResource}).
         """
         if request._disconnected:
             return
@@ -360,9 +295,14 @@ class DownloadResource(Resource):
         except FillFailed as error:
             writeStoreError(request, 502, "upstream-bad-response", str(error))
             return
-        self._send(request, reader, wanted, b"MISS")
+        self.sendBlob(request, reader, wanted, b"MISS")
 
-    def _send(self, request: Request, source: Any, wanted: Range, cache: bytes) -> None:
+    def sendBlob(self, request: Request, source: Any, wanted: Range, cache: bytes) -> None:
+        """
+        Answer C{request} with C{source} (a cached blob or a fill's reader,
+        closed once sent), the C{wanted} range of it, and C{X-Cache: cache};
+        a fill that fails meanwhile cuts the answer short.
+        """
         start, end = self._writeHead(request, source.size, wanted, cache)
         if request.method == b"HEAD" or start == end:
             source.close()
@@ -408,7 +348,7 @@ class DownloadResource(Resource):
             location = response.headers.getRawHeaders(b"location")
             if response.code not in _REDIRECT_CODES or not location:
                 return response
-            response.deliverBody(_Discard())
+            discardBody(response)
             url = urljoin(url.decode("ascii"), location[0].decode("ascii")).encode("ascii")
             headers = redirectedHeaders(headers)
             if response.code == 303:
@@ -446,19 +386,13 @@ class DownloadResource(Resource):
         """
         what = record.name
         fetching = self.fetch(b"GET", record.url.encode("ascii"), headers)
-        if self.throttle is not None:
-            throttle = self.throttle.joined(throttle)
 
         def answered(response: IResponse) -> None:
-            problem = self._checkBlobResponse(response, fill.size, what)
+            problem = checkBlobResponse(response, fill.size, what)
             if problem is not None:
-                response.deliverBody(_Discard())
+                discardBody(response)
                 raise problem
-            writer: Protocol = _FillWriter(fill, self.clock, self.idleTimeout, what, self.metrics)
-            if throttle is not None:
-                writer = throttle.wrap(writer)
-            response.deliverBody(writer)
-            fill.start()
+            self.fillFrom(fill, response, what, throttle)
 
         def failed(failure: Failure) -> None:
             if not failure.check(UpstreamError):
@@ -472,21 +406,46 @@ class DownloadResource(Resource):
 
         fetching.addCallback(answered).addErrback(failed)
 
-    @staticmethod
-    def _checkBlobResponse(response: IResponse, size: int, what: str) -> Optional[UpstreamError]:
-        if response.code != 200:
-            status = response.code if response.code in _PASSED_STATUSES else 502
-            return UpstreamError(status, "upstream-bad-response",
-                                 f"upstream answered {response.code} to the download of {what}")
-        if isinstance(response.length, int) and response.length != size:
-            return UpstreamError(502, "upstream-bad-response",
-                                 f"upstream offers {response.length} bytes of {what}, "
-                                 f"the store said {size}")
-        encoding = (response.headers.getRawHeaders(b"content-encoding") or [b"identity"])[0]
-        if encoding.strip().lower() != b"identity":
-            return UpstreamError(502, "upstream-bad-response",
-                                 f"upstream sent {what} with content-encoding {encoding!r}")
-        return None
+    def fillFrom(self, fill: Any, response: IResponse, what: str,
+                 throttle: Any = None) -> Deferred[bool]:
+        """
+        Write the rest of the blob from upstream C{response} (checked
+        already) into C{fill}, and end the fill the way the body ends:
+        committed if it verifies, aborted if it is cut, stalls or does not
+        verify.  Upstream bytes are counted in the metrics and pass
+        C{--upstream-rate} (L{throttle}) like every upstream fill's.
+
+        @param throttle: an extra throttle (C{--prefetch-rate}), or C{None}.
+        @return: a Deferred firing with C{True} once the blob is committed,
+            C{False} once the fill failed (the reason is in its C{failure}).
+        """
+        if self.throttle is not None:
+            throttle = self.throttle.joined(throttle)
+        writer = BodyIntoFill(fill, self.clock, self.idleTimeout,
+                              self.metrics.fetchedUpstream if self.metrics is not None else None)
+        fill.start()
+        response.deliverBody(writer if throttle is None else throttle.wrap(writer))
+
+        def ended(_: None) -> Deferred[bool] | bool:
+            return fill.finish() if fill.failure is None else False
+
+        def cut(reason: Failure) -> bool:
+            reason.trap(SourceGone)
+            if reason.check(SourceStalled):
+                message = f"upstream sent nothing for {self.idleTimeout:g}s while downloading {what}"
+            else:
+                message = (f"upstream transfer of {what} broke off after {fill.written} of "
+                           f"{fill.size} bytes: {reason.getErrorMessage()}")
+            fill.abort(Failure(FillFailed(message)))
+            return False
+
+        def logged(committed: bool) -> bool:
+            if committed:
+                self.log.info("cached {what} ({size} bytes, sha3-384 {digest})",
+                              what=what, size=fill.size, digest=fill.digest)
+            return committed
+
+        return writer.done.addCallbacks(ended, cut).addCallback(logged)
 
     def _relayUncached(self, request: Request, url: bytes) -> Deferred[Any]:
         """

@@ -187,6 +187,15 @@ class FakeStore:
         d = gatherResults([listen(f) for f in self._factories], consumeErrors=True)
         return d.addCallback(listening)
 
+    def startFor(self, testCase) -> Deferred:
+        """
+        L{start}, and L{stop} when C{testCase} ends.
+
+        @return: a Deferred firing with this store once it listens.
+        """
+        testCase.addCleanup(self.stop)
+        return self.start()
+
     def _endpoint(self):
         """
         Where a listener goes: a random loopback port.

@@ -1,0 +1,87 @@
+"""
+Tests of L{snapstore.store.fillbody}: a body written into a real cache
+fill, on a L{Clock}, through a L{StringTransport}; no socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone, ResponseFailed
+
+from snapstore.cache.blobs import BlobCache
+from snapstore.store.fillbody import BodyIntoFill, SourceGone, SourceStalled
+
+DATA = b"0123456789" * 100
+
+
+class BodyIntoFillTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        cache = BlobCache(self.clock, self.mktemp(), 1 << 20, inThread=maybeDeferred,
+                          hashInThread=False)
+        self.fill = cache.beginFill(hashlib.sha3_384(DATA).hexdigest(), len(DATA))
+        self.fill.start()
+        self.counted: list[int] = []
+        self.writer = BodyIntoFill(self.fill, self.clock, 5.0, self.counted.append)
+        self.transport = StringTransport()
+        self.writer.makeConnection(self.transport)
+
+    def test_wholeBody(self) -> None:
+        """
+        A body that ends cleanly fires C{done} and leaves the fill to its
+        owner: written in full, not finished; its idle timer is gone.
+        """
+        self.writer.dataReceived(DATA[:400])
+        self.writer.dataReceived(DATA[400:])
+        self.writer.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(self.writer.done)
+        self.assertEqual((self.fill.written, self.fill.committed), (len(DATA), False))
+        self.assertEqual(self.counted, [400, len(DATA) - 400])
+        self.clock.advance(10)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_cut(self) -> None:
+        """
+        A body cut short fails C{done} with L{SourceGone} naming why (the
+        reasons inside a L{ResponseFailed}); the fill is not aborted, so
+        another source may go on from where this one stopped.
+        """
+        self.writer.dataReceived(DATA[:300])
+        self.writer.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost("reset"))])))
+        error = self.failureResultOf(self.writer.done, SourceGone).value
+        self.assertIn("reset", str(error))
+        self.assertNotIsInstance(error, SourceStalled)
+        self.assertEqual((self.fill.written, self.fill.failure), (300, None))
+
+    def test_stalled(self) -> None:
+        """
+        A body silent for the idle timeout (counted from its last bytes)
+        fails C{done} with L{SourceStalled} and is stopped; what arrives
+        afterwards is dropped.
+        """
+        self.clock.advance(4)
+        self.writer.dataReceived(DATA[:100])
+        self.clock.advance(4)
+        self.assertNoResult(self.writer.done)
+        self.clock.advance(1)
+        self.failureResultOf(self.writer.done, SourceStalled)
+        self.assertEqual(self.transport.producerState, "stopped")
+        self.writer.dataReceived(DATA[100:200])
+        self.writer.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.fill.written, 100)
+
+    def test_failedFillStopsBody(self) -> None:
+        """
+        Bytes beyond the promised size fail the fill; the body is stopped
+        rather than read to its end.
+        """
+        self.writer.dataReceived(DATA + b"more")
+        self.assertIsNotNone(self.fill.failure)
+        self.assertEqual(self.transport.producerState, "stopped")
