@@ -141,7 +141,7 @@ class LoopbackPagesTests(TestCase):
                 self.assertTrue(url.startswith("/") and not url.startswith("//"), url)
             # The only absolute URL is the text telling where devices
             # point (this node's store endpoint), never a link.
-            self.assertNotIn(b"://", page.replace(b">" + storeURL + b"<", b""))
+            self.assertNotIn(b"://", page.replace(b">devices use " + storeURL + b"<", b""))
             policy = response.headers.getRawHeaders(b"content-security-policy")[0]
             self.assertIn(b"default-src 'none'", policy)
         response, css = yield self.dashboard.page("/static/dashboard.css")
@@ -250,13 +250,13 @@ class LoopbackPagesTests(TestCase):
             yield state.recordInventory(identity, "brand/model", "", "amd64",
                                         [InstalledSnap("hello-id", revision, "latest/stable")],
                                         {"hello-id": "hello"})
-        yield state.createGroup(DeviceGroup("line", {"models": ["brand/model"]}), "test")
+        yield state.createGroup(DeviceGroup("line", {"model": ["brand/model"]}), "test")
         response, page = yield self.dashboard.page("/fleet")
         self.assertEqual(response.code, 200, page)
         self.assertIn(b'data-revision="3" data-devices="2"', page)
         self.assertIn(b'data-revision="5" data-devices="1"', page)
         self.assertIn(b"brand/model/serial-2", page)
-        self.assertIn(b"<td>line</td>", page)
+        self.assertIn(b'<td data-label="Groups">line</td>', page)
 
 
 class TokenPagesTests(TestCase):

@@ -77,7 +77,8 @@ class InstallTests(SynchronousTestCase):
         """
         A plain install puts the shipped rules under
         C{<prefix>/share/snapstore/rules.d}, and they are the rules used
-        when no rules directory exists.
+        when no rules directory exists; it carries the dashboard's static
+        files (package data).
         """
         if os.path.isdir("/etc/snapstore/rules.d"):
             raise SkipTest("/etc/snapstore/rules.d exists here (an installed package), "
@@ -90,3 +91,12 @@ class InstallTests(SynchronousTestCase):
         result = self.twistd("snapstore", "--config", os.devnull, "--check-rules")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertTrue(result.stdout.startswith(f"{shipped}: OK, "), result.stdout)
+        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        static = subprocess.run(
+            [self.python, "-c", "import snapstore.admin.dashboard.site as s;"
+             " print(s.__file__); print(sorted(s.staticFiles()))"],
+            capture_output=True, text=True, env=environment, cwd=self.empty, timeout=120)
+        self.assertEqual(static.returncode, 0, static.stderr)
+        where, names = static.stdout.splitlines()
+        self.assertTrue(where.startswith(self.venv), where)
+        self.assertEqual(names, "['dashboard.css', 'icon.svg']")

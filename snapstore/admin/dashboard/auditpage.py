@@ -31,6 +31,17 @@ def _change(entry: dict[str, Any]) -> str:
     return f"{short(before)} → {short(after)}"
 
 
+def _long(text: str) -> Markup:
+    """
+    A value that may break anywhere (paths, JSON), so the table fits.
+    """
+    return render('<span class="long">{t}</span>', t=text)
+
+
+def _nowrap(text: str) -> Markup:
+    return render('<span class="nowrap">{t}</span>', t=text)
+
+
 def verdict(ok: bool, what: str, detail: str) -> Markup:
     return render('<p class="verdict {state}" id="{what}-chain" data-ok="{ok}">{text}</p>',
                   state="good" if ok else "bad", what=what, ok=str(ok).lower(),
@@ -50,12 +61,12 @@ async def auditBody(api: APIClient) -> Markup:
         '<section><h2>Deliveries</h2>{deliveryVerdict}{deliveries}</section>',
         auditVerdict=verdict(auditOK, "audit", auditDetail),
         entries=table(("Time", "Actor", "Action", "Target", "Change"),
-                      [(timeText(e["time"]), e["actor"], e["action"], e["target"], _change(e))
-                       for e in reversed(entries)], "no audit entries"),
+                      [(_nowrap(timeText(e["time"])), e["actor"], e["action"], _long(e["target"]),
+                        _long(_change(e))) for e in reversed(entries)], "no audit entries"),
         deliveryVerdict=verdict(bool(deliveryCheck["ok"]), "deliveries",
                                 f"{deliveryCheck['rows']} rows" if deliveryCheck["ok"]
                                 else f"first bad row {deliveryCheck['first-bad-id']}"),
         deliveries=table(("Time", "Device", "Snap", "Revision", "Bytes", "Cache"),
-                         [(isoText(d["time"]), d["device"], d["snap"], d["revision"],
+                         [(_nowrap(isoText(d["time"])), d["device"], d["snap"], d["revision"],
                            sizeText(d["bytes"]) + ("" if d["complete"] else " (partial)"),
                            d["cache"]) for d in reversed(deliveries)], "no deliveries"))

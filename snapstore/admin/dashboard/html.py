@@ -63,10 +63,13 @@ def query(path: str, **arguments: Any) -> str:
 def table(headings: Iterable[str], rows: Iterable[Iterable[Any]],
           empty: str = "none") -> Markup:
     """
-    A table (in a scrolling box, so a wide one never widens the page).
+    A table (in a scrolling box, so a wide one never widens the page; on
+    a phone each row is a card of label and value, see the style sheet).
     """
-    body = [render("<tr>{cells}</tr>", cells=[render("<td>{c}</td>", c=c) for c in row])
-            for row in rows]
+    headings = list(headings)
+    body = [render("<tr>{cells}</tr>", cells=[
+        render('<td data-label="{h}">{c}</td>', h=h, c=c) for h, c in zip(headings, row)])
+        for row in rows]
     if not body:
         return render('<p class="empty">{empty}</p>', empty=empty)
     return render('<div class="table"><table><thead><tr>{heads}</tr></thead>'
@@ -117,6 +120,7 @@ FRAME = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · snapstore</title>
 <link rel="stylesheet" href="/static/dashboard.css">
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
 </head>
 <body>
 <header>

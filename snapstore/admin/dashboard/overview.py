@@ -59,7 +59,7 @@ async def overviewBody(api: APIClient) -> Markup:
     status = await api.get("v1/status")
     traffic = await api.get("v1/traffic")
     tiles = [tile("mode", "Mode", "offline" if status.get("offline") else "online",
-                  status.get("store-url", ""), raw="offline" if status.get("offline")
+                  "devices use " + str(status.get("store-url", "")), raw="offline" if status.get("offline")
                   else "online", state="neutral"),
              upstreamTile(status)]
     devices = status.get("devices")
@@ -83,9 +83,10 @@ async def overviewBody(api: APIClient) -> Markup:
         tiles.append(render(
             '<div class="tile" id="cache"><h2>Cache</h2>'
             '<p class="value" data-value="{size}">{sizeText}</p>'
-            '<p class="detail">of {boundText} · {blobs} blobs</p>{meter}</div>',
+            '<p class="detail">of {boundText} · {blobs}</p>{meter}</div>',
             size=cache["size"], sizeText=sizeText(cache["size"]),
-            boundText=sizeText(bound) if bound else "no bound", blobs=cache.get("blobs"),
+            boundText=sizeText(bound) if bound else "no bound",
+            blobs="1 blob" if cache.get("blobs") == 1 else f"{cache.get('blobs')} blobs",
             meter=render('<meter min="0" max="1" value="{v}">{p}</meter>', v=f"{used:.4f}",
                          p=_percent(used)) if used is not None else ""))
         ratio = cache.get("hit-ratio")

@@ -67,7 +67,7 @@ PIN_FORM = """<form method="post" action="/policy/pin" class="grid" id="pin-form
 <label>Channel <input name="channel" value="latest/stable" required></label>
 <label>Revision <input name="revision" type="number" min="1" required></label>
 <label>Group <select name="group"><option value="">every device</option>{groups}</select></label>
-<label>Until <input name="until" placeholder="e.g. 7d or 2026-12-31"></label>
+<label>Until <input name="until" placeholder="30d or 2027-07-01T00:00:00Z"></label>
 <label>Reason <input name="reason" maxlength="1000"></label>
 <button type="submit">Add pin</button>
 </form>"""

@@ -55,12 +55,14 @@ SECURITY_HEADERS = {
     b"content-security-policy": b"default-src 'none'; style-src 'self'; img-src 'self'; "
                                 b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"no-referrer",
+    # Not no-referrer: with it a browser sends "Origin: null" on the
+    # forms' posts, which the cross-site checks rightly refuse.
+    b"referrer-policy": b"same-origin",
     b"cache-control": b"no-store",
 }
 
 #: The files under C{/static/}, with their types.
-STATIC_TYPES = {"dashboard.css": b"text/css; charset=utf-8"}
+STATIC_TYPES = {"dashboard.css": b"text/css; charset=utf-8", "icon.svg": b"image/svg+xml"}
 
 LOGIN_FORM = """<form method="post" action="/login" class="login" id="login-form">
 {error}
