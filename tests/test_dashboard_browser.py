@@ -77,11 +77,12 @@ class Browser:
                      "--disable-sync", "--disable-default-apps", "--hide-scrollbars",
                      "--window-size=1280,800"):
             options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         self.driver = webdriver.Chrome(
             service=Service(executable_path=shutil.which("chromedriver")), options=options)
         self.driver.set_page_load_timeout(30)
         self.requested: list[str] = []
+        self.console: list[str] = []
 
     def quit(self) -> None:
         self.driver.quit()
@@ -104,6 +105,7 @@ class Browser:
             message = json.loads(entry["message"])["message"]
             if message.get("method") == "Network.requestWillBeSent":
                 self.requested.append(message["params"]["request"]["url"])
+        self.console.extend(entry["message"] for entry in self.driver.get_log("browser"))
 
     def submit(self, form: Any) -> None:
         """
@@ -201,6 +203,7 @@ class BrowserTestCase(FleetMixin, TestCase):
             argv.append(option.replace("TOKEN_FILE", self.tokenFile()))
         url, self.adminURL = await self.startNode(extra=argv)
         self.browser.requested.clear()
+        self.browser.console.clear()
         a, b, c = await self.fleet(url)
         code, answer = await a.refresh(self.hello, 10)
         self.assertEqual(code, 200, answer)
@@ -218,9 +221,12 @@ class BrowserTestCase(FleetMixin, TestCase):
 
     def assertStayedLocal(self) -> None:
         """
-        Every request the browser sent went to the admin endpoint.
+        Every request the browser sent went to the admin endpoint, and it
+        reported no breach of the pages' content security policy (an
+        inline style, say).
         """
         self.browser.collectRequests()
+        self.assertEqual([m for m in self.browser.console if "Content Security Policy" in m], [])
         own = urllib.parse.urlsplit(self.adminURL).netloc
         self.assertTrue(self.browser.requested)
         for url in self.browser.requested:

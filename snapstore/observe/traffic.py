@@ -88,7 +88,7 @@ class TrafficSampler(Service):
         dashboard calls it too, so its chart reaches the present).
 
         @return: a Deferred firing when written; it never fails (a failed
-            write is logged and retried with the next sample).
+            write is logged and its bytes are added by the next sample).
         """
         if self._running is not None:
             # One write at a time: a second caller waits for it, then
@@ -118,5 +118,8 @@ class TrafficSampler(Service):
             if self._lastPrune is None or now - self._lastPrune >= PRUNE_INTERVAL:
                 await self.history.pruneTraffic(bucketStart(now - self.keep))
                 self._lastPrune = now
-        except Exception:
-            self.log.failure("cannot record the traffic history; retrying at the next sample")
+        except Exception as error:
+            # The database away (or closing at shutdown) is an event the
+            # state store reports itself: a line, not a traceback.
+            self.log.warn("cannot record the traffic history ({error}); the bytes are "
+                          "added at the next sample", error=str(error) or type(error).__name__)

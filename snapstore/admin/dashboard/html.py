@@ -18,6 +18,8 @@ import html
 from typing import Any, Iterable, Optional
 from urllib.parse import urlencode
 
+from snapstore.units import formatSize
+
 
 class Markup(str):
     """
@@ -79,16 +81,10 @@ def table(headings: Iterable[str], rows: Iterable[Iterable[Any]],
 
 def sizeText(count: Optional[float]) -> str:
     """
-    A byte count for people: C{1.5 GB}.
+    A byte count as the C{snapstore} command shows it (C{1.5 GiB}), or a
+    dash.
     """
-    if count is None:
-        return "—"
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+    return "—" if count is None else formatSize(count)
 
 
 def timeText(posix: Optional[float]) -> str:

@@ -97,10 +97,10 @@ async def overviewBody(api: APIClient) -> Markup:
     return render(
         '<section class="tiles">{tiles}</section>'
         '<section><h2>Traffic, last 24 hours</h2>'
-        '<p class="legend"><span class="key cache"></span> from the cache '
-        '<strong id="from-cache" data-value="{cacheRaw}">{cache}</strong> '
-        '<span class="key upstream"></span> from upstream '
-        '<strong id="from-upstream" data-value="{upstreamRaw}">{upstream}</strong></p>'
+        '<p class="legend"><span class="nowrap"><span class="key cache"></span> from the cache '
+        '<strong id="from-cache" data-value="{cacheRaw}">{cache}</strong></span> '
+        '<span class="nowrap"><span class="key upstream"></span> from upstream '
+        '<strong id="from-upstream" data-value="{upstreamRaw}">{upstream}</strong></span></p>'
         '{chart}</section>',
         tiles=tiles, chart=chartSVG(buckets, traffic["now"], traffic["bucket"]),
         cache=sizeText(fromCache), upstream=sizeText(fromUpstream),
