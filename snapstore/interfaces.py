@@ -711,6 +711,35 @@ class IFleetState(Interface):
         """
 
 
+class ITrafficHistory(Interface):
+    """
+    The traffic history of the state store: blob bytes served from the
+    cache and fetched from upstream per time bucket, summed over every
+    node sharing the database (the dashboard's chart).
+    """
+
+    def addTraffic(start, fromCache, fromUpstream):
+        """
+        Add bytes to the bucket beginning at C{start} (POSIX seconds).
+
+        @return: a Deferred firing with C{None}.
+        """
+
+    def listTraffic(since):
+        """
+        @return: a Deferred firing with the
+            L{snapstore.state.traffic.TrafficBucket}s starting at or after
+            C{since}, oldest first.
+        """
+
+    def pruneTraffic(before):
+        """
+        Forget the buckets starting before C{before}.
+
+        @return: a Deferred firing with how many were removed.
+        """
+
+
 class IPolicyState(Interface):
     """
     The change-control part of the state store (design.md section 9):

@@ -411,7 +411,9 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     from snapstore.admin.rulesaudit import RulesAuditService
     from snapstore.admin.service import makeAdminSite
     from snapstore.admin.status import StatusRoutes
+    from snapstore.admin.traffic import TrafficRoutes
     from snapstore.admin.uplink import UplinkRoutes
+    from snapstore.observe.traffic import TrafficSampler
     from snapstore.offline.importer import Importer, importRoots, stagingDirectory
 
     parts = store.parts
@@ -419,6 +421,9 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
         RulesAuditService(parts.rules, parts.state).setServiceParent(top)
     if not settings.adminEndpoint:
         return
+    # The dashboard's chart: the byte counters sampled into the state store.
+    sampler = TrafficSampler(reactor, parts.metrics, parts.state)
+    sampler.setServiceParent(top)
     router = Router()
     devices = DeviceRoutes(reactor, parts.state, parts.metrics, parts.rules)
     cache = CacheRoutes(parts.state, parts.cache, parts.metrics)
@@ -431,6 +436,7 @@ def _addAdminService(top: MultiService, reactor: IServiceReactor, settings: Sett
     overrides = OverrideRoutes(parts.state, parts.upstream)
     fleet = FleetRoutes(reactor, parts.state, parts.upstream, parts.rules, devices)
     areas: list[Any] = [status, overrides, devices, cache, AuditRoutes(parts.state),
+                        TrafficRoutes(reactor, sampler, parts.state),
                         ImportRoutes(importer, parts.state, parts.cache),
                         # Devices, inventory, groups, what-would-refresh and
                         # deliveries (snapstore.fleet); after devices, whose

@@ -81,7 +81,7 @@ class FleetMixin:
             with open(os.path.join(self.rulesDir, "45-kiosks.py"), "w") as f:
                 f.write(KIOSK_RULE)
 
-    async def startNode(self, state=None, dataDir=None, storePort=None):
+    async def startNode(self, state=None, dataDir=None, storePort=None, extra=()):
         adminPort = freePort()
         self.dataDir = dataDir or self.mktemp()
         argv = ["--upstream", self.store.apiURL, "--proxy-endpoint", "none",
@@ -90,6 +90,7 @@ class FleetMixin:
                 "--data-dir", self.dataDir]
         if state is not None:
             argv += ["--state", state]
+        argv += list(extra)
         process, storePort = await startTwistd(self, *argv, storePort=storePort)
         await waitForPort(adminPort, process)
         self.process = process

@@ -91,7 +91,8 @@ class InstallTests(SynchronousTestCase):
         C{<prefix>/share/snapstore/rules.d}, and they are the rules used
         when no rules directory exists (the system's included: it is
         pointed at an absent directory, whatever this machine has in
-        C{/etc/snapstore/rules.d}).
+        C{/etc/snapstore/rules.d}); it carries the dashboard's static
+        files (package data).
         """
         self.pipInstall(self.source)
         shipped = os.path.join(self.venv, "share", "snapstore", "rules.d")
@@ -111,3 +112,12 @@ class InstallTests(SynchronousTestCase):
                              systemRules=system)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertTrue(result.stdout.startswith(f"{system}: OK, "), result.stdout)
+        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        static = subprocess.run(
+            [self.python, "-c", "import snapstore.admin.dashboard.site as s;"
+             " print(s.__file__); print(sorted(s.staticFiles()))"],
+            capture_output=True, text=True, env=environment, cwd=self.empty, timeout=120)
+        self.assertEqual(static.returncode, 0, static.stderr)
+        where, names = static.stdout.splitlines()
+        self.assertTrue(where.startswith(self.venv), where)
+        self.assertEqual(names, "['dashboard.css', 'icon.svg']")

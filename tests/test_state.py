@@ -29,7 +29,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from snapstore.interfaces import IFleetState, IPolicyState, IStateStore
+from snapstore.interfaces import IFleetState, IPolicyState, IStateStore, ITrafficHistory
 from snapstore.state.policy import Approval, ChannelRevision, Hold
 from snapstore.state.fleet import (
     Delivery,
@@ -53,6 +53,7 @@ from snapstore.state.records import (
 )
 from snapstore.state.service import StateService
 from snapstore.state.sqlite import SQLiteStateStore
+from snapstore.state.traffic import TrafficBucket
 from tests import pgtest
 
 T0 = 1_700_000_000.0
@@ -613,6 +614,27 @@ class StateStoreContractMixin:
                          ["recent", "valid"])
         self.assertEqual(await store.pruneSessions(500), 0)
 
+    # -- traffic history -----------------------------------------------------
+
+    @asyncTest
+    async def test_trafficHistory(self) -> None:
+        """
+        Bytes added to a bucket are summed (two nodes adding to one bucket
+        chart the site's traffic); buckets are listed oldest first from a
+        time on, and pruning removes those before a time and says how many.
+        """
+        store = await self.started()
+        self.assertTrue(verifyObject(ITrafficHistory, store))
+        await store.addTraffic(T0, 100, 7)
+        await store.addTraffic(T0 + 300, 5, 0)
+        await store.addTraffic(T0, 20, 3)
+        self.assertEqual(await store.listTraffic(T0),
+                         [TrafficBucket(T0, 120, 10), TrafficBucket(T0 + 300, 5, 0)])
+        self.assertEqual(await store.listTraffic(T0 + 1), [TrafficBucket(T0 + 300, 5, 0)])
+        self.assertEqual(await store.pruneTraffic(T0 + 300), 1)
+        self.assertEqual(await store.pruneTraffic(T0 + 300), 0)
+        self.assertEqual(await store.listTraffic(0), [TrafficBucket(T0 + 300, 5, 0)])
+
     # -- settings ----------------------------------------------------------
 
     @asyncTest
@@ -898,6 +920,8 @@ class StateStoreContractMixin:
                                                  "HIT")])
             self.assertIsNone(await new.verifyDeliveries())
             self.assertIsNone(await new.verifyAudit())
+            await new.addTraffic(T0, 1, 2)
+            self.assertEqual(await new.listTraffic(T0), [TrafficBucket(T0, 1, 2)])
             await new.close()
 
     @asyncTest

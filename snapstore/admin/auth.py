@@ -122,17 +122,25 @@ class Authoriser:
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer":
                 return None
-            given = given.strip()
-            name = None
-            for token, tokenName in self.tokens.items():
-                # Compare against every token so the time taken does not
-                # tell which one (or how much of one) matched.
-                if hmac.compare_digest(token.encode("utf-8"), given.encode("utf-8")):
-                    name = tokenName
-            if name is None:
-                return None
-            return Caller(f"token:{name}", True)
+            return self.callerWithToken(given.strip())
         return Caller(self.localUser(request), False)
+
+    def callerWithToken(self, given: str) -> Optional[Caller]:
+        """
+        The caller C{given} proves to be (from a C{Bearer} header, or the
+        dashboard's cookie), or C{None} for no token of the file.
+        """
+        if self.tokens is None:
+            return None
+        name = None
+        for token, tokenName in self.tokens.items():
+            # Compare against every token so the time taken does not
+            # tell which one (or how much of one) matched.
+            if hmac.compare_digest(token.encode("utf-8"), given.encode("utf-8")):
+                name = tokenName
+        if name is None:
+            return None
+        return Caller(f"token:{name}", True)
 
     def isLocal(self, request: Any) -> bool:
         """

@@ -27,12 +27,15 @@ Routes (see each area's module)::
     POST   /v1/import                      import a bundle (offline)
     GET    /v1/imported                    imported snaps
     GET    /metrics                        Prometheus text format
+
+Every other path is the dashboard's (L{snapstore.admin.dashboard.site}),
+which authenticates the same way but answers a browser with a login form.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -55,19 +58,26 @@ class AdminResource(Resource):
     @ivar authoriser: decides who may call.
     @ivar router: the routes of every area.
     @ivar scrape: answers C{GET /metrics} (a coroutine given the request).
+    @ivar pages: renders every path outside C{/v1/} and C{/metrics} (the
+        dashboard), or C{None}.
     """
 
     isLeaf = True
     log = Logger()
 
     def __init__(self, authoriser: Authoriser, router: Router,
-                 scrape: Callable[[Request], Coroutine[Any, Any, None]]) -> None:
+                 scrape: Callable[[Request], Coroutine[Any, Any, None]],
+                 pages: Optional[Resource] = None) -> None:
         super().__init__()
         self.authoriser = authoriser
         self.router = router
         self.scrape = scrape
+        self.pages = pages
 
     def render(self, request: Request) -> Any:
+        first = (request.postpath or [b""])[0]
+        if self.pages is not None and first not in (b"v1", b"metrics"):
+            return self.pages.render(request)
         caller = self.authoriser.authorise(request)
         if caller is None:
             request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="snapstore"'])

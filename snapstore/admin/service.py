@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from snapstore.admin.auth import AdminConfigError, Authoriser, checkAdminSettings
 from snapstore.admin.crosssite import CrossSiteGuard
+from snapstore.admin.dashboard.site import Dashboard
 from snapstore.admin.importgate import ImportGate
 from snapstore.admin.resource import AdminResource
 from snapstore.admin.router import Router
@@ -56,7 +57,9 @@ def makeAdminSite(reactor: IReactorTime, settings: Settings, router: Router,
     """
     tokens = checkAdminSettings(settings.adminEndpoint, settings.adminTokenFile)
     authoriser = Authoriser(tokens)
-    resource = AdminResource(authoriser, router, scrape)
+    # The dashboard (GET /, a login form elsewhere than loopback) reads and
+    # changes state through the same routes.
+    resource = AdminResource(authoriser, router, scrape, Dashboard(authoriser, router))
     # Web pages on the host must not drive the API (snapstore.admin.crosssite):
     # its checks run on every request, and on an import before the body.
     guarded = CrossSiteGuard.fromSettings(resource, settings)

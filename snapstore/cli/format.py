@@ -13,20 +13,7 @@ import urllib.parse
 from typing import Any, Optional, TextIO
 
 from snapstore.http.controlchars import escapeControls
-
-
-def formatSize(count: Optional[float]) -> str:
-    """
-    A byte count for people: C{1.5 GiB}.
-    """
-    if count is None:
-        return "unknown"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
+from snapstore.units import formatSize as formatSize
 
 
 def formatDuration(seconds: float) -> str:

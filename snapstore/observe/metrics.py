@@ -134,6 +134,8 @@ class Metrics:
         self.deviceLimit.set(-1)
         self._hits = 0
         self._misses = 0
+        self._servedBytes = 0
+        self._fetchedBytes = 0
 
     # -- what the parts call ---------------------------------------------
 
@@ -162,7 +164,7 @@ class Metrics:
         """
         self._hits += 1
         self.cacheHits.inc()
-        self.cacheServedBytes.inc(max(bytesServed, 0))
+        self.servedFromCache(bytesServed)
 
     def cacheMiss(self) -> None:
         """
@@ -182,12 +184,14 @@ class Metrics:
         """
         Add bytes sent from the cache (for fills counted piece by piece).
         """
+        self._servedBytes += max(count, 0)
         self.cacheServedBytes.inc(max(count, 0))
 
     def fetchedUpstream(self, count: int) -> None:
         """
         Add blob bytes received from upstream.
         """
+        self._fetchedBytes += max(count, 0)
         self.upstreamFetchedBytes.inc(max(count, 0))
 
     def tunnelOpened(self) -> None:
@@ -242,6 +246,14 @@ class Metrics:
         if self._hits + self._misses == 0:
             return None
         return self._hits / (self._hits + self._misses)
+
+    def byteTotals(self) -> tuple[int, int]:
+        """
+        @return: blob bytes served from the cache and fetched from
+            upstream since start (what L{snapstore.observe.traffic}
+            samples into the traffic history).
+        """
+        return self._servedBytes, self._fetchedBytes
 
     def render(self) -> tuple[bytes, bytes]:
         """

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from snapstore.interfaces import IFleetState, IImportedContent, IPolicyState
-from snapstore.state import audit, fleet, operations, policy
+from snapstore.interfaces import IFleetState, IImportedContent, IPolicyState, ITrafficHistory
+from snapstore.state import audit, fleet, operations, policy, traffic
 from snapstore.state.errors import StateUnavailable
 from snapstore.state.migrations import (
     Migration,
@@ -61,7 +61,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-@implementer(IImportedContent, IFleetState, IPolicyState)
+@implementer(IImportedContent, IFleetState, IPolicyState, ITrafficHistory)
 class StateStoreBase:
     """
     The back-end independent part of an L{IStateStore}.
@@ -651,3 +651,23 @@ class StateStoreBase:
         @see: L{snapstore.interfaces.IPolicyState.channelHistory}
         """
         return self._do(policy.channelHistory(snapName, channel, architecture))
+
+    # -- traffic history (snapstore.state.traffic) -------------------------
+
+    def addTraffic(self, start: float, fromCache: int, fromUpstream: int) -> Deferred[None]:
+        """
+        @see: L{snapstore.interfaces.ITrafficHistory.addTraffic}
+        """
+        return self._do(traffic.addTraffic(start, fromCache, fromUpstream), Mode.WRITE)
+
+    def listTraffic(self, since: float) -> Deferred[list[Any]]:
+        """
+        @see: L{snapstore.interfaces.ITrafficHistory.listTraffic}
+        """
+        return self._do(traffic.listTraffic(since))
+
+    def pruneTraffic(self, before: float) -> Deferred[int]:
+        """
+        @see: L{snapstore.interfaces.ITrafficHistory.pruneTraffic}
+        """
+        return self._do(traffic.pruneTraffic(before), Mode.WRITE)

@@ -308,6 +308,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "traffic history for the dashboard's chart",
+        (
+            # Blob bytes served from the cache and fetched from upstream,
+            # per bucket (POSIX seconds of its start); every node adds to
+            # the same rows (snapstore.state.traffic).
+            """
+            CREATE TABLE traffic_history (
+                bucket DOUBLE PRECISION PRIMARY KEY,
+                from_cache BIGINT NOT NULL DEFAULT 0,
+                from_upstream BIGINT NOT NULL DEFAULT 0
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.
