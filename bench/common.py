@@ -16,6 +16,11 @@ import time
 
 from tests.ports import freePort
 
+#: How a benchmark starts twistd: with its own interpreter, so that the test
+#: environment's snapstore runs whether or not that environment is on PATH.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
 def requireTools(script: str, *tools: str) -> None:
     """
     Stop with one line when the interpreter lacks snapstore's dependencies

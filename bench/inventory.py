@@ -39,7 +39,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, stop, waitForPort
+from bench.common import TWISTD, freePort, stop, waitForPort
 
 PG_SERVER = os.environ.get("SNAPSTORE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -134,6 +134,30 @@ def timeInventory(adminPort: int, runs: int, snap: str | None = None) -> tuple[l
     return times, answer
 
 
+def installsCounted(answer: dict) -> int:
+    return sum(r["devices"] for s in answer["snaps"] for r in s["revisions"])
+
+
+def awaitRecorded(adminPort: int, expected: int, timeout: float = 60) -> None:
+    """
+    Wait until the inventory holds every install the fleet reported. A
+    device's refresh is answered before its installed set is written (the
+    record never delays a device), so the last devices' rows land a moment
+    after the fleet is built; timing the inventory before that would time a
+    smaller fleet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        _, answer = timeInventory(adminPort, 1)
+        counted = installsCounted(answer)
+        if counted == expected:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"inventory counts {counted} installs {timeout:.0f} s after the "
+                             f"fleet was built, expected {expected}")
+        time.sleep(0.2)
+
+
 def createDatabase(name: str) -> str:
     import psycopg2
 
@@ -195,7 +219,7 @@ def main() -> None:
             with open(config, "w") as empty:
                 empty.write("[snapstore]\n")
             dataDir = os.path.join(work, backend)
-            argv = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", "snapstore",
+            argv = [*TWISTD, "-n", "--pidfile=", "snapstore",
                     "--config", config, "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1",
                     "--proxy-endpoint", "none",
                     "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
@@ -214,8 +238,9 @@ def main() -> None:
                       file=sys.stderr)
                 built = buildFleet(storePort, list(snapIds.values()), options.devices,
                                    options.workers)
+                awaitRecorded(adminPort, options.devices * options.snaps)
                 times, answer = timeInventory(adminPort, options.runs)
-                counted = sum(r["devices"] for s in answer["snaps"] for r in s["revisions"])
+                counted = installsCounted(answer)
                 if counted != options.devices * options.snaps:
                     raise SystemExit(f"{backend}: inventory counts {counted} installs, "
                                      f"expected {options.devices * options.snaps}")

@@ -33,10 +33,10 @@ class MetricsUnitTests(SynchronousTestCase):
     L{Metrics} on its own.
     """
 
-    def test_readmeListsVerdictLabels(self):
+    def test_guideListsVerdictLabels(self):
         """
-        The README's metrics table lists every C{verdict} label a rule's
-        verdict can produce.
+        The metrics table of the operator's guide (docs/operating.md) lists
+        every C{verdict} label a rule's verdict can produce.
         """
         import os
 
@@ -50,8 +50,8 @@ class MetricsUnitTests(SynchronousTestCase):
         labels = {sample.labels["verdict"]
                   for family in text_string_to_metric_families(metrics.render()[0].decode())
                   for sample in family.samples if family.name == "snapstore_rule_verdicts"}
-        with open(os.path.join(CHECKOUT, "README.md")) as readme:
-            [row] = [line for line in readme if "snapstore_rule_verdicts_total" in line]
+        with open(os.path.join(CHECKOUT, "docs", "operating.md")) as guide:
+            [row] = [line for line in guide if "snapstore_rule_verdicts_total" in line]
         for label in labels:
             self.assertIn(f"`{label}`", row)
 

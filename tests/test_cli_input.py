@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_cli_input -*-
 """
 Careless input to the C{snapstore} command: each is refused with one line
-and the exit code the README gives, before any request is made.
+and the exit code the operator's guide gives (docs/operating.md), before any
+request is made.
 """
 
 from __future__ import annotations

@@ -248,10 +248,10 @@ class SingleNodeTests(PolicyMixin, TestCase):
     @deferred
     async def test_threeRings(self):
         """
-        The README's recipe, "Rolling out in rings": canary and pilot
-        groups with short and longer holds, a global hold for production;
-        a new revision reaches canary, then pilot, then production, each
-        by itself.
+        The recipe of docs/rules-and-policy.md, "Rolling out in rings":
+        canary and pilot groups with short and longer holds, a global hold
+        for production; a new revision reaches canary, then pilot, then
+        production, each by itself.
         """
         await self.setUpStore()
         url, adminURL = await self.startNode()

@@ -98,7 +98,7 @@ class AccessLineTests(TestCase):
         record = json.loads(eventAsJSON(event))
         self.assertEqual(record["message"], formatEvent(event))
         self.assertEqual((record["snap"], record["bytes"]), ("hello", 3000))
-        # The JSON columns keep the order the README shows.
+        # The JSON columns keep the order docs/operating.md ("Logs") shows.
         self.assertEqual(list(record)[:15], ["time", "level", "namespace", "message", "method", "path",
                                         "status", "bytes", "duration", "cache", "access", "client",
                                         "device", "snap", "revision"])

@@ -1321,9 +1321,10 @@ class VerifyChainTests(SynchronousTestCase):
 
     def test_rewrittenChain(self) -> None:
         """
-        What the README says C{verify} cannot prove: a database writer who
-        edits a row and recomputes every later hash leaves a valid chain;
-        only a head recorded elsewhere shows it.
+        What the guide says (docs/operating.md, "Audit log") C{verify}
+        cannot prove: a database writer who edits a row and recomputes every
+        later hash leaves a valid chain; only a head recorded elsewhere
+        shows it.
         """
         entries = self.chain(4)
         head = (4, entries[3].rowHash)
