@@ -588,6 +588,16 @@ class AuthTests(TestCase):
         self.assertIn("--admin-endpoint tcp:8001 is not on loopback, so it needs "
                       "--admin-token-file", str(error))
 
+    def test_loopbackSuggestionKeepsThePort(self):
+        """
+        The advice to bind to loopback names the operator's own port.
+        """
+        options = Options()
+        error = self.assertRaises(usage.UsageError, options.parseOptions, [
+            "--admin-endpoint", "tcp:9101", "--config", os.devnull,
+            "--data-dir", self.mktemp()])
+        self.assertIn("or bind it to loopback with tcp:9101:interface=127.0.0.1", str(error))
+
     def test_shortToken(self):
         """
         A guessable token is refused at start-up.

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import attrs
 
-from snapstore.http.endpoints import isLoopbackEndpoint
+from snapstore.http.endpoints import isLoopbackEndpoint, splitEndpoint
 
 #: The header the C{snapstore} command sends the local user name in.
 USER_HEADER = b"x-snapstore-user"
@@ -69,6 +69,16 @@ def readTokens(path: str) -> dict[str, str]:
     return tokens
 
 
+def loopbackSuggestion(endpoint: str) -> str:
+    """
+    The loopback form of C{endpoint} to suggest: the operator's own port,
+    so the advice can be pasted as it is.
+    """
+    args, _ = splitEndpoint(endpoint)
+    port = next((arg for arg in args if arg.isdigit()), "8001")
+    return f"tcp:{port}:interface=127.0.0.1"
+
+
 def checkAdminSettings(endpoint: Optional[str], tokenFile: Optional[str]) -> Optional[dict[str, str]]:
     """
     Refuse an admin endpoint reachable from other machines without tokens.
@@ -82,7 +92,7 @@ def checkAdminSettings(endpoint: Optional[str], tokenFile: Optional[str]) -> Opt
         raise AdminConfigError(
             f"--admin-endpoint {endpoint} is not on loopback, so it needs "
             f"--admin-token-file (lines NAME:TOKEN); or bind it to loopback "
-            f"with tcp:8001:interface=127.0.0.1")
+            f"with {loopbackSuggestion(endpoint)}")
     return tokens
 
 
