@@ -21,7 +21,9 @@ from twisted.web.http_headers import Headers
 
 from snapstore.cli import main as cliMain
 from snapstore.config import ConfigError, buildSettings, parseDuration
+from snapstore.cli.uplink import statusLines
 from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
+from snapstore.uplink.stale import UplinkHealth
 from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
@@ -212,6 +214,10 @@ class StaleTests(NodeMixin, TestCase):
         code, status = await self.admin(b"GET", "/v1/status")
         self.assertFalse(status["uplink"]["serving-stale"])
         self.assertIsNone(status["uplink"]["failing-since"])
+        self.assertIsNotNone(status["uplink"]["last-answer"])
+        out = _Out()
+        await _cli(["--admin", self.adminURL, "status"], out)
+        self.assertIn("Uplink: upstream answers (last answer ", out.text)
 
     @deferred
     async def test_serveStaleOff(self):
@@ -897,3 +903,25 @@ class FollowerReportTests(TestCase):
         self.assertEqual(answers.reported(), [])
         answers.learnRefresh(request, Headers({b"user-agent": [b"snapd/2.66"]}), answer)
         self.assertEqual(answers.reported(), [("hello", "latest/stable", "amd64")])
+
+
+class UplinkStatusLineTests(TestCase):
+    """
+    The uplink line of C{snapstore status} claims only what was seen.
+    """
+
+    def test_nothingRelayedYet(self):
+        """
+        Before any upstream answer the line says so instead of claiming
+        upstream answers; after one it names when.
+        """
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        health = UplinkHealth(clock)
+        self.assertEqual(statusLines({"uplink": health.status(True)})[0],
+                         "Uplink: no upstream answer relayed yet")
+        health.answered()
+        self.assertEqual(statusLines({"uplink": health.status(True)})[0],
+                         "Uplink: upstream answers (last answer 2027-01-15 08:00:00Z)")
+        health.failed("refused")
+        self.assertIn("failing since", statusLines({"uplink": health.status(True)})[0])

@@ -131,8 +131,12 @@ def statusLines(answer: dict[str, Any]) -> list[str]:
     uplink = answer.get("uplink")
     if not uplink:
         return []
-    if uplink.get("failing-since") is None:
-        lines = ["Uplink: upstream answers"]
+    if uplink.get("failing-since") is None and uplink.get("last-answer") is None:
+        # Nothing relayed yet: say so rather than claim upstream answers
+        # (the probe line above tells whether it can be reached now).
+        lines = ["Uplink: no upstream answer relayed yet"]
+    elif uplink.get("failing-since") is None:
+        lines = [f"Uplink: upstream answers (last answer {formatTime(uplink['last-answer'])})"]
     elif uplink.get("serving-stale"):
         lines = [f"Uplink: upstream failing since {formatTime(uplink['failing-since'])} "
                  f"({uplink.get('last-error')}); serving stale answers"]

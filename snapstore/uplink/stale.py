@@ -58,11 +58,13 @@ class UplinkHealth:
         self.counter = counter
         self.metrics = metrics
         self.failingSince: Optional[float] = None
+        self.lastAnswer: Optional[float] = None
         self.lastError = ""
         self.staleAnswers = 0
 
     def answered(self) -> None:
         self.failingSince = None
+        self.lastAnswer = self.clock.seconds()
         self.lastError = ""
 
     def failed(self, why: str) -> None:
@@ -86,6 +88,7 @@ class UplinkHealth:
     def status(self, enabled: bool) -> dict[str, Any]:
         return {"ok": self.failingSince is None,
                 "failing-since": self.failingSince,
+                "last-answer": self.lastAnswer,
                 "last-error": self.lastError or None,
                 "serve-stale": enabled,
                 "serving-stale": enabled and self.failingSince is not None,
