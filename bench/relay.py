@@ -451,6 +451,66 @@ def gcPauses(work: str, name: str) -> str:
     return lines[-1].split(SUMMARY_PREFIX, 1)[1].strip() if lines else "-"
 
 
+#: The rows of the profile table: label, (file suffix, function) pairs
+#: (the largest matching entry counts), and whether own time (summed over
+#: every function of the file) is meant rather than cumulative time.
+PROFILE_ROWS = [
+    ("whole request (server dataReceived)", [("twisted/web/http.py", "dataReceived")], False),
+    ("relay coroutine (_relay)", [("snapstore/store/relay.py", "_relay")], False),
+    ("outbound agent request", [("snapstore/outbound.py", "request"),
+                                ("twisted/web/client.py", "request")], False),
+    ("... of which new upstream connections", [("twisted/web/client.py", "_newConnection")], False),
+    ("stale-answer agent (_request)", [("snapstore/uplink/stale.py", "_request")], False),
+    ("... of which learning the answer", [("snapstore/uplink/stale.py", "_learn")], False),
+    ("rules: describe the request", [("snapstore/rules/service.py", "describe")], False),
+    ("rules: amend the answer (_amend)", [("snapstore/store/relay.py", "_amend")], False),
+    ("rules: noteAnswer (inventory)", [("snapstore/rules/service.py", "noteAnswer")], False),
+    ("JSON parses (json.loads)", [("json/__init__.py", "loads")], False),
+    ("JSON rewrite (rewriteAnswer)", [("snapstore/store/rewrite.py", "rewriteAnswer")], False),
+    ("reading upstream's body (readBody)", [("snapstore/store/upstream.py", "readBody")], False),
+    ("access event (ended)", [("snapstore/observe/access.py", "ended")], False),
+    ("log emission, all events (Logger.emit)", [("twisted/logger/_logger.py", "emit")], False),
+    ("... of which text formatting", [("twisted/logger/_format.py",
+                                       "formatEventAsClassicLogText")], False),
+    ("Deferred machinery (own time)", [("twisted/internet/defer.py", "")], True),
+    ("epoll modify (own time)", [("~", "<method 'modify' of 'select.epoll' objects>")], True),
+]
+
+
+def profileTable(path: str) -> list[tuple[str, float, float]]:
+    """
+    Where the time of a profiled run went, per relayed refresh (the
+    calls of C{RelayResource.render}): each row's milliseconds
+    (cumulative, or own for the rows that say so) and calls per refresh.
+    """
+    import pstats
+
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    refreshes = max((entry[1] for (name, _, function), entry in stats.items()
+                     if name.endswith("snapstore/store/relay.py") and function == "render"),
+                    default=0) or 1
+    rows = []
+    for label, wanted, own in PROFILE_ROWS:
+        seconds = calls = 0.0
+        for (name, _, function), (_, count, tottime, cumtime, _) in stats.items():
+            for suffix, functionName in wanted:
+                if not name.endswith(suffix):
+                    continue
+                if own and not functionName:
+                    seconds += tottime
+                elif function == functionName:
+                    if own:
+                        seconds, calls = seconds + tottime, calls + count
+                    elif cumtime > seconds:
+                        seconds, calls = cumtime, count
+        rows.append((label, 1000 * seconds / refreshes, calls / refreshes))
+    # Waiting in epoll is idle time (wrk or another process had the CPU).
+    total = sum(entry[2] for (name, _, function), entry in stats.items()
+                if function != "<method 'poll' of 'select.epoll' objects>")
+    rows.append(("all profiled time (own, summed, not idle)", 1000 * total / refreshes, 0.0))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate run")
@@ -603,6 +663,10 @@ def main() -> None:
     if profile is not None:
         import pstats
 
+        print("\nsnapstore under wrk, cProfile, per relayed refresh (ms, calls):")
+        for label, milliseconds, calls in profileTable(profile):
+            print(f"  {label.ljust(42)} {milliseconds:7.3f}  {calls:5.2f}" if calls
+                  else f"  {label.ljust(42)} {milliseconds:7.3f}")
         print("\nsnapstore under wrk, top 25 by own time (cProfile):")
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     if not options.keep:
