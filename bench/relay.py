@@ -32,7 +32,10 @@ are printed from the summary each logs when stopped
 generation, measured with C{gc.callbacks}).
 
 For scale it also loads a bare Twisted L{Site} answering the same JSON
-itself (no relay, no log): the ceiling for one Twisted process here.
+itself (no relay, no log): the ceiling for one Twisted process here, in
+turn with the others so that each run's ratio compares like with like
+on a shared machine.  With C{--baseline DIR} (another checkout, e.g. the
+code before a change) that snapstore is loaded in turn too.
 Prints a table with the ratios.  Needs C{/usr/sbin/nginx} and C{wrk}
 (Debian's package).  Work files go to bench/_work/relay.
 """
@@ -279,16 +282,17 @@ profile.runcall(run)
 
 
 def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (),
-                   profile: str | None = None) -> tuple[subprocess.Popen, int]:
+                   profile: str | None = None, root: str = ROOT) -> tuple[subprocess.Popen, int]:
     """
     @param profile: where to write cProfile stats of the whole run (see
         L{PROFILED_TWISTD}), or C{None}.
+    @param root: the checkout whose snapstore runs (C{--baseline}).
     """
     port = freePort()
     os.makedirs(os.path.join(work, name, "rules.d"), exist_ok=True)
     log = open(os.path.join(work, f"{name}.log"), "w")
     code = PROFILED_TWISTD if profile else "from twisted.scripts.twistd import run; run()"
-    environment = dict(os.environ, PYTHONPATH=ROOT)
+    environment = dict(os.environ, PYTHONPATH=root)
     if profile:
         environment["SNAPSTORE_PROFILE"] = profile
     process = subprocess.Popen(
@@ -554,6 +558,9 @@ def main() -> None:
                         help="refreshes averaged per uplink figure")
     parser.add_argument("--profile", action="store_true",
                         help="also run snapstore under cProfile and print its top functions")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another checkout (e.g. `git worktree add DIR COMMIT`) whose snapstore "
+                             "is loaded in turn with this one, for before/after on a shared machine")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
     requireTools("bench/relay.py", "wrk", "nginx")
@@ -574,9 +581,19 @@ def main() -> None:
         processes.append(snapstore)
         gzipped, gzippedPort = startSnapstore(work, "relay-gzip", gzipPort)
         processes.append(gzipped)
+        plain, plainPort = startPlainTwisted(work, upstreamPort)
+        processes.append(plain)
         # (name, port, client accepts gzip), run in turn.
         loads = [("nginx", nginxPort, False), ("snapstore", snapstorePort, False),
+                 ("bare Site", plainPort, False),
                  ("gzip upstream", gzippedPort, False), ("gzip both", gzippedPort, True)]
+        pids = {snapstorePort: snapstore.pid, gzippedPort: gzipped.pid}
+        if options.baseline:
+            baseline, baselinePort = startSnapstore(work, "relay-baseline", upstreamPort,
+                                                    root=os.path.abspath(options.baseline))
+            processes.append(baseline)
+            loads.insert(3, ("baseline", baselinePort, False))
+            pids[baselinePort] = baseline.pid
         # Warm them all (connections to upstream, code paths).
         for _, port, gzip in loads:
             runWrk(work, port, 1, options.connections, gzip)
@@ -584,7 +601,6 @@ def main() -> None:
         errors = {name: 0 for name, _, _ in loads}
         # snapstore's CPU milliseconds per relayed refresh, per run.
         costs: dict[str, list[float]] = {name: [] for name, _, _ in loads}
-        pids = {snapstorePort: snapstore.pid, gzippedPort: gzipped.pid}
         for _ in range(options.runs):
             for name, port, gzip in loads:
                 before = cpuSeconds(pids[port]) if port in pids else 0.0
@@ -596,11 +612,10 @@ def main() -> None:
                 errors[name] += failed
         stop(snapstore)
         stop(gzipped)
-        plain, plainPort = startPlainTwisted(work, upstreamPort)
-        processes.append(plain)
-        runWrk(work, plainPort, 1, options.connections)
-        plainRate, _ = runWrk(work, plainPort, options.seconds, options.connections)
         stop(plain)
+        if options.baseline:
+            stop(baseline)
+        plainRate = max(rates["bare Site"])
 
         apiPort, cdnPort = freePort(), freePort()
         fake = subprocess.Popen(
@@ -655,7 +670,10 @@ def main() -> None:
         ("relay rate, snapstore (req/s)", f"{snapRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["snapstore"])),
         ("snapstore / nginx (target >= 0.25)", f"{snapRate / nginxRate:.3f}", ""),
         ("plain Twisted answering the JSON itself (req/s)", f"{plainRate:.0f}",
-         f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling"),
+         f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling; runs: "
+         + ", ".join(f"{r:.0f}" for r in rates["bare Site"])),
+        ("snapstore / bare Site (issue 20 target >= 0.40)", f"{snapRate / plainRate:.3f}",
+         "per run: " + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["snapstore"], rates["bare Site"]))),
         rateRow("relay rate, snapstore, gzip upstream (req/s)", "gzip upstream"),
         rateRow("  ... and device accepting gzip (req/s)", "gzip both"),
         ("snapstore CPU per refresh (ms): plain upstream", f"{min(costs['snapstore']):.3f}",
@@ -664,10 +682,18 @@ def main() -> None:
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip upstream"])),
         ("  ... gzip upstream, device accepting gzip", f"{min(costs['gzip both']):.3f}",
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip both"])),
+        *([("relay rate, --baseline checkout (req/s)", f"{max(rates['baseline']):.0f}",
+            "runs: " + ", ".join(f"{r:.0f}" for r in rates["baseline"])),
+           ("--baseline / bare Site", f"{max(rates['baseline']) / plainRate:.3f}",
+            "per run: " + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["baseline"],
+                                                                  rates["bare Site"]))),
+           ("--baseline CPU per refresh (ms)", f"{min(costs['baseline']):.3f}",
+            "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["baseline"]))]
+          if options.baseline else []),
         ("codec per refresh (us): decode upstream / gzip for device",
          f"{decodeCost:.1f}", f"/ {encodeCost:.1f}  (in-process, timeit)"),
-        ("relay errors nginx / snapstore / gzip / gzip both",
-         " / ".join(str(errors[name]) for name, _, _ in loads), ""),
+        ("relay errors (each load in turn)", " / ".join(str(errors[name]) for name, _, _ in loads),
+         " / ".join(name for name, _, _ in loads)),
         (f"refresh p50 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.5) * 1000:.2f}", ""),
         (f"refresh p50 at {options.rate:g}/s, via snapstore (ms)", f"{percentile(through, 0.5) * 1000:.2f}", ""),
         (f"refresh p99 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.99) * 1000:.2f}", ""),
