@@ -32,7 +32,10 @@ are printed from the summary each logs when stopped
 generation, measured with C{gc.callbacks}).
 
 For scale it also loads a bare Twisted L{Site} answering the same JSON
-itself (no relay, no log): the ceiling for one Twisted process here.
+itself (no relay, no log): the ceiling for one Twisted process here, in
+turn with the others so that each run's ratio compares like with like
+on a shared machine.  With C{--baseline DIR} (another checkout, e.g. the
+code before a change) that snapstore is loaded in turn too.
 Prints a table with the ratios.  Needs C{/usr/sbin/nginx} and C{wrk}
 (Debian's package).  Work files go to bench/_work/relay.
 """
@@ -257,18 +260,52 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
+#: Runs twistd under cProfile timed by the main thread's CPU clock, so
+#: that time the process spends descheduled on a shared machine is not
+#: charged to whatever function was running (twistd's own --profile
+#: measures wall time); the stats go to the file named by SNAPSTORE_PROFILE
+#: once the reactor has shut down (twistd then ends the process with the
+#: signal it got).  Start-up is not profiled.
+PROFILED_TWISTD = """
+import cProfile, os, time
+from twisted.internet import reactor
+from twisted.scripts.twistd import run
+profile = cProfile.Profile(time.thread_time)
+
+def dump():
+    profile.disable()
+    profile.dump_stats(os.environ["SNAPSTORE_PROFILE"])
+
+# From the first turn of the reactor: start-up (imports, rule loading)
+# is not the relay's cost.
+reactor.callWhenRunning(profile.enable)
+reactor.addSystemEventTrigger("after", "shutdown", dump)
+run()
+"""
+
+
+def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (),
+                   profile: str | None = None, root: str = ROOT) -> tuple[subprocess.Popen, int]:
+    """
+    @param profile: where to write cProfile stats of the whole run (see
+        L{PROFILED_TWISTD}), or C{None}.
+    @param root: the checkout whose snapstore runs (C{--baseline}).
+    """
     port = freePort()
     os.makedirs(os.path.join(work, name, "rules.d"), exist_ok=True)
     log = open(os.path.join(work, f"{name}.log"), "w")
+    code = PROFILED_TWISTD if profile else "from twisted.scripts.twistd import run; run()"
+    environment = dict(os.environ, PYTHONPATH=root)
+    if profile:
+        environment["SNAPSTORE_PROFILE"] = profile
     process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        [sys.executable, "-c", code, "-n", "--pidfile=",
          *extra, "snapstore", "--config", os.devnull,
          "--upstream", f"http://127.0.0.1:{upstreamPort}/",
          "--store-endpoint", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
          "--admin-endpoint", "none", "--proxy-endpoint", "none",
          "--data-dir", os.path.join(work, name), "--rules-dir", os.path.join(work, name, "rules.d")],
-        cwd=work, env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=subprocess.STDOUT)
+        cwd=work, env=environment, stdout=log, stderr=subprocess.STDOUT)
     waitForPort(port, process, f"snapstore ({name})")
     return process, port
 
@@ -451,6 +488,66 @@ def gcPauses(work: str, name: str) -> str:
     return lines[-1].split(SUMMARY_PREFIX, 1)[1].strip() if lines else "-"
 
 
+#: The rows of the profile table: label, (file suffix, function) pairs
+#: (the largest matching entry counts), and whether own time (summed over
+#: every function of the file) is meant rather than cumulative time.
+PROFILE_ROWS = [
+    ("whole request (server dataReceived)", [("twisted/web/http.py", "dataReceived")], False),
+    ("relay coroutine (_relay)", [("snapstore/store/relay.py", "_relay")], False),
+    ("outbound agent request", [("snapstore/outbound.py", "request"),
+                                ("twisted/web/client.py", "request")], False),
+    ("... of which new upstream connections", [("twisted/web/client.py", "_newConnection")], False),
+    ("stale-answer agent (_request)", [("snapstore/uplink/stale.py", "_request")], False),
+    ("... of which learning the answer", [("snapstore/uplink/stale.py", "_learn")], False),
+    ("rules: describe the request", [("snapstore/rules/service.py", "describe")], False),
+    ("rules: amend the answer (_amend)", [("snapstore/store/relay.py", "_amend")], False),
+    ("rules: noteAnswer (inventory)", [("snapstore/rules/service.py", "noteAnswer")], False),
+    ("JSON parses (json.loads)", [("json/__init__.py", "loads")], False),
+    ("JSON rewrite (rewriteAnswer)", [("snapstore/store/rewrite.py", "rewriteAnswer")], False),
+    ("reading upstream's body (readBody)", [("snapstore/store/upstream.py", "readBody")], False),
+    ("access event (ended)", [("snapstore/observe/access.py", "ended")], False),
+    ("log emission, all events (Logger.emit)", [("twisted/logger/_logger.py", "emit")], False),
+    ("... of which text formatting", [("twisted/logger/_format.py",
+                                       "formatEventAsClassicLogText")], False),
+    ("Deferred machinery (own time)", [("twisted/internet/defer.py", "")], True),
+    ("epoll modify (own time)", [("~", "<method 'modify' of 'select.epoll' objects>")], True),
+]
+
+
+def profileTable(path: str) -> list[tuple[str, float, float]]:
+    """
+    Where the time of a profiled run went, per relayed refresh (the
+    calls of C{RelayResource.render}): each row's milliseconds
+    (cumulative, or own for the rows that say so) and calls per refresh.
+    """
+    import pstats
+
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    refreshes = max((entry[1] for (name, _, function), entry in stats.items()
+                     if name.endswith("snapstore/store/relay.py") and function == "render"),
+                    default=0) or 1
+    rows = []
+    for label, wanted, own in PROFILE_ROWS:
+        seconds = calls = 0.0
+        for (name, _, function), (_, count, tottime, cumtime, _) in stats.items():
+            for suffix, functionName in wanted:
+                if not name.endswith(suffix):
+                    continue
+                if own and not functionName:
+                    seconds += tottime
+                elif function == functionName:
+                    if own:
+                        seconds, calls = seconds + tottime, calls + count
+                    elif cumtime > seconds:
+                        seconds, calls = cumtime, count
+        rows.append((label, 1000 * seconds / refreshes, calls / refreshes))
+    # Waiting in epoll is idle time (wrk or another process had the CPU).
+    total = sum(entry[2] for (name, _, function), entry in stats.items()
+                if function != "<method 'poll' of 'select.epoll' objects>")
+    rows.append(("all profiled time (own, summed, not idle)", 1000 * total / refreshes, 0.0))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate run")
@@ -464,6 +561,9 @@ def main() -> None:
                         help="refreshes averaged per uplink figure")
     parser.add_argument("--profile", action="store_true",
                         help="also run snapstore under cProfile and print its top functions")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another checkout (e.g. `git worktree add DIR COMMIT`) whose snapstore "
+                             "is loaded in turn with this one, for before/after on a shared machine")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
     requireTools("bench/relay.py", "wrk", "nginx")
@@ -484,9 +584,19 @@ def main() -> None:
         processes.append(snapstore)
         gzipped, gzippedPort = startSnapstore(work, "relay-gzip", gzipPort)
         processes.append(gzipped)
+        plain, plainPort = startPlainTwisted(work, upstreamPort)
+        processes.append(plain)
         # (name, port, client accepts gzip), run in turn.
         loads = [("nginx", nginxPort, False), ("snapstore", snapstorePort, False),
+                 ("bare Site", plainPort, False),
                  ("gzip upstream", gzippedPort, False), ("gzip both", gzippedPort, True)]
+        pids = {snapstorePort: snapstore.pid, gzippedPort: gzipped.pid}
+        if options.baseline:
+            baseline, baselinePort = startSnapstore(work, "relay-baseline", upstreamPort,
+                                                    root=os.path.abspath(options.baseline))
+            processes.append(baseline)
+            loads.insert(3, ("baseline", baselinePort, False))
+            pids[baselinePort] = baseline.pid
         # Warm them all (connections to upstream, code paths).
         for _, port, gzip in loads:
             runWrk(work, port, 1, options.connections, gzip)
@@ -494,7 +604,6 @@ def main() -> None:
         errors = {name: 0 for name, _, _ in loads}
         # snapstore's CPU milliseconds per relayed refresh, per run.
         costs: dict[str, list[float]] = {name: [] for name, _, _ in loads}
-        pids = {snapstorePort: snapstore.pid, gzippedPort: gzipped.pid}
         for _ in range(options.runs):
             for name, port, gzip in loads:
                 before = cpuSeconds(pids[port]) if port in pids else 0.0
@@ -506,11 +615,10 @@ def main() -> None:
                 errors[name] += failed
         stop(snapstore)
         stop(gzipped)
-        plain, plainPort = startPlainTwisted(work, upstreamPort)
-        processes.append(plain)
-        runWrk(work, plainPort, 1, options.connections)
-        plainRate, _ = runWrk(work, plainPort, options.seconds, options.connections)
         stop(plain)
+        if options.baseline:
+            stop(baseline)
+        plainRate = max(rates["bare Site"])
 
         apiPort, cdnPort = freePort(), freePort()
         fake = subprocess.Popen(
@@ -541,9 +649,8 @@ def main() -> None:
 
         profile = None
         if options.profile:
-            profiled, profiledPort = startSnapstore(
-                work, "profiled", upstreamPort,
-                ["--profile", os.path.join(work, "snapstore.prof"), "--profiler", "cprofile", "--savestats"])
+            profiled, profiledPort = startSnapstore(work, "profiled", upstreamPort,
+                                                    profile=os.path.join(work, "snapstore.prof"))
             runWrk(work, profiledPort, options.seconds, options.connections)
             stop(profiled)
             profile = os.path.join(work, "snapstore.prof")
@@ -566,7 +673,10 @@ def main() -> None:
         ("relay rate, snapstore (req/s)", f"{snapRate:.0f}", "runs: " + ", ".join(f"{r:.0f}" for r in rates["snapstore"])),
         ("snapstore / nginx (target >= 0.25)", f"{snapRate / nginxRate:.3f}", ""),
         ("plain Twisted answering the JSON itself (req/s)", f"{plainRate:.0f}",
-         f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling"),
+         f"{plainRate / nginxRate:.3f}x nginx: one process's ceiling; runs: "
+         + ", ".join(f"{r:.0f}" for r in rates["bare Site"])),
+        ("snapstore / bare Site (issue 20 target >= 0.40)", f"{snapRate / plainRate:.3f}",
+         "per run: " + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["snapstore"], rates["bare Site"]))),
         rateRow("relay rate, snapstore, gzip upstream (req/s)", "gzip upstream"),
         rateRow("  ... and device accepting gzip (req/s)", "gzip both"),
         ("snapstore CPU per refresh (ms): plain upstream", f"{min(costs['snapstore']):.3f}",
@@ -575,10 +685,18 @@ def main() -> None:
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip upstream"])),
         ("  ... gzip upstream, device accepting gzip", f"{min(costs['gzip both']):.3f}",
          "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["gzip both"])),
+        *([("relay rate, --baseline checkout (req/s)", f"{max(rates['baseline']):.0f}",
+            "runs: " + ", ".join(f"{r:.0f}" for r in rates["baseline"])),
+           ("--baseline / bare Site", f"{max(rates['baseline']) / plainRate:.3f}",
+            "per run: " + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["baseline"],
+                                                                  rates["bare Site"]))),
+           ("--baseline CPU per refresh (ms)", f"{min(costs['baseline']):.3f}",
+            "lowest of runs: " + ", ".join(f"{c:.3f}" for c in costs["baseline"]))]
+          if options.baseline else []),
         ("codec per refresh (us): decode upstream / gzip for device",
          f"{decodeCost:.1f}", f"/ {encodeCost:.1f}  (in-process, timeit)"),
-        ("relay errors nginx / snapstore / gzip / gzip both",
-         " / ".join(str(errors[name]) for name, _, _ in loads), ""),
+        ("relay errors (each load in turn)", " / ".join(str(errors[name]) for name, _, _ in loads),
+         " / ".join(name for name, _, _ in loads)),
         (f"refresh p50 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.5) * 1000:.2f}", ""),
         (f"refresh p50 at {options.rate:g}/s, via snapstore (ms)", f"{percentile(through, 0.5) * 1000:.2f}", ""),
         (f"refresh p99 at {options.rate:g}/s, direct (ms)", f"{percentile(direct, 0.99) * 1000:.2f}", ""),
@@ -603,6 +721,10 @@ def main() -> None:
     if profile is not None:
         import pstats
 
+        print("\nsnapstore under wrk, cProfile (main thread CPU time), per relayed refresh (ms, calls):")
+        for label, milliseconds, calls in profileTable(profile):
+            print(f"  {label.ljust(42)} {milliseconds:7.3f}  {calls:5.2f}" if calls
+                  else f"  {label.ljust(42)} {milliseconds:7.3f}")
         print("\nsnapstore under wrk, top 25 by own time (cProfile):")
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     if not options.keep:

@@ -33,7 +33,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.web.client import Agent
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -171,17 +170,17 @@ class CheckedEndpointFactory:
         return _CheckedEndpoint(self, host, uri.port, uri.scheme == b"https")
 
 
-def checkedAgent(reactor: Any, settings: Any, tlsPolicy: Any, pool: Any,
-                 dialer: Any) -> Agent:
+def checkedEndpoints(reactor: Any, settings: Any, tlsPolicy: Any,
+                     dialer: Any) -> CheckedEndpointFactory:
     """
-    The direct outbound agent: an L{Agent} whose connections are checked
+    The endpoints of the direct outbound agent: each connection checked
     by the L{DestinationPolicy} of C{settings}, dialled by C{dialer}
-    (L{snapstore.outbound.DirectDialer}: the checked addresses only).
+    (L{snapstore.outbound.DirectDialer}: the checked addresses only), TLS
+    verified by C{tlsPolicy}.
     """
-    factory = CheckedEndpointFactory(DestinationPolicy.fromSettings(settings),
-                                     _literalsFirst(systemResolver(reactor)),
-                                     dialer, tlsPolicy)
-    return Agent.usingEndpointFactory(reactor, factory, pool=pool)
+    return CheckedEndpointFactory(DestinationPolicy.fromSettings(settings),
+                                  _literalsFirst(systemResolver(reactor)),
+                                  dialer, tlsPolicy)
 
 
 def _literalsFirst(resolve: Resolver) -> Resolver:

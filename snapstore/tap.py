@@ -162,7 +162,8 @@ def makeService(options: Options) -> IService:
     from snapstore.observe.gcpauses import CollectorPauses
 
     CollectorPauses().setServiceParent(top)
-    return withLogFormat(top, settings.logFormat, (options.parent or {}).get("logfile"))
+    twistd = options.parent or {}
+    return withLogFormat(top, settings.logFormat, twistd.get("logfile"), twistd, reactor)
 
 
 def _warnLoopbackPublicURL(settings: Settings) -> None:

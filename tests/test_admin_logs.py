@@ -76,6 +76,119 @@ class JSONFormatTests(SynchronousTestCase):
         self.assertIs(top.parent, root)
 
 
+class _CountingOutput(io.StringIO):
+    """
+    A text stream that counts its flushes and keeps what was flushed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+        self.flushed = ""
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.flushed = self.getvalue()
+
+
+class TextLineTests(SynchronousTestCase):
+    """
+    L{TextLineObserver}: twistd's text lines, time stamps formatted once
+    per second, one flush per reactor turn; and when L{withLogFormat}
+    uses it.
+    """
+
+    def events(self):
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        base = 1_700_000_000.0
+        return [
+            {"log_time": base + 0.25, "log_level": LogLevel.info, "log_namespace": ACCESS_NAMESPACE,
+             "log_format": '127.0.0.1 address:127.0.0.1 "POST /v2/snaps/refresh" 200 9 0.001s {{x}}'},
+            {"log_time": base + 0.75, "log_level": LogLevel.warn, "log_namespace": "a.b",
+             "log_format": "{n} things", "n": 3},
+            {"log_time": base + 1.0, "log_system": "HTTPChannel,4,127.0.0.1",
+             "log_format": "from a system"},
+            {"log_time": base + 61.5, "log_level": LogLevel.error, "log_namespace": "c",
+             "log_format": "failed", "log_failure": failure},
+            {"log_time": None, "log_format": "no time"},
+            {"log_time": base + 62, "log_format": ""},
+        ]
+
+    def test_sameAsTwistd(self):
+        """
+        Every line is the one twistd's own text observer writes.
+        """
+        from twisted.internet.task import Clock
+        from twisted.logger import textFileLogObserver
+
+        from snapstore.observe.logs import TextLineObserver
+
+        ours, theirs = io.StringIO(), io.StringIO()
+        observer, reference = TextLineObserver(ours, Clock()), textFileLogObserver(theirs)
+        for event in self.events():
+            observer(event)
+            reference(event)
+        self.assertEqual(ours.getvalue(), theirs.getvalue())
+        self.assertIn("[snapstore.access#info]", ours.getvalue())
+
+    def test_flushOncePerTurn(self):
+        """
+        In the reactor's thread while it runs, lines are flushed once at the
+        end of the turn; otherwise (not running, another thread) at once.
+        """
+        import threading
+
+        from twisted.internet.task import Clock
+
+        from snapstore.observe.logs import TextLineObserver
+
+        output = _CountingOutput()
+        clock = Clock()
+        observer = TextLineObserver(output, clock)
+        observer(self.events()[0])
+        self.assertEqual(output.flushes, 1)  # the clock is not running
+        clock.running = True
+        for event in self.events()[:3]:
+            observer(event)
+        self.assertEqual(output.flushes, 1)
+        clock.advance(0)
+        self.assertEqual(output.flushes, 2)
+        self.assertEqual(len(output.flushed.splitlines()), 4)
+        thread = threading.Thread(target=observer, args=(self.events()[1],))
+        thread.start()
+        thread.join()
+        self.assertEqual(output.flushes, 3)
+        self.assertEqual(len(output.flushed.splitlines()), 5)
+
+    def test_whenUsed(self):
+        """
+        Text to standard output under C{--nodaemon} goes through
+        L{TextLineObserver}; a log file, syslog, a C{--logger}, a daemon,
+        or no clock leave twistd's observer in place.
+        """
+        from twisted.internet.task import Clock
+
+        from snapstore.observe.logs import TextLineObserver
+
+        clock = Clock()
+        for logFile, options in ((None, {"nodaemon": True}), ("-", {"nodaemon": True})):
+            top = MultiService()
+            root = withLogFormat(top, "text", logFile, options, clock)
+            application = Application("snapstore")
+            root.setServiceParent(application)
+            self.assertIsInstance(application.getComponent(ILogObserver), TextLineObserver)
+        for logFile, options, given in ((None, {"nodaemon": True}, None),
+                                        ("twistd.log", {"nodaemon": True}, clock),
+                                        (None, {"nodaemon": True, "syslog": True}, clock),
+                                        (None, {"nodaemon": True, "logger": "x.y"}, clock),
+                                        (None, {}, clock)):
+            top = MultiService()
+            self.assertIs(withLogFormat(top, "text", logFile, options, given), top)
+
+
 class AccessLogTests(TestCase):
     """
     One access event per store request.

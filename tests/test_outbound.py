@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 
+from typing import Any
+
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.portforward import ProxyFactory
@@ -19,7 +22,8 @@ from twisted.web.http_headers import Headers
 
 from snapstore.forward.auth import hashPassword
 from snapstore.outbound import (
-    DirectDialer, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent, makeDialer,
+    DirectDialer, OriginAgent, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent,
+    makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
 from tests.helpers import MemoryBlobs, startStore, testSettings
@@ -40,7 +44,7 @@ class ParentProxyTests(SynchronousTestCase):
         chained = testSettings(self, upstream_proxy="http://127.0.0.1:3128")
         self.assertIsInstance(makeDialer(reactor, plain), DirectDialer)
         self.assertIsInstance(makeDialer(reactor, chained), ParentDialer)
-        self.assertIsInstance(makeAgent(reactor, plain), Agent)
+        self.assertIsInstance(makeAgent(reactor, plain), OriginAgent)
         self.assertIsInstance(makeAgent(reactor, chained), ParentProxyAgent)
 
 
@@ -196,3 +200,122 @@ class ChainTests(TestCase):
         self.assertEqual(seen, {("CONNECT", 200), ("GET", 200)})
         get = [e for e in self.parent.accessLog.entries if e.method == "GET"][0]
         self.assertTrue(get.target.startswith("http://fakestore.test:"))
+
+
+class _Recording(Protocol):
+    """
+    An HTTP/1.1 origin that records each request's head and body and
+    answers C{200 ok} on the same connection.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            fields = dict(line.split(b": ", 1) for line in lines[1:])
+            length = int(fields.get(b"Content-Length", b"0"))
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            self.factory.requests.append((lines[0], fields, rest[:length]))
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+class OriginAgentTests(TestCase):
+    """
+    L{snapstore.outbound.OriginAgent}, the direct agent: once an origin is
+    known its requests skip the generic agent's parsing, and are still
+    sent as the generic agent sends them, on the pool's kept-alive
+    connections, through the checked endpoints.
+    """
+
+    async def origin(self) -> int:
+        from twisted.internet.protocol import Factory
+
+        self.factory = Factory.forProtocol(_Recording)
+        self.factory.connections = 0
+        self.factory.requests = []
+        return (await listen(self, self.factory)).getHost().port
+
+    def agents(self, port: int) -> tuple[Any, Any]:
+        settings = testSettings(self, upstream=f"http://127.0.0.1:{port}/")
+        pools = [HTTPConnectionPool(reactor, persistent=True) for _ in range(2)]
+        for pool in pools:
+            self.addCleanup(pool.closeCachedConnections)
+        fast = makeAgent(reactor, settings, pools[0])
+        # The generic agent over the same checked endpoints, for reference.
+        generic = Agent.usingEndpointFactory(reactor, fast.endpoints, pools[1])
+        return fast, generic
+
+    async def test_sentAsGeneric(self) -> None:
+        """
+        Requests to a known origin go out byte for byte as the generic
+        agent sends them (request line, C{Host}, headers, body), on one
+        kept-alive connection.
+        """
+        from snapstore.http.bodies import BytesProducer
+
+        port = await self.origin()
+        fast, generic = self.agents(port)
+        self.assertIsInstance(fast, OriginAgent)
+        url = f"http://127.0.0.1:{port}/v2/snaps/refresh?a=1&b=%2F".encode()
+        for agent in (generic, fast, fast, fast):
+            response = await agent.request(b"POST", url, Headers({b"x-one": [b"1"]}),
+                                           BytesProducer(b'{"k": 1}'))
+            self.assertEqual((response.code, await readBody(response)), (200, b"ok"))
+        first, *others = self.factory.requests
+        self.assertEqual(first[0], b"POST /v2/snaps/refresh?a=1&b=%2F HTTP/1.1")
+        self.assertEqual(first[1][b"Host"], f"127.0.0.1:{port}".encode())
+        for request in others:
+            self.assertEqual(request, first)
+        # One connection for the generic agent, one for the three others.
+        self.assertEqual(self.factory.connections, 2)
+        # The fast way was taken: the origin is known.
+        self.assertEqual(list(fast._origins), [f"http://127.0.0.1:{port}".encode()])
+
+    async def test_checkedEvenWhenKnown(self) -> None:
+        """
+        An internal destination other than the upstream host is refused
+        the first time and every time after, when the origin is known.
+        """
+        from snapstore.fetchguard import InternalDestination
+
+        port = await self.origin()
+        fast, _ = self.agents(port)
+        for _ in range(2):
+            with self.assertRaises(InternalDestination):
+                await fast.request(b"GET", f"http://127.0.0.2:{port}/icon.png".encode())
+        self.assertEqual(self.factory.connections, 0)
+
+    async def test_unrecognisedGenericWay(self) -> None:
+        """
+        A URI this agent does not take apart (a space, a fragment, an
+        origin without a path) is the generic agent's to judge: refused
+        or sent as it would.
+        """
+        port = await self.origin()
+        fast, _ = self.agents(port)
+        with self.assertRaises(ValueError):
+            fast.request(b"GET", f"http://127.0.0.1:{port}/a b".encode())
+        response = await fast.request(b"GET", f"http://127.0.0.1:{port}".encode())
+        await readBody(response)
+        response = await fast.request(b"GET", f"http://127.0.0.1:{port}/x#frag".encode())
+        await readBody(response)
+        self.assertEqual([request[0] for request in self.factory.requests],
+                         [b"GET / HTTP/1.1", b"GET /x HTTP/1.1"])
+
+    def test_hostValue(self) -> None:
+        """
+        The C{Host} value of an origin is the generic agent's: the port
+        only when not the scheme's, IPv6 literals in brackets.
+        """
+        fast, generic = self.agents(1)
+        for origin in (b"http://[::1]:8080", b"https://store.example", b"http://store.example:80",
+                       b"https://10.0.0.1:8443"):
+            _, host, parsed = fast._learn(origin)
+            self.assertEqual(host, generic._computeHostValue(parsed.scheme, parsed.host, parsed.port))

@@ -9,6 +9,7 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -217,3 +218,102 @@ class BodyInSameTurnTests(TestCase):
             self.assertEqual((yield readBody(response)), b"{}")
         self.assertEqual(factory.bodies, [15, 15, 15])
         self.assertEqual(factory.connections, 1)
+
+
+class ParsedOnceTests(TestCase):
+    """
+    A relayed refresh parses its body once and upstream's answer twice
+    (the stale-answer memory keeps its own copy, which the rules cannot
+    change), and decodes a gzipped answer once, however many parts read
+    them (the rules, the inventory, the stale-answer memory, the rewrite).
+    """
+
+    MARKER = "parsed-once-marker"
+
+    def count(self):
+        """
+        Count the JSON parses and gzip decodes snapstore's own modules
+        make, of the refresh body (C{body}) and of upstream's answer
+        (C{answer}, recognised by the fake store's URLs in it).
+        """
+        import sys
+
+        from snapstore.store import compression
+
+        counts = {"body": 0, "answer": 0, "decode": 0}
+        originalLoads = json.loads
+        originalFeed = compression.Inflater.feed
+
+        def byProxy():
+            return sys._getframe(2).f_globals.get("__name__", "").startswith("snapstore.")
+
+        def loads(text, *args, **kwargs):
+            raw = text.encode() if isinstance(text, str) else bytes(text)
+            if byProxy():
+                if self.MARKER.encode() in raw:
+                    counts["body"] += 1
+                elif b'"results"' in raw and self.service.fake.apiURL.encode() in raw:
+                    counts["answer"] += 1
+            return originalLoads(text, *args, **kwargs)
+
+        def feed(inflater, data):
+            if byProxy():
+                counts["decode"] += 1
+            return originalFeed(inflater, data)
+
+        self.patch(json, "loads", loads)
+        self.patch(compression.Inflater, "feed", feed)
+        return counts
+
+    @inlineCallbacks
+    def refreshOnce(self, compress):
+        from tests.fakestore import FakeStore
+
+        fake = FakeStore(reactor, compress=compress)
+        fake.addSnap("hello")
+        fake.addRevision("hello", 3, 3000)
+        yield fake.start()
+        self.addCleanup(fake.stop)
+        self.service = yield RunningService(self).start(fake=fake)
+        counts = self.count()
+        body = json.dumps({
+            "context": [{"snap-id": fake.snapId("hello"), "instance-key": "k1", "revision": 1,
+                         "tracking-channel": "stable", "epoch": {"read": [0], "write": [0]}}],
+            "actions": [{"action": "refresh", "instance-key": "k1",
+                         "snap-id": fake.snapId("hello")}],
+            "fields": ["revision", "snap-id", "download", "name", self.MARKER],
+        }).encode()
+        response, content = yield self.service.get(
+            self.service.storeURL + "/v2/snaps/refresh", b"POST",
+            {b"content-type": [b"application/json"], b"snap-device-series": [b"16"],
+             b"snap-device-architecture": [b"amd64"]}, body)
+        self.assertEqual(response.code, 200, content)
+        result = json.loads(content)["results"][0]
+        self.assertEqual((result["result"], result["snap"]["revision"]), ("refresh", 3))
+        self.assertIn(self.service.storeURL, result["snap"]["download"]["url"])
+        # The inventory recorded the device's installed set from the body
+        # (written after the answer: wait for the state store's queue).
+        for _ in range(100):
+            fleet = yield self.service.state().listFleet()
+            if fleet:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual([(snap.snapId, snap.revision) for device in fleet for snap in device.snaps],
+                         [(fake.snapId("hello"), 1)])
+        return counts
+
+    @inlineCallbacks
+    def test_plainAnswer(self):
+        """
+        A plain answer: the body parsed once, the answer twice.
+        """
+        counts = yield self.refreshOnce(None)
+        self.assertEqual((counts["body"], counts["answer"]), (1, 2))
+
+    @inlineCallbacks
+    def test_gzippedAnswer(self):
+        """
+        A gzipped answer is decoded once, for both its readers.
+        """
+        counts = yield self.refreshOnce("gzip")
+        self.assertEqual(counts, {"body": 1, "answer": 2, "decode": 1})

@@ -84,7 +84,8 @@ class InventoryRecorder:
         self.state = state
         self._failing = False
 
-    def noteAnswer(self, request: Any, code: int, answer: bytes) -> Deferred[Any]:
+    def noteAnswer(self, request: Any, code: int, answer: bytes,
+                   document: Any = None) -> Deferred[Any]:
         """
         Learn from a relayed answer: a successful refresh replaces the
         device's installed set; any answer's snap names are remembered.
@@ -92,13 +93,16 @@ class InventoryRecorder:
         depend on the record.
 
         @param request: the L{snapstore.rules.values.StoreRequest}.
+        @param document: C{answer} parsed, when the caller has it (read
+            here, never changed), else C{None}.
         """
         if not 200 <= code < 300:
             return succeed(None)
-        try:
-            document = json.loads(answer)
-        except ValueError:
-            return succeed(None)
+        if document is None:
+            try:
+                document = json.loads(answer)
+            except ValueError:
+                return succeed(None)
         names = namesIn(document)
         if request.path == REFRESH_PATH and request.method == b"POST":
             snaps = installedSnaps(request.json())

@@ -20,7 +20,11 @@ import sys
 from typing import IO, Any, Optional
 
 from twisted.application.service import IService, MultiService
-from twisted.logger import ILogObserver, formatEvent
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import (
+    ILogObserver, formatEvent, formatEventAsClassicLogText, formatTime, timeFormatRFC3339,
+)
+from twisted.python import threadable
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -76,6 +80,60 @@ class JSONLineObserver:
         self.output.flush()
 
 
+@implementer(ILogObserver)
+class TextLineObserver:
+    """
+    twistd's own text lines (C{TIME [SYSTEM] TEXT}, exactly as its
+    observer writes them), for less work per event: the time stamp, which
+    has a resolution of one second, is formatted once per second; and the
+    output is flushed once per reactor turn, not after every line (one
+    C{write} system call per access line before).  A line logged outside
+    the reactor's thread, or while the reactor is not running, is flushed
+    at once.  Issue 20: twistd's observer cost about 40 us per access line.
+
+    @ivar output: a text stream.
+    @ivar clock: schedules the flush at the end of the turn.
+    """
+
+    def __init__(self, output: IO[Any], clock: IReactorTime) -> None:
+        self.output = output
+        self.clock = clock
+        self._second: Optional[int] = None
+        self._stamp = ""
+        self._flush: Any = None
+
+    def formatTime(self, when: Optional[float]) -> str:
+        """
+        C{when} in twistd's format (RFC 3339, to the second).
+        """
+        if when is None:
+            return formatTime(when, timeFormatRFC3339)
+        second = int(when // 1)
+        if second != self._second:
+            self._stamp = formatTime(second, timeFormatRFC3339)
+            self._second = second
+        return self._stamp
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = formatEventAsClassicLogText(event, formatTime=self.formatTime)
+        if not text:
+            return
+        self.output.write(text)
+        if self._flush is not None:
+            return
+        if threadable.isInIOThread() and getattr(self.clock, "running", False):
+            self._flush = self.clock.callLater(0, self.flush)
+        else:
+            self.output.flush()
+
+    def flush(self) -> None:
+        """
+        Write out what is buffered.
+        """
+        self._flush = None
+        self.output.flush()
+
+
 def jsonLogObserver(output: Optional[IO[Any]] = None) -> ILogObserver:
     """
     A log observer writing one JSON object per line (see L{eventAsJSON}).
@@ -104,16 +162,31 @@ class _LogFormatRoot(MultiService):
         super().setServiceParent(parent)
 
 
-def withLogFormat(service: IService, logFormat: str, logFile: Optional[str] = None) -> IService:
+def withLogFormat(service: IService, logFormat: str, logFile: Optional[str] = None,
+                  twistd: Optional[Any] = None, clock: Optional[IReactorTime] = None) -> IService:
     """
     Return the service to hand twistd so that it logs in C{logFormat}.
 
-    @param logFormat: C{text} (C{service} is returned unchanged) or C{json}.
+    @param logFormat: C{text} or C{json}.
     @param logFile: twistd's C{--logfile} (C{-} or C{None}: standard
         output), so that JSON goes where the admin asked logs to go.
+    @param twistd: twistd's own options (C{nodaemon}, C{syslog},
+        C{logger}), or C{None}.  Text logs to standard output under
+        C{--nodaemon} (the packaged service: the journal) are written by
+        L{TextLineObserver} on C{clock}; text logs anywhere else (a file
+        twistd rotates, syslog, a C{--logger}) stay twistd's, and so does
+        every text log when C{twistd} or C{clock} is C{None}.
     """
     if logFormat != "json":
-        return service
+        options = twistd or {}
+        toStandardOutput = logFile == "-" or not logFile
+        if (clock is None or not options.get("nodaemon") or options.get("syslog")
+                or options.get("logger") or not toStandardOutput):
+            return service
+        output = sys.stdout
+        textRoot = _LogFormatRoot(lambda: TextLineObserver(output, clock))
+        service.setServiceParent(textRoot)
+        return textRoot
 
     def observer() -> ILogObserver:
         if logFile in (None, "", "-"):

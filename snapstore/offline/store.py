@@ -115,12 +115,20 @@ class LocalResponse:
     request = None
     previousResponse = None
 
-    def __init__(self, code: int, phrase: bytes, headers: Headers, body: bytes) -> None:
+    def __init__(self, code: int, phrase: bytes, headers: Headers, body: bytes,
+                 decoded: Optional[bytes] = None) -> None:
+        """
+        @param decoded: C{body} with its C{Content-Encoding} undone, when
+            the agent that built the answer decoded it already (the stale
+            agent, to learn from it); the relay then reads that instead of
+            decoding the body again.
+        """
         self.code = code
         self.phrase = phrase
         self.headers = headers
         self.body = body
         self.length = len(body)
+        self.decoded = decoded
 
     def setPreviousResponse(self, response: Any) -> None:
         self.previousResponse = response

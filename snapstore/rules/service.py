@@ -206,14 +206,18 @@ class RulesService(Service):
     # -- what the store endpoint calls -------------------------------------
 
     def describe(self, request: Any, body: bytes = b"", upstreamHeaders: Any = None,
-                 blob: Any = None) -> Deferred[StoreRequest]:
+                 blob: Any = None, parsedBody: Any = None) -> Deferred[StoreRequest]:
         """
         The L{StoreRequest} for a L{twisted.web.server.Request}.
+
+        @param parsedBody: the store endpoint's shared parse of C{body}
+            (see L{StoreRequest.parsedBody}), or C{None}.
 
         @return: a Deferred firing with it once the device is identified
             (which may ask the state store about its session).
         """
-        return Deferred.fromCoroutine(self._describe(request, body, upstreamHeaders, blob))
+        return Deferred.fromCoroutine(self._describe(request, body, upstreamHeaders, blob,
+                                                     parsedBody))
 
     async def _identify(self, method: bytes, path: str, headers: Any,
                         address: str) -> DeviceIdentity:
@@ -228,7 +232,7 @@ class RulesService(Service):
         return DeviceIdentity(f"address:{address}", "", address)
 
     async def _describe(self, request: Any, body: bytes, upstreamHeaders: Any,
-                        blob: Any) -> StoreRequest:
+                        blob: Any, parsedBody: Any = None) -> StoreRequest:
         address = request.getClientAddress()
         host = getattr(address, "host", None) or "unknown"
         headers = tuple((name.lower(), value)
@@ -248,7 +252,7 @@ class RulesService(Service):
                 notes["snap"] = blob.snapName
         return StoreRequest(method=request.method, path=path, query=query, headers=headers,
                             body=body, device=device, upstreamHeaders=upstreamHeaders,
-                            blob=blob)
+                            blob=blob, parsedBody=parsedBody)
 
     def admit(self, request: StoreRequest) -> Deferred[Any]:
         """
@@ -318,11 +322,15 @@ class RulesService(Service):
         """
         return self.ruleSet.amendCatalogue(request, answer)
 
-    def noteAnswer(self, request: StoreRequest, code: int, answer: bytes) -> None:
+    def noteAnswer(self, request: StoreRequest, code: int, answer: bytes,
+                   document: Any = None) -> None:
         """
         Learn from an answer the device got: the session upstream granted
         to a device-session request (recorded in the state store; on this
-        node at once).
+        node at once), and what the fleet inventory records.
+
+        @param document: C{answer} already parsed, when the relay has it
+            (then it is not parsed again; read, not changed), else C{None}.
         """
         granted = grantedSession(request, code, answer)
         if granted is not None:
@@ -330,7 +338,7 @@ class RulesService(Service):
             self.challenges.identified(request.device.address)
             self.sessions.learn(macaroon, identity)
         if self.inventory is not None:
-            self.inventory.noteAnswer(request, code, answer)
+            self.inventory.noteAnswer(request, code, answer, document)
 
     def cachePolicy(self, request: Optional[StoreRequest], response: ResponseHead) -> Any:
         """

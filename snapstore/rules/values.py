@@ -82,6 +82,10 @@ class StoreRequest:
         upstream something on the device's behalf sends the same ones.
     @ivar blob: for downloads, the L{snapstore.state.records.BlobRecord}
         being fetched; else C{None}.
+    @ivar parsedBody: the parse of C{body} the store endpoint shares with
+        the upstream client (a L{snapstore.http.bodies.ParsedJSON}: its
+        C{value()} parses once), or C{None}; L{json} parses once either
+        way.
     """
 
     method: bytes
@@ -92,6 +96,9 @@ class StoreRequest:
     device: DeviceIdentity = DeviceIdentity("address:unknown")
     upstreamHeaders: Any = None
     blob: Any = None
+    parsedBody: Any = attrs.field(default=None, eq=False, repr=False)
+    # json()'s own memo when no parse is shared (new with each evolve).
+    _parsed: list[Any] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def header(self, name: bytes) -> Optional[bytes]:
         """
@@ -124,12 +131,20 @@ class StoreRequest:
 
     def json(self) -> Any:
         """
-        The body parsed as JSON, or C{None} when it is not JSON.
+        The body parsed as JSON, or C{None} when it is not JSON.  It is
+        parsed once and the same value is given to every caller (several
+        rules, the inventory): read it, do not change it.
         """
-        try:
-            return json.loads(self.body or b"null")
-        except ValueError:
-            return None
+        if not self._parsed:
+            try:
+                if self.parsedBody is not None:
+                    value = self.parsedBody.value()
+                else:
+                    value = json.loads(self.body or b"null")
+            except ValueError:
+                value = None
+            self._parsed.append(value)
+        return self._parsed[0]
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.internet.interfaces import IReactorTime
 
+from snapstore.http.bodies import ParsedJSON
 from snapstore.http.headers import addVia, endToEnd
 from snapstore.rules.values import RuleFailed
 from snapstore.rules.verdicts import Deny
@@ -163,11 +164,15 @@ class RelayResource(Resource):
                             f"request body is larger than {MAX_REQUEST_BODY} bytes")
             return
         hasBody = bool(body) or request.requestHeaders.hasHeader(b"content-length")
+        # Parsed at most once, by whichever reader first needs it (rules,
+        # inventory, stale-answer memory).
+        parsedBody = ParsedJSON(body) if body else None
         url = self.upstream.url(request.uri)
         headers = outboundHeaders(request)
         described = None
         if self.rules is not None:
-            described = await maybeDeferred(self.rules.describe, request, body, headers)
+            described = await maybeDeferred(self.rules.describe, request, body, headers,
+                                            parsedBody=parsedBody)
             verdict = await maybeDeferred(self.rules.admit, described)
             if isinstance(verdict, Deny):
                 for name, value in verdict.headers:
@@ -177,13 +182,16 @@ class RelayResource(Resource):
                 return
         asked = self.clock.seconds()
         response = await self.upstream.request(
-            request.method, url, headers, body if hasBody else None
+            request.method, url, headers, body if hasBody else None, parsedBody=parsedBody
         )
         if self.metrics is not None:
             self.metrics.upstreamAnswered(request.path, self.clock.seconds() - asked)
         if self._needsRewrite(request, response):
             what = f"{request.method.decode()} {request.path.decode('ascii', 'replace')}"
-            raw = await self.upstream.readBody(response, what)
+            # The stale agent may have decoded the answer already.
+            raw = getattr(response, "decoded", None)
+            if raw is None:
+                raw = await self.upstream.readBody(response, what)
             document = None
             if described is not None:
                 try:
@@ -192,7 +200,7 @@ class RelayResource(Resource):
                     verdict = failed.verdict()
                     writeStoreError(request, verdict.code, verdict.errorCode, verdict.reason)
                     return
-                self.rules.noteAnswer(described, response.code, raw)
+                self.rules.noteAnswer(described, response.code, raw, document)
             try:
                 rewritten = rewriteAnswer(raw, publicBaseFor(request, self.publicURL),
                                           self.clock.seconds(), document)

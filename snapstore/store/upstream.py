@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from twisted.internet.interfaces import IReactorTime
 
-from snapstore.http.bodies import BytesProducer
+from snapstore.http.bodies import BytesProducer, ParsedJSON
 from snapstore.store.compression import DecodedBody, EncodingError, Inflater, contentCodings
 
 
@@ -93,13 +93,17 @@ class StoreUpstream:
         return self.base + relative.lstrip(b"/")
 
     def request(self, method: bytes, url: bytes, headers: Headers,
-                body: Optional[bytes] = None, timeout: Optional[float] = None) -> Deferred[IResponse]:
+                body: Optional[bytes] = None, timeout: Optional[float] = None,
+                parsedBody: Optional[ParsedJSON] = None) -> Deferred[IResponse]:
         """
         Send one request and fire with the response once its headers
         arrived, or fail with L{UpstreamError}.
+
+        @param parsedBody: C{body}'s shared parse, handed to the agent with
+            the body (L{BytesProducer.parsed}).
         """
         timeout = self.timeout if timeout is None else timeout
-        producer = BytesProducer(body) if body is not None else None
+        producer = BytesProducer(body, parsedBody) if body is not None else None
         what = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"
         return self._bounded(self.agent.request(method, url, headers, producer), what, timeout)
 

@@ -34,7 +34,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
-from snapstore.http.bodies import BytesProducer
+from snapstore.http.bodies import BytesProducer, ParsedJSON
 from snapstore.offline.store import BodyCollector, LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
 from snapstore.store.upstream import UpstreamError, describeFailure
@@ -197,12 +197,18 @@ class StaleAgent:
     async def _request(self, kind: str, method: bytes, uri: bytes, headers: Headers,
                        bodyProducer: Any) -> IResponse:
         body: Optional[bytes] = None
-        if bodyProducer is not None:
+        parsedBody: Optional[ParsedJSON] = None
+        if isinstance(bodyProducer, BytesProducer):
+            # Already in memory, maybe parsed (the relay's): taken as is.
+            body, parsedBody = bodyProducer.body, bodyProducer.parsed
+        elif bodyProducer is not None:
             collected = BodyCollector()
             await bodyProducer.startProducing(collected)
             body = b"".join(collected.parts)
+        if body is not None and parsedBody is None:
+            parsedBody = ParsedJSON(body)
         try:
-            response, raw = await self._live(method, uri, headers, body)
+            response, raw = await self._live(method, uri, headers, body, parsedBody)
         except CancelledError:
             raise  # the caller gave up: nothing to answer
         except Exception as error:
@@ -227,15 +233,18 @@ class StaleAgent:
         else:
             self.health.answered()
             if response.code == 200:
-                self._learn(kind, uri, headers, body, response, raw)
+                decoded = self._learn(kind, uri, headers, parsedBody, response, raw)
+                return LocalResponse(response.code, response.phrase, response.headers, raw,
+                                     decoded)
         return LocalResponse(response.code, response.phrase, response.headers, raw)
 
     async def _live(self, method: bytes, uri: bytes, headers: Headers,
-                    body: Optional[bytes]) -> tuple[IResponse, bytes]:
+                    body: Optional[bytes],
+                    parsedBody: Optional[ParsedJSON] = None) -> tuple[IResponse, bytes]:
         """
         Ask upstream and read the whole answer within the deadline.
         """
-        producer = BytesProducer(body) if body is not None else None
+        producer = BytesProducer(body, parsedBody) if body is not None else None
         asked = self.live.request(method, uri, headers, producer)
         timedOut = []
 
@@ -303,12 +312,20 @@ class StaleAgent:
                 return True
         return False
 
-    def _learn(self, kind: str, uri: bytes, headers: Headers, body: Optional[bytes],
-               response: IResponse, raw: bytes) -> None:
+    def _learn(self, kind: str, uri: bytes, headers: Headers, body: Optional[ParsedJSON],
+               response: IResponse, raw: bytes) -> Optional[bytes]:
+        """
+        Learn from a good answer.
+
+        @param body: the request body's shared parse, or C{None}.
+        @return: the answer with its C{Content-Encoding} undone, when it
+            was decoded here (the relay then need not decode it again).
+        """
         if headers.hasHeader(b"authorization"):
             # A user's credentials may show private snaps: what they see is
             # never offered to other devices.
-            return
+            return None
+        known: Optional[bytes] = None
         try:
             codings = contentCodings(response.headers)
             if codings:
@@ -318,15 +335,19 @@ class StaleAgent:
             else:
                 decoded = raw
             if len(decoded) > MAX_LEARNED:
-                return
+                return None
+            known = decoded
             parts = urlsplit(uri.decode("ascii", "replace")[len(self.base) - 1:])
             if kind == "assertion":
                 segments = [unquote(s) for s in parts.path.strip("/").split("/")]
                 self.answers.learnAssertion(segments[2], segments[3:], decoded)
-                return
+                return decoded
+            # Parsed for this memory alone: it keeps parts of the answer,
+            # which the rules may later amend in the relay's own parse.
             document = json.loads(decoded)
             if kind == "refresh":
-                self.answers.learnRefresh(json.loads(body or b"null"), headers, document)
+                self.answers.learnRefresh(body.value() if body is not None else None,
+                                          headers, document)
             elif kind == "info":
                 self.answers.learnInfo(document)
             elif kind == "find":
@@ -338,3 +359,4 @@ class StaleAgent:
             self.log.info("not learning from the answer to {uri}: {error}", uri=uri, error=error)
         except Exception:
             self.log.failure("cannot learn from the answer to {uri}", uri=uri)
+        return known
