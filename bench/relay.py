@@ -257,12 +257,18 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
+def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (),
+                   prelude: str = "") -> tuple[subprocess.Popen, int]:
+    """
+    C{twistd -n snapstore} in front of C{upstreamPort}, after running the
+    Python statements C{prelude} in its process (L{FLEET_OFF}).
+    """
     port = freePort()
     os.makedirs(os.path.join(work, name, "rules.d"), exist_ok=True)
     log = open(os.path.join(work, f"{name}.log"), "w")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        [sys.executable, "-c", prelude + "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=",
          *extra, "snapstore", "--config", os.devnull,
          "--upstream", f"http://127.0.0.1:{upstreamPort}/",
          "--store-endpoint", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
@@ -399,6 +405,135 @@ async def measureUplink(snapstorePort: int, relay: Counted, snapIds: list[str],
     return figures
 
 
+#: Run before twistd, this turns the fleet's per-request work off in that
+#: process only: the inventory a refresh reports is not recorded (nor the
+#: answer parsed again for snap names), and no delivery row is queued for a
+#: download.  Everything else (rules, sessions, the cache, the access log)
+#: stays as it is, so the difference to the same snapstore without it is
+#: what the fleet costs per request.
+FLEET_OFF = (
+    "from twisted.internet.defer import succeed\n"
+    "from snapstore.fleet.deliveries import DeliveryLog\n"
+    "from snapstore.fleet.inventory import InventoryRecorder\n"
+    "InventoryRecorder.noteAnswer = lambda self, request, code, answer: succeed(None)\n"
+    "DeliveryLog.watch = lambda self, request, blob: None\n"
+)
+
+
+def cachedDownloadPath(port: int, name: str) -> str:
+    """
+    Ask snapstore on C{port} about snap C{name} as snapd would (the relay
+    rewrites its download URL and records the blob), fetch it once so the
+    cache holds it, and return the path of the rewritten URL.
+    """
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/snaps/info/{name}", timeout=30) as answer:
+        url = json.load(answer)["channel-map"][0]["download"]["url"]
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        answer.read()
+    return "/" + url.split("/", 3)[3]
+
+
+def runWrkGet(url: str, seconds: float, connections: int) -> tuple[float, int]:
+    """
+    Load C{GET url}; the requests/s and the error count.
+    """
+    output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+                            capture_output=True, text=True, timeout=seconds + 60).stdout
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", output))
+    match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if match:
+        errors += sum(int(group) for group in match.groups())
+    return rate, errors
+
+
+def measureFleetCost(work: str, upstreamPort: int, options: argparse.Namespace,
+                     processes: list[subprocess.Popen]) -> dict[str, dict[str, list[float]]]:
+    """
+    The fleet's cost per request (issue 20 item 3): the same snapstore with
+    the fleet on (as it ships: the inventory of every refresh, the delivery
+    record of every download) and off (L{FLEET_OFF}), loaded in turn by
+    C{wrk}: refreshes relayed to the fixed upstream, and cache-hit
+    downloads of a 20 KiB blob from the fake store (whose hash is real).
+
+    @return: per load (C{"refresh"}, C{"download"}) and per C{"on"} /
+        C{"off"}: the requests/s of each run, the CPU milliseconds per
+        request of each run, and the errors, keyed C{"<on|off> rate"},
+        C{"<on|off> cpu"}, C{"<on|off> errors"}.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
+         "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    processes.append(fake)
+    waitForPort(apiPort, fake, "fake store")
+    servers = {}
+    for fleet in ("on", "off"):
+        prelude = FLEET_OFF if fleet == "off" else ""
+        refresh, refreshPort = startSnapstore(work, f"fleet-{fleet}-refresh", upstreamPort, prelude=prelude)
+        download, downloadPort = startSnapstore(work, f"fleet-{fleet}-download", apiPort, prelude=prelude)
+        processes.extend([refresh, download])
+        path = cachedDownloadPath(downloadPort, "hello")
+        servers[fleet] = {"refresh": (refresh, refreshPort), "download": (download, downloadPort, path)}
+    figures: dict[str, dict[str, list[float]]] = {
+        load: {f"{fleet} {what}": [] for fleet in ("on", "off") for what in ("rate", "cpu", "errors")}
+        for load in ("refresh", "download")}
+
+    def run(load: str, fleet: str, seconds: float, record: bool) -> None:
+        server = servers[fleet][load]
+        process, port = server[0], server[1]
+        before = cpuSeconds(process.pid)
+        if load == "refresh":
+            rate, errors = runWrk(work, port, seconds, options.connections)
+        else:
+            rate, errors = runWrkGet(f"http://127.0.0.1:{port}{server[2]}", seconds, options.connections)
+        used = cpuSeconds(process.pid) - before
+        if record:
+            figures[load][f"{fleet} rate"].append(rate)
+            figures[load][f"{fleet} cpu"].append(1000 * used / max(1.0, rate * seconds))
+            figures[load][f"{fleet} errors"].append(errors)
+
+    for load in ("refresh", "download"):
+        for fleet in ("on", "off"):
+            run(load, fleet, 1, False)  # warm-up
+        for index in range(options.runs):
+            # Alternate who goes first.
+            for fleet in (("on", "off") if index % 2 == 0 else ("off", "on")):
+                run(load, fleet, options.seconds, True)
+    for fleet in servers.values():
+        stop(fleet["refresh"][0])
+        stop(fleet["download"][0])
+    stop(fake)
+    return figures
+
+
+def fleetRows(figures: dict[str, dict[str, list[float]]], plainRate: float) -> list[tuple[str, str, str]]:
+    """
+    The table rows of L{measureFleetCost}: best rate and lowest CPU per
+    request of the runs, fleet on against off, and against the bare
+    Twisted L{Site}'s rate C{plainRate}.
+    """
+    rows = []
+    for load, what in (("refresh", "refresh relayed"), ("download", "cache-hit download, 20 KiB")):
+        got = figures[load]
+        on, off = max(got["on rate"]), max(got["off rate"])
+        onCPU, offCPU = min(got["on cpu"]), min(got["off cpu"])
+        runs = lambda key, form: ", ".join(form.format(v) for v in got[key])
+        rows += [
+            (f"fleet off: {what} (req/s)", f"{off:.0f}",
+             f"{off / plainRate:.2f}x bare Site; runs: " + runs("off rate", "{:.0f}")),
+            (f"fleet on:  {what} (req/s)", f"{on:.0f}",
+             f"{on / plainRate:.2f}x bare Site, {on / off:.2f}x fleet off; runs: " + runs("on rate", "{:.0f}")),
+            (f"  CPU per request (ms), fleet off / on", f"{offCPU:.3f}",
+             f"/ {onCPU:.3f}: the fleet adds {onCPU - offCPU:+.3f} ms ({onCPU / offCPU:.2f}x); lowest of runs"),
+            (f"  errors, fleet off / on", f"{sum(got['off errors']):.0f} / {sum(got['on errors']):.0f}", ""),
+        ]
+    return rows
+
+
 PLAIN_TWISTED = """
 import sys
 from twisted.internet import reactor
@@ -464,6 +599,8 @@ def main() -> None:
                         help="refreshes averaged per uplink figure")
     parser.add_argument("--profile", action="store_true",
                         help="also run snapstore under cProfile and print its top functions")
+    parser.add_argument("--no-fleet", dest="fleet", action="store_false",
+                        help="skip the fleet-on/fleet-off runs (inventory and delivery record cost)")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
     requireTools("bench/relay.py", "wrk", "nginx")
@@ -511,6 +648,7 @@ def main() -> None:
         runWrk(work, plainPort, 1, options.connections)
         plainRate, _ = runWrk(work, plainPort, options.seconds, options.connections)
         stop(plain)
+        fleetCost = measureFleetCost(work, upstreamPort, options, processes) if options.fleet else None
 
         apiPort, cdnPort = freePort(), freePort()
         fake = subprocess.Popen(
@@ -595,6 +733,8 @@ def main() -> None:
         ("device bytes per refresh, plain / gzip-accepting device",
          f"{uplink[True]['device']:.0f}", f"/ {uplink[True]['device gzip']:.0f}"),
     ]
+    if fleetCost is not None:
+        rows += fleetRows(fleetCost, plainRate)
     width = max(len(row[0]) for row in rows)
     print(f"\nrefresh relay ({os.cpu_count()} CPUs, loopback, wrk -t1 -c{options.connections}, "
           f"{options.seconds:g}s x {options.runs} runs, one nginx worker, one snapstore process)")
