@@ -164,6 +164,14 @@ def runWrk(work: str, port: int, seconds: float, connections: int,
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script,
          f"http://127.0.0.1:{port}/v2/snaps/refresh"],
         capture_output=True, text=True, timeout=seconds + 60).stdout
+    return wrkFigures(output)
+
+
+def wrkFigures(output: str) -> tuple[float, int]:
+    """
+    The requests/s and the error count (socket errors and non-2xx
+    answers) of a C{wrk} report.
+    """
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)",):
@@ -405,6 +413,66 @@ async def measureUplink(snapstorePort: int, relay: Counted, snapIds: list[str],
     return figures
 
 
+def startHelloStore(processes: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
+    """
+    The fake store with one 20 KiB snap, C{hello} revision 29 (added to
+    C{processes}); its API port.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
+         "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    processes.append(fake)
+    waitForPort(apiPort, fake, "fake store")
+    return fake, apiPort
+
+
+def addedLatency(work: str, options: argparse.Namespace, processes: list[subprocess.Popen],
+                 name: str) -> tuple[list[float], int, list[float], int]:
+    """
+    The fake store called directly and through a new snapstore (logging
+    to C{name}.log) at C{options.rate} requests/s: the latencies and
+    errors of each.
+    """
+    fake, apiPort = startHelloStore(processes)
+    proxied, proxiedPort = startSnapstore(work, name, apiPort)
+    processes.append(proxied)
+    asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
+    direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
+    through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
+    stop(proxied)
+    stop(fake)
+    return direct, directErrors, through, throughErrors
+
+
+def addedLatencyRuns(work: str, options: argparse.Namespace) -> bool:
+    """
+    C{--latency-runs N}: only the added-latency measurement, N times in a
+    row (a new fake store and snapstore each), one line per run; whether
+    every run met the target (p99 added <= 5 ms).
+    """
+    print(f"\np99 added by snapstore at {options.rate:g} requests/s, {options.latency_seconds:g}s "
+          f"per side, {options.latency_runs} consecutive runs ({os.cpu_count()} CPUs, loopback)")
+    met = 0
+    for run in range(options.latency_runs):
+        processes: list[subprocess.Popen] = []
+        try:
+            direct, directErrors, through, throughErrors = addedLatency(
+                work, options, processes, f"latency-{run}")
+        finally:
+            for process in processes:
+                stop(process)
+        added = (percentile(through, 0.99) - percentile(direct, 0.99)) * 1000
+        met += added <= 5.0
+        print(f"  run {run + 1}: added {added:6.2f} ms  (p99 direct {percentile(direct, 0.99) * 1000:.2f}, "
+              f"via snapstore {percentile(through, 0.99) * 1000:.2f}; p50 {percentile(direct, 0.5) * 1000:.2f} / "
+              f"{percentile(through, 0.5) * 1000:.2f}; errors {directErrors} / {throughErrors}; "
+              f"load average {os.getloadavg()[0]:.2f}; gc {gcPauses(work, f'latency-{run}')})")
+    print(f"  target (<= 5 ms) met in {met} of {options.latency_runs} runs")
+    return met == options.latency_runs
+
+
 #: Run before twistd, this turns the fleet's per-request work off in that
 #: process only: the inventory a refresh reports is not recorded (nor the
 #: answer parsed again for snap names), and no delivery row is queued for a
@@ -441,12 +509,7 @@ def runWrkGet(url: str, seconds: float, connections: int) -> tuple[float, int]:
     """
     output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
                             capture_output=True, text=True, timeout=seconds + 60).stdout
-    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", output))
-    match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if match:
-        errors += sum(int(group) for group in match.groups())
-    return rate, errors
+    return wrkFigures(output)
 
 
 def measureFleetCost(work: str, upstreamPort: int, options: argparse.Namespace,
@@ -463,33 +526,30 @@ def measureFleetCost(work: str, upstreamPort: int, options: argparse.Namespace,
         request of each run, and the errors, keyed C{"<on|off> rate"},
         C{"<on|off> cpu"}, C{"<on|off> errors"}.
     """
-    apiPort, cdnPort = freePort(), freePort()
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
-         "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    processes.append(fake)
-    waitForPort(apiPort, fake, "fake store")
-    servers = {}
+    fake, apiPort = startHelloStore(processes)
+    # (load, fleet) -> the snapstore process and the port it listens on;
+    # downloads also need the path of the cached blob.
+    servers: dict[tuple[str, str], tuple[subprocess.Popen, int]] = {}
+    paths: dict[str, str] = {}
     for fleet in ("on", "off"):
         prelude = FLEET_OFF if fleet == "off" else ""
-        refresh, refreshPort = startSnapstore(work, f"fleet-{fleet}-refresh", upstreamPort, prelude=prelude)
-        download, downloadPort = startSnapstore(work, f"fleet-{fleet}-download", apiPort, prelude=prelude)
-        processes.extend([refresh, download])
-        path = cachedDownloadPath(downloadPort, "hello")
-        servers[fleet] = {"refresh": (refresh, refreshPort), "download": (download, downloadPort, path)}
+        servers["refresh", fleet] = startSnapstore(
+            work, f"fleet-{fleet}-refresh", upstreamPort, prelude=prelude)
+        servers["download", fleet] = startSnapstore(
+            work, f"fleet-{fleet}-download", apiPort, prelude=prelude)
+        processes.extend([servers["refresh", fleet][0], servers["download", fleet][0]])
+        paths[fleet] = cachedDownloadPath(servers["download", fleet][1], "hello")
     figures: dict[str, dict[str, list[float]]] = {
         load: {f"{fleet} {what}": [] for fleet in ("on", "off") for what in ("rate", "cpu", "errors")}
         for load in ("refresh", "download")}
 
     def run(load: str, fleet: str, seconds: float, record: bool) -> None:
-        server = servers[fleet][load]
-        process, port = server[0], server[1]
+        process, port = servers[load, fleet]
         before = cpuSeconds(process.pid)
         if load == "refresh":
             rate, errors = runWrk(work, port, seconds, options.connections)
         else:
-            rate, errors = runWrkGet(f"http://127.0.0.1:{port}{server[2]}", seconds, options.connections)
+            rate, errors = runWrkGet(f"http://127.0.0.1:{port}{paths[fleet]}", seconds, options.connections)
         used = cpuSeconds(process.pid) - before
         if record:
             figures[load][f"{fleet} rate"].append(rate)
@@ -503,9 +563,8 @@ def measureFleetCost(work: str, upstreamPort: int, options: argparse.Namespace,
             # Alternate who goes first.
             for fleet in (("on", "off") if index % 2 == 0 else ("off", "on")):
                 run(load, fleet, options.seconds, True)
-    for fleet in servers.values():
-        stop(fleet["refresh"][0])
-        stop(fleet["download"][0])
+    for process, _ in servers.values():
+        stop(process)
     stop(fake)
     return figures
 
@@ -599,6 +658,8 @@ def main() -> None:
                         help="refreshes averaged per uplink figure")
     parser.add_argument("--profile", action="store_true",
                         help="also run snapstore under cProfile and print its top functions")
+    parser.add_argument("--latency-runs", type=int, metavar="N",
+                        help="only measure the p99 snapstore adds at --rate, N times in a row")
     parser.add_argument("--no-fleet", dest="fleet", action="store_false",
                         help="skip the fleet-on/fleet-off runs (inventory and delivery record cost)")
     parser.add_argument("--keep", action="store_true")
@@ -608,6 +669,11 @@ def main() -> None:
     work = os.path.join(ROOT, "bench", "_work", "relay")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
+    if options.latency_runs:
+        met = addedLatencyRuns(work, options)
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        sys.exit(0 if met else 1)
     upstreamPort, nginxPort, gzipPort = freePort(), freePort(), freePort()
     with open(os.path.join(work, "nginx.conf"), "w") as config:
         config.write(nginxConfig(work, upstreamPort, nginxPort, gzipPort))
@@ -650,20 +716,7 @@ def main() -> None:
         stop(plain)
         fleetCost = measureFleetCost(work, upstreamPort, options, processes) if options.fleet else None
 
-        apiPort, cdnPort = freePort(), freePort()
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
-             "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        processes.append(fake)
-        waitForPort(apiPort, fake, "fake store")
-        proxied, proxiedPort = startSnapstore(work, "latency", apiPort)
-        processes.append(proxied)
-        asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
-        direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
-        through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
-        stop(proxied)
-        stop(fake)
+        direct, directErrors, through, throughErrors = addedLatency(work, options, processes, "latency")
 
         uplink: dict[bool, dict[str, float]] = {}
         for compress in (False, True):
