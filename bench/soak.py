@@ -396,7 +396,7 @@ class BaselineTree:
         if made.returncode != 0:
             raise SystemExit(f"--baseline {self.revision}: git worktree add failed: "
                              f"{made.stderr.strip()}")
-        self.commit = subprocess.run(["git", "-C", self.path, "log", "-1", "--format=%h %s"],
+        self.commit = subprocess.run(["git", "-C", self.path, "log", "-1", "--format=%h (%cs)"],
                                      capture_output=True, text=True, check=True).stdout.strip()
         # The test venv may install this checkout (editable): make sure the
         # baseline's own package is what its twistd imports.
@@ -419,6 +419,9 @@ class BaselineTree:
                            capture_output=True)
         shutil.rmtree(self.path, ignore_errors=True)
         subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
+
+
+RATIO_LABEL = "refresh p99, this / baseline (target <= 0.50)"
 
 
 def main() -> None:
@@ -468,7 +471,7 @@ def main() -> None:
         this = [result for label, result in runs if label == "this"]
         tables = [(f"{label} {index // 2 + 1}", tableRows(options, result))
                   for index, (label, result) in enumerate(runs)]
-        width = max(len(name) for name, _ in tables[0][1])
+        width = max(len(name) for name, _ in tables[0][1] + [(RATIO_LABEL, "")])
         columns = [max(len(title), *(len(value) for _, value in rows)) for title, rows in tables]
         print(f"\nsnapstore soak, this checkout against --baseline {tree.commit} "
               f"({os.cpu_count()} CPUs, loopback, blobs of {options.size} bytes, "
@@ -480,7 +483,7 @@ def main() -> None:
         before = statistics.median(result.p99 for result in baseline)
         after = statistics.median(result.p99 for result in this)
         ratio = after / before if before else float("nan")
-        print(f"  {'refresh p99, this / baseline (target <= 0.50)'.ljust(width)}  {ratio:.2f}  "
+        print(f"  {RATIO_LABEL.ljust(width)}  {ratio:.2f}  "
               f"(medians: {after * 1000:.1f} ms / {before * 1000:.1f} ms)")
         verdict = all(result.targetsMet() for result in this) and ratio <= 0.5
         print(f"  {'targets met (this checkout)'.ljust(width)}  {'yes' if verdict else 'NO'}")
