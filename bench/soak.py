@@ -336,8 +336,9 @@ def runSoak(options: argparse.Namespace, tree: str, work: str) -> SoakResult:
          "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1:backlog=4096",
          "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
          "--proxy-endpoint", "none", "--data-dir", os.path.join(work, "data"),
-         # Every simulated device comes from 127.0.0.1.
-         "--device-session-rate", "0",
+         # Every simulated device comes from 127.0.0.1: no per-address
+         # bound on sessions or on connections.
+         "--device-session-rate", "0", "--store-max-per-client", "0",
          "--rules-dir", os.path.join(work, "rules.d")],
         cwd=work, env=dict(os.environ, PYTHONPATH=tree), stdout=storeLog, stderr=subprocess.STDOUT)
     try:
