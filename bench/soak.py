@@ -88,7 +88,13 @@ class Connection:
     """
     One HTTP/1.1 keep-alive connection (enough of HTTP for this bench:
     Content-Length bodies, which is all snapstore sends here).
+
+    @cvar timeout: seconds an answer may take; a request left unanswered
+        longer fails (an error of the run) instead of holding the run open
+        for ever.
     """
+
+    timeout = 120.0
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.reader = reader
@@ -108,6 +114,12 @@ class Connection:
         if body or method == "POST":
             lines.append(f"Content-Length: {len(body)}")
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        try:
+            return await asyncio.wait_for(self._answer(method, path), self.timeout)
+        except asyncio.TimeoutError:
+            raise HTTPError(f"{method} {path}: no answer within {self.timeout:g}s")
+
+    async def _answer(self, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         statusLine, *headerLines = head.decode("latin-1").split("\r\n")
         status = int(statusLine.split(" ", 2)[1])
@@ -439,9 +451,12 @@ def main() -> None:
                              "both and the ratio of their refresh p99")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --baseline: soaks of each, alternating which goes first")
+    parser.add_argument("--request-timeout", type=float, default=Connection.timeout,
+                        help="seconds an answer may take before it counts as an error")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
     requireTools("bench/soak.py")
+    Connection.timeout = options.request_timeout
 
     limit = raiseFileLimit(2 * (options.devices + options.idle) + 1024)
     if limit < options.devices + options.idle + 256:
