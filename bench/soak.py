@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -307,6 +308,15 @@ async def soak(options: argparse.Namespace, storePort: int) -> tuple[Fleet, int,
     return fleet, survivors[0] if survivors else 0, idleErrors, elapsed
 
 
+def errorKinds(errors: list[str], most: int = 2) -> str:
+    """
+    The commonest kinds of C{errors} with their counts (numbers, snap
+    names and ports folded, messages cut short), or a dash.
+    """
+    kinds = collections.Counter(re.sub(r"\d+", "N", error)[:70] for error in errors)
+    return "; ".join(f"{count} x {kind}" for kind, count in kinds.most_common(most)) or "-"
+
+
 @dataclass
 class SoakResult:
     """
@@ -474,6 +484,8 @@ def main() -> None:
         for name, value in rows:
             print(f"  {name.ljust(width)}  {value}")
         verdict = result.targetsMet()
+        if result.fleet.errors:
+            print(f"  {'most frequent errors'.ljust(width)}  {errorKinds(result.fleet.errors)}")
         print(f"  {'targets met'.ljust(width)}  {'yes' if verdict else 'NO'}")
     else:
         with BaselineTree(options.baseline, os.path.join(ROOT, "bench", "_work", "soak-baseline")) as tree:
@@ -496,6 +508,9 @@ def main() -> None:
         for index, (name, _) in enumerate(tables[0][1]):
             print(f"  {name.ljust(width)}  "
                   + "  ".join(rows[index][1].rjust(w) for (_, rows), w in zip(tables, columns)))
+        for (title, _), (_, result) in zip(tables, runs):
+            if result.fleet.errors:
+                print(f"  errors, {title}: {errorKinds(result.fleet.errors)}")
         before = statistics.median(result.p99 for result in baseline)
         after = statistics.median(result.p99 for result in this)
         ratio = after / before if before else float("nan")
