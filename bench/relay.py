@@ -25,6 +25,14 @@ Three measurements:
      a counting TCP relay between snapstore and the fake store measures
      what upstream sent (headers and body), and the client what the device
      got, with and without C{Accept-Encoding: gzip}.
+  4. The fleet's cost per request (unless C{--no-fleet}).  The same
+     snapstore with the fleet on, as it ships (the inventory every refresh
+     reports, the delivery record of every download; the snapstores above
+     run that way too), and off (L{FLEET_OFF}), loaded in turn: relayed
+     refreshes and cache-hit downloads, requests/s and CPU per request,
+     against each other and against the bare Twisted L{Site}.
+
+C{--latency-runs N} runs only measurement 2, N times in a row.
 
 The collector pauses of the snapstore under wrk and of the one at 200/s
 are printed from the summary each logs when stopped
