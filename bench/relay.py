@@ -25,6 +25,14 @@ Three measurements:
      a counting TCP relay between snapstore and the fake store measures
      what upstream sent (headers and body), and the client what the device
      got, with and without C{Accept-Encoding: gzip}.
+  4. The fleet's cost per request (unless C{--no-fleet}).  The same
+     snapstore with the fleet on, as it ships (the inventory every refresh
+     reports, the delivery record of every download; the snapstores above
+     run that way too), and off (L{FLEET_OFF}), loaded in turn: relayed
+     refreshes and cache-hit downloads, requests/s and CPU per request,
+     against each other and against the bare Twisted L{Site}.
+
+C{--latency-runs N} runs only measurement 2, N times in a row.
 
 The collector pauses of the snapstore under wrk and of the one at 200/s
 are printed from the summary each logs when stopped
@@ -167,6 +175,14 @@ def runWrk(work: str, port: int, seconds: float, connections: int,
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script,
          f"http://127.0.0.1:{port}/v2/snaps/refresh"],
         capture_output=True, text=True, timeout=seconds + 60).stdout
+    return wrkFigures(output)
+
+
+def wrkFigures(output: str) -> tuple[float, int]:
+    """
+    The requests/s and the error count (socket errors and non-2xx
+    answers) of a C{wrk} report.
+    """
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)",):
@@ -285,8 +301,12 @@ run()
 
 
 def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (),
-                   profile: str | None = None, root: str = ROOT) -> tuple[subprocess.Popen, int]:
+                   profile: str | None = None, root: str = ROOT,
+                   prelude: str = "") -> tuple[subprocess.Popen, int]:
     """
+    C{twistd -n snapstore} in front of C{upstreamPort}, after running the
+    Python statements C{prelude} in its process (L{FLEET_OFF}).
+
     @param profile: where to write cProfile stats of the whole run (see
         L{PROFILED_TWISTD}), or C{None}.
     @param root: the checkout whose snapstore runs (C{--baseline}).
@@ -299,7 +319,7 @@ def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (
     if profile:
         environment["SNAPSTORE_PROFILE"] = profile
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "-n", "--pidfile=",
+        [sys.executable, "-c", prelude + code, "-n", "--pidfile=",
          *extra, "snapstore", "--config", os.devnull,
          "--upstream", f"http://127.0.0.1:{upstreamPort}/",
          "--store-endpoint", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
@@ -436,6 +456,186 @@ async def measureUplink(snapstorePort: int, relay: Counted, snapIds: list[str],
     return figures
 
 
+def startHelloStore(processes: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
+    """
+    The fake store with one 20 KiB snap, C{hello} revision 29 (added to
+    C{processes}); its API port.
+    """
+    apiPort, cdnPort = freePort(), freePort()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
+         "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    processes.append(fake)
+    waitForPort(apiPort, fake, "fake store")
+    return fake, apiPort
+
+
+def addedLatency(work: str, options: argparse.Namespace, processes: list[subprocess.Popen],
+                 name: str) -> tuple[list[float], int, list[float], int]:
+    """
+    The fake store called directly and through a new snapstore (logging
+    to C{name}.log) at C{options.rate} requests/s: the latencies and
+    errors of each.
+    """
+    fake, apiPort = startHelloStore(processes)
+    proxied, proxiedPort = startSnapstore(work, name, apiPort)
+    processes.append(proxied)
+    asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
+    direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
+    through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
+    stop(proxied)
+    stop(fake)
+    return direct, directErrors, through, throughErrors
+
+
+def addedLatencyRuns(work: str, options: argparse.Namespace) -> bool:
+    """
+    C{--latency-runs N}: only the added-latency measurement, N times in a
+    row (a new fake store and snapstore each), one line per run; whether
+    every run met the target (p99 added <= 5 ms).
+    """
+    print(f"\np99 added by snapstore at {options.rate:g} requests/s, {options.latency_seconds:g}s "
+          f"per side, {options.latency_runs} consecutive runs ({os.cpu_count()} CPUs, loopback)")
+    met = 0
+    for run in range(options.latency_runs):
+        processes: list[subprocess.Popen] = []
+        try:
+            direct, directErrors, through, throughErrors = addedLatency(
+                work, options, processes, f"latency-{run}")
+        finally:
+            for process in processes:
+                stop(process)
+        added = (percentile(through, 0.99) - percentile(direct, 0.99)) * 1000
+        met += added <= 5.0
+        print(f"  run {run + 1}: added {added:6.2f} ms  (p99 direct {percentile(direct, 0.99) * 1000:.2f}, "
+              f"via snapstore {percentile(through, 0.99) * 1000:.2f}; p50 {percentile(direct, 0.5) * 1000:.2f} / "
+              f"{percentile(through, 0.5) * 1000:.2f}; errors {directErrors} / {throughErrors}; "
+              f"load average {os.getloadavg()[0]:.2f}; gc {gcPauses(work, f'latency-{run}')})")
+    print(f"  target (<= 5 ms) met in {met} of {options.latency_runs} runs")
+    return met == options.latency_runs
+
+
+#: Run before twistd, this turns the fleet's per-request work off in that
+#: process only: the inventory a refresh reports is not recorded (nor the
+#: answer parsed again for snap names), and no delivery row is queued for a
+#: download.  Everything else (rules, sessions, the cache, the access log)
+#: stays as it is, so the difference to the same snapstore without it is
+#: what the fleet costs per request.
+FLEET_OFF = (
+    "from twisted.internet.defer import succeed\n"
+    "from snapstore.fleet.deliveries import DeliveryLog\n"
+    "from snapstore.fleet.inventory import InventoryRecorder\n"
+    "InventoryRecorder.noteAnswer = lambda self, request, code, answer, document=None: succeed(None)\n"
+    "DeliveryLog.watch = lambda self, request, blob: None\n"
+)
+
+
+def cachedDownloadPath(port: int, name: str) -> str:
+    """
+    Ask snapstore on C{port} about snap C{name} as snapd would (the relay
+    rewrites its download URL and records the blob), fetch it once so the
+    cache holds it, and return the path of the rewritten URL.
+    """
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/snaps/info/{name}", timeout=30) as answer:
+        url = json.load(answer)["channel-map"][0]["download"]["url"]
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        answer.read()
+    return "/" + url.split("/", 3)[3]
+
+
+def runWrkGet(url: str, seconds: float, connections: int) -> tuple[float, int]:
+    """
+    Load C{GET url}; the requests/s and the error count.
+    """
+    output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+                            capture_output=True, text=True, timeout=seconds + 60).stdout
+    return wrkFigures(output)
+
+
+def measureFleetCost(work: str, upstreamPort: int, options: argparse.Namespace,
+                     processes: list[subprocess.Popen]) -> dict[str, dict[str, list[float]]]:
+    """
+    The fleet's cost per request (issue 20 item 3): the same snapstore with
+    the fleet on (as it ships: the inventory of every refresh, the delivery
+    record of every download) and off (L{FLEET_OFF}), loaded in turn by
+    C{wrk}: refreshes relayed to the fixed upstream, and cache-hit
+    downloads of a 20 KiB blob from the fake store (whose hash is real).
+
+    @return: per load (C{"refresh"}, C{"download"}) and per C{"on"} /
+        C{"off"}: the requests/s of each run, the CPU milliseconds per
+        request of each run, and the errors, keyed C{"<on|off> rate"},
+        C{"<on|off> cpu"}, C{"<on|off> errors"}.
+    """
+    fake, apiPort = startHelloStore(processes)
+    # (load, fleet) -> the snapstore process and the port it listens on;
+    # downloads also need the path of the cached blob.
+    servers: dict[tuple[str, str], tuple[subprocess.Popen, int]] = {}
+    paths: dict[str, str] = {}
+    for fleet in ("on", "off"):
+        prelude = FLEET_OFF if fleet == "off" else ""
+        servers["refresh", fleet] = startSnapstore(
+            work, f"fleet-{fleet}-refresh", upstreamPort, prelude=prelude)
+        servers["download", fleet] = startSnapstore(
+            work, f"fleet-{fleet}-download", apiPort, prelude=prelude)
+        processes.extend([servers["refresh", fleet][0], servers["download", fleet][0]])
+        paths[fleet] = cachedDownloadPath(servers["download", fleet][1], "hello")
+    figures: dict[str, dict[str, list[float]]] = {
+        load: {f"{fleet} {what}": [] for fleet in ("on", "off") for what in ("rate", "cpu", "errors")}
+        for load in ("refresh", "download")}
+
+    def run(load: str, fleet: str, seconds: float, record: bool) -> None:
+        process, port = servers[load, fleet]
+        before = cpuSeconds(process.pid)
+        if load == "refresh":
+            rate, errors = runWrk(work, port, seconds, options.connections)
+        else:
+            rate, errors = runWrkGet(f"http://127.0.0.1:{port}{paths[fleet]}", seconds, options.connections)
+        used = cpuSeconds(process.pid) - before
+        if record:
+            figures[load][f"{fleet} rate"].append(rate)
+            figures[load][f"{fleet} cpu"].append(1000 * used / max(1.0, rate * seconds))
+            figures[load][f"{fleet} errors"].append(errors)
+
+    for load in ("refresh", "download"):
+        for fleet in ("on", "off"):
+            run(load, fleet, 1, False)  # warm-up
+        for index in range(options.runs):
+            # Alternate who goes first.
+            for fleet in (("on", "off") if index % 2 == 0 else ("off", "on")):
+                run(load, fleet, options.seconds, True)
+    for process, _ in servers.values():
+        stop(process)
+    stop(fake)
+    return figures
+
+
+def fleetRows(figures: dict[str, dict[str, list[float]]], plainRate: float) -> list[tuple[str, str, str]]:
+    """
+    The table rows of L{measureFleetCost}: best rate and lowest CPU per
+    request of the runs, fleet on against off, and against the bare
+    Twisted L{Site}'s rate C{plainRate}.
+    """
+    rows = []
+    for load, what in (("refresh", "refresh relayed"), ("download", "cache-hit download, 20 KiB")):
+        got = figures[load]
+        on, off = max(got["on rate"]), max(got["off rate"])
+        onCPU, offCPU = min(got["on cpu"]), min(got["off cpu"])
+        runs = lambda key, form: ", ".join(form.format(v) for v in got[key])
+        rows += [
+            (f"fleet off: {what} (req/s)", f"{off:.0f}",
+             f"{off / plainRate:.2f}x bare Site; runs: " + runs("off rate", "{:.0f}")),
+            (f"fleet on:  {what} (req/s)", f"{on:.0f}",
+             f"{on / plainRate:.2f}x bare Site, {on / off:.2f}x fleet off; runs: " + runs("on rate", "{:.0f}")),
+            (f"  CPU per request (ms), fleet off / on", f"{offCPU:.3f}",
+             f"/ {onCPU:.3f}: the fleet adds {onCPU - offCPU:+.3f} ms ({onCPU / offCPU:.2f}x); lowest of runs"),
+            (f"  errors, fleet off / on", f"{sum(got['off errors']):.0f} / {sum(got['on errors']):.0f}", ""),
+        ]
+    return rows
+
+
 PLAIN_TWISTED = """
 import sys
 from twisted.internet import reactor
@@ -564,6 +764,10 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="DIR",
                         help="another checkout (e.g. `git worktree add DIR COMMIT`) whose snapstore "
                              "is loaded in turn with this one, for before/after on a shared machine")
+    parser.add_argument("--latency-runs", type=int, metavar="N",
+                        help="only measure the p99 snapstore adds at --rate, N times in a row")
+    parser.add_argument("--no-fleet", dest="fleet", action="store_false",
+                        help="skip the fleet-on/fleet-off runs (inventory and delivery record cost)")
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
     requireTools("bench/relay.py", "wrk", "nginx")
@@ -571,6 +775,11 @@ def main() -> None:
     work = os.path.join(ROOT, "bench", "_work", "relay")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
+    if options.latency_runs:
+        met = addedLatencyRuns(work, options)
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        sys.exit(0 if met else 1)
     upstreamPort, nginxPort, gzipPort = freePort(), freePort(), freePort()
     with open(os.path.join(work, "nginx.conf"), "w") as config:
         config.write(nginxConfig(work, upstreamPort, nginxPort, gzipPort))
@@ -619,21 +828,9 @@ def main() -> None:
         if options.baseline:
             stop(baseline)
         plainRate = max(rates["bare Site"])
+        fleetCost = measureFleetCost(work, upstreamPort, options, processes) if options.fleet else None
 
-        apiPort, cdnPort = freePort(), freePort()
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
-             "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        processes.append(fake)
-        waitForPort(apiPort, fake, "fake store")
-        proxied, proxiedPort = startSnapstore(work, "latency", apiPort)
-        processes.append(proxied)
-        asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
-        direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
-        through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
-        stop(proxied)
-        stop(fake)
+        direct, directErrors, through, throughErrors = addedLatency(work, options, processes, "latency")
 
         uplink: dict[bool, dict[str, float]] = {}
         for compress in (False, True):
@@ -713,6 +910,8 @@ def main() -> None:
         ("device bytes per refresh, plain / gzip-accepting device",
          f"{uplink[True]['device']:.0f}", f"/ {uplink[True]['device gzip']:.0f}"),
     ]
+    if fleetCost is not None:
+        rows += fleetRows(fleetCost, plainRate)
     width = max(len(row[0]) for row in rows)
     print(f"\nrefresh relay ({os.cpu_count()} CPUs, loopback, wrk -t1 -c{options.connections}, "
           f"{options.seconds:g}s x {options.runs} runs, one nginx worker, one snapstore process)")

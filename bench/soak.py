@@ -4,6 +4,7 @@
 Soak: a simulated fleet against a real snapstore, on loopback.
 
     flock /tmp/snapstore-bench.lock python3 bench/soak.py [--devices 1000] [--duration 60]
+    flock /tmp/snapstore-bench.lock python3 bench/soak.py --baseline REV [--rounds 1]
 
 Starts the fake store (C{python -m tests.fakestore}, its own process) with a
 few snaps, and C{twistd -n snapstore} in front of it.  Then, in this
@@ -23,6 +24,12 @@ refresh promised.  At the end it prints requests/s, refresh p50/p99, the
 errors (must be 0), upstream fetches per blob (bytes snapstore took from
 upstream over the bytes of the distinct blobs, from its C{/metrics}; must
 be 1.00), snapstore's peak RSS, and how many idle connections survived.
+
+With C{--baseline REV} it soaks, in the same run, the snapstore of an
+older commit too (a C{git worktree} of REV under bench/_work, its own
+package first on C{PYTHONPATH}; the fake store and the simulated fleet are
+this checkout's), prints both columns and the ratio of their refresh p99,
+and judges this checkout against it (p99 at most half the baseline's).
 Work files go to bench/_work/soak (removed unless --keep).
 """
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -38,9 +46,11 @@ import random
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -79,7 +89,13 @@ class Connection:
     """
     One HTTP/1.1 keep-alive connection (enough of HTTP for this bench:
     Content-Length bodies, which is all snapstore sends here).
+
+    @cvar timeout: seconds an answer may take; a request left unanswered
+        longer fails (an error of the run) instead of holding the run open
+        for ever.
     """
+
+    timeout = 120.0
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.reader = reader
@@ -99,6 +115,12 @@ class Connection:
         if body or method == "POST":
             lines.append(f"Content-Length: {len(body)}")
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        try:
+            return await asyncio.wait_for(self._answer(method, path), self.timeout)
+        except asyncio.TimeoutError:
+            raise HTTPError(f"{method} {path}: no answer within {self.timeout:g}s")
+
+    async def _answer(self, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         statusLine, *headerLines = head.decode("latin-1").split("\r\n")
         status = int(statusLine.split(" ", 2)[1])
@@ -286,32 +308,49 @@ async def soak(options: argparse.Namespace, storePort: int) -> tuple[Fleet, int,
     return fleet, survivors[0] if survivors else 0, idleErrors, elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--idle", type=int, default=2000)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds, at most")
-    parser.add_argument("--cycles", type=int, default=5, help="cycles per device, at most")
-    parser.add_argument("--snaps", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256 * 1024, help="bytes per snap")
-    parser.add_argument("--keep", action="store_true")
-    options = parser.parse_args()
-    requireTools("bench/soak.py")
+def errorKinds(errors: list[str], most: int = 2) -> str:
+    """
+    The commonest kinds of C{errors} with their counts (numbers, snap
+    names and ports folded, messages cut short), or a dash.
+    """
+    kinds = collections.Counter(re.sub(r"\d+", "N", error)[:70] for error in errors)
+    return "; ".join(f"{count} x {kind}" for kind, count in kinds.most_common(most)) or "-"
 
-    limit = raiseFileLimit(2 * (options.devices + options.idle) + 1024)
-    if limit < options.devices + options.idle + 256:
-        raise SystemExit(f"open-file limit {limit} is too low for {options.devices} devices "
-                         f"and {options.idle} idle connections")
-    work = os.path.join(ROOT, "bench", "_work", "soak")
-    shutil.rmtree(work, ignore_errors=True)
+
+@dataclass
+class SoakResult:
+    """
+    What one soak measured.
+    """
+
+    fleet: Fleet
+    elapsed: float
+    alive: int
+    rss: int
+    errors: int
+    perBlob: float
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.fleet.refreshLatencies, 0.99)
+
+    def targetsMet(self) -> bool:
+        return self.errors == 0 and abs(self.perBlob - 1.0) < 1e-9 and self.rss < 300e6
+
+
+def runSoak(options: argparse.Namespace, tree: str, work: str) -> SoakResult:
+    """
+    One soak of the snapstore in source tree C{tree} (this checkout, or
+    the C{--baseline} one) in front of this checkout's fake store; the
+    figures of the table.
+    """
     os.makedirs(os.path.join(work, "rules.d"))
     apiPort, cdnPort, storePort, adminPort = freePort(), freePort(), freePort(), freePort()
-    environment = dict(os.environ, PYTHONPATH=ROOT)
     fakeLog = open(os.path.join(work, "fakestore.log"), "w")
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort)]
         + [arg for index in range(options.snaps) for arg in ("--snap", f"soak{index}:1:{options.size}")],
-        cwd=ROOT, env=environment, stdout=fakeLog, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=fakeLog, stderr=subprocess.STDOUT)
     storeLog = open(os.path.join(work, "snapstore.log"), "w")
     store = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
@@ -319,10 +358,11 @@ def main() -> None:
          "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1:backlog=4096",
          "--admin-endpoint", f"tcp:{adminPort}:interface=127.0.0.1",
          "--proxy-endpoint", "none", "--data-dir", os.path.join(work, "data"),
-         # Every simulated device comes from 127.0.0.1.
-         "--device-session-rate", "0",
+         # Every simulated device comes from 127.0.0.1: no per-address
+         # bound on sessions or on connections.
+         "--device-session-rate", "0", "--store-max-per-client", "0",
          "--rules-dir", os.path.join(work, "rules.d")],
-        cwd=work, env=environment, stdout=storeLog, stderr=subprocess.STDOUT)
+        cwd=work, env=dict(os.environ, PYTHONPATH=tree), stdout=storeLog, stderr=subprocess.STDOUT)
     try:
         waitForPort(apiPort, fake, "fake store")
         waitForPort(storePort, store, "snapstore")
@@ -338,28 +378,146 @@ def main() -> None:
         fakeLog.close()
         storeLog.close()
     blobBytes = sum(fleet.blobs.values())
-    errors = len(fleet.errors) + len(idleErrors) + (0 if stillRunning else 1)
-    perBlob = fetched / blobBytes if blobBytes else float("nan")
-    rows = [
+    return SoakResult(fleet=fleet, elapsed=elapsed, alive=alive, rss=rss,
+                      errors=len(fleet.errors) + len(idleErrors) + (0 if stillRunning else 1),
+                      perBlob=fetched / blobBytes if blobBytes else float("nan"))
+
+
+def tableRows(options: argparse.Namespace, result: SoakResult) -> list[tuple[str, str]]:
+    fleet, elapsed = result.fleet, result.elapsed
+    return [
         ("devices / idle connections", f"{options.devices} / {options.idle}"),
         ("duration (s)", f"{elapsed:.1f}"),
         ("requests", f"{fleet.requests}"),
         ("requests/s", f"{fleet.requests / elapsed:.0f}"),
         ("refreshes", f"{len(fleet.refreshLatencies)}"),
         ("refresh p50 (ms)", f"{percentile(fleet.refreshLatencies, 0.5) * 1000:.1f}"),
-        ("refresh p99 (ms)", f"{percentile(fleet.refreshLatencies, 0.99) * 1000:.1f}"),
-        ("errors (target 0)", f"{errors}"),
+        ("refresh p99 (ms)", f"{result.p99 * 1000:.1f}"),
+        ("errors (target 0)", f"{result.errors}"),
         ("distinct blobs / MISS answers", f"{len(fleet.blobs)} / {fleet.misses}"),
-        ("upstream fetches per blob (target 1.00)", f"{perBlob:.2f}"),
-        ("snapstore peak RSS (MB, target < 300)", f"{rss / 1e6:.0f}"),
-        ("idle connections still open", f"{alive} of {options.idle}"),
+        ("upstream fetches per blob (target 1.00)", f"{result.perBlob:.2f}"),
+        ("snapstore peak RSS (MB, target < 300)", f"{result.rss / 1e6:.0f}"),
+        ("idle connections still open", f"{result.alive} of {options.idle}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"\nsnapstore soak ({os.cpu_count()} CPUs, loopback, blobs of {options.size} bytes)")
-    for name, value in rows:
-        print(f"  {name.ljust(width)}  {value}")
-    verdict = errors == 0 and abs(perBlob - 1.0) < 1e-9 and rss < 300e6
-    print(f"  {'targets met'.ljust(width)}  {'yes' if verdict else 'NO'}")
+
+
+class BaselineTree:
+    """
+    A detached C{git worktree} of an older commit of this repository, so
+    that its snapstore runs in the same soak as this one; removed again
+    on exit.
+    """
+
+    def __init__(self, revision: str, path: str) -> None:
+        self.revision = revision
+        self.path = path
+
+    def __enter__(self) -> "BaselineTree":
+        self._discard()
+        made = subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", self.path,
+                               self.revision], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise SystemExit(f"--baseline {self.revision}: git worktree add failed: "
+                             f"{made.stderr.strip()}")
+        self.commit = subprocess.run(["git", "-C", self.path, "log", "-1", "--format=%h (%cs)"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        # The test venv may install this checkout (editable): make sure the
+        # baseline's own package is what its twistd imports.
+        found = subprocess.run(
+            [sys.executable, "-c", "import snapstore; print(snapstore.__file__)"],
+            cwd=os.path.dirname(self.path), env=dict(os.environ, PYTHONPATH=self.path),
+            capture_output=True, text=True).stdout.strip()
+        if not found.startswith(os.path.join(self.path, "")):
+            self._discard()
+            raise SystemExit(f"--baseline: the interpreter imports snapstore from {found}, "
+                             f"not from {self.path}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        if os.path.exists(self.path):
+            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", self.path],
+                           capture_output=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
+
+
+RATIO_LABEL = "refresh p99, this / baseline (target <= 0.50)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds, at most")
+    parser.add_argument("--cycles", type=int, default=5, help="cycles per device, at most")
+    parser.add_argument("--snaps", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256 * 1024, help="bytes per snap")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also soak the snapstore of git revision REV (checked out with "
+                             "git worktree under bench/_work), in the same run, and print "
+                             "both and the ratio of their refresh p99")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --baseline: soaks of each, alternating which goes first")
+    parser.add_argument("--request-timeout", type=float, default=Connection.timeout,
+                        help="seconds an answer may take before it counts as an error")
+    parser.add_argument("--keep", action="store_true")
+    options = parser.parse_args()
+    requireTools("bench/soak.py")
+    Connection.timeout = options.request_timeout
+
+    limit = raiseFileLimit(2 * (options.devices + options.idle) + 1024)
+    if limit < options.devices + options.idle + 256:
+        raise SystemExit(f"open-file limit {limit} is too low for {options.devices} devices "
+                         f"and {options.idle} idle connections")
+    work = os.path.join(ROOT, "bench", "_work", "soak")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    if options.baseline is None:
+        result = runSoak(options, ROOT, os.path.join(work, "this"))
+        rows = tableRows(options, result)
+        width = max(len(name) for name, _ in rows)
+        print(f"\nsnapstore soak ({os.cpu_count()} CPUs, loopback, blobs of {options.size} bytes, "
+              f"load average {os.getloadavg()[0]:.2f} at the end)")
+        for name, value in rows:
+            print(f"  {name.ljust(width)}  {value}")
+        verdict = result.targetsMet()
+        if result.fleet.errors:
+            print(f"  {'most frequent errors'.ljust(width)}  {errorKinds(result.fleet.errors)}")
+        print(f"  {'targets met'.ljust(width)}  {'yes' if verdict else 'NO'}")
+    else:
+        with BaselineTree(options.baseline, os.path.join(ROOT, "bench", "_work", "soak-baseline")) as tree:
+            runs: list[tuple[str, SoakResult]] = []
+            for round in range(options.rounds):
+                order = [("baseline", tree.path), ("this", ROOT)]
+                for label, path in (order if round % 2 == 0 else order[::-1]):
+                    print(f"soak {round + 1}/{options.rounds}: {label}...", file=sys.stderr)
+                    runs.append((label, runSoak(options, path, os.path.join(work, f"{label}-{round}"))))
+        baseline = [result for label, result in runs if label == "baseline"]
+        this = [result for label, result in runs if label == "this"]
+        tables = [(f"{label} {index // 2 + 1}", tableRows(options, result))
+                  for index, (label, result) in enumerate(runs)]
+        width = max(len(name) for name, _ in tables[0][1] + [(RATIO_LABEL, "")])
+        columns = [max(len(title), *(len(value) for _, value in rows)) for title, rows in tables]
+        print(f"\nsnapstore soak, this checkout against --baseline {tree.commit} "
+              f"({os.cpu_count()} CPUs, loopback, blobs of {options.size} bytes, "
+              f"load average {os.getloadavg()[0]:.2f} at the end)")
+        print(f"  {''.ljust(width)}  " + "  ".join(title.rjust(w) for (title, _), w in zip(tables, columns)))
+        for index, (name, _) in enumerate(tables[0][1]):
+            print(f"  {name.ljust(width)}  "
+                  + "  ".join(rows[index][1].rjust(w) for (_, rows), w in zip(tables, columns)))
+        for (title, _), (_, result) in zip(tables, runs):
+            if result.fleet.errors:
+                print(f"  errors, {title}: {errorKinds(result.fleet.errors)}")
+        before = statistics.median(result.p99 for result in baseline)
+        after = statistics.median(result.p99 for result in this)
+        ratio = after / before if before else float("nan")
+        print(f"  {RATIO_LABEL.ljust(width)}  {ratio:.2f}  "
+              f"(medians: {after * 1000:.1f} ms / {before * 1000:.1f} ms)")
+        verdict = all(result.targetsMet() for result in this) and ratio <= 0.5
+        print(f"  {'targets met (this checkout)'.ljust(width)}  {'yes' if verdict else 'NO'}")
     if not options.keep:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if verdict else 1)

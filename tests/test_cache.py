@@ -255,6 +255,46 @@ class ThreadedHashTests(TestCase):
         self.assertIsNone(result)
 
 
+class WritebackTests(SynchronousTestCase):
+    """
+    A fill's bytes go to the disk while its hasher catches up with the
+    writer, not only after the hash (bench/cache.py row (d)).
+    """
+
+    def test_writebackBeforeTheHash(self) -> None:
+        """
+        When the writer ends, a job syncing the fill's file is queued
+        before the hash is known; the commit still waits for the hash.
+        """
+        jobs: list[tuple[object, tuple, Deferred]] = []
+
+        def queued(f, *args):
+            waiting: Deferred = Deferred()
+            jobs.append((f, args, waiting))
+            return waiting
+
+        def run(index: int) -> None:
+            f, args, waiting = jobs[index]
+            waiting.callback(f(*args))
+
+        cache = BlobCache(Clock(), self.mktemp(), 10 << 20, inThread=queued, hashInThread=True)
+        data = content(b"writeback", 1 << 20)
+        fill = cache.beginFill(digestOf(data), len(data))
+        fill.write(data)
+        finished = fill.finish()
+        self.assertEqual(len(jobs), 2, "the hasher and the writeback")
+        synced: list[int] = []
+        self.patch(os, "fdatasync", lambda fd: synced.append(os.fstat(fd).st_ino))
+        run(1)
+        self.assertEqual(synced, [os.stat(fill.tmpPath.path).st_ino])
+        self.assertNoResult(finished)
+        run(0)
+        self.assertEqual(len(jobs), 3, "the commit, once hashed")
+        run(2)
+        self.assertTrue(self.successResultOf(finished))
+        self.assertTrue(cache.contains(digestOf(data)))
+
+
 class EvictionTests(CacheTestMixin, SynchronousTestCase):
     """
     The size bound, LRU order and pinning.
