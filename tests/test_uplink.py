@@ -664,6 +664,16 @@ class DeltaTests(NodeMixin, TestCase):
     follow rounds beside the new revision's blob.
     """
 
+    async def followNow(self, *arguments: str, exitCode: int = 0) -> "_Out":
+        """
+        Run C{snapstore follow ARGUMENTS} against the node, check its exit
+        status, and return what it printed (in C{.text}).
+        """
+        out = _Out()
+        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", *arguments], out),
+                         exitCode, out.text)
+        return out
+
     async def fetch(self, url):
         """
         Download C{url}: the response and its body, or the response and
@@ -736,9 +746,7 @@ class DeltaTests(NodeMixin, TestCase):
         self.assertEqual(len(self.store.cdnDeltaDownloads("hello")), 0)
 
         self.store.addRevision("hello", 11, 200_000)
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
-                         out.text)
+        out = await self.followNow("--now")
         self.assertIn("fetched: hello latest/stable amd64 r11\n", out.text)
         self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
         self.assertIn("2 fetched, 0 already cached, 0 failed", out.text)
@@ -783,19 +791,13 @@ class DeltaTests(NodeMixin, TestCase):
         self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 65536)
         await self.startNode()
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
-                                     "--now"], out), 0, out.text)
+        out = await self.followNow("hello=stable", "--now")
         self.store.addRevision("hello", 11, 100_000)
         self.store.faults.failDelta("hello", 10, 11, "corrupt")
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 1,
-                         out.text)
+        out = await self.followNow("--now", exitCode=1)
         self.assertIn("fetched: hello latest/stable amd64 r11\n", out.text)
         self.assertIn("failed: hello latest/stable amd64 r11 (delta from r10): ", out.text)
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
-                         out.text)
+        out = await self.followNow("--now")
         self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
         self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 2)
 
@@ -822,9 +824,7 @@ class DeltaTests(NodeMixin, TestCase):
             if inventory.get("snaps"):
                 break
             await deferLater(reactor, 0.1)
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
-                                     "--now"], out), 0, out.text)
+        out = await self.followNow("hello=stable", "--now")
         self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)\n", out.text)
         self.assertEqual(len(self.store.cdnDeltaDownloads("hello", 10, 11)), 1)
 
@@ -838,13 +838,9 @@ class DeltaTests(NodeMixin, TestCase):
         self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 65536)
         await self.startNode()
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
-                                     "--now"], out), 0, out.text)
+        out = await self.followNow("hello=stable", "--now")
         self.store.addRevision("hello", 11, 100_000)
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
-                         out.text)
+        out = await self.followNow("--now")
         self.assertIn("1 fetched, 0 already cached, 0 failed", out.text)
         self.assertEqual(len(self.store.cdnDownloads("hello", 11)), 1)
         self.assertEqual(len(self.store.cdnDeltaDownloads("hello")), 0)
@@ -864,18 +860,14 @@ class DeltaTests(NodeMixin, TestCase):
         snapId = self.store.addSnap("hello")
         self.store.addRevision("hello", 10, 65536)
         await self.startNode("--prefetch-rate", "64K")
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "hello=stable",
-                                     "--now"], out), 0, out.text)
+        out = await self.followNow("hello=stable", "--now")
         self.store.addRevision("hello", 11, 3_000_000)
         download = await self.refreshFrom(snapId, 10)
         response, body = await self.fetch(download["url"])
         self.assertEqual((response.code, len(body)), (200, 3_000_000))
         size = self.store.delta("hello", 10, 11).size
         started = time.monotonic()
-        out = _Out()
-        self.assertEqual(await _cli(["--admin", self.adminURL, "follow", "--now"], out), 0,
-                         out.text)
+        out = await self.followNow("--now")
         seconds = time.monotonic() - started
         self.assertIn("fetched: hello latest/stable amd64 r11 (delta from r10)", out.text)
         self.assertIn("already cached", out.text)
