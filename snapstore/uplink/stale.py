@@ -37,7 +37,7 @@ from zope.interface import implementer
 from snapstore.http.bodies import BytesProducer, ParsedJSON
 from snapstore.offline.store import BodyCollector, LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
-from snapstore.store.upstream import UpstreamError, describeFailure
+from snapstore.store.upstream import UpstreamError, describeFailure, isCancellation
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
@@ -266,6 +266,9 @@ class StaleAgent:
             if timedOut:
                 raise _TooSlow(f"upstream did not answer {method.decode()} "
                                f"{uri.decode('ascii', 'replace')} within {self.deadline:g}s")
+            if isCancellation(Failure()):
+                # The caller gave up (its client left): not upstream's fault.
+                raise CancelledError()
             raise
         finally:
             if timer.active():
