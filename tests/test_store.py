@@ -396,6 +396,7 @@ class ClientLeavesTests(TestCase):
                 or event.get("log_level") in (LogLevel.critical, LogLevel.error)]
         self.assertEqual(loud, [])
         self.assertTrue(origin.upstreamLost.called, "the upstream answer was read to the end")
+        self.assertEqual([event["status"] for event in events if event.get("access")], [499])
 
 
 class StoreErrorTests(TestCase):
