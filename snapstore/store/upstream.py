@@ -48,7 +48,9 @@ def isCancellation(failure: Failure) -> bool:
     """
     if failure.check(CancelledError):
         return True
-    reasons = getattr(failure.value, "reasons", None) if isinstance(failure.value, ResponseFailed) else None
+    if not isinstance(failure.value, ResponseFailed):
+        return False
+    reasons = failure.value.reasons
     return bool(reasons) and all(reason.check(CancelledError) for reason in reasons)
 
 
