@@ -42,7 +42,7 @@ from snapstore.store.compression import (
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
-from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
+from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody, isCancellation
 
 # Answers that describe snaps, and so carry URLs snapd fetches later.
 _REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
@@ -160,9 +160,10 @@ class RelayResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
-        if request._disconnected:
-            # The client left mid-relay: its answer has nowhere to go, and
-            # the access log already counts the request as a client abort.
+        if request._disconnected and (isCancellation(failure) or failure.check(UpstreamError)):
+            # The client left mid-relay and what it waited for was given up
+            # (or failed): the answer has nowhere to go, and the access log
+            # already counts the request as a client abort (499).
             self.log.debug("client left before {uri} was answered ({why})",
                            uri=request.uri, why=failure.getErrorMessage())
             return
