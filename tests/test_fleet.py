@@ -18,7 +18,7 @@ import time
 from io import BytesIO
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import FileBodyProducer, readBody
@@ -26,7 +26,14 @@ from twisted.web.http_headers import Headers
 
 from snapstore.cli import main as cliMain
 from snapstore.fleet.groups import GroupError, checkSelectors, groupsOf
-from snapstore.fleet.inventory import installedSnaps, namesIn
+from snapstore.fleet.inventory import (
+    LAST_SEEN_RESOLUTION,
+    InventoryRecorder,
+    installedSnaps,
+    namesIn,
+)
+from snapstore.rules.values import DeviceIdentity, StoreRequest
+from snapstore.state.sqlite import SQLiteStateStore
 from snapstore.state.fleet import DeviceGroup
 from tests import pgtest
 from tests.fakestore import FakeStore
@@ -397,6 +404,106 @@ class TwoNodeTests(FleetMixin, TestCase):
         self.assertEqual((code, answer["error-list"][0]["code"]), (403, "kiosk"))
         code, answer = await self.admin(adminB, b"GET", "/v1/groups/kiosks")
         self.assertEqual(answer["members"], ["acme/gizmo/B"])
+
+
+class CountingState:
+    """
+    A real state store that counts the inventory writes asked of it.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.inventoryWrites = 0
+
+    def recordInventory(self, *args):
+        self.inventoryWrites += 1
+        return self.store.recordInventory(*args)
+
+    def recordSnapNames(self, names):
+        return self.store.recordSnapNames(names)
+
+
+class InventoryWriteTests(TestCase):
+    """
+    L{InventoryRecorder} writes a device's refresh only when it reports
+    something new, or when its last-seen time is L{LAST_SEEN_RESOLUTION}
+    old.
+    """
+
+    async def recorder(self):
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        store = SQLiteStateStore(reactor, self.mktemp(), clock=self.clock)
+        self.addCleanup(store.close)
+        await store.start()
+        self.state = CountingState(store)
+        return InventoryRecorder(self.state, self.clock)
+
+    def refresh(self, revision, serial="SN-1"):
+        body = json.dumps({"context": [{"snap-id": "h" * 32, "revision": revision,
+                                        "tracking-channel": "latest/stable"}],
+                           "actions": []}).encode()
+        return StoreRequest(b"POST", "/v2/snaps/refresh", body=body,
+                            query={"architecture": ["amd64"]},
+                            device=DeviceIdentity(f"acme/gizmo/{serial}", "acme/gizmo",
+                                                  "10.0.0.1"))
+
+    answer = json.dumps({"results": [{"snap-id": "h" * 32, "name": "hello"}]}).encode()
+
+    async def lastSeen(self, serial="SN-1"):
+        [device] = await self.state.store.listFleet(identity=f"acme/gizmo/{serial}")
+        return device
+
+    @deferred
+    async def test_unchangedRefreshNotWritten(self):
+        """
+        A second identical refresh writes nothing; a changed installed set
+        is written at once.
+        """
+        recorder = await self.recorder()
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 1)
+        self.clock.advance(30)
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 1)
+        self.clock.advance(30)
+        await recorder.noteAnswer(self.refresh(12), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 2)
+        device = await self.lastSeen()
+        self.assertEqual([(s.snapId, s.revision) for s in device.snaps], [("h" * 32, 12)])
+        self.assertEqual(device.lastSeen, self.clock.seconds())
+        await recorder.noteAnswer(self.refresh(12, serial="SN-2"), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 3)
+
+    @deferred
+    async def test_lastSeenAdvancesPerResolution(self):
+        """
+        Identical refreshes still move the device's last-seen time, once
+        it is L{LAST_SEEN_RESOLUTION} seconds old.
+        """
+        recorder = await self.recorder()
+        first = self.clock.seconds()
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.clock.advance(LAST_SEEN_RESOLUTION - 1)
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual((await self.lastSeen()).lastSeen, first)
+        self.clock.advance(1)
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 2)
+        self.assertEqual((await self.lastSeen()).lastSeen, first + LAST_SEEN_RESOLUTION)
+
+    @deferred
+    async def test_failedWriteRetried(self):
+        """
+        A write that failed is not remembered as written: the next
+        identical refresh writes again.
+        """
+        recorder = await self.recorder()
+        self.state.store.close()
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 1)
+        await recorder.noteAnswer(self.refresh(10), 200, self.answer)
+        self.assertEqual(self.state.inventoryWrites, 2)
 
 
 class UnitTests(SynchronousTestCase):

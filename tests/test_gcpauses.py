@@ -33,6 +33,20 @@ class CollectorPausesTests(SynchronousTestCase):
         service.stopService()
         self.assertEqual(gc.get_freeze_count(), 0)
 
+    def test_youngThresholdWhileRunning(self):
+        """
+        While running, the first generation collects after
+        C{youngThreshold} allocations; stopping restores the thresholds
+        found at start.
+        """
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        service = CollectorPauses(freeze=False, youngThreshold=before[0] * 3 + 1)
+        service.startService()
+        self.assertEqual(gc.get_threshold(), (before[0] * 3 + 1,) + before[1:])
+        service.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+
     def test_timesEachCollection(self):
         """
         Each collection while running is recorded with its generation and

@@ -10,6 +10,10 @@ import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
@@ -19,6 +23,7 @@ from snapstore.http.storeerror import storeErrorBody
 from tests.helpers import (
     MemoryBlobs,
     RecordingOrigin,
+    capturedEvents,
     garbageFactory,
     listen,
     originSite,
@@ -312,6 +317,86 @@ class UpstreamFailureTests(TestCase):
         response, error = yield self.fetch(proxyURL, b"POST", b"/v2/snaps/refresh")
         self.assertEqual(response.code, 502)
         self.assertIn("invalid JSON", error["error-list"][0]["message"])
+
+
+class HalfAnsweringOrigin(Resource):
+    """
+    An upstream that sends the headers and the first half of a refresh
+    answer, then holds the rest until the test releases it.
+
+    @ivar pending: the requests still waiting for their second half.
+    @ivar upstreamLost: fires when the proxy drops the connection of a
+        held answer.
+    """
+
+    isLeaf = True
+    answer = json.dumps({"results": [], "error-list": []}).encode()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list = []
+        self.upstreamLost: Deferred = Deferred()
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", b"%d" % len(self.answer))
+        request.write(self.answer[:10])
+        self.pending.append(request)
+        request.notifyFinish().addErrback(lambda _: self.upstreamLost.callback(None))
+        return NOT_DONE_YET
+
+    def release(self) -> None:
+        for request in self.pending:
+            if not request._disconnected:
+                request.write(self.answer[10:])
+                request.finish()
+
+
+class ClientLeavesTests(TestCase):
+    """
+    A client that goes away mid-relay ends the relay quietly: the upstream
+    answer it was waiting for is abandoned, and nothing is logged as a
+    failure.
+    """
+
+    @inlineCallbacks
+    def test_clientClosesMidAnswer(self):
+        """
+        A device that closes its connection while upstream is half way
+        through a refresh answer: the proxy drops the upstream connection,
+        and logs neither a critical event nor a traceback, even once
+        upstream would have sent the rest.
+        """
+        events = capturedEvents(self)
+        origin = HalfAnsweringOrigin()
+        port = yield listen(self, originSite(origin))
+        settings = testSettings(self, upstream=f"http://127.0.0.1:{port}/")
+        store = yield Deferred.fromCoroutine(startStore(self, settings))
+        address = store.url.split("//")[1].strip("/").split(":")
+        body = b'{"context":[],"actions":[]}'
+        client = socket.create_connection((address[0], int(address[1])))
+        self.addCleanup(client.close)
+        client.sendall(b"POST /v2/snaps/refresh HTTP/1.1\r\nHost: proxy\r\n"
+                       b"Content-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        for _ in range(200):
+            if origin.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(origin.pending), 1, "upstream never got the refresh")
+        client.close()
+        for _ in range(200):
+            if origin.upstreamLost.called:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        origin.release()
+        yield deferLater(reactor, 0.3, lambda: None)
+        loud = [event.get("log_format") for event in events
+                if event.get("log_failure") is not None
+                or event.get("log_level") in (LogLevel.critical, LogLevel.error)]
+        self.assertEqual(loud, [])
+        self.assertTrue(origin.upstreamLost.called, "the upstream answer was read to the end")
+        self.assertEqual([event["status"] for event in events if event.get("access")], [499])
 
 
 class StoreErrorTests(TestCase):

@@ -23,11 +23,12 @@ from snapstore.cli import main as cliMain
 from snapstore.config import ConfigError, buildSettings, parseDuration
 from snapstore.cli.uplink import statusLines
 from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
-from snapstore.uplink.stale import UplinkHealth
+from snapstore.http.bodies import BytesProducer
+from snapstore.uplink.stale import RELEARN_AFTER, StaleAgent, UplinkHealth
 from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
-from tests.helpers import deferred, testAgent
+from tests.helpers import RecordingOrigin, deferred, listen, originSite, testAgent
 from tests.processes import freePort, startTwistd, waitForPort
 from tests.test_rules_support import copyShipped
 
@@ -895,6 +896,56 @@ class FollowerReportTests(TestCase):
         self.assertEqual(answers.reported(), [])
         answers.learnRefresh(request, Headers({b"user-agent": [b"snapd/2.66"]}), answer)
         self.assertEqual(answers.reported(), [("hello", "latest/stable", "amd64")])
+
+
+class CountingAnswers(RelayedAnswers):
+    """
+    The real memory, counting the refresh answers it is given to learn.
+    """
+
+    learnt = 0
+
+    def learnRefresh(self, request, headers, answer):
+        self.learnt += 1
+        return super().learnRefresh(request, headers, answer)
+
+
+class RelearnTests(TestCase):
+    """
+    L{StaleAgent} does not parse and learn again an answer identical to one
+    it learnt within L{RELEARN_AFTER} seconds.
+    """
+
+    @deferred
+    async def test_identicalAnswerLearntOnce(self):
+        """
+        Over a real socket: the same refresh answered the same is learnt
+        once, still handed on decoded; a different answer, or the same
+        one after L{RELEARN_AFTER}, is learnt.
+        """
+        origin = RecordingOrigin()
+        port = await listen(self, originSite(origin))
+        base = f"http://127.0.0.1:{port}/"
+        clock = Clock()
+        answers = CountingAnswers(clock, 3600.0)
+        agent = StaleAgent(testAgent(self), base, answers, clock, 5.0, UplinkHealth(clock))
+        body = json.dumps({"context": [], "actions": []}).encode()
+
+        async def refresh(answer):
+            origin.answer = (200, [(b"Content-Type", b"application/json")], answer)
+            response = await agent.request(b"POST", base.encode() + b"v2/snaps/refresh",
+                                           Headers({b"snap-device-architecture": [b"amd64"]}),
+                                           BytesProducer(body))
+            self.assertEqual(response.decoded, answer)
+            return answers.learnt
+
+        first = json.dumps({"results": []}).encode()
+        self.assertEqual(await refresh(first), 1)
+        self.assertEqual(await refresh(first), 1)
+        self.assertEqual(await refresh(json.dumps({"results": [], "x": 1}).encode()), 2)
+        clock.advance(RELEARN_AFTER)
+        self.assertEqual(await refresh(first), 3)
+        self.assertEqual(len(origin.requests), 4)
 
 
 class UplinkStatusLineTests(TestCase):

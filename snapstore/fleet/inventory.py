@@ -16,11 +16,19 @@ import json
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from snapstore.state.fleet import InstalledSnap
 
 REFRESH_PATH = "/v2/snaps/refresh"
+#: A device whose refreshes report what this process last wrote for it is
+#: written again only this often (seconds): its last-seen time is that
+#: accurate (docs/fleet.md), and an unchanged refresh costs no write.
+LAST_SEEN_RESOLUTION = 5 * 60
+#: Devices whose last write is remembered; past this the memory is
+#: dropped and every device is written once more.
+MAX_REMEMBERED = 100_000
 
 
 def installedSnaps(body: Any) -> Optional[list[InstalledSnap]]:
@@ -80,9 +88,13 @@ class InventoryRecorder:
 
     log = Logger()
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, clock: IReactorTime) -> None:
         self.state = state
+        self.clock = clock
         self._failing = False
+        # identity -> (what was written, when): the write a refresh that
+        # reports the same again within LAST_SEEN_RESOLUTION can skip.
+        self._written: dict[str, tuple[Any, float]] = {}
 
     def noteAnswer(self, request: Any, code: int, answer: bytes,
                    document: Any = None) -> Deferred[Any]:
@@ -108,8 +120,18 @@ class InventoryRecorder:
             snaps = installedSnaps(request.json())
             if snaps is not None:
                 device = request.device
+                architecture = request.architecture
+                reported = (device.model, device.address, architecture,
+                            frozenset(snaps), frozenset(names.items()))
+                now = self.clock.seconds()
+                last = self._written.get(device.identity)
+                if last is not None and last[0] == reported and now - last[1] < LAST_SEEN_RESOLUTION:
+                    return succeed(None)
+                if len(self._written) >= MAX_REMEMBERED:
+                    self._written.clear()
+                self._written[device.identity] = (reported, now)
                 d = self.state.recordInventory(device.identity, device.model, device.address,
-                                               request.architecture, snaps, names)
+                                               architecture, snaps, names)
                 return d.addCallbacks(self._recorded, self._failed,
                                       errbackArgs=(device.identity,))
         if names:
@@ -123,6 +145,7 @@ class InventoryRecorder:
             self.log.info("Recording device inventories again")
 
     def _failed(self, failure: Any, identity: str) -> None:
+        self._written.pop(identity, None)  # not written: the next refresh writes it
         # Once per outage: a refresh a second would otherwise log a line a
         # second.  The next refresh of each device records it again.
         if not self._failing:

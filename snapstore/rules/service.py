@@ -92,7 +92,7 @@ class RulesService(Service):
             from snapstore.fleet.inventory import InventoryRecorder
 
             self.groups = GroupDirectory(env.state)
-            self.inventory = InventoryRecorder(env.state)
+            self.inventory = InventoryRecorder(env.state, env.clock)
         self._installSignal = installSignal
         self._previousHandler: Any = None
 

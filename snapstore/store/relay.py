@@ -22,6 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.bodies import ParsedJSON
@@ -41,7 +42,7 @@ from snapstore.store.compression import (
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.rewrite import RemoteURLs, rewriteAnswer
 from snapstore.store.streaming import relayBody
-from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
+from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody, isCancellation
 
 # Answers that describe snaps, and so carry URLs snapd fetches later.
 _REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
@@ -107,6 +108,23 @@ def copyResponseHead(response: IResponse, request: Request, keepLength: bool) ->
     addVia(request.responseHeaders)
 
 
+def _untilClientLeaves(request: Request, pending: Deferred[Any]) -> Deferred[Any]:
+    """
+    Cancel C{pending} (an upstream request or body read) if C{request}'s
+    client goes away first, so that upstream stops sending an answer
+    nobody will read.
+    """
+    def left(reason: Failure) -> None:
+        if not pending.called:
+            pending.cancel()
+
+    if request._disconnected:
+        left(Failure(ConnectionDone()))
+    else:
+        request.notifyFinish().addErrback(left)
+    return pending
+
+
 class RelayResource(Resource):
     """
     Relays any store API call upstream and its answer back.
@@ -142,6 +160,13 @@ class RelayResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> None:
+        if request._disconnected and (isCancellation(failure) or failure.check(UpstreamError)):
+            # The client left mid-relay and what it waited for was given up
+            # (or failed): the answer has nowhere to go, and the access log
+            # already counts the request as a client abort (499).
+            self.log.debug("client left before {uri} was answered ({why})",
+                           uri=request.uri, why=failure.getErrorMessage())
+            return
         error = failure.value
         if isinstance(error, UpstreamError):
             if self.metrics is not None:
@@ -181,9 +206,9 @@ class RelayResource(Resource):
                                 getattr(verdict, "errorCode", "forbidden"), verdict.reason)
                 return
         asked = self.clock.seconds()
-        response = await self.upstream.request(
+        response = await _untilClientLeaves(request, self.upstream.request(
             request.method, url, headers, body if hasBody else None, parsedBody=parsedBody
-        )
+        ))
         if self.metrics is not None:
             self.metrics.upstreamAnswered(request.path, self.clock.seconds() - asked)
         if self._needsRewrite(request, response):
@@ -191,7 +216,7 @@ class RelayResource(Resource):
             # The stale agent may have decoded the answer already.
             raw = getattr(response, "decoded", None)
             if raw is None:
-                raw = await self.upstream.readBody(response, what)
+                raw = await _untilClientLeaves(request, self.upstream.readBody(response, what))
             document = None
             if described is not None:
                 try:
@@ -213,6 +238,8 @@ class RelayResource(Resource):
                     await maybeDeferred(self.recordBlob, blob)
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
+            if request._disconnected:
+                return  # counted as a client abort; nothing to write to
             copyResponseHead(response, request, keepLength=False)
             body = encodeFor(request.requestHeaders, request.responseHeaders, rewritten.body)
             if request.method != b"HEAD":

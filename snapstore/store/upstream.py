@@ -41,6 +41,19 @@ class UpstreamError(Exception):
         self.message = message
 
 
+def isCancellation(failure: Failure) -> bool:
+    """
+    Whether C{failure} is a request its caller cancelled (the client it
+    was for went away), bare or in the agent's own wrapper.
+    """
+    if failure.check(CancelledError):
+        return True
+    if not isinstance(failure.value, ResponseFailed):
+        return False
+    reasons = failure.value.reasons
+    return bool(reasons) and all(reason.check(CancelledError) for reason in reasons)
+
+
 def describeFailure(failure: Failure, what: str, timeout: float) -> UpstreamError:
     """
     Turn a failed upstream request into the error the client should see.
@@ -120,6 +133,8 @@ class StoreUpstream:
                                          f"upstream store did not answer {what} within {timeout:g}s"))
 
         def failed(failure: Failure) -> Failure:
+            if isCancellation(failure):
+                return failure  # the caller gave up (its client left): nothing to report
             upstreamError = describeFailure(failure, what, timeout)
             self.log.warn("upstream failure ({code}): {message}",
                           code=upstreamError.code, message=upstreamError.message)

@@ -20,6 +20,7 @@ untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -37,14 +38,26 @@ from zope.interface import implementer
 from snapstore.http.bodies import BytesProducer, ParsedJSON
 from snapstore.offline.store import BodyCollector, LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
-from snapstore.store.upstream import UpstreamError, describeFailure
+from snapstore.store.upstream import UpstreamError, describeFailure, isCancellation
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
 MAX_LEARNED = 16 << 20
+#: The request headers the memory reads when learning (the architecture a
+#: refresh or find is for, whether it is the follower's own call).
+_LEARNT_HEADERS = (b"snap-device-architecture", b"x-ubuntu-architecture", b"user-agent")
 #: The largest answer to a covered call read (as sent), as the relay's
 #: own bound on the answers it reads.
 MAX_BODY = 64 << 20
+#: An answer identical to one learnt (same call, same device headers the
+#: memory reads, same request body, same answer) within this many seconds
+#: is not learnt again: the memory would only move its times forward, by
+#: less than this, against the days answers stay usable (C{maxAge}).
+#: Learning is a parse and a walk of the answer, a tenth of a relayed
+#: refresh's cost (issue 20), and a fleet's refreshes repeat.
+RELEARN_AFTER = 60.0
+#: Answers remembered as learnt; past this the memory starts afresh.
+MAX_LEARNT = 10_000
 
 
 class UplinkHealth:
@@ -182,6 +195,8 @@ class StaleAgent:
         self.health = health
         self.enabled = enabled
         self.local = LocalStoreAgent(answers, self.base, live)
+        # digest of an answer and what it answered -> when it was learnt
+        self._learnt: dict[bytes, float] = {}
 
     def request(self, method: bytes, uri: bytes, headers: Optional[Headers] = None,
                 bodyProducer: Any = None) -> Deferred[IResponse]:
@@ -266,6 +281,9 @@ class StaleAgent:
             if timedOut:
                 raise _TooSlow(f"upstream did not answer {method.decode()} "
                                f"{uri.decode('ascii', 'replace')} within {self.deadline:g}s")
+            if isCancellation(Failure()):
+                # The caller gave up (its client left): not upstream's fault.
+                raise CancelledError()
             raise
         finally:
             if timer.active():
@@ -312,6 +330,30 @@ class StaleAgent:
                 return True
         return False
 
+    def _learntRecently(self, kind: str, uri: bytes, headers: Headers,
+                        body: Optional[ParsedJSON], decoded: bytes) -> bool:
+        """
+        Whether this very answer to this very call was learnt less than
+        L{RELEARN_AFTER} seconds ago; if not, it is noted as learnt now.
+        Compared by digest, so the answer is neither parsed nor kept.
+        """
+        parts = [kind.encode(), uri]
+        parts += [b"\0".join(headers.getRawHeaders(name) or ()) for name in _LEARNT_HEADERS]
+        parts += [body.raw if body is not None else b"", decoded]
+        digest = hashlib.blake2b(digest_size=20)
+        for part in parts:
+            digest.update(b"%d:" % len(part))
+            digest.update(part)
+        key = digest.digest()
+        now = self.clock.seconds()
+        learnt = self._learnt.get(key)
+        if learnt is not None and now - learnt < RELEARN_AFTER:
+            return True
+        if len(self._learnt) >= MAX_LEARNT:
+            self._learnt.clear()
+        self._learnt[key] = now
+        return False
+
     def _learn(self, kind: str, uri: bytes, headers: Headers, body: Optional[ParsedJSON],
                response: IResponse, raw: bytes) -> Optional[bytes]:
         """
@@ -337,6 +379,8 @@ class StaleAgent:
             if len(decoded) > MAX_LEARNED:
                 return None
             known = decoded
+            if self._learntRecently(kind, uri, headers, body, decoded):
+                return decoded
             parts = urlsplit(uri.decode("ascii", "replace")[len(self.base) - 1:])
             if kind == "assertion":
                 segments = [unquote(s) for s in parts.path.strip("/").split("/")]
