@@ -6,6 +6,7 @@ fake store, each on free loopback ports, stopped when the test ends.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -138,7 +139,9 @@ def waitForPort(port: int, process: RunningProcess, bound: float = 120.0) -> Any
 def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> Any:
     """
     Run C{twistd -n snapstore OPTIONS} as a real process, the way an admin
-    runs it, and wait until its store endpoint listens.
+    runs it, and wait until its store endpoint listens, and its admin
+    endpoint when OPTIONS name a TCP one (it may start listening later
+    than the store's, and a test talking to it at once met a refusal).
 
     @return: a Deferred firing with C{(process, storePort)}.
     """
@@ -152,7 +155,22 @@ def startTwistd(testCase: Any, *options: str, storePort: int | None = None) -> A
         argv += ["--config", os.devnull]
     process = spawn(testCase, argv)
     yield waitForPort(storePort, process)
+    adminPort = _tcpPort(options, "--admin-endpoint")
+    if adminPort is not None:
+        yield waitForPort(adminPort, process)
     return process, storePort
+
+
+def _tcpPort(options: tuple[str, ...], name: str) -> int | None:
+    """
+    The port of the C{tcp:PORT...} endpoint given to option C{name}, if
+    any.
+    """
+    for option, value in zip(options, options[1:]):
+        if option == name:
+            match = re.match(r"tcp6?:(\d+)", value)
+            return int(match.group(1)) if match else None
+    return None
 
 
 async def spawnFakeStore(testCase: Any, *snaps: str) -> str:

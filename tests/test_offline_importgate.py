@@ -101,9 +101,12 @@ class ImportGateTests(TestCase):
         spooled = 0
         for _ in range(200):
             for fd in os.listdir(f"/proc/{self.process.pid}/fd"):
-                link = os.readlink(f"/proc/{self.process.pid}/fd/{fd}")
-                if link.startswith(staging):
-                    spooled = max(spooled, os.stat(f"/proc/{self.process.pid}/fd/{fd}").st_size)
+                try:
+                    link = os.readlink(f"/proc/{self.process.pid}/fd/{fd}")
+                    if link.startswith(staging):
+                        spooled = max(spooled, os.stat(f"/proc/{self.process.pid}/fd/{fd}").st_size)
+                except FileNotFoundError:
+                    continue  # closed since the listing: not the spool file
             if spooled >= sent:
                 break
             await deferLater(reactor, 0.05, lambda: None)
