@@ -11,7 +11,7 @@ from typing import Any, Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM, EXIT_REFUSED
 from snapstore.state.auditcheck import checkRows, entryFromJSON
-from snapstore.cli.format import compact, dumpJSON, formatTime, plural, table
+from snapstore.cli.format import compact, dumpJSON, formatTime, plural, printListing
 
 
 def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -47,16 +47,8 @@ def cmdAudit(client: AdminClient, options: argparse.Namespace, out: TextIO) -> i
         return EXIT_OK if answer["ok"] else EXIT_PROBLEM
     answer = client.call("GET", "/v1/audit", query={
         "snap": options.snap, "since": options.since, "until": options.until})
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    entries = answer["entries"]
-    if not entries:
-        out.write("No audit entries\n")
-        return EXIT_OK
-    rows = [["Id", "Time", "Actor", "Action", "Target", "Change"]]
-    for e in entries:
-        rows.append([str(e["id"]), formatTime(e["time"]), e["actor"], e["action"], e["target"],
-                     f"{compact(e['before'])} -> {compact(e['after'])}"])
-    table(rows, out)
+    printListing(answer, "entries", options.json, "No audit entries",
+                 ["Id", "Time", "Actor", "Action", "Target", "Change"],
+                 lambda e: [str(e["id"]), formatTime(e["time"]), e["actor"], e["action"], e["target"],
+                            f"{compact(e['before'])} -> {compact(e['after'])}"], out)
     return EXIT_OK

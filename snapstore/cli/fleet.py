@@ -17,7 +17,7 @@ import json
 from typing import Any, TextIO
 
 from snapstore.cli.client import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CommandError
-from snapstore.cli.format import dumpJSON, parseTime, plural, quote, table
+from snapstore.cli.format import dumpJSON, parseTime, plural, printListing, quote, table
 
 
 def addVerbs(verb: Any) -> None:
@@ -62,15 +62,11 @@ def addVerbs(verb: Any) -> None:
     sub.add_argument("--csv", action="store_true", help="print CSV")
 
 
-def _dump(value: Any, out: TextIO) -> None:
-    dumpJSON(value, out)
-
-
 def cmdDevices(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/v1/devices", query={
         "all": "1" if options.all else None, "group": options.group, "snap": options.snap})
     if options.json:
-        _dump(answer, out)
+        dumpJSON(answer, out)
         return EXIT_OK
     limit = answer.get("limit")
     out.write(f"Connected devices (last 24 h): {answer.get('connected')}; "
@@ -88,7 +84,7 @@ def cmdDevices(client: Any, options: argparse.Namespace, out: TextIO) -> int:
 def cmdDevice(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     d = client.call("GET", f"/v1/devices/{quote(options.identity)}")
     if options.json:
-        _dump(d, out)
+        dumpJSON(d, out)
         return EXIT_OK
     out.write(f"Device:       {d['identity']}\nModel:        {d['model'] or '-'}\n"
               f"Address:      {d['address'] or '-'}\nArchitecture: {d['architecture'] or '-'}\n"
@@ -107,7 +103,7 @@ def cmdDevice(client: Any, options: argparse.Namespace, out: TextIO) -> int:
 def cmdInventory(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/v1/inventory", query={"snap": options.snap})
     if options.json:
-        _dump(answer, out)
+        dumpJSON(answer, out)
         return EXIT_OK
     if not answer["snaps"]:
         out.write("No devices have reported " + (options.snap if options.snap else "snaps")
@@ -134,7 +130,7 @@ def cmdGroup(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         answer = client.call("PUT", f"/v1/groups/{quote(options.name)}",
                              {"selectors": selectors})
         if options.json:
-            _dump(answer, out)
+            dumpJSON(answer, out)
         else:
             verb = "replaced" if answer.get("previous") else "created"
             out.write(f"Group {options.name} {verb}\n")
@@ -142,31 +138,23 @@ def cmdGroup(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     if options.action == "delete":
         answer = client.call("DELETE", f"/v1/groups/{quote(options.name)}")
         if options.json:
-            _dump(answer, out)
+            dumpJSON(answer, out)
         else:
             out.write(f"Group {options.name} deleted\n")
         return EXIT_OK
     if options.action == "show":
         answer = client.call("GET", f"/v1/groups/{quote(options.name)}")
         if options.json:
-            _dump(answer, out)
+            dumpJSON(answer, out)
             return EXIT_OK
         out.write(f"Group {answer['name']}: {_selectorText(answer['selectors'])}\n"
                   f"{plural(answer['devices'], 'member')}\n")
         for identity in answer["members"]:
             out.write(f"  {identity}\n")
         return EXIT_OK
-    answer = client.call("GET", "/v1/groups")
-    if options.json:
-        _dump(answer, out)
-        return EXIT_OK
-    if not answer["groups"]:
-        out.write("No device groups\n")
-        return EXIT_OK
-    rows = [["Group", "Selectors", "Devices"]]
-    for g in answer["groups"]:
-        rows.append([g["name"], _selectorText(g["selectors"]), str(g["devices"])])
-    table(rows, out)
+    printListing(client.call("GET", "/v1/groups"), "groups", options.json, "No device groups",
+                 ["Group", "Selectors", "Devices"],
+                 lambda g: [g["name"], _selectorText(g["selectors"]), str(g["devices"])], out)
     return EXIT_OK
 
 
@@ -179,19 +167,13 @@ def printChanges(answer: dict[str, Any], options: argparse.Namespace, out: TextI
     """
     Print a what-would-refresh document (also the C{--dry-run} report).
     """
-    if options.json:
-        _dump(answer, out)
-        return EXIT_OK
-    changes = answer["changes"]
-    if not changes:
-        out.write("No device would change revision\n")
-        return EXIT_OK
-    rows = [["Device", "Snap", "Channel", "From", "To"]]
-    for c in changes:
-        rows.append([c["device"], c["snap"], c["channel"], str(c["from"]), str(c["to"])])
-    table(rows, out)
-    out.write(f"{plural(len(changes), 'change')} on "
-              f"{plural(len({c['device'] for c in changes}), 'device')}\n")
+    if printListing(answer, "changes", options.json, "No device would change revision",
+                    ["Device", "Snap", "Channel", "From", "To"],
+                    lambda c: [c["device"], c["snap"], c["channel"], str(c["from"]), str(c["to"])],
+                    out):
+        changes = answer["changes"]
+        out.write(f"{plural(len(changes), 'change')} on "
+                  f"{plural(len({c['device'] for c in changes}), 'device')}\n")
     return EXIT_OK
 
 
@@ -227,7 +209,7 @@ def cmdDeliveries(client: Any, options: argparse.Namespace, out: TextIO) -> int:
         answer = {"ok": bad is None, "rows": len(rows), "first-bad-id": bad,
                   "service-first-bad-id": server.get("first-bad-id")}
         if options.json:
-            _dump(answer, out)
+            dumpJSON(answer, out)
         elif bad is None:
             out.write(f"Delivery log intact: {plural(len(rows), 'row')}"
                       + (f"; newest row {rows[-1]['id']} has hash {rows[-1]['row-hash']}"
@@ -242,7 +224,7 @@ def cmdDeliveries(client: Any, options: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/v1/deliveries", query={
         "device": options.device, "snap": options.snap, "since": since})
     if options.json:
-        _dump(answer, out)
+        dumpJSON(answer, out)
         return EXIT_OK
     columns = ["time", "device", "snap", "snap-id", "revision", "sha3-384", "bytes",
                "complete", "cache"]

@@ -10,7 +10,7 @@ import argparse
 import datetime
 import json
 import urllib.parse
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from snapstore.http.controlchars import escapeControls
 from snapstore.units import formatSize as formatSize
@@ -106,6 +106,26 @@ def quote(text: str) -> str:
 
 def dumpJSON(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def printListing(answer: dict[str, Any], key: str, asJSON: bool, empty: str,
+                 header: list[str], row: Callable[[Any], list[str]], out: TextIO) -> bool:
+    """
+    Print a listing answer the way every listing verb does: the whole
+    answer with C{--json}, else C{empty} when C{answer[key]} has nothing,
+    else a table of C{header} and one C{row} per item.
+
+    @return: whether a table was printed (a verb may add a summary line).
+    """
+    if asJSON:
+        dumpJSON(answer, out)
+        return False
+    items = answer[key]
+    if not items:
+        out.write(empty + "\n")
+        return False
+    table([header] + [row(item) for item in items], out)
+    return True
 
 
 class EscapingOutput:

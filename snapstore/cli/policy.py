@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from snapstore.cli.client import EXIT_OK, EXIT_USAGE, CommandError
 from snapstore.cli.fleet import printChanges
-from snapstore.cli.format import dumpJSON, formatDuration, quote, table
+from snapstore.cli.format import dumpJSON, formatDuration, printListing, quote, table
 from snapstore.policy.timespec import TimeSpecError, parseDuration, parseTime
 
 
@@ -167,16 +167,8 @@ def cmdHold(client: Any, options: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmdHolds(client: Any, options: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("GET", "/v1/holds")
-    if options.json:
-        dumpJSON(answer, out)
-        return EXIT_OK
-    if not answer["holds"]:
-        out.write("No holds\n")
-        return EXIT_OK
-    rows = [["Snap", "Channel", "Scope", "Hold", "Reason"]]
-    rows += [_holdLine(hold) for hold in answer["holds"]]
-    table(rows, out)
+    printListing(client.call("GET", "/v1/holds"), "holds", options.json, "No holds",
+                 ["Snap", "Channel", "Scope", "Hold", "Reason"], _holdLine, out)
     return EXIT_OK
 
 
