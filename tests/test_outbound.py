@@ -23,7 +23,7 @@ from twisted.web.http_headers import Headers
 from snapstore.forward.auth import hashPassword
 from snapstore.outbound import (
     DirectDialer, OriginAgent, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent,
-    makeDialer,
+    makeConnections, makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
 from tests.helpers import MemoryBlobs, startStore, testSettings
@@ -247,7 +247,9 @@ class OriginAgentTests(TestCase):
         pools = [HTTPConnectionPool(reactor, persistent=True) for _ in range(2)]
         for pool in pools:
             self.addCleanup(pool.closeCachedConnections)
-        fast = makeAgent(reactor, settings, pools[0])
+        connections = makeConnections(reactor)
+        self.addCleanup(connections.closeCachedConnections)
+        fast = makeAgent(reactor, settings, pools[0], connections)
         # The generic agent over the same checked endpoints, for reference.
         generic = Agent.usingEndpointFactory(reactor, fast.endpoints, pools[1])
         return fast, generic
@@ -317,5 +319,5 @@ class OriginAgentTests(TestCase):
         fast, generic = self.agents(1)
         for origin in (b"http://[::1]:8080", b"https://store.example", b"http://store.example:80",
                        b"https://10.0.0.1:8443"):
-            _, host, parsed = fast._learn(origin)
-            self.assertEqual(host, generic._computeHostValue(parsed.scheme, parsed.host, parsed.port))
+            (scheme, name, port), host, _ = fast._learn(origin)
+            self.assertEqual(host, generic._computeHostValue(scheme, name, port))
