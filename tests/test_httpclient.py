@@ -400,6 +400,22 @@ class FlowTests(ClientTestsMixin, SynchronousTestCase):
         self.assertEqual(b"".join(body.data), b"0123")
 
 
+    def test_notHeldWhenDeliveredAtOnce(self) -> None:
+        """
+        A body's protocol given as the request fires (as the upstream
+        client's callers do) costs no pause and resume of the connection.
+        """
+        asked = self.send()
+        transport = self.endpoint.transports[0]
+        pauses = []
+        transport.pauseProducing = lambda: pauses.append(1)  # type: ignore[method-assign]
+        body = _Body()
+        asked.addCallback(lambda response: response.deliverBody(body))
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n01")
+        self.answer(b"23")
+        self.assertEqual((pauses, b"".join(body.data)), ([], b"0123"))
+
+
 class PoolTests(ClientTestsMixin, SynchronousTestCase):
     """
     Idle connections are reused, time out, and are retried once when a

@@ -354,14 +354,16 @@ class ClientConnection(Protocol):
             self._response = response
             if buffer:
                 self._bodyReceived(buffer)
-            if self.state == BODY and self._response is response:
-                response._transport.hold()
         elif buffer:
             # Bytes past an answer without a body: nothing to reuse.
             self._reusable = False
             self._close()
         if pending is not None:
             pending.callback(response)
+        if self._response is response and not response._delivered:
+            # The rest of the body waits for a protocol (most callers give
+            # one before the request's Deferred returns: then no pause).
+            response._transport.hold()
 
     def _parseHead(self, head: bytes) -> Optional[ClientResponse]:
         """
