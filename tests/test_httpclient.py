@@ -611,3 +611,90 @@ class LoopbackTests(TestCase):
                 self.assertTrue(isCancellation(Failure(failed)))
                 raise CancelledError()
         self.assertEqual(self.connections.idleCount((b"http", b"127.0.0.1", self.store.apiPort)), 0)
+
+
+class _Streaming(Protocol):
+    """
+    An origin that answers any request with C{size} bytes, written as its
+    transport asks (a push producer), and counts what it wrote.
+    """
+
+    size = 64 << 20
+    chunk = b"x" * 65536
+
+    def connectionMade(self) -> None:
+        self.written = 0
+        self.paused = False
+        self.factory.origins.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.written == 0 and b"\r\n\r\n" in data:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+            self.transport.registerProducer(self, True)
+            self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.written < self.size:
+            self.transport.write(self.chunk)
+            self.written += len(self.chunk)
+        if self.written >= self.size:
+            self.transport.unregisterProducer()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class FlowLoopbackTests(TestCase):
+    """
+    A body's reader that pauses holds the origin back, end to end on
+    loopback: what a slow device does to a streamed download.
+    """
+
+    timeout = 60
+
+    async def test_pausedReaderHoldsOriginBack(self) -> None:
+        from twisted.internet.protocol import Factory
+        from twisted.internet.task import deferLater
+
+        from snapstore.outbound import makeAgent, makeConnections
+        from tests.helpers import listen, testSettings
+
+        factory = Factory.forProtocol(_Streaming)
+        factory.origins = []
+        port = await listen(self, factory)
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        connections = makeConnections(reactor)
+        self.addCleanup(connections.closeCachedConnections)
+        agent = makeAgent(reactor, testSettings(self, upstream=f"http://127.0.0.1:{port}/"),
+                          pool, connections)
+        response = await agent.request(b"GET", f"http://127.0.0.1:{port}/blob".encode(),
+                                       Headers())
+
+        class Counting(_Body):
+            received = 0
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += len(data)
+
+        body = Counting()
+        response.deliverBody(body)
+        body.transport.pauseProducing()
+        for _ in range(50):
+            await deferLater(reactor, 0.01, lambda: None)
+        origin = factory.origins[0]
+        # Socket buffers hold a few MiB at most: the rest waits for the reader.
+        self.assertTrue(origin.paused)
+        self.assertLess(origin.written, _Streaming.size // 2)
+        held = body.received
+        body.transport.resumeProducing()
+        while body.reason is None:
+            await deferLater(reactor, 0.01, lambda: None)
+        body.reason.trap(ResponseDone)
+        self.assertEqual(body.received, _Streaming.size)
+        self.assertLess(held, _Streaming.size // 2)
+        self.assertEqual(connections.idleCount((b"http", b"127.0.0.1", port)), 1)
