@@ -230,6 +230,11 @@ class FramingTests(ClientTestsMixin, SynchronousTestCase):
         """
         response = self.response(b"HTTP/1.1 200 OK\nX-A: 1\n  2\nContent-Length: 0\n\n")
         self.assertEqual(response.headers.getRawHeaders(b"x-a"), [b"1  2"])
+        # The first empty line ends the head, even if CRLFCRLF comes later.
+        response = self.response(b"HTTP/1.1 200 OK\nContent-Length: 6\n\nab\r\n\r\n")
+        body = self.body(response)
+        self.assertEqual((response.headers.getRawHeaders(b"content-length"), body.data),
+                         (None, [b"ab\r\n\r\n"]))
 
     def test_closeEndsReuse(self) -> None:
         """

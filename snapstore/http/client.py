@@ -325,11 +325,7 @@ class ClientConnection(Protocol):
 
     def _headReceived(self, buffer: bytes) -> None:
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end != -1:
-                end += 4
-            else:
-                end = _bareHeadEnd(buffer)
+            end = _headEnd(buffer)
             if end == -1:
                 if len(buffer) > MAX_HEAD:
                     self._failHead(ParseError(f"answer head larger than {MAX_HEAD} bytes", b""))
@@ -546,9 +542,11 @@ class ClientConnection(Protocol):
         self.transport.abortConnection()
 
 
-def _bareHeadEnd(buffer: bytes) -> int:
+def _headEnd(buffer: bytes) -> int:
     """
-    The end of a head whose lines end in bare LF (or mixed), or -1.
+    The offset just past the first empty line of C{buffer}, or -1.  Lines
+    may end in CRLF or bare LF (as Twisted's client reads them): the
+    first line feed followed by another or by CRLF ends the head.
     """
     ends = [at for at in (buffer.find(b"\n\n"), buffer.find(b"\n\r\n")) if at != -1]
     if not ends:
