@@ -162,6 +162,12 @@ def makeService(options: Options) -> IService:
     from snapstore.observe.gcpauses import CollectorPauses
 
     CollectorPauses().setServiceParent(top)
+    if settings.reactorLagWarning > 0:
+        from snapstore.observe.lag import ReactorLag
+
+        lag = ReactorLag(reactor, warnAfter=settings.reactorLagWarning, watchdog=True)
+        lag.sink = store.parts.metrics.watchReactorLag(lag)
+        lag.setServiceParent(top)
     twistd = options.parent or {}
     return withLogFormat(top, settings.logFormat, twistd.get("logfile"), twistd, reactor)
 
