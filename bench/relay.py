@@ -569,7 +569,8 @@ def addedLatencyRuns(work: str, options: argparse.Namespace) -> bool:
               f"{percentile(through, 0.5) * 1000:.2f}; errors {directErrors} / {throughErrors}; "
               f"load average {os.getloadavg()[0]:.2f}; gc {gcPauses(work, name)})\n"
               f"         snapstore {reactorLag(os.path.join(work, f'{name}.log'))}\n"
-              f"         fake store {reactorLag(os.path.join(work, f'{name}-fake.log'))}\n"
+              f"         fake store {reactorLag(os.path.join(work, f'{name}-fake.log'))}; "
+              f"{summaryLine(os.path.join(work, f'{name}-fake.log'), 'gc pauses:')}\n"
               f"         via snapstore: {throughLag.describe()}; direct: {directLag.describe()}")
     print(f"  target (<= 5 ms) met in {met} of {options.latency_runs} runs")
     return met == options.latency_runs

@@ -102,19 +102,24 @@ def startLagProbe(reactor, warnAfter: float) -> None:
     (L{snapstore.observe.lag}), logging only the probe's lines to stderr:
     the fake store's stalls, if any, then show beside snapstore's.
     """
+    from snapstore.observe.gcpauses import CollectorPauses
     from snapstore.observe.lag import ReactorLag
 
     lag = ReactorLag(reactor, warnAfter=warnAfter, watchdog=True)
+    pauses = CollectorPauses(freeze=False, youngThreshold=None)
 
     def fromProbe(event):
-        if event.get("log_namespace", "").startswith("snapstore.observe.lag"):
+        if event.get("log_namespace", "").startswith(("snapstore.observe.lag",
+                                                      "snapstore.observe.gcpauses")):
             return PredicateResult.maybe
         return PredicateResult.no
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
         textFileLogObserver(sys.stderr), [fromProbe, LogLevelFilterPredicate()])])
     lag.startService()
+    pauses.startService()
     reactor.addSystemEventTrigger("before", "shutdown", lag.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", pauses.stopService)
 
 
 async def main(reactor, argv) -> None:
