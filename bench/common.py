@@ -149,3 +149,33 @@ class ClientLag:
         return (f"client lag max {1000 * self.longest:.1f} ms ({len(self.stalls)} over "
                 f"{1000 * self.warnAfter:g} ms), client gc {self.collections} "
                 f"({1000 * self.collectorSeconds:.1f} ms, max {1000 * self.longestCollection:.1f})")
+
+
+def cpuSteal() -> tuple[float, float]:
+    """
+    Jiffies the machine's CPUs spent, in all and stolen (by the
+    hypervisor: a virtual CPU that was runnable but not running), from
+    C{/proc/stat}; (0, 0) where there is none.  The difference of two
+    readings says how much of a run the machine itself lost.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return sum(fields[:8]), (fields[7] if len(fields) > 7 else 0.0)
+
+
+def involuntarySwitches(pid: int) -> int:
+    """
+    How often process C{pid} (all its threads: the main one) was taken off
+    a CPU while it still wanted to run, from C{/proc}; -1 when unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return -1
