@@ -44,6 +44,20 @@ class LagArithmeticTests(SynchronousTestCase):
                                 window=10.0)
         self.probe.startService()
         self.addCleanup(lambda: self.probe.running and self.probe.stopService())
+        self.clock.advance(0)  # the first tick is due 5 ms after this turn
+
+    def test_startsAfterTheTurn(self):
+        """
+        Work done in the turn the probe was started in (the other
+        services' start-up) is not measured as lag.
+        """
+        clock = Clock()
+        seen: list[float] = []
+        probe = ReactorLag(clock, interval=0.005, sink=seen.append)
+        probe.startService()
+        self.addCleanup(probe.stopService)
+        clock.pump([0.5, 0.005])  # the turn took 0.5 s, then one tick
+        self.assertEqual(seen, [0.0])
 
     def test_onTime(self):
         """

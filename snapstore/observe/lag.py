@@ -97,7 +97,15 @@ class ReactorLag(Service):
     # -- the ticks (reactor thread) -----------------------------------------
 
     def startService(self) -> None:
+        """
+        Begin ticking once the current turn of the reactor is over: the
+        services started after this one in the same turn (the collector's
+        freeze, at start-up) are not a stall anybody waits for.
+        """
         super().startService()
+        self._call = self.clock.callLater(0, self._begin)
+
+    def _begin(self) -> None:
         now = self.clock.seconds()
         self._windowEnds = now + self.window
         self._schedule(now)
