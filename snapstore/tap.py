@@ -157,6 +157,13 @@ def makeService(options: Options) -> IService:
     store = _addStoreService(top, reactor, settings, options.rulesDir)
     _addForwardService(top, reactor, settings, store.parts)
     _addAdminService(top, reactor, settings, store)
+    # How late the reactor runs (snapstore/observe/lag.py).
+    if settings.reactorLagWarning > 0:
+        from snapstore.observe.lag import ReactorLag
+
+        lag = ReactorLag(reactor, warnAfter=settings.reactorLagWarning, watchdog=True)
+        lag.sink = store.parts.metrics.watchReactorLag(lag)
+        lag.setServiceParent(top)
     # Last, so that it starts once every other part is built: see
     # snapstore/observe/gcpauses.py.
     from snapstore.observe.gcpauses import CollectorPauses
