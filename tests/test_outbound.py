@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.portforward import ProxyFactory
@@ -46,6 +46,39 @@ class ParentProxyTests(SynchronousTestCase):
         self.assertIsInstance(makeDialer(reactor, chained), ParentDialer)
         self.assertIsInstance(makeAgent(reactor, plain), OriginAgent)
         self.assertIsInstance(makeAgent(reactor, chained), ParentProxyAgent)
+
+
+class DirectDialerTests(SynchronousTestCase):
+    """
+    The direct dialer connects to checked addresses as they are.
+    """
+
+    def _dialed(self, address: str) -> tuple[Any, int]:
+        from twisted.internet.testing import MemoryReactorClock
+
+        class NoResolver:
+            asked: list[str] = []
+
+            def resolveHostName(self, receiver: Any, hostName: str, *args: Any, **kw: Any) -> Any:
+                self.asked.append(hostName)
+                return receiver
+
+        memory = MemoryReactorClock()
+        resolver = NoResolver()
+        memory.nameResolver = resolver  # type: ignore[attr-defined]
+        DirectDialer(memory).dial("example.org", 443, [address], Factory.forProtocol(Protocol))
+        return memory, len(resolver.asked)
+
+    def test_literalNotResolved(self) -> None:
+        """
+        An IPv4 or IPv6 literal is connected to without a name resolution
+        (which would be a thread hop per new upstream connection).
+        """
+        for address, expected in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")]:
+            memory, resolutions = self._dialed(address)
+            self.assertEqual(resolutions, 0)
+            self.assertEqual([(host, port) for host, port, *_ in memory.tcpClients],
+                             [(expected, 443)])
 
 
 class ChainTests(TestCase):
