@@ -105,6 +105,48 @@ class AccessLineTests(TestCase):
                                         "device", "snap", "revision"])
 
     @inlineCallbacks
+    def test_noFormattingPerLine(self):
+        """
+        The access line reaches the text log as it was written: no format
+        is run over it on the way (neither Logger.emit's checks nor
+        twisted.logger's formatting), and it reads as twistd writes it.
+        """
+        import io
+
+        from twisted.internet.task import Clock
+        from twisted.logger import formatEventAsClassicLogText, globalLogPublisher
+        from twisted.logger import _logger
+
+        from snapstore.observe import logs
+        from snapstore.observe.logs import TextLineObserver
+
+        output = io.StringIO()
+        observer = TextLineObserver(output, Clock())
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        calls = []
+        originalFormat, originalEmit = logs.formatEventAsClassicLogText, _logger.Logger.emit
+
+        def formatEventAsClassicLogText(event, *args, **kwargs):
+            if event.get("log_namespace") == ACCESS_NAMESPACE:
+                calls.append("format")
+            return originalFormat(event, *args, **kwargs)
+
+        def emit(logger, *args, **kwargs):
+            if logger.namespace == ACCESS_NAMESPACE:
+                calls.append("emit")
+            return originalEmit(logger, *args, **kwargs)
+
+        self.patch(logs, "formatEventAsClassicLogText", formatEventAsClassicLogText)
+        self.patch(_logger.Logger, "emit", emit)
+        url = yield self.service.refresh()
+        yield self.service.download(url)
+        written = [line for line in output.getvalue().splitlines() if ACCESS_NAMESPACE in line]
+        self.assertEqual((len(self.events), len(written), calls), (2, 2, []))
+        self.assertEqual(written[-1] + "\n", formatEventAsClassicLogText(
+            self.events[-1], formatTime=observer.formatTime))
+
+    @inlineCallbacks
     def test_braces(self):
         """
         Braces in a requested path appear in the line as sent, not taken
