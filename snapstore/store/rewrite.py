@@ -157,7 +157,7 @@ class URLRewriter:
             snapName=_text(context.get("name")),
             revision=_int(context.get("revision")),
             architectures=tuple(
-                arch for arch in context.get("architectures") or () if isinstance(arch, str)
+                [arch for arch in context.get("architectures") or () if isinstance(arch, str)]
             ),
             seenAt=self.seenAt,
         )
@@ -219,7 +219,7 @@ def _context(path: tuple[Any, ...]) -> dict[str, Any]:
     for node in path:
         for key in ("snap-id", "name", "revision"):
             value = node.get(key)
-            if isinstance(value, (str, int)) and not isinstance(value, bool):
+            if value is not None and isinstance(value, (str, int)) and not isinstance(value, bool):
                 context[key] = value
         if isinstance(node.get("architectures"), list):
             context["architectures"] = node["architectures"]
@@ -250,6 +250,7 @@ def _rewriteDownload(download: dict[str, Any], context: dict[str, Any], rewriter
             rewriter.downloadURL(delta["url"], delta, deltaContext)
 
 
+@functools.lru_cache(maxsize=4096)
 def _token(text: str) -> bytes:
     """
     C{text} as Python's JSON encoder writes a string (C{ensure_ascii}):
@@ -300,7 +301,8 @@ def rewriteAnswer(body: bytes, publicBase: str, seenAt: float = 0.0,
     # Longest first, so a URL that is a prefix of another is not replaced
     # inside it (tokens are whole JSON strings, quotes included, anyway).
     originals = rewriter.replacements
-    escapedSlashes = b"\\/" in body
+    # (A backslash is looked for first: that is a far faster search.)
+    escapedSlashes = b"\\" in body and b"\\/" in body
     for original in sorted(originals, key=len, reverse=True) if len(originals) > 1 else originals:
         replacement = _token(originals[original])
         for encoded in _encodings(original, escapedSlashes):
