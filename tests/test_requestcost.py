@@ -72,6 +72,38 @@ class ContentTypeParsingTests(SynchronousTestCase):
         self.assertEqual(self.parsed, [b"application/x-www-form-urlencoded", b"application/jsonx"])
 
 
+class SecureOnceTests(SynchronousTestCase):
+    """
+    L{ObservedRequest.isSecure} asks the connection once, and answers as
+    Twisted does.
+    """
+
+    def request(self, channel):
+        return ObservedRequest(channel)
+
+    def test_plainAndSecure(self):
+        """
+        A plain connection is not secure, a TLS one is; each connection is
+        asked once, however many requests it carries; C{setHost(ssl=True)}
+        still makes a request secure.
+        """
+        asked = []
+
+        class Channel(DummyChannel):
+            def isSecure(self):
+                asked.append(self)
+                return super().isSecure()
+
+        plain, secure = Channel(), Channel()
+        secure.transport = DummyChannel.SSL()
+        self.assertEqual([self.request(plain).isSecure() for _ in range(3)], [False] * 3)
+        self.assertEqual([self.request(secure).isSecure() for _ in range(3)], [True] * 3)
+        self.assertEqual(asked, [plain, secure])
+        forced = self.request(plain)
+        forced.setHost(b"example.com", 443, ssl=True)
+        self.assertTrue(forced.isSecure())
+
+
 class AccessLineTests(TestCase):
     """
     The access line, now written before it reaches the log, reads as it
