@@ -391,3 +391,81 @@ class ParsedOnceTests(TestCase):
         """
         counts = yield self.refreshOnce("gzip")
         self.assertEqual(counts, {"body": 1, "answer": 2, "decode": 1})
+
+
+#: A rules file with an admission rule and an action rule that answer at
+#: once (plain values, as most rules do).
+PLAIN_RULES = """
+from zope.interface import implementer
+from snapstore.interfaces import IActionRule, IAdmissionRule
+from snapstore.rules.verdicts import Abstain
+
+@implementer(IAdmissionRule, IActionRule)
+class Plain:
+    name = "plain"
+    def admit(self, request):
+        return Abstain()
+    def amend(self, request, action, result):
+        return result
+
+def rules(env):
+    return [Plain()]
+"""
+
+
+class RefreshLayersTests(TestCase):
+    """
+    What a relayed refresh costs in layers (issue 20, fourth round): one
+    coroutine driven through a L{Deferred} (the relay's; the rules' are
+    awaited directly), one L{Headers} the proxy makes itself (the one sent
+    upstream), no JSON encoding of URLs and no record copies
+    (C{attrs.evolve}), with rules that answer at once, a device in no group
+    and blobs already recorded.
+    """
+
+    @inlineCallbacks
+    def test_refreshLayers(self):
+        import sys
+
+        import attrs
+        from twisted.internet import defer
+        from twisted.web import http_headers
+
+        self.service = yield RunningService(self).start(rules={"50-plain.py": PLAIN_RULES})
+        yield self.service.refresh()  # blobs recorded, connections open
+        counts = {"coroutines": 0, "headers": 0, "json.dumps": 0, "evolve": 0}
+
+        def byProxy():
+            return sys._getframe(2).f_globals.get("__name__", "").startswith("snapstore.")
+
+        def counting(owner, name, key):
+            original = getattr(owner, name)
+
+            def count(*args, **kwargs):
+                if byProxy():
+                    counts[key] += 1
+                return original(*args, **kwargs)
+
+            self.patch(owner, name, count)
+
+        originalFromCoroutine = defer.Deferred.fromCoroutine
+
+        def fromCoroutine(coroutine):
+            if byProxy():
+                counts["coroutines"] += 1
+            return originalFromCoroutine(coroutine)
+
+        self.patch(defer.Deferred, "fromCoroutine", staticmethod(fromCoroutine))
+        counting(json, "dumps", "json.dumps")
+        counting(attrs, "evolve", "evolve")
+        originalInit = http_headers.Headers.__init__
+
+        def init(headers, *args, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("snapstore."):
+                counts["headers"] += 1
+            originalInit(headers, *args, **kwargs)
+
+        self.patch(http_headers.Headers, "__init__", init)
+        url = yield self.service.refresh()
+        self.assertIn(self.service.storeURL, url)
+        self.assertEqual(counts, {"coroutines": 1, "headers": 1, "json.dumps": 0, "evolve": 0})
