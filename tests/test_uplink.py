@@ -817,6 +817,19 @@ class LiveCallTests(TestCase):
         self.assertEqual((answer.code, answer.body), (503, b"down"))
         self.assertIsNotNone(self.health.failingSince)
 
+    def test_agentRaises(self):
+        """
+        An agent that raises instead of failing its Deferred is an upstream
+        failure like any other, and leaves no timer behind.
+        """
+        def raising(method, uri, headers=None, bodyProducer=None):
+            raise RuntimeError("no route")
+
+        self.live.request = raising
+        self.failureResultOf(self.ask(), RuntimeError)
+        self.assertIsNotNone(self.health.failingSince)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_otherCallsUntouched(self):
         """
         A call stale answers do not cover is the live agent's own.

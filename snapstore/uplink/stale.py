@@ -213,8 +213,14 @@ class _LiveCall:
         self._cancelled = False
         self._timer = agent.clock.callLater(agent.deadline, self._expire)
         producer = BytesProducer(body, parsedBody) if body is not None else None
-        self._asked: Optional[Deferred[Any]] = agent.live.request(method, uri, headers, producer)
-        self._asked.addCallbacks(self._answered, self._failed)
+        self._asked: Optional[Deferred[Any]] = None
+        try:
+            asked = agent.live.request(method, uri, headers, producer)
+        except Exception:
+            self._failed(Failure())  # as if it had failed the Deferred
+            return
+        self._asked = asked
+        asked.addCallbacks(self._answered, self._failed)
 
     def _what(self) -> str:
         return f"{self.method.decode()} {self.uri.decode('ascii', 'replace')}"
