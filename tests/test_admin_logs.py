@@ -259,29 +259,16 @@ class AccessEventTests(SynchronousTestCase):
         from twisted.logger import formatEvent
 
         from snapstore.observe.access import AccessObserver
+        from tests.unithelpers import EndedRequest
 
         events = []
         clock = Clock()
         observer = AccessObserver(None, clock)
         observer.log.observer = events.append
 
-        class Request:
-            path = uri = b"/api/v1/snaps/download/hello_3.snap"
-            method = b"GET"
-            sentLength = 12
-            startedAt = -0.25
-            snapstoreAccess = {"snap": "hel\x1blo", "extra": "two\nlines", "device": "b/m/s",
-                               "count": 3}
-
-            class responseHeaders:
-                @staticmethod
-                def getRawHeaders(name):
-                    return [b"HIT"] if name == b"x-cache" else None
-
-            def getClientAddress(self):
-                return type("A", (), {"host": "10.0.0.2"})()
-
-        observer.ended(Request(), 200)
+        notes = {"snap": "hel\x1blo", "extra": "two\nlines", "device": "b/m/s", "count": 3}
+        observer.ended(EndedRequest(b"GET", b"/api/v1/snaps/download/hello_3.snap", notes,
+                                    sentLength=12, startedAt=-0.25, cache=b"HIT"), 200)
         [event] = events
         fields = {key: value for key, value in event.items() if not key.startswith("log_")}
         self.assertEqual(list(fields.items()), [
