@@ -115,6 +115,18 @@ class TextLineTests(SynchronousTestCase):
              "log_format": "failed", "log_failure": failure},
             {"log_time": None, "log_format": "no time"},
             {"log_time": base + 62, "log_format": ""},
+            # Ready text (the access log's), with braces, a newline, in a
+            # system, failing, or empty: as twistd writes it.
+            {"log_time": base + 62.5, "log_level": LogLevel.info, "log_namespace": ACCESS_NAMESPACE,
+             "log_format": "{log_text}", "log_text": '1.2.3.4 d "GET /{x}" 200 1 0.001s\ntwo'},
+            {"log_time": base + 63, "log_level": LogLevel.info, "log_namespace": "n",
+             "log_system": "sys", "log_format": "{log_text}", "log_text": "in a system"},
+            {"log_time": base + 64, "log_level": LogLevel.error, "log_namespace": "n",
+             "log_format": "{log_text}", "log_text": "failed", "log_failure": failure},
+            {"log_time": base + 65, "log_level": LogLevel.info, "log_namespace": "n",
+             "log_format": "{log_text}", "log_text": ""},
+            {"log_time": base + 66, "log_namespace": "n", "log_format": "{log_text}",
+             "log_text": "no level"},
         ]
 
     def test_sameAsTwistd(self):
@@ -234,3 +246,41 @@ class AccessLogTests(TestCase):
         refresh, download = self.events
         self.assertEqual(refresh["device"], "address:127.0.0.1")
         self.assertEqual((download["snap"], download["revision"]), ("hello", 3))
+
+
+class AccessEventTests(SynchronousTestCase):
+    """
+    L{AccessObserver.ended}'s event: the fields in the documented order,
+    notes after them, every text from the request or its notes escaped.
+    """
+
+    def test_fieldsAndNotes(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import formatEvent
+
+        from snapstore.observe.access import AccessObserver
+        from tests.unithelpers import EndedRequest
+
+        events = []
+        clock = Clock()
+        observer = AccessObserver(None, clock)
+        observer.log.observer = events.append
+
+        notes = {"snap": "hel\x1blo", "extra": "two\nlines", "device": "b/m/s", "count": 3}
+        observer.ended(EndedRequest(b"GET", b"/api/v1/snaps/download/hello_3.snap", notes,
+                                    sentLength=12, startedAt=-0.25, cache=b"HIT"), 200)
+        [event] = events
+        fields = {key: value for key, value in event.items() if not key.startswith("log_")}
+        self.assertEqual(list(fields.items()), [
+            ("method", "GET"), ("path", "/api/v1/snaps/download/hello_3.snap"), ("status", 200),
+            ("bytes", 12), ("duration", 0.25), ("cache", "hit"), ("access", True),
+            ("client", "10.0.0.2"), ("device", "b/m/s"), ("snap", "hel\\x1blo"), ("revision", 3),
+            ("extra", "two\\x0alines"), ("count", 3)])
+        self.assertEqual((event["log_namespace"], event["log_level"], event["log_source"]),
+                         (ACCESS_NAMESPACE, LogLevel.info, observer))
+        self.assertEqual(formatEvent(event),
+                         '10.0.0.2 b/m/s "GET /api/v1/snaps/download/hello_3.snap" 200 12 0.250s'
+                         ' cache=hit snap=hel\\x1blo revision=3')
+        record = json.loads(eventAsJSON(event))
+        self.assertEqual((record["message"], record["extra"], "log_text" in record),
+                         (formatEvent(event), "two\\x0alines", False))

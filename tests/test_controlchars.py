@@ -23,6 +23,7 @@ from snapstore.observe.accesslog import AccessEntry
 from tests.hardeninghelpers import rawExchange, statuses
 from tests.processes import freePort
 from tests.test_admin import RunningService
+from tests.unithelpers import EndedRequest
 
 #: Request targets and header lines that smuggle control characters.
 BAD_TARGETS = [b"/v2/snaps/info/hello\rX-Injected:%201", b"/v2/snaps/info/hel\x1b[2Jlo",
@@ -124,22 +125,8 @@ class EscapingTests(SynchronousTestCase):
         observer = AccessObserver(None, reactor)
         observer.log.observer = events.append
 
-        class Request:
-            path = uri = b"/v2/snaps/refresh"
-            method = b"POST"
-            sentLength = 0
-            startedAt = 0.0
-            snapstoreAccess = {"device": "serial\n2026-12-03 forged \x1b[31m"}
-
-            class responseHeaders:
-                @staticmethod
-                def getRawHeaders(name: bytes) -> None:
-                    return None
-
-            def getClientAddress(self) -> Any:
-                return type("A", (), {"host": "10.0.0.2"})()
-
-        observer.ended(Request(), 200)
+        observer.ended(EndedRequest(b"POST", b"/v2/snaps/refresh",
+                                    {"device": "serial\n2026-12-03 forged \x1b[31m"}), 200)
         self.assertEqual(events[0]["device"], "serial\\x0a2026-12-03 forged \\x1b[31m")
 
 

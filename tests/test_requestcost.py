@@ -72,6 +72,38 @@ class ContentTypeParsingTests(SynchronousTestCase):
         self.assertEqual(self.parsed, [b"application/x-www-form-urlencoded", b"application/jsonx"])
 
 
+class SecureOnceTests(SynchronousTestCase):
+    """
+    L{ObservedRequest.isSecure} asks the connection once, and answers as
+    Twisted does.
+    """
+
+    def request(self, channel):
+        return ObservedRequest(channel)
+
+    def test_plainAndSecure(self):
+        """
+        A plain connection is not secure, a TLS one is; each connection is
+        asked once, however many requests it carries; C{setHost(ssl=True)}
+        still makes a request secure.
+        """
+        asked = []
+
+        class Channel(DummyChannel):
+            def isSecure(self):
+                asked.append(self)
+                return super().isSecure()
+
+        plain, secure = Channel(), Channel()
+        secure.transport = DummyChannel.SSL()
+        self.assertEqual([self.request(plain).isSecure() for _ in range(3)], [False] * 3)
+        self.assertEqual([self.request(secure).isSecure() for _ in range(3)], [True] * 3)
+        self.assertEqual(asked, [plain, secure])
+        forced = self.request(plain)
+        forced.setHost(b"example.com", 443, ssl=True)
+        self.assertTrue(forced.isSecure())
+
+
 class AccessLineTests(TestCase):
     """
     The access line, now written before it reaches the log, reads as it
@@ -103,6 +135,48 @@ class AccessLineTests(TestCase):
         self.assertEqual(list(record)[:15], ["time", "level", "namespace", "message", "method", "path",
                                         "status", "bytes", "duration", "cache", "access", "client",
                                         "device", "snap", "revision"])
+
+    @inlineCallbacks
+    def test_noFormattingPerLine(self):
+        """
+        The access line reaches the text log as it was written: no format
+        is run over it on the way (neither Logger.emit's checks nor
+        twisted.logger's formatting), and it reads as twistd writes it.
+        """
+        import io
+
+        from twisted.internet.task import Clock
+        from twisted.logger import formatEventAsClassicLogText, globalLogPublisher
+        from twisted.logger import _logger
+
+        from snapstore.observe import logs
+        from snapstore.observe.logs import TextLineObserver
+
+        output = io.StringIO()
+        observer = TextLineObserver(output, Clock())
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        calls = []
+        originalFormat, originalEmit = logs.formatEventAsClassicLogText, _logger.Logger.emit
+
+        def formatEventAsClassicLogText(event, *args, **kwargs):
+            if event.get("log_namespace") == ACCESS_NAMESPACE:
+                calls.append("format")
+            return originalFormat(event, *args, **kwargs)
+
+        def emit(logger, *args, **kwargs):
+            if logger.namespace == ACCESS_NAMESPACE:
+                calls.append("emit")
+            return originalEmit(logger, *args, **kwargs)
+
+        self.patch(logs, "formatEventAsClassicLogText", formatEventAsClassicLogText)
+        self.patch(_logger.Logger, "emit", emit)
+        url = yield self.service.refresh()
+        yield self.service.download(url)
+        written = [line for line in output.getvalue().splitlines() if ACCESS_NAMESPACE in line]
+        self.assertEqual((len(self.events), len(written), calls), (2, 2, []))
+        self.assertEqual(written[-1] + "\n", formatEventAsClassicLogText(
+            self.events[-1], formatTime=observer.formatTime))
 
     @inlineCallbacks
     def test_braces(self):
@@ -317,3 +391,81 @@ class ParsedOnceTests(TestCase):
         """
         counts = yield self.refreshOnce("gzip")
         self.assertEqual(counts, {"body": 1, "answer": 2, "decode": 1})
+
+
+#: A rules file with an admission rule and an action rule that answer at
+#: once (plain values, as most rules do).
+PLAIN_RULES = """
+from zope.interface import implementer
+from snapstore.interfaces import IActionRule, IAdmissionRule
+from snapstore.rules.verdicts import Abstain
+
+@implementer(IAdmissionRule, IActionRule)
+class Plain:
+    name = "plain"
+    def admit(self, request):
+        return Abstain()
+    def amend(self, request, action, result):
+        return result
+
+def rules(env):
+    return [Plain()]
+"""
+
+
+class RefreshLayersTests(TestCase):
+    """
+    What a relayed refresh costs in layers (issue 20, fourth round): one
+    coroutine driven through a L{Deferred} (the relay's; the rules' are
+    awaited directly), one L{Headers} the proxy makes itself (the one sent
+    upstream), no JSON encoding of URLs and no record copies
+    (C{attrs.evolve}), with rules that answer at once, a device in no group
+    and blobs already recorded.
+    """
+
+    @inlineCallbacks
+    def test_refreshLayers(self):
+        import sys
+
+        import attrs
+        from twisted.internet import defer
+        from twisted.web import http_headers
+
+        self.service = yield RunningService(self).start(rules={"50-plain.py": PLAIN_RULES})
+        yield self.service.refresh()  # blobs recorded, connections open
+        counts = {"coroutines": 0, "headers": 0, "json.dumps": 0, "evolve": 0}
+
+        def byProxy():
+            return sys._getframe(2).f_globals.get("__name__", "").startswith("snapstore.")
+
+        def counting(owner, name, key):
+            original = getattr(owner, name)
+
+            def count(*args, **kwargs):
+                if byProxy():
+                    counts[key] += 1
+                return original(*args, **kwargs)
+
+            self.patch(owner, name, count)
+
+        originalFromCoroutine = defer.Deferred.fromCoroutine
+
+        def fromCoroutine(coroutine):
+            if byProxy():
+                counts["coroutines"] += 1
+            return originalFromCoroutine(coroutine)
+
+        self.patch(defer.Deferred, "fromCoroutine", staticmethod(fromCoroutine))
+        counting(json, "dumps", "json.dumps")
+        counting(attrs, "evolve", "evolve")
+        originalInit = http_headers.Headers.__init__
+
+        def init(headers, *args, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("snapstore."):
+                counts["headers"] += 1
+            originalInit(headers, *args, **kwargs)
+
+        self.patch(http_headers.Headers, "__init__", init)
+        url = yield self.service.refresh()
+        self.assertIn(self.service.storeURL, url)
+        self.assertEqual(counts, {"coroutines": 1, "headers": 1, "json.dumps": 0, "evolve": 0})

@@ -647,15 +647,229 @@ class GatherTests(TestCase):
         from snapstore.store.upstream import UpstreamError
         from snapstore.uplink.stale import _Gather
 
-        gather = _Gather(10, "GET /v2/snaps/find")
+        results = []
+        gather = _Gather(10, "GET /v2/snaps/find", results.append)
         transport = StringTransport()
         gather.makeConnection(transport)
         gather.dataReceived(b"x" * 6)
         gather.dataReceived(b"x" * 5)
-        failure = self.failureResultOf(gather.done, UpstreamError)
+        [failure] = results
+        self.assertIsInstance(failure.value, UpstreamError)
         self.assertEqual((failure.value.status, failure.value.code),
                          (502, "upstream-bad-response"))
         self.assertEqual(transport.producerState, "stopped")
+        # What arrives after is not handed on again.
+        gather.dataReceived(b"x")
+        gather.connectionLost(None)
+        self.assertEqual(len(results), 1)
+
+
+class _PendingAgent:
+    """
+    An L{IAgent} whose requests wait for the test: each is recorded with
+    its L{Deferred}, which records being cancelled.
+    """
+
+    def __init__(self):
+        self.requests = []
+        self.cancelled = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        d = Deferred(lambda d: self.cancelled.append(uri))
+        self.requests.append((method, uri, headers, bodyProducer, d))
+        return d
+
+
+class _Response:
+    """
+    An answer whose body the test writes into the protocol it is given.
+    """
+
+    phrase = b"OK"
+
+    def __init__(self, code, headers=None):
+        from twisted.test.proto_helpers import StringTransport
+
+        self.code = code
+        self.headers = headers or Headers({b"content-type": [b"application/json"]})
+        self.length = None
+        self.transport = StringTransport()
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def finish(self, body):
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseDone
+
+        self.protocol.dataReceived(body)
+        self.protocol.connectionLost(Failure(ResponseDone()))
+
+
+class LiveCallTests(TestCase):
+    """
+    L{StaleAgent}'s live path with an agent the test drives and a
+    L{Clock}: answers handed on and learnt, the deadline while waiting
+    for the head and while reading the body, a caller that gives up, 5xx.
+    """
+
+    BASE = "http://upstream.invalid/"
+    INFO = b"http://upstream.invalid/v2/snaps/info/hello"
+
+    def setUp(self):
+        self.clock = Clock()
+        self.live = _PendingAgent()
+        self.health = UplinkHealth(self.clock)
+        self.answers = RelayedAnswers(self.clock, 3600.0)
+        self.agent = StaleAgent(self.live, self.BASE, self.answers, self.clock, 5.0, self.health)
+
+    def ask(self):
+        return self.agent.request(b"GET", self.INFO, Headers())
+
+    def test_answerHandedOn(self):
+        """
+        A 200 answer is read whole and handed on with its decoded body;
+        upstream counts as answering.
+        """
+        result = self.ask()
+        response = _Response(200)
+        self.live.requests[0][-1].callback(response)
+        self.assertNoResult(result)
+        response.finish(b'{"name": "hello"}')
+        answer = self.successResultOf(result)
+        self.assertEqual((answer.code, answer.body, answer.decoded),
+                         (200, b'{"name": "hello"}', b'{"name": "hello"}'))
+        self.assertIsNone(self.health.failingSince)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_deadlineWaitingForHead(self):
+        """
+        No head within the deadline: the request is cancelled and, with
+        nothing stale known, the caller gets a 504.
+        """
+        from snapstore.store.upstream import UpstreamError
+
+        result = self.ask()
+        self.clock.advance(5.0)
+        self.assertEqual(self.live.cancelled, [self.INFO])
+        failure = self.failureResultOf(result, UpstreamError)
+        self.assertEqual((failure.value.status, failure.value.code), (504, "upstream-timeout"))
+        self.assertIsNotNone(self.health.failingSince)
+
+    def test_deadlineReadingBody(self):
+        """
+        A body not read in full within the deadline: reading stops and the
+        caller gets a 504 at once; the end of the body changes nothing.
+        """
+        from snapstore.store.upstream import UpstreamError
+
+        result = self.ask()
+        response = _Response(200)
+        self.live.requests[0][-1].callback(response)
+        response.protocol.dataReceived(b'{"na')
+        self.clock.advance(5.0)
+        self.assertEqual(response.transport.producerState, "stopped")
+        self.failureResultOf(result, UpstreamError)
+        response.finish(b'me": "hello"}')
+
+    def test_callerGivesUpWaiting(self):
+        """
+        A caller that gives up while upstream has not answered cancels the
+        upstream request; upstream is not counted as failing.
+        """
+        from twisted.internet.defer import CancelledError
+
+        result = self.ask()
+        result.cancel()
+        self.failureResultOf(result, CancelledError)
+        self.assertEqual(self.live.cancelled, [self.INFO])
+        self.assertIsNone(self.health.failingSince)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_callerGivesUpReading(self):
+        """
+        A caller that gives up while the body arrives stops the reading.
+        """
+        from twisted.internet.defer import CancelledError
+
+        result = self.ask()
+        response = _Response(200)
+        self.live.requests[0][-1].callback(response)
+        result.cancel()
+        self.failureResultOf(result, CancelledError)
+        self.assertEqual(response.transport.producerState, "stopped")
+        response.finish(b"{}")
+        self.assertIsNone(self.health.failingSince)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_serverErrorWithoutStale(self):
+        """
+        A 5xx with nothing stale known is handed on as upstream sent it,
+        and upstream counts as failing.
+        """
+        result = self.ask()
+        response = _Response(503)
+        self.live.requests[0][-1].callback(response)
+        response.finish(b"down")
+        answer = self.successResultOf(result)
+        self.assertEqual((answer.code, answer.body), (503, b"down"))
+        self.assertIsNotNone(self.health.failingSince)
+
+    def test_agentRaises(self):
+        """
+        An agent that raises instead of failing its Deferred is an upstream
+        failure like any other, and leaves no timer behind.
+        """
+        def raising(method, uri, headers=None, bodyProducer=None):
+            raise RuntimeError("no route")
+
+        self.live.request = raising
+        self.failureResultOf(self.ask(), RuntimeError)
+        self.assertIsNotNone(self.health.failingSince)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_otherCallsUntouched(self):
+        """
+        A call stale answers do not cover is the live agent's own.
+        """
+        result = self.agent.request(b"GET", b"http://upstream.invalid/v2/snaps/categories")
+        self.assertIs(result, self.live.requests[0][-1])
+
+
+class StaleAfterFailureTests(TestCase):
+    """
+    Over real sockets: an info answer learnt live is given stale when the
+    fake store goes down, and what was never seen gets the failure.
+    """
+
+    @deferred
+    async def test_infoStaleWhenDown(self):
+        from twisted.internet.error import ConnectionRefusedError
+
+        store = await FakeStore(reactor).startFor(self)
+        store.addSnap("hello")
+        store.addRevision("hello", 3, 3000)
+        clock = Clock()
+        health = UplinkHealth(clock)
+        agent = StaleAgent(testAgent(self), store.apiURL, RelayedAnswers(clock, 3600.0), clock,
+                           5.0, health)
+        headers = Headers({b"snap-device-series": [b"16"]})
+        info = (store.apiURL + "v2/snaps/info/hello").encode()
+        response = await agent.request(b"GET", info, headers)
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"x-cache")), (200, None))
+        live = json.loads(response.body)
+        await store.goDown()
+        response = await agent.request(b"GET", info, headers)
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"x-cache")),
+                         (200, [b"STALE"]))
+        stale = json.loads(response.body)
+        self.assertEqual([entry["revision"] for entry in stale["channel-map"]],
+                         [entry["revision"] for entry in live["channel-map"]])
+        self.assertEqual(health.staleAnswers, 1)
+        with self.assertRaises(ConnectionRefusedError):
+            await agent.request(b"GET", (store.apiURL + "v2/snaps/info/other").encode(), headers)
 
 
 class DeltaTests(NodeMixin, TestCase):

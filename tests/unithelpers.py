@@ -89,3 +89,24 @@ class TableAgent:
         code, answerHeaders, body = self.answers[uri]
         headers = Headers({name: [value] for name, value in answerHeaders.items()})
         return succeed(LocalResponse(code, b"OK", headers, body))
+
+
+class EndedRequest:
+    """
+    What L{snapstore.observe.access.AccessObserver.ended} reads of a
+    request that ended: its line, notes, bytes sent, C{X-Cache} and client.
+    """
+
+    def __init__(self, method: bytes, uri: bytes, notes: dict[str, Any],
+                 sentLength: int = 0, startedAt: float = 0.0,
+                 cache: Optional[bytes] = None, client: str = "10.0.0.2") -> None:
+        self.method = method
+        self.path = self.uri = uri
+        self.snapstoreAccess = notes
+        self.sentLength = sentLength
+        self.startedAt = startedAt
+        self.responseHeaders = Headers({b"x-cache": [cache]} if cache else {})
+        self.client = client
+
+    def getClientAddress(self) -> Any:
+        return type("Address", (), {"host": self.client})()

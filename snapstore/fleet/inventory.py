@@ -31,13 +31,11 @@ LAST_SEEN_RESOLUTION = 5 * 60
 MAX_REMEMBERED = 100_000
 
 
-def installedSnaps(body: Any) -> Optional[list[InstalledSnap]]:
+def _installed(body: Any) -> Optional[list[tuple[str, int, str]]]:
     """
-    The installed set a refresh request body reports.
-
-    @param body: the parsed request body.
-    @return: the snaps, or C{None} when the body has no usable C{context}
-        list (then nothing is known, and nothing is replaced).
+    The installed set a refresh request body reports, as C{(snap-id,
+    revision, tracking channel)}: compared with what was written last
+    before any L{InstalledSnap} is made (L{installedSnaps}).
     """
     if not isinstance(body, dict) or not isinstance(body.get("context"), list):
         return None
@@ -51,9 +49,23 @@ def installedSnaps(body: Any) -> Optional[list[InstalledSnap]]:
         if not isinstance(revision, int) or isinstance(revision, bool):
             continue
         channel = entry.get("tracking-channel")
-        snaps.append(InstalledSnap(snapId=snapId, revision=revision,
-                                   channel=channel if isinstance(channel, str) else ""))
+        snaps.append((snapId, revision, channel if isinstance(channel, str) else ""))
     return snaps
+
+
+def installedSnaps(body: Any) -> Optional[list[InstalledSnap]]:
+    """
+    The installed set a refresh request body reports.
+
+    @param body: the parsed request body.
+    @return: the snaps, or C{None} when the body has no usable C{context}
+        list (then nothing is known, and nothing is replaced).
+    """
+    installed = _installed(body)
+    if installed is None:
+        return None
+    return [InstalledSnap(snapId=snapId, revision=revision, channel=channel)
+            for snapId, revision, channel in installed]
 
 
 def namesIn(answer: Any) -> dict[str, str]:
@@ -117,12 +129,12 @@ class InventoryRecorder:
                 return succeed(None)
         names = namesIn(document)
         if request.path == REFRESH_PATH and request.method == b"POST":
-            snaps = installedSnaps(request.json())
-            if snaps is not None:
+            installed = _installed(request.json())
+            if installed is not None:
                 device = request.device
                 architecture = request.architecture
                 reported = (device.model, device.address, architecture,
-                            frozenset(snaps), frozenset(names.items()))
+                            frozenset(installed), frozenset(names.items()))
                 now = self.clock.seconds()
                 last = self._written.get(device.identity)
                 if last is not None and last[0] == reported and now - last[1] < LAST_SEEN_RESOLUTION:
@@ -130,6 +142,8 @@ class InventoryRecorder:
                 if len(self._written) >= MAX_REMEMBERED:
                     self._written.clear()
                 self._written[device.identity] = (reported, now)
+                snaps = [InstalledSnap(snapId=snapId, revision=revision, channel=channel)
+                         for snapId, revision, channel in installed]
                 d = self.state.recordInventory(device.identity, device.model, device.address,
                                                architecture, snaps, names)
                 return d.addCallbacks(self._recorded, self._failed,

@@ -53,4 +53,10 @@ def escapeControls(text: str, keepLines: bool = False) -> str:
         whose values were escaped already).
     """
     pattern = _CONTROL_TEXT_INLINE if keepLines else _CONTROL_TEXT
-    return pattern.sub(lambda match: "\\x%02x" % ord(match.group()), text)
+    if pattern.search(text) is None:
+        return text  # the common case, four times per access line (issue 20)
+    return pattern.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return "\\x%02x" % ord(match.group())

@@ -115,7 +115,8 @@ class TextLineObserver:
         return self._stamp
 
     def __call__(self, event: dict[str, Any]) -> None:
-        text = formatEventAsClassicLogText(event, formatTime=self.formatTime)
+        text = self._readyLine(event) or formatEventAsClassicLogText(
+            event, formatTime=self.formatTime)
         if not text:
             return
         self.output.write(text)
@@ -125,6 +126,23 @@ class TextLineObserver:
             self._flush = self.clock.callLater(0, self.flush)
         else:
             self.output.flush()
+
+    def _readyLine(self, event: dict[str, Any]) -> Optional[str]:
+        """
+        The line of an event whose text is ready (C{log_text}, the access
+        log's), as L{formatEventAsClassicLogText} writes it, without
+        running the text through a format again; C{None} for any other
+        event.
+        """
+        text = event.get("log_text")
+        level = event.get("log_level")
+        if (not text or not isinstance(text, str) or event.get("log_format") != "{log_text}"
+                or level is None or "log_system" in event or "log_failure" in event
+                or "log_flattened" in event):
+            return None
+        namespace = event.get("log_namespace", "-")
+        line = f"{self.formatTime(event.get('log_time'))} [{namespace}#{level.name}] {text}"
+        return line.replace("\n", "\n\t") + "\n"
 
     def flush(self) -> None:
         """

@@ -16,9 +16,10 @@ import copy
 from typing import Any, Optional, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
 from snapstore.rules.values import (
@@ -28,6 +29,7 @@ from snapstore.rules.values import (
     RuleFailed,
     StoreDeny,
     StoreRequest,
+    pending,
 )
 from snapstore.rules.verdicts import Abstain, Allow, Deny
 from snapstore.state.errors import StateUnavailable
@@ -37,6 +39,9 @@ ACTION_KINDS = ("install", "refresh", "download")
 
 #: Where v1 HAL answers (names, search) list snaps.
 CATALOGUE_KEY = "clickindex:package"
+
+#: The verdict when no admission rule is loaded.
+_ALLOW = Allow()
 
 #: The cache policy used when no rule decides.
 DEFAULT_ASSERTION_TTL = 3600.0
@@ -130,8 +135,17 @@ class RuleSet:
             L{Abstain}, or L{Allow} when every rule abstains; a failing rule
             gives a L{StoreDeny} (never an errback).
         """
-        return Deferred.fromCoroutine(self._firstVerdict(
-            self.admissionRules, lambda rule: rule.admit(request), request.path))
+        return Deferred.fromCoroutine(self.verdict(request))
+
+    async def verdict(self, request: StoreRequest) -> Any:
+        """
+        L{admit} as a coroutine, for a caller that is one itself (the
+        relay): awaited directly, it costs no L{Deferred} of its own.
+        """
+        if not self.admissionRules:
+            return _ALLOW
+        return await self._firstVerdict(
+            self.admissionRules, lambda rule: rule.admit(request), request.path)
 
     def checkConnect(self, target: Any, default: Any = None) -> Deferred[Any]:
         """
@@ -151,7 +165,7 @@ class RuleSet:
                             default: Any = None) -> Any:
         for rule in rules:
             try:
-                verdict = await maybeDeferred(ask, rule)
+                verdict = await _settled(ask(rule))
             except StateUnavailable:
                 # Still refused (fail closed), but as what it is: a passing
                 # database outage, which snapd retries, not a policy refusal.
@@ -188,7 +202,7 @@ class RuleSet:
                      result: Any) -> Any:
         for rule in self.actionRules:
             try:
-                result = await maybeDeferred(rule.amend, request, action, result)
+                result = await _settled(rule.amend(request, action, result))
             except StateUnavailable:
                 raise
             except Exception:
@@ -204,6 +218,24 @@ class RuleSet:
                 raise RuleFailed(_describe(rule), "amended to something not a result")
         return result
 
+    async def amended(self, kind: str, request: StoreRequest, answer: Any) -> Any:
+        """
+        L{amendRefresh}, L{amendInfo}, L{amendFind} or L{amendCatalogue}
+        (C{kind}: C{refresh}, C{info}, C{find}, C{catalogue}) as a
+        coroutine, for a caller that is one itself (the relay).
+        """
+        if not self.actionRules:
+            return None
+        if kind == "refresh":
+            return await self._amendRefresh(request, answer)
+        if kind == "info":
+            return await self._amendList(request, answer, "channel-map", "info")
+        if kind == "find":
+            return await self._amendList(request, answer, "results", "find")
+        if kind == "catalogue":
+            return await self._amendCatalogue(request, answer)
+        raise ValueError(f"no amendment of {kind!r} answers")
+
     def amendRefresh(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
         Let the action rules amend each result of a refresh call's answer.
@@ -214,7 +246,7 @@ class RuleSet:
             upstream's bytes unchanged); failing with L{RuleFailed} when a
             rule failed.
         """
-        return Deferred.fromCoroutine(self._amendRefresh(request, answer))
+        return Deferred.fromCoroutine(self.amended("refresh", request, answer))
 
     async def _amendRefresh(self, request: StoreRequest, answer: Any) -> Any:
         if not self.actionRules or not isinstance(answer, dict):
@@ -256,7 +288,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return Deferred.fromCoroutine(self._amendList(request, answer, "channel-map", "info"))
+        return Deferred.fromCoroutine(self.amended("info", request, answer))
 
     def amendFind(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -265,7 +297,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return Deferred.fromCoroutine(self._amendList(request, answer, "results", "find"))
+        return Deferred.fromCoroutine(self.amended("find", request, answer))
 
     def amendCatalogue(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """
@@ -276,7 +308,7 @@ class RuleSet:
 
         @return: as L{amendRefresh}.
         """
-        return Deferred.fromCoroutine(self._amendCatalogue(request, answer))
+        return Deferred.fromCoroutine(self.amended("catalogue", request, answer))
 
     async def _amendCatalogue(self, request: StoreRequest, answer: Any) -> Any:
         embedded = answer.get("_embedded") if isinstance(answer, dict) else None
@@ -346,6 +378,19 @@ class RuleSet:
                 return NO_CACHE
             return policy
         return defaultCachePolicy(response)
+
+
+async def _settled(result: Any) -> Any:
+    """
+    What a rule's method returned, waited for when it must be (a
+    L{Deferred}, a coroutine), raised when it is a L{Failure} (as
+    C{maybeDeferred} did).
+    """
+    if pending(result):
+        return await result
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
 
 
 def defaultCachePolicy(response: ResponseHead) -> CachePolicy:

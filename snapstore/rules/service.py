@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -216,8 +216,8 @@ class RulesService(Service):
         @return: a Deferred firing with it once the device is identified
             (which may ask the state store about its session).
         """
-        return Deferred.fromCoroutine(self._describe(request, body, upstreamHeaders, blob,
-                                                     parsedBody))
+        return Deferred.fromCoroutine(self.storeRequest(request, body, upstreamHeaders, blob,
+                                                        parsedBody))
 
     async def _identify(self, method: bytes, path: str, headers: Any,
                         address: str) -> DeviceIdentity:
@@ -231,8 +231,12 @@ class RulesService(Service):
             return await self.sessions.identify(macaroon, address)
         return DeviceIdentity(f"address:{address}", "", address)
 
-    async def _describe(self, request: Any, body: bytes, upstreamHeaders: Any,
-                        blob: Any, parsedBody: Any = None) -> StoreRequest:
+    async def storeRequest(self, request: Any, body: bytes = b"", upstreamHeaders: Any = None,
+                           blob: Any = None, parsedBody: Any = None) -> StoreRequest:
+        """
+        L{describe} as a coroutine, for a caller that is one itself (the
+        relay): awaited directly, it costs no L{Deferred} of its own.
+        """
         address = request.getClientAddress()
         host = getattr(address, "host", None) or "unknown"
         headers = tuple((name.lower(), value)
@@ -243,8 +247,9 @@ class RulesService(Service):
                  for key, values in (request.args or {}).items()}
         device = await self._identify(request.method, path, headers, host)
         if self.groups is not None:
-            device = attrs.evolve(device, groups=await self.groups.groupsFor(
-                device.identity, device.address))
+            groups = await self.groups.groupsFor(device.identity, device.address)
+            if groups != device.groups:  # most devices are in none: nothing to change
+                device = attrs.evolve(device, groups=groups)
         notes = getattr(request, "snapstoreAccess", None)
         if isinstance(notes, dict):  # the access log's columns
             notes["device"] = device.identity
@@ -260,6 +265,13 @@ class RulesService(Service):
         session to open a new one where the device is needed (see
         L{snapstore.rules.sessions}), then L{RuleSet.admit}.
         """
+        return Deferred.fromCoroutine(self.verdict(request))
+
+    async def verdict(self, request: StoreRequest) -> Any:
+        """
+        L{admit} as a coroutine, for a caller that is one itself (the
+        relay).
+        """
         address = request.device.address
         refusal = None
         if request.path == SESSION_PATH and request.method == b"POST":
@@ -267,8 +279,8 @@ class RulesService(Service):
         elif request.device.unknownSession and self.needsDevice(request):
             refusal = self.challenges.challenge(address)
         if refusal is not None:
-            return succeed(refusal)
-        return self.ruleSet.admit(request)
+            return refusal
+        return await self.ruleSet.verdict(request)
 
     def needsDevice(self, request: StoreRequest) -> bool:
         """
@@ -297,6 +309,12 @@ class RulesService(Service):
             C{forbidden}) and C{verdict.reason}.
         """
         return self.describe(request, blob=blob).addCallback(self.admit)
+
+    async def amended(self, kind: str, request: StoreRequest, answer: Any) -> Any:
+        """
+        @see: L{RuleSet.amended}
+        """
+        return await self.ruleSet.amended(kind, request, answer)
 
     def amendRefresh(self, request: StoreRequest, answer: Any) -> Deferred[Any]:
         """

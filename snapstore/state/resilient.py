@@ -52,7 +52,7 @@ class ResilientState:
         self._blobs: OrderedDict[str, BlobRecord] = OrderedDict()
         # What this node knows the database holds, per blob name (without
         # seenAt, which the database keeps from the first sighting).
-        self._written: dict[str, BlobRecord] = {}
+        self._written: dict[str, tuple[Any, ...]] = {}
         self._maxBlobs = maxBlobs
         self.queuedDevices: OrderedDict[str, Device] = OrderedDict()
         self._maxQueuedDevices = maxQueuedDevices
@@ -88,7 +88,8 @@ class ResilientState:
         known = self._blobs.get(blob.name)
         if known is not None:
             # Digest and size are immutable: keep the first, take the URL.
-            blob = attrs.evolve(blob, sha3_384=known.sha3_384, size=known.size)
+            if blob.sha3_384 != known.sha3_384 or blob.size != known.size:
+                blob = attrs.evolve(blob, sha3_384=known.sha3_384, size=known.size)
             if self._written.get(blob.name) == _comparable(blob):
                 # The database holds this very record already.  Every
                 # refresh names the same blobs again; writing them for each
@@ -228,8 +229,14 @@ class ResilientState:
             self._retry.cancel()
 
 
-def _comparable(blob: BlobRecord) -> BlobRecord:
+#: The fields of a blob record but those the database fills in itself.
+_COMPARED = tuple(field.name for field in attrs.fields(BlobRecord) if field.name != "seenAt")
+
+
+def _comparable(blob: BlobRecord) -> tuple[Any, ...]:
     """
-    C{blob} without the fields the database fills in itself.
+    C{blob} without the fields the database fills in itself: a tuple, not
+    a copy of the record (two copies per blob of every refresh cost more
+    than the rest of this check; issue 20).
     """
-    return attrs.evolve(blob, seenAt=0.0)
+    return tuple([getattr(blob, name) for name in _COMPARED])

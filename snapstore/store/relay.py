@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -26,8 +26,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.bodies import ParsedJSON
-from snapstore.http.headers import addVia, endToEnd
-from snapstore.rules.values import RuleFailed
+from snapstore.http.headers import relayHeaders
+from snapstore.rules.values import RuleFailed, pending
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
 from snapstore.store.compression import (
@@ -48,12 +48,12 @@ from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody, 
 _REWRITTEN_PATHS = re.compile(rb"^/(v2/snaps/|api/v1/snaps/(?!download/))")
 _JSON_TYPES = (b"application/json", b"application/hal+json", b"application/problem+json")
 # Answers the rules may amend, by path: refresh results, info channel maps,
-# find results.
+# find results, the v1 catalogue (see RuleSet.amended).
 _AMENDED = (
-    (re.compile(r"^/v2/snaps/refresh$"), "amendRefresh"),
-    (re.compile(r"^/v2/snaps/info/[^/]+$"), "amendInfo"),
-    (re.compile(r"^/v2/snaps/find$"), "amendFind"),
-    (re.compile(r"^/api/v1/snaps/(names|search)$"), "amendCatalogue"),
+    (re.compile(r"^/v2/snaps/refresh$"), "refresh"),
+    (re.compile(r"^/v2/snaps/info/[^/]+$"), "info"),
+    (re.compile(r"^/v2/snaps/find$"), "find"),
+    (re.compile(r"^/api/v1/snaps/(names|search)$"), "catalogue"),
 )
 _HOST = re.compile(rb"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 MAX_REQUEST_BODY = 4 << 20
@@ -76,6 +76,13 @@ def publicBaseFor(request: Request, configured: Optional[str]) -> str:
     return f"{scheme}://{host}/"
 
 
+#: What the outbound connection sets itself, and (but for a C{HEAD}) the
+#: codings upstream is asked for.
+_NOT_SENT_ON = frozenset([b"host", b"content-length"])
+_NOT_SENT_ON_GET = _NOT_SENT_ON | {b"accept-encoding"}
+_LENGTH = frozenset([b"content-length"])
+
+
 def outboundHeaders(request: Request) -> Headers:
     """
     The headers to send upstream for a client request: everything end to
@@ -87,10 +94,12 @@ def outboundHeaders(request: Request) -> Headers:
     C{Accept-Encoding}, so that the headers it gets describe what a C{GET}
     would give it.
     """
-    headers = endToEnd(request.requestHeaders, drop=frozenset([b"host", b"content-length"]))
-    if request.method != b"HEAD":
+    headers = Headers()
+    if request.method == b"HEAD":
+        relayHeaders(request.requestHeaders, headers, _NOT_SENT_ON)
+    else:
         headers.setRawHeaders(b"accept-encoding", [UPSTREAM_ACCEPT])
-    addVia(headers)
+        relayHeaders(request.requestHeaders, headers, _NOT_SENT_ON_GET)
     return headers
 
 
@@ -99,13 +108,11 @@ def copyResponseHead(response: IResponse, request: Request, keepLength: bool) ->
     Give the client upstream's status and end-to-end headers.
     """
     request.setResponseCode(response.code, response.phrase)
-    for name, values in endToEnd(response.headers, drop=frozenset([b"content-length"])).getAllRawHeaders():
-        request.responseHeaders.setRawHeaders(name, list(values))
+    relayHeaders(response.headers, request.responseHeaders, _LENGTH)
     # The client parser keeps the length out of the headers; send it on so
     # that the client sees the same framing rather than chunks.
     if keepLength and isinstance(response.length, int) and request.method != b"HEAD":
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
-    addVia(request.responseHeaders)
 
 
 def _untilClientLeaves(request: Request, pending: Deferred[Any]) -> Deferred[Any]:
@@ -196,9 +203,11 @@ class RelayResource(Resource):
         headers = outboundHeaders(request)
         described = None
         if self.rules is not None:
-            described = await maybeDeferred(self.rules.describe, request, body, headers,
-                                            parsedBody=parsedBody)
-            verdict = await maybeDeferred(self.rules.admit, described)
+            # The rules' own coroutines, awaited here: no Deferred between
+            # them and the relay unless a rule or the state store waits.
+            described = await self.rules.storeRequest(request, body, headers,
+                                                      parsedBody=parsedBody)
+            verdict = await self.rules.verdict(described)
             if isinstance(verdict, Deny):
                 for name, value in verdict.headers:
                     request.responseHeaders.setRawHeaders(name, [value])
@@ -235,7 +244,9 @@ class RelayResource(Resource):
             self.remoteURLs.update(rewritten.remotes)
             for blob in rewritten.blobs:
                 try:
-                    await maybeDeferred(self.recordBlob, blob)
+                    recorded = self.recordBlob(blob)
+                    if pending(recorded):
+                        await recorded
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
             if request._disconnected:
@@ -264,7 +275,7 @@ class RelayResource(Resource):
         decoded form (C{None} when not decoded here), which the rewrite
         then need not parse again.
         """
-        for pattern, method in _AMENDED:
+        for pattern, kind in _AMENDED:
             if pattern.match(described.path):
                 break
         else:
@@ -273,7 +284,7 @@ class RelayResource(Resource):
             answer = json.loads(raw)
         except ValueError:
             return raw, None  # the rewrite reports it
-        amended = await maybeDeferred(getattr(self.rules, method), described, answer)
+        amended = await self.rules.amended(kind, described, answer)
         if amended is None:
             return raw, answer
         return json.dumps(amended).encode("utf-8"), amended

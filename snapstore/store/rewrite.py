@@ -14,6 +14,7 @@ needs later: the upstream URL, size and sha3-384 of every blob.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
@@ -47,6 +48,7 @@ class Rewritten:
     remotes: dict[str, str]
 
 
+@functools.lru_cache(maxsize=4096)
 def remoteToken(url: str) -> str:
     """
     An opaque, stable name for an upstream URL that is not a store API path.
@@ -54,6 +56,56 @@ def remoteToken(url: str) -> str:
     fetches a URL a client made up.
     """
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+
+# What a URL becomes depends on the URL alone: remembered per URL (the
+# few hundred a fleet's answers name again and again), since splitting and
+# quoting a URL cost more than the rest of its rewrite (issue 20).
+@functools.lru_cache(maxsize=4096)
+def _fileName(url: str) -> str:
+    """
+    The last segment of C{url}'s path.
+    """
+    return posixpath.basename(urlsplit(url).path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _apiTail(url: str) -> Optional[str]:
+    """
+    The part of a store API URL from its API path on (query included),
+    or C{None} when C{url} is not one.
+    """
+    parts = urlsplit(url)
+    match = _API_PATH.search(parts.path)
+    if parts.scheme not in ("http", "https") or match is None:
+        return None
+    tail = parts.path[match.start() + 1 :]
+    if parts.query:
+        tail += "?" + parts.query
+    return tail
+
+
+@functools.lru_cache(maxsize=4096)
+def _downloadTail(url: str, digest: str) -> tuple[str, str]:
+    """
+    The file name of the blob at C{url}, whose digest is C{digest}, and
+    the path under the proxy's base that serves it.
+    """
+    name = _fileName(url)
+    if not _SAFE_NAME.match(name):
+        name = f"{digest[:32]}.blob"
+    return name, DOWNLOAD_PREFIX + quote(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remoteTail(url: str) -> str:
+    """
+    The path under the proxy's base that serves the non-API URL C{url}.
+    """
+    name = _fileName(url)
+    if not _SAFE_NAME.match(name):
+        name = "file"
+    return f"{REMOTE_PREFIX}{remoteToken(url)}/{quote(name)}"
 
 
 class URLRewriter:
@@ -75,38 +127,26 @@ class URLRewriter:
         Rewrite a store API URL (assertions, downloads) to the same path
         under the proxy, or to a remote token for any other URL.
         """
-        parts = urlsplit(url)
-        match = _API_PATH.search(parts.path)
-        if parts.scheme in ("http", "https") and match is not None:
-            local = self.publicBase + parts.path[match.start() + 1 :]
-            if parts.query:
-                local += "?" + parts.query
-        else:
-            local = self.remoteURL(url)
+        tail = _apiTail(url)
+        local = self.remoteURL(url) if tail is None else self.publicBase + tail
         self.replacements[url] = local
         return local
 
     def remoteURL(self, url: str) -> str:
-        token = remoteToken(url)
-        self.remotes[token] = url
-        name = posixpath.basename(urlsplit(url).path)
-        if not _SAFE_NAME.match(name):
-            name = "file"
-        return f"{self.publicBase}{REMOTE_PREFIX}{token}/{quote(name)}"
+        self.remotes[remoteToken(url)] = url
+        return self.publicBase + _remoteTail(url)
 
     def downloadURL(self, url: str, download: dict[str, Any], context: dict[str, Any]) -> str:
         """
         Rewrite a blob URL to C{/api/v1/snaps/download/<name>} and remember
         the blob, so that the download path can fetch and verify it.
         """
-        name = posixpath.basename(urlsplit(url).path)
         digest = download.get("sha3-384")
         size = download.get("size")
         if not isinstance(digest, str) or not isinstance(size, int):
             return self.apiURL(url)
-        if not _SAFE_NAME.match(name):
-            name = f"{digest[:32]}.blob"
-        local = self.publicBase + DOWNLOAD_PREFIX + quote(name)
+        name, local = _downloadTail(url, digest)
+        local = self.publicBase + local
         self.replacements[url] = local
         self.blobs[name] = BlobRecord(
             name=name,
@@ -117,7 +157,7 @@ class URLRewriter:
             snapName=_text(context.get("name")),
             revision=_int(context.get("revision")),
             architectures=tuple(
-                arch for arch in context.get("architectures") or () if isinstance(arch, str)
+                [arch for arch in context.get("architectures") or () if isinstance(arch, str)]
             ),
             seenAt=self.seenAt,
         )
@@ -132,39 +172,73 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _walk(node: Any, context: dict[str, Any], rewriter: URLRewriter) -> None:
+#: Values that hold nothing to visit: skipped without asking isinstance.
+_LEAVES = frozenset([str, int, float, bool, type(None)])
+#: The keys of an object that make it hold URLs to rewrite.
+_URL_HOLDERS = ("download", "media", "assertion-stream-urls")
+
+
+def _holders(node: Any, ancestors: list[Any], found: list[tuple[Any, tuple[Any, ...]]]) -> None:
     """
-    Visit every object of the answer, carrying the nearest snap identity
-    (snap-id, name, revision, architectures) down to its downloads.
+    Append to C{found} every object under C{node} (itself included) that
+    holds URLs to rewrite (a C{download}, C{media} or
+    C{assertion-stream-urls} key), with the objects above it, in the order
+    of the answer.  Nothing below a C{download} or C{media} key is
+    visited: what those hold is rewritten by its holder.
+
+    Only containers are looked into, and the snap identity a download
+    inherits is worked out only for the downloads found (L{_context}):
+    walking every object of a refresh answer and copying the identity at
+    each was most of the rewrite's cost (issue 20).
     """
-    if isinstance(node, list):
+    kind = type(node)
+    if kind is list or (kind is not dict and isinstance(node, list)):
         for item in node:
-            _walk(item, context, rewriter)
+            if type(item) not in _LEAVES:
+                _holders(item, ancestors, found)
         return
-    if not isinstance(node, dict):
+    if kind is not dict and not isinstance(node, dict):
         return
-    context = dict(context)
-    for key in ("snap-id", "name", "revision"):
-        value = node.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            context[key] = value
-    if isinstance(node.get("architectures"), list):
-        context["architectures"] = node["architectures"]
-    channel = node.get("channel")
-    if isinstance(channel, dict) and isinstance(channel.get("architecture"), str):
-        context.setdefault("architectures", [channel["architecture"]])
+    if "download" in node or "media" in node or "assertion-stream-urls" in node:
+        found.append((node, tuple(ancestors)))
+    ancestors.append(node)
+    for key, value in node.items():
+        if type(value) not in _LEAVES and key != "download" and key != "media":
+            _holders(value, ancestors, found)
+    ancestors.pop()
+
+
+def _context(path: tuple[Any, ...]) -> dict[str, Any]:
+    """
+    The nearest snap identity (snap-id, name, revision, architectures)
+    along C{path}, the objects from the top of the answer down to a
+    download's holder: each object's own fields override those above, and
+    a channel's architecture counts where no object above listed them.
+    """
+    context: dict[str, Any] = {}
+    for node in path:
+        for key in ("snap-id", "name", "revision"):
+            value = node.get(key)
+            if value is not None and isinstance(value, (str, int)) and not isinstance(value, bool):
+                context[key] = value
+        if isinstance(node.get("architectures"), list):
+            context["architectures"] = node["architectures"]
+        channel = node.get("channel")
+        if isinstance(channel, dict) and isinstance(channel.get("architecture"), str):
+            context.setdefault("architectures", [channel["architecture"]])
+    return context
+
+
+def _rewriteHolder(node: dict[str, Any], ancestors: tuple[Any, ...], rewriter: URLRewriter) -> None:
     download = node.get("download")
     if isinstance(download, dict):
-        _rewriteDownload(download, context, rewriter)
+        _rewriteDownload(download, _context(ancestors + (node,)), rewriter)
     for item in node.get("media") or ():
         if isinstance(item, dict) and isinstance(item.get("url"), str):
             rewriter.replacements[item["url"]] = rewriter.remoteURL(item["url"])
     for url in node.get("assertion-stream-urls") or ():
         if isinstance(url, str):
             rewriter.apiURL(url)
-    for key, value in node.items():
-        if key not in ("download", "media") and isinstance(value, (dict, list)):
-            _walk(value, context, rewriter)
 
 
 def _rewriteDownload(download: dict[str, Any], context: dict[str, Any], rewriter: URLRewriter) -> None:
@@ -176,18 +250,35 @@ def _rewriteDownload(download: dict[str, Any], context: dict[str, Any], rewriter
             rewriter.downloadURL(delta["url"], delta, deltaContext)
 
 
-def _encodings(url: str) -> Iterator[bytes]:
+@functools.lru_cache(maxsize=4096)
+def _token(text: str) -> bytes:
     """
-    The ways a JSON encoder may have written C{url} as a string token.
+    C{text} as Python's JSON encoder writes a string (C{ensure_ascii}):
+    quoted as it is when it is printable ASCII without quotes or
+    backslashes, as a URL nearly always is.
     """
-    plain = json.dumps(url).encode("utf-8")
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return b'"' + text.encode("ascii") + b'"'
+    return json.dumps(text).encode("utf-8")
+
+
+def _encodings(url: str, escapedSlashes: bool) -> Iterator[bytes]:
+    """
+    The ways a JSON encoder may have written C{url} as a string token: as
+    Python's does, with escaped slashes (only looked for when the answer
+    has some, C{escapedSlashes}), and with non-ASCII characters as they
+    are.
+    """
+    plain = _token(url)
     yield plain
-    escapedSlashes = plain.replace(b"/", b"\\/")
-    if escapedSlashes != plain:
-        yield escapedSlashes
-    raw = json.dumps(url, ensure_ascii=False).encode("utf-8")
-    if raw != plain:
-        yield raw
+    if escapedSlashes:
+        escaped = plain.replace(b"/", b"\\/")
+        if escaped != plain:
+            yield escaped
+    if not url.isascii():
+        raw = json.dumps(url, ensure_ascii=False).encode("utf-8")
+        if raw != plain:
+            yield raw
 
 
 def rewriteAnswer(body: bytes, publicBase: str, seenAt: float = 0.0,
@@ -201,15 +292,24 @@ def rewriteAnswer(body: bytes, publicBase: str, seenAt: float = 0.0,
     """
     if document is None:
         document = json.loads(body)
+    found: list[tuple[Any, tuple[Any, ...]]] = []
+    _holders(document, [], found)
     rewriter = URLRewriter(publicBase, seenAt)
-    _walk(document, {}, rewriter)
+    for node, ancestors in found:
+        _rewriteHolder(node, ancestors, rewriter)
     rewritten = body
     # Longest first, so a URL that is a prefix of another is not replaced
     # inside it (tokens are whole JSON strings, quotes included, anyway).
-    for original in sorted(rewriter.replacements, key=len, reverse=True):
-        replacement = json.dumps(rewriter.replacements[original]).encode("utf-8")
-        for encoded in _encodings(original):
+    originals = rewriter.replacements
+    # (A backslash is looked for first: that is a far faster search.)
+    escapedSlashes = b"\\" in body and b"\\/" in body
+    for original in sorted(originals, key=len, reverse=True) if len(originals) > 1 else originals:
+        replacement = _token(originals[original])
+        for encoded in _encodings(original, escapedSlashes):
             rewritten = rewritten.replace(encoded, replacement)
+        # (A replacement escapes a backslash only if the public base has
+        # one: then the next URLs are looked for as before, everywhere.)
+        escapedSlashes = escapedSlashes or b"\\/" in replacement
     return Rewritten(rewritten, tuple(rewriter.blobs.values()), dict(rewriter.remotes))
 
 

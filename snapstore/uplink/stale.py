@@ -20,9 +20,9 @@ untouched.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -38,7 +38,7 @@ from zope.interface import implementer
 from snapstore.http.bodies import BytesProducer, ParsedJSON
 from snapstore.offline.store import BodyCollector, LocalResponse, LocalStoreAgent
 from snapstore.store.compression import EncodingError, Inflater, contentCodings
-from snapstore.store.upstream import UpstreamError, describeFailure, isCancellation
+from snapstore.store.upstream import UpstreamError, describeFailure, discardBody, isCancellation
 from snapstore.uplink.answers import RelayedAnswers
 
 #: Answers larger than this are relayed but not learned.
@@ -108,6 +108,7 @@ class UplinkHealth:
                 "stale-answers": self.staleAnswers}
 
 
+@functools.lru_cache(maxsize=1024)
 def classify(method: bytes, path: str) -> Optional[str]:
     """
     Which answer kind a call is, for those stale answers cover.
@@ -126,49 +127,178 @@ def classify(method: bytes, path: str) -> Optional[str]:
 
 class _Gather(Protocol):
     """
-    Reads a whole body as sent (still coded), failing with a 502 past
-    C{limit} bytes, the bound the relay puts on the answers it reads.
+    Reads a whole body as sent (still coded) and hands it to C{finished},
+    or a L{Failure}: a 502 past C{limit} bytes, the bound the relay puts on
+    the answers it reads.  Called directly, not through a L{Deferred}: it
+    is one step of L{_LiveCall}.
     """
 
-    transport: Any
+    transport: Any = None
 
-    def __init__(self, limit: int, what: str) -> None:
+    def __init__(self, limit: int, what: str, finished: Callable[[Any], None]) -> None:
         self.parts: list[bytes] = []
         self.size = 0
         self.limit = limit
         self.what = what
-        self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
+        self.finished: Optional[Callable[[Any], None]] = finished
 
-    def _cancel(self) -> None:
+    def abandon(self) -> None:
+        """
+        Stop reading: nothing more is handed on.
+        """
+        self.finished = None
+        self.parts = []
         if self.transport is not None:
             self.transport.stopProducing()
 
+    def _finish(self, result: Any) -> None:
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished(result)
+
     def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
+        if self.finished is None:
             return
         self.size += len(data)
         if self.size > self.limit:
-            self.parts = []
-            self._cancel()
-            self.done.errback(UpstreamError(
+            finished = self.finished
+            self.abandon()
+            assert finished is not None
+            finished(Failure(UpstreamError(
                 502, "upstream-bad-response",
-                f"upstream answer to {self.what} is larger than {self.limit} bytes"))
+                f"upstream answer to {self.what} is larger than {self.limit} bytes")))
             return
         self.parts.append(data)
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
-        if self.done.called:
-            return
         if reason is None or reason.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
+            self._finish(b"".join(self.parts))
         else:
-            self.done.errback(reason)
+            self._finish(reason)
 
 
 class _TooSlow(Exception):
     """
     Upstream did not answer within the stale deadline.
     """
+
+
+class _LiveCall:
+    """
+    One covered call asked upstream: its answer read whole within the
+    deadline, then learnt and handed on in L{result}; when upstream fails,
+    handed to L{StaleAgent._afterFailure}.
+
+    Callbacks rather than a coroutine: a live refresh passes through this
+    with one L{Deferred} of its own (L{result}), where the coroutines it
+    replaced cost two more, and two resumptions (issue 20).
+
+    @ivar result: fires with the answer (a L{LocalResponse}), or fails as
+        upstream did when nothing stale can be given instead.
+    """
+
+    def __init__(self, agent: "StaleAgent", kind: str, method: bytes, uri: bytes,
+                 headers: Headers, body: Optional[bytes], parsedBody: Optional[ParsedJSON]) -> None:
+        self.agent = agent
+        self.kind = kind
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.parsedBody = parsedBody
+        self.result: Deferred[IResponse] = Deferred(self._cancel)
+        self._response: Any = None
+        self._gather: Optional[_Gather] = None
+        self._timedOut = False
+        self._cancelled = False
+        self._timer = agent.clock.callLater(agent.deadline, self._expire)
+        producer = BytesProducer(body, parsedBody) if body is not None else None
+        self._asked: Optional[Deferred[Any]] = None
+        try:
+            asked = agent.live.request(method, uri, headers, producer)
+        except Exception:
+            self._failed(Failure())  # as if it had failed the Deferred
+            return
+        self._asked = asked
+        asked.addCallbacks(self._answered, self._failed)
+
+    def _what(self) -> str:
+        return f"{self.method.decode()} {self.uri.decode('ascii', 'replace')}"
+
+    def _answered(self, response: IResponse) -> None:
+        self._asked = None
+        if self._cancelled or self.result.called:  # given up: the body is not wanted
+            discardBody(response)
+            return
+        self._response = response
+        self._gather = _Gather(MAX_BODY, self._what(), self._read)
+        response.deliverBody(self._gather)
+
+    def _read(self, raw: Any) -> None:
+        self._gather = None
+        if isinstance(raw, Failure):
+            self._failed(raw)
+            return
+        self._stopTimer()
+        if self._cancelled or self.result.called:
+            return
+        response = self._response
+        if response.code >= 500:
+            self.agent.health.failed(f"upstream answered {response.code}")
+            self._settle(self.agent._afterFailure(
+                self.kind, self.method, self.uri, self.headers, self.body,
+                f"upstream-status-{response.code}",
+                LocalResponse(response.code, response.phrase, response.headers, raw)))
+            return
+        self.agent.health.answered()
+        decoded = None
+        if response.code == 200:
+            decoded = self.agent._learn(self.kind, self.uri, self.headers, self.parsedBody,
+                                        response, raw)
+        self.result.callback(LocalResponse(response.code, response.phrase, response.headers,
+                                           raw, decoded))
+
+    def _failed(self, failure: Failure) -> None:
+        self._asked = None
+        self._stopTimer()
+        if self._cancelled or self.result.called:
+            return  # the caller gave up: nothing to answer
+        if self._timedOut:
+            # Cancelling the agent's request fails it with its own wrapper
+            # of the cancellation: the timer says whether it was ours.
+            failure = Failure(_TooSlow(f"upstream did not answer {self._what()} "
+                                       f"within {self.agent.deadline:g}s"))
+        self._settle(self.agent._afterFailure(self.kind, self.method, self.uri, self.headers,
+                                              self.body, failure))
+
+    def _settle(self, outcome: Deferred[IResponse]) -> None:
+        outcome.chainDeferred(self.result)
+
+    def _expire(self) -> None:
+        self._timedOut = True
+        self._stopWaiting()
+        if self._gather is not None:
+            self._gather = None
+            self._failed(Failure(CancelledError()))
+
+    def _cancel(self, result: Deferred[IResponse]) -> None:
+        """
+        The caller gave up (its client left): stop asking upstream; the
+        result fails with L{CancelledError}.
+        """
+        self._cancelled = True
+        self._stopTimer()
+        self._stopWaiting()
+
+    def _stopWaiting(self) -> None:
+        if self._asked is not None:
+            self._asked.cancel()
+        elif self._gather is not None:
+            self._gather.abandon()
+
+    def _stopTimer(self) -> None:
+        if self._timer.active():
+            self._timer.cancel()
 
 
 @implementer(IAgent)
@@ -195,8 +325,8 @@ class StaleAgent:
         self.health = health
         self.enabled = enabled
         self.local = LocalStoreAgent(answers, self.base, live)
-        # digest of an answer and what it answered -> when it was learnt
-        self._learnt: dict[bytes, float] = {}
+        # hash of an answer and what it answered -> when it was learnt
+        self._learnt: dict[int, float] = {}
 
     def request(self, method: bytes, uri: bytes, headers: Optional[Headers] = None,
                 bodyProducer: Any = None) -> Deferred[IResponse]:
@@ -206,89 +336,63 @@ class StaleAgent:
             kind = classify(method, urlsplit(text[len(self.base) - 1:]).path)
         if kind is None:
             return self.live.request(method, uri, headers, bodyProducer)
-        return Deferred.fromCoroutine(self._request(kind, method, uri, headers or Headers(),
-                                            bodyProducer))
-
-    async def _request(self, kind: str, method: bytes, uri: bytes, headers: Headers,
-                       bodyProducer: Any) -> IResponse:
-        body: Optional[bytes] = None
-        parsedBody: Optional[ParsedJSON] = None
+        if headers is None:
+            headers = Headers()
+        if bodyProducer is None:
+            return _LiveCall(self, kind, method, uri, headers, None, None).result
         if isinstance(bodyProducer, BytesProducer):
             # Already in memory, maybe parsed (the relay's): taken as is.
-            body, parsedBody = bodyProducer.body, bodyProducer.parsed
-        elif bodyProducer is not None:
-            collected = BodyCollector()
-            await bodyProducer.startProducing(collected)
-            body = b"".join(collected.parts)
-        if body is not None and parsedBody is None:
-            parsedBody = ParsedJSON(body)
-        try:
-            response, raw = await self._live(method, uri, headers, body, parsedBody)
-        except CancelledError:
-            raise  # the caller gave up: nothing to answer
-        except Exception as error:
-            why = Failure(error)
-            if isinstance(error, _TooSlow):
-                code = "upstream-timeout"
-            else:
-                code = describeFailure(why, uri.decode("ascii", "replace"), self.deadline).code
-            self.health.failed(why.getErrorMessage() or type(why.value).__name__)
-            stale = await self._stale(kind, method, uri, headers, body, code)
-            if stale is None:
-                if isinstance(error, _TooSlow):
-                    raise UpstreamError(504, "upstream-timeout", str(error))
-                raise
-            return stale
-        if response.code >= 500:
-            self.health.failed(f"upstream answered {response.code}")
-            stale = await self._stale(kind, method, uri, headers, body,
-                                      f"upstream-status-{response.code}")
-            if stale is not None:
-                return stale
+            parsed = bodyProducer.parsed
+            if parsed is None:
+                parsed = ParsedJSON(bodyProducer.body)
+            return _LiveCall(self, kind, method, uri, headers, bodyProducer.body, parsed).result
+        return Deferred.fromCoroutine(self._collected(kind, method, uri, headers, bodyProducer))
+
+    async def _collected(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                         bodyProducer: Any) -> IResponse:
+        """
+        Ask with a body that must first be produced.
+        """
+        collected = BodyCollector()
+        await bodyProducer.startProducing(collected)
+        body = b"".join(collected.parts)
+        return await _LiveCall(self, kind, method, uri, headers, body, ParsedJSON(body)).result
+
+    def _afterFailure(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                      body: Optional[bytes], failure: Any,
+                      answer: Optional[IResponse] = None) -> Deferred[IResponse]:
+        """
+        Upstream failed a covered call: the stale answer, if one is known.
+
+        @param failure: the L{Failure} of the call, or (with C{answer})
+            the error code of upstream's 5xx answer.
+        @param answer: upstream's 5xx answer, given to the device when
+            nothing stale is known; C{None} when the call failed.
+        """
+        return Deferred.fromCoroutine(self._staleOr(kind, method, uri, headers, body, failure,
+                                                    answer))
+
+    async def _staleOr(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                       body: Optional[bytes], failure: Any,
+                       answer: Optional[IResponse]) -> IResponse:
+        if answer is not None:
+            stale = await self._stale(kind, method, uri, headers, body, failure)
+            return answer if stale is None else stale
+        error = failure.value
+        if isinstance(error, _TooSlow):
+            code = "upstream-timeout"
         else:
-            self.health.answered()
-            if response.code == 200:
-                decoded = self._learn(kind, uri, headers, parsedBody, response, raw)
-                return LocalResponse(response.code, response.phrase, response.headers, raw,
-                                     decoded)
-        return LocalResponse(response.code, response.phrase, response.headers, raw)
-
-    async def _live(self, method: bytes, uri: bytes, headers: Headers,
-                    body: Optional[bytes],
-                    parsedBody: Optional[ParsedJSON] = None) -> tuple[IResponse, bytes]:
-        """
-        Ask upstream and read the whole answer within the deadline.
-        """
-        producer = BytesProducer(body, parsedBody) if body is not None else None
-        asked = self.live.request(method, uri, headers, producer)
-        timedOut = []
-
-        def expire(pending: Deferred[Any]) -> None:
-            timedOut.append(True)
-            pending.cancel()
-
-        timer = self.clock.callLater(self.deadline, lambda: expire(current[0]))
-        current: list[Deferred[Any]] = [asked]
-        try:
-            response = await asked
-            gather = _Gather(MAX_BODY, f"{method.decode()} {uri.decode('ascii', 'replace')}")
-            current[0] = gather.done
-            response.deliverBody(gather)
-            raw = await gather.done
-        except Exception:
-            # Cancelling the agent's request fails it with its own wrapper
-            # of the cancellation: the timer says whether it was ours.
-            if timedOut:
-                raise _TooSlow(f"upstream did not answer {method.decode()} "
-                               f"{uri.decode('ascii', 'replace')} within {self.deadline:g}s")
-            if isCancellation(Failure()):
+            if isCancellation(failure):
                 # The caller gave up (its client left): not upstream's fault.
                 raise CancelledError()
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
-        return response, raw
+            code = describeFailure(failure, uri.decode("ascii", "replace"), self.deadline).code
+        self.health.failed(failure.getErrorMessage() or type(error).__name__)
+        stale = await self._stale(kind, method, uri, headers, body, code)
+        if stale is None:
+            if isinstance(error, _TooSlow):
+                raise UpstreamError(504, "upstream-timeout", str(error))
+            raise failure.value
+        return stale
 
     async def _stale(self, kind: str, method: bytes, uri: bytes, headers: Headers,
                      body: Optional[bytes], code: str) -> Optional[IResponse]:
@@ -335,16 +439,14 @@ class StaleAgent:
         """
         Whether this very answer to this very call was learnt less than
         L{RELEARN_AFTER} seconds ago; if not, it is noted as learnt now.
-        Compared by digest, so the answer is neither parsed nor kept.
+        Compared by hash, so the answer is neither parsed nor kept: Python's
+        own (64 bits, keyed per process), a quarter of the cost of a
+        digest (issue 20).  Two answers that hash alike would at worst
+        leave the memory one L{RELEARN_AFTER} older for that call.
         """
-        parts = [kind.encode(), uri]
-        parts += [b"\0".join(headers.getRawHeaders(name) or ()) for name in _LEARNT_HEADERS]
-        parts += [body.raw if body is not None else b"", decoded]
-        digest = hashlib.blake2b(digest_size=20)
-        for part in parts:
-            digest.update(b"%d:" % len(part))
-            digest.update(part)
-        key = digest.digest()
+        key = hash((kind, uri, *[tuple(headers.getRawHeaders(name) or ())
+                                 for name in _LEARNT_HEADERS],
+                    body.raw if body is not None else None, decoded))
         now = self.clock.seconds()
         learnt = self._learnt.get(key)
         if learnt is not None and now - learnt < RELEARN_AFTER:
