@@ -417,8 +417,9 @@ class RefreshLayersTests(TestCase):
     """
     What a relayed refresh costs in layers (issue 20, fourth round): one
     coroutine driven through a L{Deferred} (the relay's; the rules' are
-    awaited directly), one L{Headers} the proxy makes itself (the one sent
-    upstream), no JSON encoding of URLs and no record copies
+    awaited directly), two L{Headers} the proxy makes itself (the one sent
+    upstream, and upstream's answer's, made by the client of
+    L{snapstore.http.client}), no JSON encoding of URLs and no record copies
     (C{attrs.evolve}), with rules that answer at once, a device in no group
     and blobs already recorded.
     """
@@ -468,4 +469,4 @@ class RefreshLayersTests(TestCase):
         self.patch(http_headers.Headers, "__init__", init)
         url = yield self.service.refresh()
         self.assertIn(self.service.storeURL, url)
-        self.assertEqual(counts, {"coroutines": 1, "headers": 1, "json.dumps": 0, "evolve": 0})
+        self.assertEqual(counts, {"coroutines": 1, "headers": 2, "json.dumps": 0, "evolve": 0})
