@@ -254,10 +254,17 @@ def printColdFills(fills: list[ColdFill]) -> None:
                      *(f"{fill.perGiB(user)} + {fill.perGiB(system)}"
                        for _, (user, system) in fill.split),
                      fill.perGiB(fill.nonHash()), f"{fill.load:.1f}"))
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
-    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
     print("\nCPU seconds per GiB of each cold fill, user + system (snapstore's threads, the "
           "fake CDN's, curl; the load average at its start):")
+    printTable(header, rows)
+
+
+def printTable(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """
+    A Markdown table, its columns padded to their widest cell.
+    """
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
@@ -624,13 +631,7 @@ def main() -> None:
         ("(e) cache hit during that fill, 16 MiB", gbps(rateHit), "", "",
          "not throttled"),
     ]
-    header = ("measurement", "snapstore", "nginx", "ratio", "target")
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]
-    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
+    printTable(("measurement", "snapstore", "nginx", "ratio", "target"), rows)
     print(f"\nhit runs (GB/s): snapstore {[round(r / 1e9, 2) for r in hits]}, "
           f"nginx {[round(r / 1e9, 2) for r in statics]}")
     print(f"burst rounds (s): snapstore {[round(w, 2) for w in snapWalls]}, "

@@ -6,6 +6,7 @@ fill, on a L{Clock}, through a L{StringTransport}; no socket.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import maybeDeferred
@@ -24,13 +25,21 @@ from snapstore.store.fillbody import (READ_SIZE, BodyIntoFill, SourceGone, Sourc
 DATA = b"0123456789" * 100
 
 
+def startedFill(case: SynchronousTestCase, clock: Clock) -> Any:
+    """
+    A started fill of L{DATA} in a new cache of C{case}'s, hashed as it is
+    written.
+    """
+    cache = BlobCache(clock, case.mktemp(), 1 << 20, inThread=maybeDeferred, hashInThread=False)
+    fill = cache.beginFill(hashlib.sha3_384(DATA).hexdigest(), len(DATA))
+    fill.start()
+    return fill
+
+
 class BodyIntoFillTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        cache = BlobCache(self.clock, self.mktemp(), 1 << 20, inThread=maybeDeferred,
-                          hashInThread=False)
-        self.fill = cache.beginFill(hashlib.sha3_384(DATA).hexdigest(), len(DATA))
-        self.fill.start()
+        self.fill = startedFill(self, self.clock)
         self.counted: list[int] = []
         self.writer = BodyIntoFill(self.fill, self.clock, 5.0, self.counted.append)
         self.transport = StringTransport()
@@ -118,10 +127,7 @@ class ReadSizeTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        cache = BlobCache(self.clock, self.mktemp(), 1 << 20, inThread=maybeDeferred,
-                          hashInThread=False)
-        self.fill = cache.beginFill(hashlib.sha3_384(DATA).hexdigest(), len(DATA))
-        self.fill.start()
+        self.fill = startedFill(self, self.clock)
         self.connection = _Connection(reactor=self.clock)
         self.default = self.connection.bufferSize
 
