@@ -82,3 +82,100 @@ def percentile(values: list[float], fraction: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class ClientLag:
+    """
+    The benchmark process's own stalls, so that a slow request can be told
+    apart from a client that was late to send it or to read its answer (a
+    Python client has a collector and an event loop of its own).
+
+    Inside C{async with ClientLag() as lag:} an asyncio task wakes every
+    C{interval} seconds and records how late it woke (L{longest}, and
+    C{(wall time, seconds)} of each wake later than C{warnAfter} in
+    L{stalls}), and C{gc.callbacks} times this process's collections
+    (L{collections}, L{collectorSeconds}, L{longestCollection}).
+    """
+
+    def __init__(self, interval: float = 0.005, warnAfter: float = 0.01) -> None:
+        self.interval = interval
+        self.warnAfter = warnAfter
+        self.longest = 0.0
+        self.stalls: list[tuple[float, float]] = []
+        self.collections = 0
+        self.collectorSeconds = 0.0
+        self.longestCollection = 0.0
+        self._began = 0.0
+        self._task = None
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        self.collections += 1
+        self.collectorSeconds += took
+        self.longestCollection = max(self.longestCollection, took)
+
+    async def _watch(self) -> None:
+        import asyncio
+
+        while True:
+            due = time.monotonic() + self.interval
+            await asyncio.sleep(self.interval)
+            lag = time.monotonic() - due
+            self.longest = max(self.longest, lag)
+            if lag > self.warnAfter:
+                self.stalls.append((time.time(), lag))
+
+    async def __aenter__(self) -> "ClientLag":
+        import asyncio
+        import gc
+
+        gc.callbacks.append(self._collected)
+        self._task = asyncio.ensure_future(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._collected)
+        self._task.cancel()
+
+    def describe(self) -> str:
+        """
+        One phrase for a results line.
+        """
+        return (f"client lag max {1000 * self.longest:.1f} ms ({len(self.stalls)} over "
+                f"{1000 * self.warnAfter:g} ms), client gc {self.collections} "
+                f"({1000 * self.collectorSeconds:.1f} ms, max {1000 * self.longestCollection:.1f})")
+
+
+def cpuSteal() -> tuple[float, float]:
+    """
+    Jiffies the machine's CPUs spent, in all and stolen (by the
+    hypervisor: a virtual CPU that was runnable but not running), from
+    C{/proc/stat}; (0, 0) where there is none.  The difference of two
+    readings says how much of a run the machine itself lost.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return sum(fields[:8]), (fields[7] if len(fields) > 7 else 0.0)
+
+
+def involuntarySwitches(pid: int) -> int:
+    """
+    How often process C{pid} (all its threads: the main one) was taken off
+    a CPU while it still wanted to run, from C{/proc}; -1 when unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return -1

@@ -63,7 +63,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, percentile, requireTools, stop, waitForPort
+from bench.common import ClientLag, cpuSteal, freePort, involuntarySwitches, percentile, requireTools, stop, waitForPort
 NGINX = "/usr/sbin/nginx"
 
 REFRESH_BODY = json.dumps({
@@ -195,11 +195,15 @@ def wrkFigures(output: str) -> tuple[float, int]:
     return rate, errors
 
 
-async def openLoop(port: int, rate: float, seconds: float, connections: int = 16) -> tuple[list[float], int]:
+async def openLoop(port: int, rate: float, seconds: float, connections: int = 16,
+                   sent: list[tuple[float, float]] | None = None) -> tuple[list[float], int]:
     """
     Send C{POST /v2/snaps/refresh} at a fixed C{rate} for C{seconds} (each
     on a keep-alive connection that is free at its scheduled time); the
     latencies, measured from the scheduled send time, and the errors.
+
+    @param sent: if given, gets C{(wall time scheduled, latency)} of each
+        answered request (C{--keep} writes them out).
     """
     body = REFRESH_BODY.encode()
     request = (f"POST /v2/snaps/refresh HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -221,6 +225,8 @@ async def openLoop(port: int, rate: float, seconds: float, connections: int = 16
             if not head.startswith(b"HTTP/1.1 200"):
                 errors[0] += 1
             latencies.append(time.monotonic() - scheduled)
+            if sent is not None:
+                sent.append((time.time() - latencies[-1], latencies[-1]))
             free.put_nowait((reader, writer))
         except (OSError, asyncio.IncompleteReadError, AttributeError):
             errors[0] += 1
@@ -302,7 +308,7 @@ run()
 
 def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (),
                    profile: str | None = None, root: str = ROOT,
-                   prelude: str = "") -> tuple[subprocess.Popen, int]:
+                   prelude: str = "", snapstoreOptions: list[str] = ()) -> tuple[subprocess.Popen, int]:
     """
     C{twistd -n snapstore} in front of C{upstreamPort}, after running the
     Python statements C{prelude} in its process (L{FLEET_OFF}).
@@ -320,7 +326,7 @@ def startSnapstore(work: str, name: str, upstreamPort: int, extra: list[str] = (
         environment["SNAPSTORE_PROFILE"] = profile
     process = subprocess.Popen(
         [sys.executable, "-c", prelude + code, "-n", "--pidfile=",
-         *extra, "snapstore", "--config", os.devnull,
+         *extra, "snapstore", "--config", os.devnull, *snapstoreOptions,
          "--upstream", f"http://127.0.0.1:{upstreamPort}/",
          "--store-endpoint", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
          "--admin-endpoint", "none", "--proxy-endpoint", "none",
@@ -456,37 +462,126 @@ async def measureUplink(snapstorePort: int, relay: Counted, snapIds: list[str],
     return figures
 
 
-def startHelloStore(processes: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
+def startHelloStore(processes: list[subprocess.Popen], log: str | None = None,
+                    lagWarning: float | None = None) -> tuple[subprocess.Popen, int]:
     """
     The fake store with one 20 KiB snap, C{hello} revision 29 (added to
     C{processes}); its API port.
+
+    @param log: a file for its stderr (else discarded).
+    @param lagWarning: milliseconds: run the reactor lag probe in it too
+        (C{--lag-warning}).
     """
     apiPort, cdnPort = freePort(), freePort()
+    lag = ["--lag-warning", f"{lagWarning:g}"] if lagWarning else []
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fakestore", "--api-port", str(apiPort), "--cdn-port", str(cdnPort),
-         "--snap", "hello:29:20480"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+         "--snap", "hello:29:20480", *lag], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.DEVNULL, stderr=open(log, "w") if log else subprocess.DEVNULL)
     processes.append(fake)
     waitForPort(apiPort, fake, "fake store")
     return fake, apiPort
+
+
+#: The reactor lag (ms) over which snapstore and the fake store log a stall
+#: with the stack the watchdog sampled, in the latency runs: well under
+#: the 5 ms target's scale of a p99 is noise, so 20 ms.
+LATENCY_LAG_WARNING = 20.0
+
+
+async def _measured(port: int, options: argparse.Namespace,
+                    sent: list[tuple[float, float]] | None) -> tuple[list[float], int, ClientLag]:
+    """
+    One side's open loop, with this process's collector off: a full
+    collection of the client (12-18 ms, seen in about one side in five
+    before) would delay the requests in flight and count against the
+    side being measured.  Its lag is measured all the same.
+    """
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with ClientLag() as lag:
+            latencies, errors = await openLoop(port, options.rate, options.latency_seconds, sent=sent)
+    finally:
+        gc.enable()
+    return latencies, errors, lag
 
 
 def addedLatency(work: str, options: argparse.Namespace, processes: list[subprocess.Popen],
                  name: str) -> tuple[list[float], int, list[float], int]:
     """
     The fake store called directly and through a new snapstore (logging
-    to C{name}.log) at C{options.rate} requests/s: the latencies and
-    errors of each.
+    to C{name}.log, the fake store to C{name}-fake.log) at C{options.rate}
+    requests/s: the latencies and errors of each.  The bench process's
+    own lag while measuring each is left in C{options.clientLag} (direct,
+    through), the requests' send times and latencies in
+    C{name}-direct.csv and C{name}-through.csv with C{--keep}.
     """
-    fake, apiPort = startHelloStore(processes)
-    proxied, proxiedPort = startSnapstore(work, name, apiPort)
+    fake, apiPort = startHelloStore(processes, os.path.join(work, f"{name}-fake.log"),
+                                    LATENCY_LAG_WARNING)
+    proxied, proxiedPort = startSnapstore(
+        work, name, apiPort, snapstoreOptions=["--reactor-lag-warning", f"{LATENCY_LAG_WARNING:g}"])
     processes.append(proxied)
     asyncio.run(openLoop(proxiedPort, options.rate, 1.0))  # warm-up
-    direct, directErrors = asyncio.run(openLoop(apiPort, options.rate, options.latency_seconds))
-    through, throughErrors = asyncio.run(openLoop(proxiedPort, options.rate, options.latency_seconds))
+    sentDirect: list[tuple[float, float]] = []
+    sentThrough: list[tuple[float, float]] = []
+    direct, directErrors, directLag = asyncio.run(_measured(apiPort, options, sentDirect))
+    totalBefore, stealBefore = cpuSteal()
+    switchesBefore = involuntarySwitches(proxied.pid)
+    through, throughErrors, throughLag = asyncio.run(_measured(proxiedPort, options, sentThrough))
+    total, steal = cpuSteal()
+    options.clientLag = (directLag, throughLag)
+    options.machine = (f"CPU stolen {100 * (steal - stealBefore) / max(total - totalBefore, 1):.1f}%, "
+                       f"snapstore preempted {involuntarySwitches(proxied.pid) - switchesBefore} times")
     stop(proxied)
     stop(fake)
+    if options.keep:
+        for side, sent in (("direct", sentDirect), ("through", sentThrough)):
+            with open(os.path.join(work, f"{name}-{side}.csv"), "w") as out:
+                out.write("sent (wall time),latency (s)\n")
+                out.writelines(f"{when:.6f},{latency:.6f}\n" for when, latency in sent)
     return direct, directErrors, through, throughErrors
+
+
+def slowSeconds(work: str, name: str, threshold: float) -> str:
+    """
+    With C{--keep}: the wall-clock seconds in which requests through
+    snapstore took longer than C{threshold} seconds (how many, the
+    slowest), beside the stalls snapstore and the fake store logged in the
+    same second, for reading a bad run.
+    """
+    import collections
+
+    slow: dict[str, list[float]] = collections.defaultdict(list)
+    with open(os.path.join(work, f"{name}-through.csv")) as table:
+        next(table)
+        for line in table:
+            when, latency = map(float, line.split(","))
+            if latency > threshold:
+                slow[time.strftime("%H:%M:%S", time.gmtime(when))].append(latency)
+    stalls: dict[str, list[str]] = collections.defaultdict(list)
+    for who, log in (("snapstore", f"{name}.log"), ("fake", f"{name}-fake.log")):
+        with open(os.path.join(work, log)) as lines:
+            for line in lines:
+                found = re.search(r"T(\d\d:\d\d:\d\d).*reactor blocked ([\d.]+) ms", line)
+                if found:
+                    stalls[found.group(1)].append(f"{who} {found.group(2)} ms")
+    return "; ".join(
+        f"{second} {len(slow[second])} slow (max {1000 * max(slow[second]):.0f} ms)"
+        + (f" [{', '.join(stalls[second])}]" if stalls[second] else "")
+        for second in sorted(slow)) or "none"
+
+
+def reactorLag(path: str) -> str:
+    """
+    The reactor lag summary a process logged to C{path} when it stopped
+    (L{snapstore.observe.lag}), or a dash.
+    """
+    from snapstore.observe.lag import SUMMARY_PREFIX
+
+    return summaryLine(path, SUMMARY_PREFIX)
 
 
 def addedLatencyRuns(work: str, options: argparse.Namespace) -> bool:
@@ -494,24 +589,41 @@ def addedLatencyRuns(work: str, options: argparse.Namespace) -> bool:
     C{--latency-runs N}: only the added-latency measurement, N times in a
     row (a new fake store and snapstore each), one line per run; whether
     every run met the target (p99 added <= 5 ms).
+
+    Each run also says who stalled: snapstore's reactor lag, the fake
+    store's, and this process's (the client: its event loop and its
+    collector), while the requests through snapstore were measured.  A bad
+    p99 with no stall anywhere is time spent waiting for a CPU or in the
+    kernel.
     """
     print(f"\np99 added by snapstore at {options.rate:g} requests/s, {options.latency_seconds:g}s "
           f"per side, {options.latency_runs} consecutive runs ({os.cpu_count()} CPUs, loopback)")
     met = 0
     for run in range(options.latency_runs):
         processes: list[subprocess.Popen] = []
+        name = f"latency-{run}"
         try:
             direct, directErrors, through, throughErrors = addedLatency(
-                work, options, processes, f"latency-{run}")
+                work, options, processes, name)
         finally:
             for process in processes:
                 stop(process)
         added = (percentile(through, 0.99) - percentile(direct, 0.99)) * 1000
         met += added <= 5.0
+        directLag, throughLag = options.clientLag
         print(f"  run {run + 1}: added {added:6.2f} ms  (p99 direct {percentile(direct, 0.99) * 1000:.2f}, "
               f"via snapstore {percentile(through, 0.99) * 1000:.2f}; p50 {percentile(direct, 0.5) * 1000:.2f} / "
               f"{percentile(through, 0.5) * 1000:.2f}; errors {directErrors} / {throughErrors}; "
-              f"load average {os.getloadavg()[0]:.2f}; gc {gcPauses(work, f'latency-{run}')})")
+              f"load average {os.getloadavg()[0]:.2f}; gc {gcPauses(work, name)})\n"
+              f"         snapstore {reactorLag(os.path.join(work, f'{name}.log'))}\n"
+              f"         fake store {reactorLag(os.path.join(work, f'{name}-fake.log'))}; "
+              f"{summaryLine(os.path.join(work, f'{name}-fake.log'), 'gc pauses:')}\n"
+              f"         via snapstore: {throughLag.describe()}; direct: {directLag.describe()}\n"
+              f"         while via snapstore: {options.machine}")
+        if options.keep:
+            threshold = percentile(direct, 0.99) + 0.005
+            print(f"         through snapstore over {threshold * 1000:.1f} ms (UTC second): "
+                  f"{slowSeconds(work, name, threshold)}")
     print(f"  target (<= 5 ms) met in {met} of {options.latency_runs} runs")
     return met == options.latency_runs
 
@@ -673,6 +785,19 @@ def startPlainTwisted(work: str, upstreamPort: int) -> tuple[subprocess.Popen, i
     return process, port
 
 
+def summaryLine(path: str, prefix: str) -> str:
+    """
+    What follows C{prefix} on the last line of the log C{path} holding
+    it (a summary a process logs when it stops), or a dash.
+    """
+    try:
+        with open(path) as log:
+            lines = [line for line in log if prefix in line]
+    except OSError:
+        return "-"
+    return lines[-1].split(prefix, 1)[1].strip() if lines else "-"
+
+
 def gcPauses(work: str, name: str) -> str:
     """
     The collector pauses snapstore C{name} logged when it stopped
@@ -680,12 +805,7 @@ def gcPauses(work: str, name: str) -> str:
     """
     from snapstore.observe.gcpauses import SUMMARY_PREFIX
 
-    try:
-        with open(os.path.join(work, f"{name}.log")) as log:
-            lines = [line for line in log if SUMMARY_PREFIX in line]
-    except OSError:
-        return "-"
-    return lines[-1].split(SUMMARY_PREFIX, 1)[1].strip() if lines else "-"
+    return summaryLine(os.path.join(work, f"{name}.log"), SUMMARY_PREFIX)
 
 
 #: The rows of the profile table: label, (file suffix, function) pairs
@@ -696,7 +816,13 @@ PROFILE_ROWS = [
     ("relay coroutine (_relay)", [("snapstore/store/relay.py", "_relay")], False),
     ("outbound agent request", [("snapstore/outbound.py", "request"),
                                 ("twisted/web/client.py", "request")], False),
-    ("... of which new upstream connections", [("twisted/web/client.py", "_newConnection")], False),
+    ("... of which new upstream connections", [("twisted/web/client.py", "_newConnection"),
+                                               ("snapstore/http/client.py", "_connect")], False),
+    ("... parsing an answer's head (own client)", [("snapstore/http/client.py",
+                                                     "_parseHead")], False),
+    ("upstream client, all its functions (own time)", [("snapstore/http/client.py", ""),
+                                                       ("twisted/web/_newclient.py", "")], True),
+    ("Twisted Headers, all calls (own time)", [("twisted/web/http_headers.py", "")], True),
     ("stale-answer agent (_request)", [("snapstore/uplink/stale.py", "_request")], False),
     ("... of which learning the answer", [("snapstore/uplink/stale.py", "_learn")], False),
     ("rules: describe the request", [("snapstore/rules/service.py", "describe")], False),

@@ -139,6 +139,13 @@ def _nonNegative(text: str) -> int:
     return value
 
 
+def _nonNegativeFloat(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
 PRIVATE_AND_LOOPBACK = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 OPTIONS: tuple[Option, ...] = (
@@ -203,6 +210,12 @@ OPTIONS: tuple[Option, ...] = (
            lambda text: tuple(_splitList(text))),
     Option("log-format", "text", "Log output format: text or json.",
            lambda text: _choice(text, ("text", "json"))),
+    Option("reactor-lag-warning", "50",
+           "Milliseconds the reactor thread may be late for a scheduled call before a "
+           "warning is logged with the stack it was busy in (a watchdog thread samples "
+           "it); the probe ticks every 5 ms (1-2% of a CPU while idle); 0: no lag probe, no "
+           "watchdog, no reactor lag metrics.",
+           lambda text: _nonNegativeFloat(text) / 1000),
     # --- forward proxy (snapstore/forward) ---
     Option("proxy-auth-file", None,
            "Password file for Proxy-Authorization: Basic (user:hash lines; "
@@ -392,6 +405,8 @@ class Settings:
     adminTokenFile: Optional[str]
     adminHosts: tuple[str, ...]
     logFormat: str
+    #: Seconds (the option is in milliseconds); 0: no probe.
+    reactorLagWarning: float
     proxyAuthFile: Optional[str]
     proxyMaxTunnels: int
     proxyMaxPerClient: int

@@ -157,6 +157,13 @@ def makeService(options: Options) -> IService:
     store = _addStoreService(top, reactor, settings, options.rulesDir)
     _addForwardService(top, reactor, settings, store.parts)
     _addAdminService(top, reactor, settings, store)
+    # How late the reactor runs (snapstore/observe/lag.py).
+    if settings.reactorLagWarning > 0:
+        from snapstore.observe.lag import ReactorLag
+
+        lag = ReactorLag(reactor, warnAfter=settings.reactorLagWarning, watchdog=True)
+        lag.sink = store.parts.metrics.watchReactorLag(lag)
+        lag.setServiceParent(top)
     # Last, so that it starts once every other part is built: see
     # snapstore/observe/gcpauses.py.
     from snapstore.observe.gcpauses import CollectorPauses
@@ -259,15 +266,17 @@ def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
     from snapstore.admin.clientconfig import ClientConfig
     from snapstore.cluster.service import joinCluster
     from snapstore.observe.metrics import Metrics
-    from snapstore.outbound import makeAgent, makePool
+    from snapstore.outbound import makeAgent, makeConnections, makePool
     from snapstore.store.local import LocalV1
     from snapstore.store.service import PoolService, makeStoreParts
     from snapstore.store.upstream import StoreUpstream
     from snapstore.uplink.wiring import UplinkParts
 
     pool = makePool(reactor)
+    # The direct agent's own idle connections (snapstore.http.client).
+    connections = makeConnections(reactor)
     metrics = Metrics()
-    services: list[IService] = [PoolService(pool)]
+    services: list[IService] = [PoolService(pool), connections]
     uplinkParts = None
     if settings.offline:
         # Answer the store API from imported content (snapstore.offline);
@@ -282,7 +291,7 @@ def assembleStore(reactor: IServiceReactor, settings: Settings, state: Any,
         # Stale answers, follows and prefetch, rate caps (snapstore.uplink).
         uplinkParts = UplinkParts.fromSettings(reactor, settings, metrics)
         services.extend(uplinkParts.services)
-        upstream = StoreUpstream(uplinkParts.agentFor(makeAgent(reactor, settings, pool)),
+        upstream = StoreUpstream(uplinkParts.agentFor(makeAgent(reactor, settings, pool, connections)),
                                  settings.upstream, reactor, settings.upstreamTimeout)
     rules = makeRules(upstream, metrics.ruleVerdict) if makeRules is not None else None
     deliveries = None

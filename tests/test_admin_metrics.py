@@ -189,6 +189,22 @@ class MetricsEndpointTests(TestCase):
                                 (("endpoint", "info"), ("status", "502")))], 1)
 
     @inlineCallbacks
+    def test_reactorLag(self):
+        """
+        The service runs the reactor lag probe (snapstore.observe.lag):
+        its ticks are in the histogram by the time of a scrape, and the
+        blocked counter and the recent maximum are there.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        yield deferLater(reactor, 0.05, lambda: None)
+        found = yield self.scrape()
+        self.assertGreater(found[("snapstore_reactor_lag_seconds_count", ())], 0)
+        self.assertIn(("snapstore_reactor_blocked_total", ()), found)
+        self.assertGreaterEqual(found[("snapstore_reactor_lag_max_seconds", ())], 0)
+
+    @inlineCallbacks
     def test_gaugesFresh(self):
         """
         A scrape brings the device and cache gauges up to date.

@@ -239,6 +239,36 @@ def _smallBlobBytes():
     return _SMALL[1]
 
 
+class SteadyCollectorTests(SynchronousTestCase):
+    """
+    Run by hand or for the benchmarks, the fake store freezes its start-up
+    heap so that it runs no full collection while measured
+    (bench/relay.py's added latency).
+    """
+
+    def test_freezesUntilShutdown(self):
+        """
+        L{steadyCollector} freezes the heap and keeps Python's young
+        threshold; the reactor's shutdown unfreezes it.
+        """
+        import gc
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from tests.fakestore.__main__ import steadyCollector
+
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+        threshold = gc.get_threshold()
+        reactor = MemoryReactorClock()
+        steadyCollector(reactor)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertEqual(gc.get_threshold(), threshold)
+        [(callable, args, kwargs)] = reactor.triggers["before"]["shutdown"]
+        callable(*args, **kwargs)
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+
 class ParsingTests(SynchronousTestCase):
     """
     Channel names, Range headers and runner arguments.

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.portforward import ProxyFactory
@@ -23,7 +23,7 @@ from twisted.web.http_headers import Headers
 from snapstore.forward.auth import hashPassword
 from snapstore.outbound import (
     DirectDialer, OriginAgent, ParentDialer, ParentProxy, ParentProxyAgent, TunnelError, makeAgent,
-    makeDialer,
+    makeConnections, makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
 from tests.helpers import MemoryBlobs, startStore, testSettings
@@ -46,6 +46,39 @@ class ParentProxyTests(SynchronousTestCase):
         self.assertIsInstance(makeDialer(reactor, chained), ParentDialer)
         self.assertIsInstance(makeAgent(reactor, plain), OriginAgent)
         self.assertIsInstance(makeAgent(reactor, chained), ParentProxyAgent)
+
+
+class DirectDialerTests(SynchronousTestCase):
+    """
+    The direct dialer connects to checked addresses as they are.
+    """
+
+    def _dialed(self, address: str) -> tuple[Any, int]:
+        from twisted.internet.testing import MemoryReactorClock
+
+        class NoResolver:
+            asked: list[str] = []
+
+            def resolveHostName(self, receiver: Any, hostName: str, *args: Any, **kw: Any) -> Any:
+                self.asked.append(hostName)
+                return receiver
+
+        memory = MemoryReactorClock()
+        resolver = NoResolver()
+        memory.nameResolver = resolver  # type: ignore[attr-defined]
+        DirectDialer(memory).dial("example.org", 443, [address], Factory.forProtocol(Protocol))
+        return memory, len(resolver.asked)
+
+    def test_literalNotResolved(self) -> None:
+        """
+        An IPv4 or IPv6 literal is connected to without a name resolution
+        (which would be a thread hop per new upstream connection).
+        """
+        for address, expected in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")]:
+            memory, resolutions = self._dialed(address)
+            self.assertEqual(resolutions, 0)
+            self.assertEqual([(host, port) for host, port, *_ in memory.tcpClients],
+                             [(expected, 443)])
 
 
 class ChainTests(TestCase):
@@ -247,7 +280,9 @@ class OriginAgentTests(TestCase):
         pools = [HTTPConnectionPool(reactor, persistent=True) for _ in range(2)]
         for pool in pools:
             self.addCleanup(pool.closeCachedConnections)
-        fast = makeAgent(reactor, settings, pools[0])
+        connections = makeConnections(reactor)
+        self.addCleanup(connections.closeCachedConnections)
+        fast = makeAgent(reactor, settings, pools[0], connections)
         # The generic agent over the same checked endpoints, for reference.
         generic = Agent.usingEndpointFactory(reactor, fast.endpoints, pools[1])
         return fast, generic
@@ -317,5 +352,5 @@ class OriginAgentTests(TestCase):
         fast, generic = self.agents(1)
         for origin in (b"http://[::1]:8080", b"https://store.example", b"http://store.example:80",
                        b"https://10.0.0.1:8443"):
-            _, host, parsed = fast._learn(origin)
-            self.assertEqual(host, generic._computeHostValue(parsed.scheme, parsed.host, parsed.port))
+            (scheme, name, port), host, _ = fast._learn(origin)
+            self.assertEqual(host, generic._computeHostValue(scheme, name, port))

@@ -22,7 +22,7 @@ can then change in one place.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -36,6 +36,9 @@ except ImportError:  # older prometheus_client
 
 #: Upstream answers in seconds: snapd gives up at 10 s, so finer steps below.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Reactor lag in seconds (snapstore.observe.lag): a few ms is scheduling
+#: noise, tens of ms is a stall every waiting request pays.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # Store paths, grouped so that label values stay few (snap names, revisions
 # and ids never become labels: that would grow the registry without bound).
@@ -131,6 +134,17 @@ class Metrics:
         self.cacheBoundBytes = Gauge(
             "snapstore_cache_bound_bytes", "The bound the blob cache is kept under.",
             registry=r)
+        self.reactorLag = Histogram(
+            "snapstore_reactor_lag_seconds",
+            "How much later than scheduled the reactor ran the lag probe's ticks.",
+            buckets=LAG_BUCKETS, registry=r)
+        self.reactorLagMax = Gauge(
+            "snapstore_reactor_lag_max_seconds",
+            "The longest reactor lag of the last 10 to 20 seconds.", registry=r)
+        self.reactorBlocked = Counter(
+            "snapstore_reactor_blocked",
+            "Lag probe ticks later than the warning threshold (--reactor-lag-warning).",
+            registry=r)
         self.deviceLimit.set(-1)
         self._hits = 0
         self._misses = 0
@@ -213,6 +227,22 @@ class Metrics:
         L{tunnelOpened} and L{tunnelClosed}).
         """
         self.activeTunnels.set_function(count)
+
+    def watchReactorLag(self, probe: Any) -> Callable[[float], None]:
+        """
+        Read the lag gauge from C{probe.recentMax()} at each scrape.
+
+        @return: what the probe calls with each tick's lag (its sink).
+        """
+        self.reactorLagMax.set_function(probe.recentMax)
+        histogram, blocked, threshold = self.reactorLag, self.reactorBlocked, probe.warnAfter
+
+        def observe(seconds: float) -> None:
+            histogram.observe(seconds)
+            if seconds > threshold:
+                blocked.inc()
+
+        return observe
 
     def ruleVerdict(self, ruleName: str, verdict: Any) -> None:
         """

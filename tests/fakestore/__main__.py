@@ -15,7 +15,8 @@ import sys
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import react
-from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.logger import (FilteringLogObserver, LogLevelFilterPredicate, PredicateResult,
+                            globalLogBeginner, textFileLogObserver)
 
 from tests.fakestore.catalogue import validSnapName
 from tests.fakestore.store import FakeStore
@@ -50,6 +51,10 @@ def makeParser() -> argparse.ArgumentParser:
     parser.add_argument("--compress", choices=("gzip", "deflate"), default=None,
                         help="code JSON and assertion answers for clients that accept it")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--lag-warning", type=float, default=None, metavar="MS",
+                        help="run snapstore's reactor lag probe (with its watchdog): log to "
+                             "stderr every stall longer than MS milliseconds and, at exit, "
+                             "the summary (bench/relay.py reads both)")
     return parser
 
 
@@ -91,9 +96,53 @@ async def startFromArguments(reactor, argv) -> FakeStore:
     return store
 
 
+def steadyCollector(reactor):
+    """
+    Freeze what start-up built (the catalogue, the modules), as snapstore
+    does (L{snapstore.observe.gcpauses}): as the benchmarks' upstream, the
+    fake store must not pause either.  Without this it ran a full
+    collection of 16-18 ms in each added-latency run of bench/relay.py,
+    which landed on whichever side (direct, or through snapstore) was
+    being measured.  Its youngest generation keeps Python's threshold:
+    with snapstore's 20,000 its collections took 8-16 ms each (what a
+    request leaves behind here is mostly cyclic garbage to free).
+    """
+    from snapstore.observe.gcpauses import CollectorPauses
+
+    pauses = CollectorPauses(youngThreshold=None)
+    pauses.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", pauses.stopService)
+    return pauses
+
+
+def startLagProbe(reactor, warnAfter: float) -> None:
+    """
+    Measure this process's reactor lag as snapstore does its own
+    (L{snapstore.observe.lag}), logging only the probe's lines and the
+    collector's summary to stderr: the fake store's stalls, if any, then
+    show beside snapstore's.
+    """
+    from snapstore.observe.lag import ReactorLag
+
+    lag = ReactorLag(reactor, warnAfter=warnAfter, watchdog=True)
+
+    def fromProbe(event):
+        if event.get("log_namespace", "").startswith(("snapstore.observe.lag",
+                                                      "snapstore.observe.gcpauses")):
+            return PredicateResult.maybe
+        return PredicateResult.no
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [fromProbe, LogLevelFilterPredicate()])])
+    lag.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", lag.stopService)
+
+
 async def main(reactor, argv) -> None:
     if "--verbose" in argv:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    elif "--lag-warning" in argv:
+        startLagProbe(reactor, makeParser().parse_args(argv).lag_warning / 1000)
     store = await startFromArguments(reactor, argv)
     print(f"api {store.apiURL}")
     print(f"cdn {store.cdnURL}")
@@ -102,6 +151,7 @@ async def main(reactor, argv) -> None:
             print(f"snap {snap.name} {snap.snapId} {revision.revision} "
                   f"{revision.size} {revision.sha3_384}")
     sys.stdout.flush()
+    steadyCollector(reactor)
     await Deferred()
 
 
