@@ -19,6 +19,7 @@ from twisted.web._newclient import TransportProxyProducer
 from twisted.web.client import ResponseDone, ResponseFailed
 
 from snapstore.cache.blobs import BlobCache
+from snapstore.http.client import BodyTransport
 from snapstore.store.fillbody import (READ_SIZE, BodyIntoFill, SourceGone, SourceStalled,
                                       socketTransport)
 
@@ -173,3 +174,19 @@ class ReadSizeTests(SynchronousTestCase):
             transport = self.connection
 
         self.assertIs(socketTransport(TransportProxyProducer(TLS())), self.connection)
+
+    def test_throughSnapstoreClient(self) -> None:
+        """
+        Through the body transport of L{snapstore.http.client}, the socket
+        connection is its connection protocol's transport, widened while
+        the body arrives and restored at its end.
+        """
+        class Protocol:
+            transport = self.connection
+
+        writer = BodyIntoFill(self.fill, self.clock, 5.0)
+        writer.makeConnection(BodyTransport(Protocol()))  # type: ignore[arg-type]
+        self.assertEqual(self.connection.bufferSize, READ_SIZE)
+        writer.dataReceived(DATA)
+        writer.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.connection.bufferSize, self.default)
