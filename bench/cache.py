@@ -24,6 +24,15 @@ the cache hashes: a fill cannot release its last byte before its hash is
 checked, so that rate bounds it), and (e) with a second snapstore run with
 C{--upstream-rate}, a fill's rate against the cap while a cache hit is
 served meanwhile.
+
+Every cold fill is also accounted for in CPU seconds per GiB, from
+C{/proc}: snapstore's reactor thread, its busiest other thread (the
+hasher), its other threads, the fake CDN's reactor thread (in this
+process) and curl.  On a shared two-core machine everything that is not
+the hasher competes with it, so that split says what a fill costs beside
+the hash.  With C{--baseline DIR} (another checkout, e.g. a worktree of
+main) a second snapstore runs that checkout's code, and C{--cold-runs}
+fresh blobs are filled through each in turn, alternating which goes first.
 Clients are C{curl} processes writing to /dev/null, the same for both
 servers.  Work files go to bench/_work/cache (git-ignored) and are removed
 at the end unless --keep is given.
@@ -34,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,11 +51,12 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import freePort, requireTools, stop, waitForPort
+from bench.common import TWISTD, freePort, requireTools, stop, waitForPort
 from snapstore.cache.chunks import CHUNK, fileChunks
 from snapstore.config import parseSize
 
@@ -127,6 +138,137 @@ class FakeUpstream:
         self.call(self.store.stop)
         self.reactor.callFromThread(self.reactor.stop)
         self.thread.join(5)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpuSeconds(statPath: str) -> tuple[float, float]:
+    """
+    User and system CPU seconds from a C{/proc/.../stat} file (zeros once
+    the process or thread is gone).
+    """
+    try:
+        with open(statPath) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    # Fields 14 and 15 of stat(5), counted from the one after the name.
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def threadSeconds(pid: int) -> dict[int, tuple[float, float]]:
+    """
+    User and system CPU seconds of each live thread of C{pid}, by thread id.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    return {int(tid): cpuSeconds(f"/proc/{pid}/task/{tid}/stat") for tid in tids}
+
+
+def childSeconds() -> tuple[float, float]:
+    """
+    User and system CPU seconds of this process's children that ended and
+    were waited for.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
+
+
+def minus(after: tuple[float, float], before: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
+
+
+class ColdFill:
+    """
+    One cold download through a snapstore, with the CPU it cost, and the
+    rate one core hashes the same file at right afterwards.
+
+    @ivar split: C{(what, (user seconds, system seconds))} pairs.
+    """
+
+    def __init__(self, label: str, size: int, rate: float,
+                 split: list[tuple[str, tuple[float, float]]],
+                 shaRate: float, load: float) -> None:
+        self.label = label
+        self.size = size
+        self.rate = rate
+        self.split = split
+        self.shaRate = shaRate
+        self.load = load
+
+    def perGiB(self, seconds: float) -> str:
+        return f"{seconds * GIB / self.size:.2f}"
+
+    def nonHash(self) -> float:
+        """
+        CPU seconds of everything but the hasher.
+        """
+        return sum(sum(seconds) for what, seconds in self.split if what != "hasher")
+
+
+def coldFill(label: str, url: str, size: int, snapstorePid: int, cdnThread: int,
+             cachedPath: Callable[[], str]) -> ColdFill:
+    """
+    Download C{url} (a blob new to the snapstore of C{snapstorePid}) once
+    and account for the CPU the fill cost; then time one core hashing the
+    file it cached (C{cachedPath()}).
+
+    The hasher is the busiest thread besides the reactor (the main
+    thread); threads that ended meanwhile count as other threads.
+    """
+    load = os.getloadavg()[0]
+    process = f"/proc/{snapstorePid}/stat"
+    cdnStat = f"/proc/{os.getpid()}/task/{cdnThread}/stat"
+    threads, total = threadSeconds(snapstorePid), cpuSeconds(process)
+    cdn, children = cpuSeconds(cdnStat), childSeconds()
+    rate = single(url, size)
+    used = {tid: minus(seconds, threads.get(tid, (0.0, 0.0)))
+            for tid, seconds in threadSeconds(snapstorePid).items()}
+    reactor = used.pop(snapstorePid, (0.0, 0.0))
+    hasher = max(used.values(), key=sum, default=(0.0, 0.0))
+    whole = minus(cpuSeconds(process), total)
+    others = (max(0.0, whole[0] - reactor[0] - hasher[0]),
+              max(0.0, whole[1] - reactor[1] - hasher[1]))
+    split = [("reactor", reactor), ("hasher", hasher), ("other threads", others),
+             ("fake CDN", minus(cpuSeconds(cdnStat), cdn)), ("curl", minus(childSeconds(), children))]
+    cached = cachedPath()
+    if not os.path.exists(cached):
+        raise SystemExit(f"snapstore ({label}) did not cache the blob of {url}")
+    return ColdFill(label, size, rate, split, hashRate(cached), load)
+
+
+def printColdFills(fills: list[ColdFill]) -> None:
+    """
+    The CPU table of cold fills: seconds per GiB by thread and process,
+    user + system.
+    """
+    names = [what for what, _ in fills[0].split]
+    header = ("cold fill", "GB/s", "sha3 GB/s", "ratio", *names, "non-hash", "load")
+    rows = []
+    for fill in fills:
+        rows.append((f"{fill.label}, {fill.size >> 20} MiB", f"{fill.rate / 1e9:.3f}",
+                     f"{fill.shaRate / 1e9:.3f}", f"{fill.rate / fill.shaRate:.2f}x",
+                     *(f"{fill.perGiB(user)} + {fill.perGiB(system)}"
+                       for _, (user, system) in fill.split),
+                     fill.perGiB(fill.nonHash()), f"{fill.load:.1f}"))
+    print("\nCPU seconds per GiB of each cold fill, user + system (snapstore's threads, the "
+          "fake CDN's, curl; the load average at its start):")
+    printTable(header, rows)
+
+
+def printTable(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """
+    A Markdown table, its columns padded to their widest cell.
+    """
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
 
 
 def hashRate(path: str, passes: int = 2) -> float:
@@ -230,10 +372,64 @@ http {{
 """
 
 
+class Snapstores:
+    """
+    Starts C{twistd -n snapstore} processes in front of the fake store,
+    each with its own data directory, from this checkout or another
+    (C{--baseline}), and asks them about snaps as snapd would.
+    """
+
+    def __init__(self, work: str, apiURL: str, processes: list[subprocess.Popen]) -> None:
+        self.work = work
+        self.apiURL = apiURL
+        self.processes = processes
+        self.log = open(os.path.join(work, "snapstore.log"), "w")
+        # An explicit, empty config file: an installed package's
+        # /etc/snapstore/snapstore.conf must not send the bench's blobs to
+        # its cache directory.
+        self.config = os.path.join(work, "snapstore.conf")
+        with open(self.config, "w") as empty:
+            empty.write("[snapstore]\n")
+        self.rulesDir = os.path.join(ROOT, "rules.d")
+        if not os.path.isdir(self.rulesDir):
+            self.rulesDir = os.path.join(work, "rules.d")
+            os.makedirs(self.rulesDir, exist_ok=True)
+
+    def start(self, name: str, extra: list[str], root: str = ROOT) -> tuple[subprocess.Popen, str]:
+        """
+        @return: the process and its base URL.
+        """
+        port = freePort()
+        process = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "snapstore", "--config", self.config,
+                      "--store-endpoint", f"tcp:{port}:interface=127.0.0.1",
+                      "--proxy-endpoint", "none", "--admin-endpoint", "none",
+                      "--upstream", self.apiURL, "--data-dir", os.path.join(self.work, name),
+                      "--rules-dir", self.rulesDir, *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=root),
+            cwd=self.work)
+        self.processes.append(process)
+        waitForPort(port, process, f"snapstore ({name})")
+        return process, f"http://127.0.0.1:{port}/"
+
+    @staticmethod
+    def downloadURL(base: str, name: str) -> str:
+        # Ask the proxy about the snap, as snapd would: the relay rewrites
+        # the download URL and records the blob.
+        with urllib.request.urlopen(f"{base}v2/snaps/info/{name}") as answer:
+            info = json.load(answer)
+        return info["channel-map"][0]["download"]["url"]
+
+
+def gbps(rate: float) -> str:
+    return f"{rate / 1e9:.2f} GB/s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hit-size", type=int, default=GIB)
+    parser.add_argument("--hit-size", type=int, default=GIB,
+                        help="(a) and (d): the blob filled cold, then hit [default: 1 GiB]")
     parser.add_argument("--burst-size", type=int, default=100 * MIB)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5, help="hit runs per server")
@@ -243,9 +439,24 @@ def main() -> None:
                         help="(e) the --upstream-rate of a second snapstore [default: 16M]")
     parser.add_argument("--rate-size", type=int, default=64 * MIB,
                         help="(e) the blob filled under --rate [default: 64 MiB]")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another checkout (e.g. a worktree of main) whose snapstore fills "
+                             "--cold-runs blobs too, alternating with this one's")
+    parser.add_argument("--cold-runs", type=int, default=None,
+                        help="more cold fills of fresh blobs, through this checkout (and "
+                             "--baseline's) [default: 2 with --baseline, else 0]")
+    parser.add_argument("--cold-size", type=int, default=None,
+                        help="the blobs of --cold-runs [default: --hit-size]")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold fills: (d) and --cold-runs, no (a), (b), (e)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work/cache")
     options = parser.parse_args()
-    requireTools("bench/cache.py", "nginx")
+    coldRuns = options.cold_runs if options.cold_runs is not None else (
+        2 if options.baseline else 0)
+    coldSize = options.cold_size or options.hit_size
+    if options.baseline and not os.path.isdir(os.path.join(options.baseline, "snapstore")):
+        raise SystemExit(f"--baseline {options.baseline}: not a snapstore checkout")
+    requireTools("bench/cache.py", *(() if options.cold_only else ("nginx",)))
 
     work = os.path.join(ROOT, "bench", "_work", "cache")
     shutil.rmtree(work, ignore_errors=True)
@@ -253,50 +464,32 @@ def main() -> None:
         os.makedirs(os.path.join(work, sub))
     processes: list[subprocess.Popen] = []
     upstream = FakeUpstream()
+    colds: list[ColdFill] = []
+    rounds = 0 if options.cold_only else options.rounds
     try:
         print(f"generating blobs ({options.hit_size} and {options.burst_size} bytes)...",
               file=sys.stderr)
         upstream.start([("big", 1, options.hit_size)] +
-                       [(f"burst{n}", 1, options.burst_size) for n in range(options.rounds)] +
-                       [("ratehit", 1, 16 * MIB), ("ratefill", 1, options.rate_size)])
+                       [(f"burst{n}", 1, options.burst_size) for n in range(rounds)] +
+                       [("ratehit", 1, 16 * MIB), ("ratefill", 1, options.rate_size)] +
+                       [(f"cold{n}", 1, coldSize) for n in range(coldRuns)] +
+                       [(f"basecold{n}", 1, coldSize)
+                        for n in range(coldRuns if options.baseline else 0)])
         store = upstream.store
         apiURL = store.apiURL
+        cdnThread = upstream.call(threading.get_native_id)
 
-        storePort = freePort()
-        log = open(os.path.join(work, "snapstore.log"), "w")
-        environment = dict(os.environ, PYTHONPATH=ROOT)
-        # This interpreter's Twisted: a venv's twistd need not be on PATH.
-        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        # An explicit, empty config file: an installed package's
-        # /etc/snapstore/snapstore.conf must not send the bench's blobs to
-        # its cache directory.
-        config = os.path.join(work, "snapstore.conf")
-        with open(config, "w") as empty:
-            empty.write("[snapstore]\n")
-        rulesDir = os.path.join(ROOT, "rules.d")
-        if not os.path.isdir(rulesDir):
-            rulesDir = os.path.join(work, "rules.d")
-            os.makedirs(rulesDir, exist_ok=True)
-        snapstore = subprocess.Popen(
-            twistd + ["-n", "--pidfile=", "snapstore", "--config", config,
-             "--store-endpoint", f"tcp:{storePort}:interface=127.0.0.1",
-             "--proxy-endpoint", "none", "--admin-endpoint", "none",
-             "--upstream", apiURL, "--data-dir", os.path.join(work, "data"),
-             "--cache-dir", os.path.join(work, "data", "cache"),
-             "--rules-dir", rulesDir, "--cache-size", str(4 * GIB)],
-            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=work)
-        processes.append(snapstore)
-        waitForPort(storePort, snapstore, "snapstore")
+        snapstores = Snapstores(work, apiURL, processes)
+        snapstore, base = snapstores.start(
+            "data", ["--cache-dir", os.path.join(work, "data", "cache"),
+                     "--cache-size", str(4 * GIB)])
         rss = RSSWatcher(snapstore.pid)
         rss.start()
-        base = f"http://127.0.0.1:{storePort}/"
-
-        def downloadURL(name: str) -> str:
-            # Ask the proxy about the snap, as snapd would: the relay
-            # rewrites the download URL and records the blob.
-            with urllib.request.urlopen(f"{base}v2/snaps/info/{name}") as answer:
-                info = json.load(answer)
-            return info["channel-map"][0]["download"]["url"]
+        downloadURL = lambda name: snapstores.downloadURL(base, name)
+        baseline = None
+        if options.baseline:
+            baseline, baselineBase = snapstores.start(
+                "baseline", ["--cache-size", str(4 * GIB)], root=os.path.abspath(options.baseline))
 
         def cdnURL(name: str) -> str:
             # Where the fake store's API redirects a download of the blob.
@@ -305,85 +498,93 @@ def main() -> None:
                  f"{apiURL}api/v1/snaps/download/{store.snapId(name)}_1.snap"],
                 capture_output=True, text=True, check=True).stdout
 
+        def cachedPath(data: str, name: str) -> Callable[[], str]:
+            size = store._blobById(store.snapId(name), 1).size
+            return lambda: os.path.join(work, data, "cache", "blobs",
+                                        f"{store.blobDigest(name, 1)}-{size}")
+
         # (a) cache hits: fill once, then time hits against nginx static on
         # the very file snapstore cached.
         bigURL = downloadURL("big")
         # (d) the first download is a cold one: streamed through while the
         # cache fills (the RSS watcher already runs); compare with fetching
-        # the same blob straight from the fake store's CDN.
-        coldRate = single(bigURL, options.hit_size)
+        # the same blob straight from the fake store's CDN, and with one
+        # core hashing those same bytes (what bounds it).
+        cold = coldFill("(d) this checkout", bigURL, options.hit_size, snapstore.pid, cdnThread,
+                        cachedPath("data", "big"))
+        colds.append(cold)
+        coldRate, shaRate = cold.rate, cold.shaRate
         directRate = single(cdnURL("big"), options.hit_size)
-        digest = store.blobDigest("big", 1)
         staticRoot = os.path.join(work, "data", "cache", "blobs")
-        staticName = f"{digest}-{options.hit_size}"
-        if not os.path.exists(os.path.join(staticRoot, staticName)):
-            raise SystemExit("snapstore did not cache the 1 GiB blob")
-        # What bounds (d): one core hashing those same bytes.
-        shaRate = hashRate(os.path.join(staticRoot, staticName))
+        staticName = os.path.basename(cachedPath("data", "big")())
 
-        staticPort, proxyPort = freePort(), freePort()
-        conf = os.path.join(work, "nginx.conf")
-        with open(conf, "w") as config:
-            config.write(NGINX_CONF.format(work=work, staticPort=staticPort,
-                                           proxyPort=proxyPort, staticRoot=staticRoot,
-                                           cdnPort=store.cdnPort))
-        nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", conf, "-p", work],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(nginx)
-        waitForPort(staticPort, nginx, "nginx")
-        staticURL = f"http://127.0.0.1:{staticPort}/{staticName}"
+        # More cold fills, this checkout and the baseline's alternating.
+        for n in range(coldRuns):
+            fills = [("this checkout", base, snapstore, f"cold{n}", "data")]
+            if baseline is not None:
+                fills.append(("--baseline", baselineBase, baseline, f"basecold{n}", "baseline"))
+            if n % 2:
+                fills.reverse()
+            for label, at, process, name, data in fills:
+                colds.append(coldFill(label, snapstores.downloadURL(at, name), coldSize,
+                                      process.pid, cdnThread, cachedPath(data, name)))
+        if baseline is not None:
+            stop(baseline, timeout=10)
 
         hits, statics = [], []
-        single(staticURL, options.hit_size)  # page cache warm for both
-        for run in range(options.runs):
-            # Alternate who goes first, so that neither always gets the
-            # CPUs right after the other finished.
-            if run % 2:
-                statics.append(single(staticURL, options.hit_size))
-                hits.append(single(bigURL, options.hit_size))
-            else:
-                hits.append(single(bigURL, options.hit_size))
-                statics.append(single(staticURL, options.hit_size))
-
-        # (b) cold bursts: 50 clients, one blob neither cache has seen;
-        # each round takes a new blob, snapstore and nginx alternating.
         snapWalls, snapUpstreams, nginxWalls, nginxUpstreams = [], [], [], []
-        for n in range(options.rounds):
-            name = f"burst{n}"
-            burstURL = downloadURL(name)
-            before = upstream.cdnBytes()
-            snapWalls.append(burst(burstURL, options.burst_size, options.clients))
-            snapUpstreams.append(upstream.cdnBytes() - before)
+        if not options.cold_only:
+            staticPort, proxyPort = freePort(), freePort()
+            conf = os.path.join(work, "nginx.conf")
+            with open(conf, "w") as config:
+                config.write(NGINX_CONF.format(work=work, staticPort=staticPort,
+                                               proxyPort=proxyPort, staticRoot=staticRoot,
+                                               cdnPort=store.cdnPort))
+            nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", conf, "-p", work],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            processes.append(nginx)
+            waitForPort(staticPort, nginx, "nginx")
+            staticURL = f"http://127.0.0.1:{staticPort}/{staticName}"
 
-            cdnPath = cdnURL(name).split("/", 3)[3]
-            before = upstream.cdnBytes()
-            nginxWalls.append(burst(f"http://127.0.0.1:{proxyPort}/{cdnPath}",
-                                    options.burst_size, options.clients))
-            nginxUpstreams.append(upstream.cdnBytes() - before)
+            single(staticURL, options.hit_size)  # page cache warm for both
+            for run in range(options.runs):
+                # Alternate who goes first, so that neither always gets the
+                # CPUs right after the other finished.
+                if run % 2:
+                    statics.append(single(staticURL, options.hit_size))
+                    hits.append(single(bigURL, options.hit_size))
+                else:
+                    hits.append(single(bigURL, options.hit_size))
+                    statics.append(single(staticURL, options.hit_size))
+
+            # (b) cold bursts: 50 clients, one blob neither cache has seen;
+            # each round takes a new blob, snapstore and nginx alternating.
+            for n in range(rounds):
+                name = f"burst{n}"
+                burstURL = downloadURL(name)
+                before = upstream.cdnBytes()
+                snapWalls.append(burst(burstURL, options.burst_size, options.clients))
+                snapUpstreams.append(upstream.cdnBytes() - before)
+
+                cdnPath = cdnURL(name).split("/", 3)[3]
+                before = upstream.cdnBytes()
+                nginxWalls.append(burst(f"http://127.0.0.1:{proxyPort}/{cdnPath}",
+                                        options.burst_size, options.clients))
+                nginxUpstreams.append(upstream.cdnBytes() - before)
 
         peakRSS = rss.stop()
 
-        # (e) a second snapstore with --upstream-rate: a fill under the
-        # cap, and a hit served meanwhile from the same node.
-        ratePort = freePort()
-        capped = subprocess.Popen(
-            twistd + ["-n", "--pidfile=", "snapstore",
-             "--config", os.path.join(work, "snapstore.conf"),
-             "--store-endpoint", f"tcp:{ratePort}:interface=127.0.0.1",
-             "--proxy-endpoint", "none", "--admin-endpoint", "none",
-             "--upstream", apiURL, "--data-dir", os.path.join(work, "capped"),
-             "--rules-dir", rulesDir, "--upstream-rate", options.rate],
-            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=work)
-        processes.append(capped)
-        waitForPort(ratePort, capped, "snapstore --upstream-rate")
-        base = f"http://127.0.0.1:{ratePort}/"
-        single(downloadURL("ratehit"), 16 * MIB)  # cached, under the cap
-        fillURL, hitURL = downloadURL("ratefill"), downloadURL("ratehit")
-        filling = curl(fillURL)
-        time.sleep(0.5)
-        rateHit = single(hitURL, 16 * MIB)
-        _, filled, seconds = curlResult(filling)
-        fillRate = filled / seconds
+        if not options.cold_only:
+            # (e) a second snapstore with --upstream-rate: a fill under the
+            # cap, and a hit served meanwhile from the same node.
+            _, base = snapstores.start("capped", ["--upstream-rate", options.rate])
+            single(downloadURL("ratehit"), 16 * MIB)  # cached, under the cap
+            fillURL, hitURL = downloadURL("ratefill"), downloadURL("ratehit")
+            filling = curl(fillURL)
+            time.sleep(0.5)
+            rateHit = single(hitURL, 16 * MIB)
+            _, filled, seconds = curlResult(filling)
+            fillRate = filled / seconds
     finally:
         for process in reversed(processes):
             stop(process, timeout=10)
@@ -394,11 +595,18 @@ def main() -> None:
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    printColdFills(colds)
+    if options.cold_only:
+        print(f"\n(d) cold download {gbps(coldRate)}, straight from the fake CDN "
+              f"{gbps(directRate)}, one core hashing sha3-384 {gbps(shaRate)}: "
+              f"{coldRate / shaRate:.2f}x (target >= 0.8x); snapstore peak RSS "
+              f"{peakRSS / MIB:.0f} MiB")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
+        return
     hit, static = statistics.median(hits), statistics.median(statics)
     capRate = parseSize(options.rate)
     snapWall, nginxWall = statistics.median(snapWalls), statistics.median(nginxWalls)
     snapUpstream, nginxUpstream = max(snapUpstreams), max(nginxUpstreams)
-    gbps = lambda rate: f"{rate / 1e9:.2f} GB/s"
     rows = [
         ("(a) cache hit, 1 client, %d MiB (median of %d)" % (options.hit_size >> 20, options.runs),
          gbps(hit), gbps(static) + " (nginx static, sendfile)", f"{hit / static:.2f}x", ">= 1.0x"),
@@ -423,13 +631,7 @@ def main() -> None:
         ("(e) cache hit during that fill, 16 MiB", gbps(rateHit), "", "",
          "not throttled"),
     ]
-    header = ("measurement", "snapstore", "nginx", "ratio", "target")
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]
-    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
+    printTable(("measurement", "snapstore", "nginx", "ratio", "target"), rows)
     print(f"\nhit runs (GB/s): snapstore {[round(r / 1e9, 2) for r in hits]}, "
           f"nginx {[round(r / 1e9, 2) for r in statics]}")
     print(f"burst rounds (s): snapstore {[round(w, 2) for w in snapWalls]}, "

@@ -12,14 +12,18 @@ from typing import Any
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import TransportProxyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
 from snapstore.cache.blobs import BlobCache
 from snapstore.state.records import BlobRecord
 from snapstore.store.download import IDLE_TIMEOUT, MAX_REDIRECTS, DownloadResource
+from snapstore.store.fillbody import READ_SIZE
 from snapstore.store.upstream import StoreUpstream, UpstreamError
+from snapstore.uplink.rate import Throttle, TokenBucket
 from tests.helpers import MemoryBlobs
+from tests.test_fillbody import _Connection
 from tests.unithelpers import StoreRequest, TableAgent
 
 UPSTREAM = "https://api.store.test/"
@@ -134,3 +138,29 @@ class _SilentResponse:
 
     def deliverBody(self, protocol: Any) -> None:
         protocol.makeConnection(self.transport)
+
+
+class FillReadSizeTests(SynchronousTestCase):
+    """
+    L{DownloadResource.fillFrom} reads an unthrottled body from its socket
+    in L{READ_SIZE} pieces, and a throttled one in the connection's own.
+    """
+
+    def fillFrom(self, throttle: Any) -> int:
+        reactor = MemoryReactorClock()
+        cache = BlobCache(reactor, self.mktemp(), 1 << 20, inThread=maybeDeferred,
+                          hashInThread=False)
+        download = DownloadResource(reactor, StoreUpstream(TableAgent({}), UPSTREAM, reactor, 8.0),
+                                    MemoryBlobs(), cache, throttle=throttle)
+        connection = _Connection(reactor=reactor)
+        fill = cache.beginFill(hashlib.sha3_384(DATA).hexdigest(), len(DATA))
+        download.fillFrom(fill, _SilentResponse(TransportProxyProducer(connection)), "hello")
+        return connection.bufferSize
+
+    def test_unthrottled(self) -> None:
+        self.assertEqual(self.fillFrom(None), READ_SIZE)
+
+    def test_throttled(self) -> None:
+        clock = MemoryReactorClock()
+        throttle = Throttle(clock, [TokenBucket(clock, 1 << 20)])
+        self.assertEqual(self.fillFrom(throttle), _Connection.bufferSize)

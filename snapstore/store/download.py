@@ -34,7 +34,7 @@ from snapstore.cache.sender import BlobSender
 from snapstore.http.headers import AUTHORIZATION_HEADERS, addVia, endToEnd
 from snapstore.interfaces import IBlobCache, IServiceReactor
 from snapstore.http.storeerror import writeStoreError
-from snapstore.store.fillbody import BodyIntoFill, SourceGone, SourceStalled
+from snapstore.store.fillbody import READ_SIZE, BodyIntoFill, SourceGone, SourceStalled
 from snapstore.store.relay import copyResponseHead
 from snapstore.store.streaming import abortClient, relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError, discardBody
@@ -421,8 +421,11 @@ class DownloadResource(Resource):
         """
         if self.throttle is not None:
             throttle = self.throttle.joined(throttle)
+        # A throttled body keeps the connection's reads, so that the
+        # throttle meters it in the pieces it was tuned for.
         writer = BodyIntoFill(fill, self.clock, self.idleTimeout,
-                              self.metrics.fetchedUpstream if self.metrics is not None else None)
+                              self.metrics.fetchedUpstream if self.metrics is not None else None,
+                              readSize=READ_SIZE if not throttle else None)
         fill.start()
         response.deliverBody(writer if throttle is None else throttle.wrap(writer))
 

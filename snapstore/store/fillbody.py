@@ -15,12 +15,37 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+
+
+#: How many bytes one read from a fill's source connection may take.
+#: Twisted reads 64 KiB per C{doRead}; a fill's body goes whole to the
+#: disk, so reading it in bigger pieces cuts the Python work (the HTTP
+#: parser, the fill's bookkeeping) and the system calls per GiB, which
+#: on two cores compete with the hashing thread (bench/cache.py row (d)).
+READ_SIZE = 1 << 20
+
+
+def socketTransport(transport: Any) -> Optional[FileDescriptor]:
+    """
+    The socket connection under the transport a body protocol was given:
+    through the body transport of L{snapstore.http.client} (C{_connection},
+    whose protocol has the C{transport}) or of Twisted's client
+    (C{_producer}), a throttle's pause (which forwards attributes) and TLS
+    (C{transport}); C{None} when there is none (a test transport).
+    """
+    for _ in range(5):
+        if isinstance(transport, FileDescriptor):
+            return transport if hasattr(transport, "socket") else None
+        transport = (getattr(transport, "_connection", None) or getattr(transport, "_producer", None)
+                     or getattr(transport, "transport", None))
+    return None
 
 
 class SourceGone(Exception):
@@ -55,20 +80,31 @@ class BodyIntoFill(Protocol):
     transport: Any
 
     def __init__(self, fill: Any, clock: IReactorTime, idleTimeout: float,
-                 counted: Optional[Callable[[int], object]] = None) -> None:
+                 counted: Optional[Callable[[int], object]] = None,
+                 readSize: Optional[int] = READ_SIZE) -> None:
         """
         @param counted: called with the length of each piece received (the
             upstream byte counter of the metrics), or C{None}.
+        @param readSize: how much one read from the source's socket may
+            take while this body arrives (L{READ_SIZE}); C{None} leaves
+            the connection's own.
         """
         self.fill = fill
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.counted = counted
+        self.readSize = readSize
         self.done: Deferred[None] = Deferred()
         self._idle: Any = None
+        self._widened: Optional[tuple[FileDescriptor, int]] = None
 
     def connectionMade(self) -> None:
         self._idle = self.clock.callLater(self.idleTimeout, self._stalled)
+        connection = socketTransport(self.transport) if self.readSize else None
+        if connection is not None and self.readSize and connection.bufferSize < self.readSize:
+            # Only for this body: the connection may go back to a pool.
+            self._widened = (connection, connection.bufferSize)
+            connection.bufferSize = self.readSize
 
     def dataReceived(self, data: bytes) -> None:
         if self.done.called or self.fill.failure is not None:
@@ -106,6 +142,9 @@ class BodyIntoFill(Protocol):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
+        if self._widened is not None:
+            (connection, size), self._widened = self._widened, None
+            connection.bufferSize = size
         if reason is not None and reason.check(ResponseDone, PotentialDataLoss,
                                                HTTPPotentialDataLoss):
             self._settle(None)
