@@ -134,6 +134,15 @@ class BodyTransport:
         self._paused = False
         self._held = False
 
+    @property
+    def connectionTransport(self) -> Any:
+        """
+        The connection's own transport while the body lasts (a fill widens
+        its reads: L{snapstore.store.fillbody.socketTransport}), else
+        C{None}.
+        """
+        return self._connection.transport if self._connection is not None else None
+
     def getPeer(self) -> Any:
         return self._connection.transport.getPeer() if self._connection is not None else None
 

@@ -35,15 +35,16 @@ READ_SIZE = 1 << 20
 def socketTransport(transport: Any) -> Optional[FileDescriptor]:
     """
     The socket connection under the transport a body protocol was given:
-    through the body transport of L{snapstore.http.client} (C{_connection},
-    whose protocol has the C{transport}) or of Twisted's client
+    through the body transport of L{snapstore.http.client}
+    (C{connectionTransport}) or of Twisted's client
     (C{_producer}), a throttle's pause (which forwards attributes) and TLS
     (C{transport}); C{None} when there is none (a test transport).
     """
     for _ in range(5):
         if isinstance(transport, FileDescriptor):
             return transport if hasattr(transport, "socket") else None
-        transport = (getattr(transport, "_connection", None) or getattr(transport, "_producer", None)
+        transport = (getattr(transport, "connectionTransport", None)
+                     or getattr(transport, "_producer", None)
                      or getattr(transport, "transport", None))
     return None
 
