@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from snapstore.tap import assembleStore
 from tests.hardeninghelpers import RawClient, parseAnswer, statuses
-from tests.helpers import MemoryBlobs, listen, startStore, testSettings
+from tests.helpers import MemoryBlobs, startStore, testSettings
 
 REQUEST = b"GET /v1/client-config HTTP/1.1\r\nHost: snapstore.example.lan:8000\r\n\r\n"
 

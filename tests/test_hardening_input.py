@@ -14,7 +14,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from snapstore.http.guard import GuardedSite, REQUEST_TIMEOUT, IDLE_TIMEOUT

@@ -29,7 +29,7 @@ from snapstore.cache import blobs as blobsModule
 from snapstore.cache.blobs import BlobCache
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, RawClient, parseAnswer, rawConnect, rawExchange, startFront, rawRequest
-from tests.helpers import MemoryBlobs, listen, startStore, testSettings
+from tests.helpers import startStore, testSettings
 from tests.ports import freePort
 from tests.processes import startTwistd, waitForPort
 

@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakestore import FakeStore
 from tests.hardeninghelpers import REFRESH, parseAnswer, rawExchange, startFront, storeErrorCode, rawRequest
-from tests.helpers import MemoryBlobs, listen, startStore, testSettings
+from tests.helpers import startStore, testSettings
 
 class UpstreamFaultTests(TestCase):
     """

@@ -26,7 +26,7 @@ from snapstore.outbound import (
     makeConnections, makeDialer,
 )
 from tests.forwardhelpers import listen, originRoot, proxySettings, siteFactory, startProxy
-from tests.helpers import MemoryBlobs, startStore, testSettings
+from tests.helpers import startStore, testSettings
 from tests.test_forward_clients import CURL, CLEAN_ENV, untilTunnelsClosed
 from tests.tlshelpers import TestAuthority
 

@@ -17,7 +17,6 @@ from twisted.web.client import Agent, readBody
 from twisted.web import http
 from twisted.web.test.requesthelper import DummyChannel
 
-from snapstore.http.bodies import BytesProducer
 from snapstore.observe.access import ACCESS_NAMESPACE, ObservedRequest
 from snapstore.observe.logs import eventAsJSON
 from tests.helpers import capturedEvents

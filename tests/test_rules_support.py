@@ -24,7 +24,7 @@ from snapstore.interfaces import IStateStore
 from snapstore.rules.engine import RuleEnv
 from snapstore.rules.service import RulesService
 from snapstore.state.records import Device, DeviceSession, normaliseChannel
-from tests.helpers import listen, startStore, testAgent, testSettings
+from tests.helpers import startStore, testAgent, testSettings
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_RULES = os.path.join(CHECKOUT, "rules.d")

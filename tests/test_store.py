@@ -17,7 +17,6 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
-from zope.interface.verify import verifyObject
 
 from snapstore.http.storeerror import storeErrorBody
 from tests.helpers import (

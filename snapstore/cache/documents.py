@@ -12,7 +12,7 @@ when each entry was stored.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 

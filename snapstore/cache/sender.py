@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import select
 import socket
-import threading
 from typing import Any, Optional
 
 from twisted.internet.abstract import FileDescriptor

@@ -7,7 +7,7 @@ The C{snapstore audit} verb: list admin changes, verify the hash chain
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, TextIO
+from typing import TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM, EXIT_REFUSED
 from snapstore.state.auditcheck import checkRows, entryFromJSON

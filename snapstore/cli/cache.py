@@ -6,9 +6,9 @@ The C{snapstore cache} verb: statistics, prune, verify.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
-from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM
+from snapstore.cli.client import AdminClient, EXIT_OK, EXIT_PROBLEM
 from snapstore.cli.format import dumpJSON, formatSize, plural
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Optional, TextIO
+from typing import Optional, TextIO
 
 from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from snapstore.cli.format import dumpJSON, escape

@@ -7,9 +7,9 @@ L{snapstore.cli.fleet}).
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, TextIO
+from typing import TextIO
 
-from snapstore.cli.client import AdminClient, CommandError, EXIT_OK
+from snapstore.cli.client import AdminClient, EXIT_OK
 from snapstore.cli.format import dumpJSON
 
 

@@ -7,9 +7,9 @@ C{check-connections} and C{client-config}.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
-from snapstore.cli.client import AdminClient, CommandError, EXIT_OK, EXIT_PROBLEM
+from snapstore.cli.client import AdminClient, EXIT_OK, EXIT_PROBLEM
 from snapstore.cli.cluster import nodeLines
 from snapstore.cli.uplink import statusLines
 from snapstore.cli.format import describeCheck, dumpJSON, formatDuration, formatSize, plural

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 from snapstore.cli.client import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CommandError
-from snapstore.cli.format import dumpJSON, formatSize, formatTime, table
+from snapstore.cli.format import dumpJSON, formatTime, table
 
 
 

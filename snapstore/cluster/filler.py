@@ -24,7 +24,7 @@ device's retry fetches the blob elsewhere).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import socket
 from base64 import b64decode
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from snapstore.http.clientlimit import ClientLimit

@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from snapstore.http.headers import addVia
 from snapstore.http.storeerror import writeStoreError
 from snapstore.store.relay import copyResponseHead
-from snapstore.store.rewrite import REMOTE_PREFIX, RemoteURLs
+from snapstore.store.rewrite import RemoteURLs
 from snapstore.store.streaming import relayBody
 from snapstore.store.upstream import StoreUpstream, UpstreamError
 

@@ -43,7 +43,6 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from snapstore.config import parseWindow
 from snapstore.state.records import deviceChannel
 from snapstore.store.rewrite import rewriteAnswer
 from snapstore.uplink.answers import FOLLOWER_AGENT
