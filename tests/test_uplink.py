@@ -25,7 +25,8 @@ from snapstore.cli.uplink import statusLines
 from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
 from snapstore.http.bodies import BytesProducer
 from snapstore.uplink.stale import RELEARN_AFTER, StaleAgent, UplinkHealth
-from snapstore.uplink.follow import Follower, FollowList, parseWindow, secondsUntilOpen
+from snapstore.config import parseWindow
+from snapstore.uplink.follow import Follower, FollowList, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
 from tests.helpers import RecordingOrigin, deferred, listen, originSite, testAgent

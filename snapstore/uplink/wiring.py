@@ -14,12 +14,12 @@ from typing import Any, Optional
 import attrs
 from prometheus_client import Counter
 
+from snapstore.config import parseWindow
 from snapstore.uplink.answers import AnswersFile, RelayedAnswers
 from snapstore.uplink.follow import (
     Follower,
     FollowList,
     FOLLOWS_FILE,
-    parseWindow,
     revisionsKnownTo,
 )
 from snapstore.uplink.rate import Throttle, makeThrottle
