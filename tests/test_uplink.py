@@ -20,12 +20,11 @@ from twisted.web.client import FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from snapstore.cli import main as cliMain
-from snapstore.config import ConfigError, buildSettings, parseDuration
+from snapstore.config import ConfigError, buildSettings, parseDuration, parseWindow
 from snapstore.cli.uplink import statusLines
 from snapstore.uplink.answers import FOLLOWER_AGENT, RelayedAnswers
 from snapstore.http.bodies import BytesProducer
 from snapstore.uplink.stale import RELEARN_AFTER, StaleAgent, UplinkHealth
-from snapstore.config import parseWindow
 from snapstore.uplink.follow import Follower, FollowList, secondsUntilOpen
 from snapstore.uplink.rate import TokenBucket
 from tests.fakestore import FakeStore
