@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ")
 
@@ -138,6 +139,8 @@ class FrontConnection(Protocol):
         self.peer: Any = None
         self.pending = b""
         self.decided = False
+        # The connection to the upstream while it is being made.
+        self.attempt: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         if self.decided:
@@ -165,9 +168,30 @@ class FrontConnection(Protocol):
         requestLine, rest = bytes(self.head).split(b"\r\n", 1)
         self.pending = requestLine + b"\r\nConnection: close\r\n" + rest
         self.transport.pauseProducing()
-        connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.front.targetPort), _Peer(self))
+        self.attempt = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.front.targetPort),
+                                       _Peer(self))
+        self.attempt.addBoth(self._attempted)
+
+    def _attempted(self, result: Any) -> None:
+        """
+        The upstream connection was made, failed or was given up: a client
+        whose upstream cannot be reached is cut off, as by a reset.
+        """
+        self.attempt = None
+        if isinstance(result, Failure) and self.transport is not None:
+            self.transport.abortConnection()
+
+    def giveUp(self) -> None:
+        """
+        Stop making the upstream connection, if it is still being made (the
+        client left, or the front stops): an attempt must not outlive the
+        test that caused it.
+        """
+        if self.attempt is not None:
+            self.attempt.cancel()
 
     def connectionLost(self, reason: Any) -> None:
+        self.giveUp()
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.loseConnection()
         self.front.connections.discard(self)
@@ -244,6 +268,7 @@ class FaultyFront(Factory):
 
     def stop(self) -> None:
         for connection in list(self.connections):
+            connection.giveUp()
             if connection.transport is not None:
                 connection.transport.abortConnection()
 
