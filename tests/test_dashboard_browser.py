@@ -111,12 +111,24 @@ class Browser:
         """
         Submit C{form} and wait for the page that answers.
         """
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.wait import WebDriverWait
 
+        def replaced(driver: Any) -> bool:
+            # Selenium's staleness_of counts only StaleElementReferenceException;
+            # Chrome sometimes answers for the element of the page just left
+            # with a generic "Node with given id does not belong to the
+            # document" error instead (one full run in several): that is
+            # stale too.
+            try:
+                form.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(form))
+        WebDriverWait(self.driver, 20).until(replaced)
         self.waitFor(By.TAG_NAME, "footer")
 
     def waitFor(self, by: str, value: str) -> Any:
