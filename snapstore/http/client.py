@@ -46,6 +46,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IClientRequest, IResponse
 from zope.interface import implementer
 
+from snapstore.http.head import findHeadEnd
+
 #: The largest answer head accepted (status line and header fields); a
 #: longer one fails the request with L{ResponseFailed} (Twisted's client
 #: allows 16 KiB per line).
@@ -334,7 +336,7 @@ class ClientConnection(Protocol):
 
     def _headReceived(self, buffer: bytes) -> None:
         while True:
-            end = _headEnd(buffer)
+            end = findHeadEnd(buffer)
             if end == -1:
                 if len(buffer) > MAX_HEAD:
                     self._failHead(ParseError(f"answer head larger than {MAX_HEAD} bytes", b""))
@@ -549,19 +551,6 @@ class ClientConnection(Protocol):
         """
         self.state = CLOSED
         self.transport.abortConnection()
-
-
-def _headEnd(buffer: bytes) -> int:
-    """
-    The offset just past the first empty line of C{buffer}, or -1.  Lines
-    may end in CRLF or bare LF (as Twisted's client reads them): the
-    first line feed followed by another or by CRLF ends the head.
-    """
-    ends = [at for at in (buffer.find(b"\n\n"), buffer.find(b"\n\r\n")) if at != -1]
-    if not ends:
-        return -1
-    at = min(ends)
-    return at + (2 if buffer[at:at + 2] == b"\n\n" else 3)
 
 
 def _version(text: bytes) -> tuple[bytes, int, int]:

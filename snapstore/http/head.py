@@ -72,19 +72,15 @@ class Head:
 def findHeadEnd(buffer: bytes | bytearray, start: int = 0) -> int:
     """
     The offset just past the blank line ending a head in C{buffer}, or -1.
-    Lines may end in CRLF or bare LF.
+    Lines may end in CRLF or bare LF: the first line feed followed by
+    another or by CRLF ends the head (found with two searches in C, not a
+    walk line by line: the upstream client calls this for every answer).
     """
-    at = start
-    while True:
-        newline = buffer.find(b"\n", at)
-        if newline == -1:
-            return -1
-        following = newline + 1
-        if buffer[following:following + 1] == b"\n":
-            return following + 1
-        if buffer[following:following + 2] == b"\r\n":
-            return following + 2
-        at = following
+    bare = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\n\r\n", start)
+    if crlf == -1 or (bare != -1 and bare < crlf):
+        return -1 if bare == -1 else bare + 2
+    return crlf + 3
 
 
 def parseHead(data: bytes, request: bool, maxHeaders: int = 100) -> Head:
