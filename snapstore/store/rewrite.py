@@ -174,8 +174,6 @@ def _text(value: Any) -> str:
 
 #: Values that hold nothing to visit: skipped without asking isinstance.
 _LEAVES = frozenset([str, int, float, bool, type(None)])
-#: The keys of an object that make it hold URLs to rewrite.
-_URL_HOLDERS = ("download", "media", "assertion-stream-urls")
 
 
 def _holders(node: Any, ancestors: list[Any], found: list[tuple[Any, tuple[Any, ...]]]) -> None:
