@@ -19,7 +19,6 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from snapstore.interfaces import IActionRule, IAdmissionRule, ICacheRule, IConnectRule
 from snapstore.rules.values import (
@@ -29,7 +28,7 @@ from snapstore.rules.values import (
     RuleFailed,
     StoreDeny,
     StoreRequest,
-    pending,
+    settled,
 )
 from snapstore.rules.verdicts import Abstain, Allow, Deny
 from snapstore.state.errors import StateUnavailable
@@ -165,7 +164,7 @@ class RuleSet:
                             default: Any = None) -> Any:
         for rule in rules:
             try:
-                verdict = await _settled(ask(rule))
+                verdict = await settled(ask(rule))
             except StateUnavailable:
                 # Still refused (fail closed), but as what it is: a passing
                 # database outage, which snapd retries, not a policy refusal.
@@ -202,7 +201,7 @@ class RuleSet:
                      result: Any) -> Any:
         for rule in self.actionRules:
             try:
-                result = await _settled(rule.amend(request, action, result))
+                result = await settled(rule.amend(request, action, result))
             except StateUnavailable:
                 raise
             except Exception:
@@ -378,19 +377,6 @@ class RuleSet:
                 return NO_CACHE
             return policy
         return defaultCachePolicy(response)
-
-
-async def _settled(result: Any) -> Any:
-    """
-    What a rule's method returned, waited for when it must be (a
-    L{Deferred}, a coroutine), raised when it is a L{Failure} (as
-    C{maybeDeferred} did).
-    """
-    if pending(result):
-        return await result
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
 
 
 def defaultCachePolicy(response: ResponseHead) -> CachePolicy:

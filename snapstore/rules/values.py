@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from snapstore.rules.verdicts import Deny
 
@@ -197,6 +198,19 @@ def pending(value: Any) -> bool:
     microseconds per step of every request (issue 20).
     """
     return isinstance(value, Deferred) or type(value) is CoroutineType
+
+
+async def settled(result: Any) -> Any:
+    """
+    What a rule's method (or any step that may wait) returned, waited for
+    when it must be (L{pending}), raised when it is a L{Failure}: what
+    C{await maybeDeferred(...)} gave, without the fired L{Deferred}.
+    """
+    if pending(result):
+        return await result
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
 
 
 class RuleFailed(Exception):

@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from snapstore.http.bodies import ParsedJSON
 from snapstore.http.headers import relayHeaders
-from snapstore.rules.values import RuleFailed, pending
+from snapstore.rules.values import RuleFailed, settled
 from snapstore.rules.verdicts import Deny
 from snapstore.state.errors import StateUnavailable
 from snapstore.store.compression import (
@@ -244,9 +244,7 @@ class RelayResource(Resource):
             self.remoteURLs.update(rewritten.remotes)
             for blob in rewritten.blobs:
                 try:
-                    recorded = self.recordBlob(blob)
-                    if pending(recorded):
-                        await recorded
+                    await settled(self.recordBlob(blob))
                 except Exception:
                     self.log.failure("cannot record blob {name}", name=blob.name)
             if request._disconnected:
