@@ -62,8 +62,13 @@ def installedSnaps(body: Any) -> Optional[list[InstalledSnap]]:
         list (then nothing is known, and nothing is replaced).
     """
     installed = _installed(body)
-    if installed is None:
-        return None
+    return None if installed is None else _records(installed)
+
+
+def _records(installed: list[tuple[str, int, str]]) -> list[InstalledSnap]:
+    """
+    The records of what L{_installed} found.
+    """
     return [InstalledSnap(snapId=snapId, revision=revision, channel=channel)
             for snapId, revision, channel in installed]
 
@@ -142,10 +147,8 @@ class InventoryRecorder:
                 if len(self._written) >= MAX_REMEMBERED:
                     self._written.clear()
                 self._written[device.identity] = (reported, now)
-                snaps = [InstalledSnap(snapId=snapId, revision=revision, channel=channel)
-                         for snapId, revision, channel in installed]
                 d = self.state.recordInventory(device.identity, device.model, device.address,
-                                               architecture, snaps, names)
+                                               architecture, _records(installed), names)
                 return d.addCallbacks(self._recorded, self._failed,
                                       errbackArgs=(device.identity,))
         if names:
