@@ -245,9 +245,8 @@ class _LiveCall:
         response = self._response
         if response.code >= 500:
             self.agent.health.failed(f"upstream answered {response.code}")
-            self._settle(self.agent._afterFailure(
+            self._settle(self.agent._afterErrorStatus(
                 self.kind, self.method, self.uri, self.headers, self.body,
-                f"upstream-status-{response.code}",
                 LocalResponse(response.code, response.phrase, response.headers, raw)))
             return
         self.agent.health.answered()
@@ -359,25 +358,31 @@ class StaleAgent:
         return await _LiveCall(self, kind, method, uri, headers, body, ParsedJSON(body)).result
 
     def _afterFailure(self, kind: str, method: bytes, uri: bytes, headers: Headers,
-                      body: Optional[bytes], failure: Any,
-                      answer: Optional[IResponse] = None) -> Deferred[IResponse]:
+                      body: Optional[bytes], failure: Failure) -> Deferred[IResponse]:
         """
-        Upstream failed a covered call: the stale answer, if one is known.
-
-        @param failure: the L{Failure} of the call, or (with C{answer})
-            the error code of upstream's 5xx answer.
-        @param answer: upstream's 5xx answer, given to the device when
-            nothing stale is known; C{None} when the call failed.
+        A covered call failed (C{failure}): the stale answer, if one is
+        known, else the failure as the relay maps it.
         """
-        return Deferred.fromCoroutine(self._staleOr(kind, method, uri, headers, body, failure,
-                                                    answer))
+        return Deferred.fromCoroutine(self._staleOrFailure(kind, method, uri, headers, body,
+                                                           failure))
 
-    async def _staleOr(self, kind: str, method: bytes, uri: bytes, headers: Headers,
-                       body: Optional[bytes], failure: Any,
-                       answer: Optional[IResponse]) -> IResponse:
-        if answer is not None:
-            stale = await self._stale(kind, method, uri, headers, body, failure)
-            return answer if stale is None else stale
+    def _afterErrorStatus(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                          body: Optional[bytes], answer: IResponse) -> Deferred[IResponse]:
+        """
+        Upstream answered a covered call with a 5xx (C{answer}): the stale
+        answer, if one is known, else upstream's own.
+        """
+        return Deferred.fromCoroutine(self._staleOrAnswer(kind, method, uri, headers, body,
+                                                          answer))
+
+    async def _staleOrAnswer(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                             body: Optional[bytes], answer: IResponse) -> IResponse:
+        stale = await self._stale(kind, method, uri, headers, body,
+                                  f"upstream-status-{answer.code}")
+        return answer if stale is None else stale
+
+    async def _staleOrFailure(self, kind: str, method: bytes, uri: bytes, headers: Headers,
+                              body: Optional[bytes], failure: Failure) -> IResponse:
         error = failure.value
         if isinstance(error, _TooSlow):
             code = "upstream-timeout"
@@ -391,7 +396,7 @@ class StaleAgent:
         if stale is None:
             if isinstance(error, _TooSlow):
                 raise UpstreamError(504, "upstream-timeout", str(error))
-            raise failure.value
+            failure.raiseException()
         return stale
 
     async def _stale(self, kind: str, method: bytes, uri: bytes, headers: Headers,
